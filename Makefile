@@ -1,0 +1,82 @@
+# AtlasLoop: the front door. `make demo` and `make test` each do their own set-up.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+PACKAGES := libs/common libs/devstack $(wildcard services/*)
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+PROTOS := $(shell find protos -name '*.proto')
+GEN_DIR := libs/common/src
+GEN_STAMP := $(GEN_DIR)/atlasloop/.proto-stamp
+RUN_DIR := .run
+
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: help venv proto lint test test-unit demo up down status bench clean
+
+help:
+	@echo "make demo   start the whole local stack, wait for every service, print the service map"
+	@echo "make test   set up, lint, run unit and integration tests against the real stack"
+	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray and the six services (idempotent)"
+	@echo "make down   stop exactly what 'make up' started (idempotent)"
+	@echo "make status print the service map and each service's health"
+	@echo "make proto  regenerate the Python stubs from protos/"
+	@echo "make lint   ruff, buf lint, and a check that generated stubs are current"
+	@echo "make bench  run the benchmarks"
+
+# The virtual environment: torch first (the local CPU wheel; nothing may pull a CUDA build),
+# then every package editable, all pinned by constraints.txt.
+$(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	touch $@
+
+venv: $(STAMP) $(BUF)
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Generated stubs (with .pyi) are not committed; they are rebuilt whenever a proto changes.
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	rm -rf $(GEN_DIR)/atlasloop/*/v1
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN_DIR) --pyi_out=$(GEN_DIR) \
+		--grpc_python_out=$(GEN_DIR) $(PROTOS)
+	touch $@
+
+proto: $(GEN_STAMP)
+
+lint: venv proto
+	$(BUF) lint
+	$(BIN)/ruff check libs services tests benchmarks
+
+test-unit: lint
+	$(BIN)/pytest -m "not integration"
+
+test: lint
+	$(BIN)/pytest
+
+up: venv proto
+	$(PY) -m atlasloop.devstack up --run-dir $(RUN_DIR)
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m atlasloop.devstack down --run-dir $(RUN_DIR); else echo "nothing to stop"; fi
+
+status: venv proto
+	$(PY) -m atlasloop.devstack status --run-dir $(RUN_DIR)
+
+# Until the loop lands, the demo is the real part that exists: the whole stack, healthy.
+demo: up
+
+bench: venv proto
+	$(PY) -m benchmarks
+
+clean: down
+	rm -rf $(VENV) node_modules $(RUN_DIR) $(GEN_DIR)/atlasloop/*/v1 $(GEN_STAMP)

@@ -1,0 +1,35 @@
+"""``make bench``: start the benchmark stack on its own ports, run every benchmark, stop it."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from atlasloop.devstack.ports import Ports
+from atlasloop.devstack.stack import Stack
+from benchmarks import transport
+from benchmarks.machine import describe, peak_rss_mib
+
+
+def main() -> int:
+    print(f"machine: {describe()}")
+    with tempfile.TemporaryDirectory(prefix="atlasloop-bench-") as run_dir:
+        stack = Stack(Path(run_dir), Ports.for_tests(4))
+        try:
+            stack.start_s3()
+            stack.start_kafka()
+            for name, bench in [("object store", transport.object_store), ("events", transport.kafka)]:
+                started = time.perf_counter()
+                print(f"\n## {name}")
+                for line in bench(stack):
+                    print(line)
+                print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
+        finally:
+            stack.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Kafka events: one protobuf message type per topic, keyed by case id (or model name).
+
+Delivery is at least once. The producer is idempotent and waits for the broker's acknowledgement
+before :meth:`EventProducer.publish` returns, so a caller that publishes after making its data
+durable never reports an event that was not stored. The consumer commits an offset only after its
+handler returned, so a crash re-delivers; handlers must be idempotent (deduplicate on
+``meta.event_id`` or a natural key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from atlasloop.common.errors import InvalidInput, NotReady
+from atlasloop.common.settings import KafkaSettings
+from atlasloop.events.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+TOPICS: dict[type[ProtoMessage], str] = {
+    events_pb2.CaseIngested: "case.ingested",
+    events_pb2.CasePredicted: "case.predicted",
+    events_pb2.CaseScored: "case.scored",
+    events_pb2.CaseQueued: "case.queued",
+    events_pb2.AnnotationRevised: "annotation.revised",
+    events_pb2.AnnotationApproved: "annotation.approved",
+    events_pb2.TrainingRequested: "training.requested",
+    events_pb2.TrainingProgress: "training.progress",
+    events_pb2.TrainingCompleted: "training.completed",
+    events_pb2.ModelPublished: "model.published",
+}
+_BY_NAME = {cls.DESCRIPTOR.full_name: cls for cls in TOPICS}
+TYPE_HEADER = "event-type"
+ID_HEADER = "event-id"
+
+
+def topic_for(event_type: type[ProtoMessage], settings: KafkaSettings) -> str:
+    return settings.topic_prefix + TOPICS[event_type]
+
+
+def new_meta(producer: str, correlation_id: str = "") -> events_pb2.EventMeta:
+    """A fresh envelope: new event id, now, who produced it."""
+    now = Timestamp()
+    now.GetCurrentTime()
+    return events_pb2.EventMeta(
+        event_id=str(uuid.uuid4()), occurred_at=now, producer=producer, correlation_id=correlation_id
+    )
+
+
+def ensure_topics(settings: KafkaSettings, event_types: Iterable[type[ProtoMessage]] = TOPICS) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [topic_for(t, settings) for t in event_types]
+    missing = [NewTopic(t, num_partitions=settings.partitions, replication_factor=1)
+               for t in wanted if t not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing).items():
+        try:
+            future.result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("created topic", extra={"topic": topic})
+
+
+def encode(event: ProtoMessage) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Serialise an event with the headers consumers dispatch and deduplicate on."""
+    if type(event) not in TOPICS:
+        raise InvalidInput(f"{type(event).__name__} is not an event type")
+    meta = event.meta  # type: ignore[attr-defined]
+    if not meta.event_id:
+        raise InvalidInput("event has no meta.event_id")
+    headers = [(TYPE_HEADER, event.DESCRIPTOR.full_name.encode()), (ID_HEADER, meta.event_id.encode())]
+    return event.SerializeToString(), headers
+
+
+def decode(value: bytes, headers: Iterable[tuple[str, bytes]] | None) -> ProtoMessage:
+    """Parse an event from its bytes and ``event-type`` header."""
+    type_name = dict(headers or ()).get(TYPE_HEADER, b"").decode()
+    cls = _BY_NAME.get(type_name)
+    if cls is None:
+        raise InvalidInput(f"unknown event type {type_name!r}")
+    try:
+        return cls.FromString(value)
+    except DecodeError as exc:
+        raise InvalidInput(f"undecodable {type_name}: {exc}") from None
+
+
+class EventProducer:
+    """Publish events synchronously: :meth:`publish` returns once the broker has them."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str) -> None:
+        self._settings = settings
+        self._producer = Producer({
+            "bootstrap.servers": settings.bootstrap_servers,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "security.protocol": settings.security_protocol,
+            "message.timeout.ms": 15000,
+        })
+
+    def publish(self, event: ProtoMessage, key: str, timeout_s: float = 20.0) -> None:
+        self.publish_raw(topic_for(type(event), self._settings), key, *encode(event), timeout_s=timeout_s)
+
+    def publish_raw(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]],
+                    timeout_s: float = 20.0) -> None:
+        """Publish already-encoded bytes (the outbox relay stores events encoded)."""
+        outcome: dict[str, KafkaError | None] = {}
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            outcome["error"] = error
+
+        self._producer.produce(topic, value=value, key=key.encode(), headers=headers, on_delivery=delivered)
+        self._producer.flush(timeout_s)
+        if "error" not in outcome:
+            raise NotReady(f"broker did not acknowledge an event on {topic} within {timeout_s:.0f} s")
+        if outcome["error"] is not None:
+            raise NotReady(f"broker refused an event on {topic}: {outcome['error']}")
+
+    def close(self) -> None:
+        self._producer.flush(5)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a consumed event came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+
+
+Handler = Callable[[ProtoMessage, Delivery], None]
+
+
+class EventConsumer:
+    """A consumer-group member that commits each offset after its handler succeeded."""
+
+    def __init__(self, settings: KafkaSettings, group_id: str,
+                 event_types: Iterable[type[ProtoMessage]], handler: Handler,
+                 retry_backoff_s: float = 1.0) -> None:
+        self._handler = handler
+        self._backoff = retry_backoff_s
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "security.protocol": settings.security_protocol,
+        })
+        self._consumer.subscribe([topic_for(t, settings) for t in event_types])
+
+    def poll_once(self, timeout_s: float = 1.0) -> bool:
+        """Handle at most one event; True when one was handled and committed."""
+        message = self._consumer.poll(timeout_s)
+        if message is None:
+            return False
+        if message.error():
+            if message.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(message.error())})
+            return False
+        delivery = Delivery(message.topic(), message.partition(), message.offset(),
+                            (message.key() or b"").decode())
+        try:
+            event = decode(message.value(), message.headers())
+        except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
+            log.error("skipping undecodable event", extra={"reason": str(exc), "offset": delivery.offset})
+            self._consumer.commit(message=message, asynchronous=False)
+            return False
+        try:
+            self._handler(event, delivery)
+        except Exception:
+            log.exception("event handler failed; will retry", extra={"topic": delivery.topic})
+            self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
+            time.sleep(self._backoff)
+            return False
+        self._consumer.commit(message=message, asynchronous=False)
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll_once()
+
+    def close(self) -> None:
+        self._consumer.close()

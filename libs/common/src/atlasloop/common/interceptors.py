@@ -1,0 +1,144 @@
+"""The two server interceptors every service runs: errors outermost, then auth.
+
+``ErrorInterceptor`` turns domain exceptions into status codes (and anything unexpected into
+INTERNAL without leaking internals). ``AuthInterceptor`` turns the ``authorization: Bearer ...``
+metadata into a :class:`~atlasloop.common.auth.Principal`, checks the RPC's declared roles and
+makes the principal available to handlers through ``current_principal()``. Health and reflection
+stay open so that kubelet probes and ``grpcurl`` need no token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from atlasloop.common import auth
+from atlasloop.common.errors import AtlasError, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[[Behaviour, bool], Behaviour]):
+    """Rebuild ``handler`` with its behaviour passed through ``guard(behaviour, streams_out)``."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            guard(handler.unary_unary, False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            guard(handler.unary_stream, True),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            guard(handler.stream_unary, False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        guard(handler.stream_stream, True),
+        handler.request_deserializer,
+        handler.response_serializer,
+    )
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    if isinstance(exc, NotImplementedError):  # the generated base servicer's answer
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    if isinstance(exc, AtlasError):
+        log.info("rpc refused", extra={"rpc": method, "code": exc.code.name, "reason": str(exc)})
+        context.abort(exc.code, str(exc))
+    log.exception("rpc failed", extra={"rpc": method})
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Map :class:`AtlasError` subclasses to their status codes."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def guard(behaviour: Behaviour, streams_out: bool) -> Behaviour:
+            if streams_out:
+
+                def streaming(request, context) -> Iterator[Any]:
+                    try:
+                        yield from behaviour(request, context)
+                    except Exception as exc:  # noqa: BLE001 - mapped, logged, never swallowed
+                        _abort(context, method, exc)
+
+                return streaming
+
+            def unary(request, context):
+                try:
+                    return behaviour(request, context)
+                except Exception as exc:  # noqa: BLE001 - mapped, logged, never swallowed
+                    _abort(context, method, exc)
+
+            return unary
+
+        return _wrap(handler, guard)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Authenticate the bearer token and enforce the RPC's declared roles."""
+
+    def __init__(
+        self, authenticator: auth.Authenticator, policy: dict[str, frozenset[auth.Role]]
+    ) -> None:
+        self._authenticator = authenticator
+        self._policy = policy
+
+    def _principal(self, details: grpc.HandlerCallDetails) -> auth.Principal:
+        metadata = dict(details.invocation_metadata or ())
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        principal = self._authenticator.authenticate(token.strip())
+        auth.authorize(principal, self._policy[details.method], details.method)
+        return principal
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        if method not in self._policy:
+            raise RuntimeError(f"{method} is served but has no role policy")
+
+        def guard(behaviour: Behaviour, streams_out: bool) -> Behaviour:
+            if streams_out:
+
+                def streaming(request, context) -> Iterator[Any]:
+                    token = auth.set_current_principal(self._principal(handler_call_details))
+                    try:
+                        yield from behaviour(request, context)
+                    finally:
+                        auth.reset_current_principal(token)
+
+                return streaming
+
+            def unary(request, context):
+                token = auth.set_current_principal(self._principal(handler_call_details))
+                try:
+                    return behaviour(request, context)
+                finally:
+                    auth.reset_current_principal(token)
+
+            return unary
+
+        return _wrap(handler, guard)

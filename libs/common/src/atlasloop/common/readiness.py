@@ -1,0 +1,82 @@
+"""Readiness checks: does a dependency answer right now?
+
+A check is a named callable that returns when the dependency answers and raises when it does not.
+The health monitor runs them periodically; the service is SERVING only while all of them pass.
+Each check opens a short-timeout connection of its own, so a hung dependency cannot hang the
+monitor for longer than its timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from atlasloop.common.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """``probe`` raises when the dependency ``name`` does not answer."""
+
+    name: str
+    probe: Callable[[], None]
+
+
+def s3_bucket_check(store) -> ReadinessCheck:
+    """The service's bucket exists and answers (``store`` is an ObjectStore)."""
+    return ReadinessCheck(f"s3:{store.bucket}", store.check_bucket)
+
+
+def kafka_check(settings: KafkaSettings, timeout_s: float = 2.0) -> ReadinessCheck:
+    """The Kafka broker answers a metadata request; topics are created once when allowed."""
+    from confluent_kafka.admin import AdminClient
+
+    from atlasloop.common.events import ensure_topics
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 2000})
+    topics_made = threading.Event()
+
+    def probe() -> None:
+        admin.list_topics(timeout=timeout_s)
+        if settings.create_topics and not topics_made.is_set():
+            ensure_topics(settings)
+            topics_made.set()
+
+    return ReadinessCheck("kafka", probe)
+
+
+def database_check(engine) -> ReadinessCheck:
+    """The database answers ``SELECT 1`` (``engine`` is an SQLAlchemy engine)."""
+    from sqlalchemy import text
+
+    def probe() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    return ReadinessCheck("database", probe)
+
+
+def grpc_health_check(name: str, target: str, timeout_s: float = 2.0) -> ReadinessCheck:
+    """A gRPC server answers the standard health check with SERVING.
+
+    Ray's GCS serves ``grpc.health.v1``, so this is also the Ray check: it asks the cluster's
+    control plane itself rather than trusting an open port.
+    """
+    channel = grpc.insecure_channel(target)
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def probe() -> None:
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"{target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+
+    return ReadinessCheck(name, probe)
+
+
+def ray_check(address: str) -> ReadinessCheck:
+    """The Ray cluster's GCS answers its health service."""
+    return grpc_health_check("ray", address)

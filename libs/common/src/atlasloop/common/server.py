@@ -1,0 +1,109 @@
+"""gRPC server bootstrap shared by every service.
+
+A service describes itself with a :class:`ServiceSpec` (the proto services it serves, a function
+registering its servicers, its readiness checks, start and stop hooks); :func:`run_service` does
+the rest: JSON logging, interceptors (errors, then auth), the health service driven by the
+readiness checks, reflection, message-size limits, graceful shutdown on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from atlasloop.common.auth import build_authenticator, role_policy
+from atlasloop.common.health import HealthMonitor
+from atlasloop.common.interceptors import AuthInterceptor, ErrorInterceptor
+from atlasloop.common.jsonlog import configure_logging
+from atlasloop.common.readiness import ReadinessCheck
+from atlasloop.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """What a service process serves and needs."""
+
+    name: str
+    services: Sequence[ServiceDescriptor]
+    register: Callable[[grpc.Server], None]
+    checks: Sequence[ReadinessCheck] = ()
+    on_start: Sequence[Callable[[], None]] = field(default_factory=list)
+    on_stop: Sequence[Callable[[], None]] = field(default_factory=list)
+
+
+class GrpcService:
+    """A started (or startable) gRPC server for one :class:`ServiceSpec`."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        interceptors = [
+            ErrorInterceptor(),
+            AuthInterceptor(build_authenticator(settings.auth), role_policy(spec.services)),
+        ]
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=spec.name),
+            interceptors=interceptors,
+            options=options,
+        )
+        spec.register(self.server)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [s.full_name for s in spec.services]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server)
+        self.monitor = HealthMonitor(self.health, names, spec.checks, settings.health_poll_s)
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+
+    def start(self) -> None:
+        self.server.start()
+        self.monitor.start()
+        for hook in self.spec.on_start:
+            hook()
+        log.info("serving", extra={"host": self.settings.host, "port": self.port})
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.monitor.stop()
+        for hook in self.spec.on_stop:
+            hook()
+        self.server.stop(grace_s).wait()
+        log.info("stopped")
+
+
+def run_service(build: Callable[[ServiceSettings], ServiceSpec], settings: ServiceSettings) -> None:
+    """Run a service until SIGTERM or SIGINT, then drain and stop."""
+    configure_logging(settings_service_name(settings), settings.log_level)
+    service = GrpcService(build(settings), settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    stopping.wait()
+    service.stop()
+
+
+def settings_service_name(settings: ServiceSettings) -> str:
+    prefix = settings.model_config.get("env_prefix", "") or ""
+    return prefix.removeprefix("ATLASLOOP_").strip("_").lower() or "atlasloop"

@@ -1,0 +1,85 @@
+"""Typed settings shared by every service.
+
+Each service defines one ``Settings`` class deriving from :class:`ServiceSettings`, with the
+environment prefix ``ATLASLOOP_<SERVICE>_`` and only the dependency blocks it needs. Nested
+values use ``__``: ``ATLASLOOP_STORAGE_S3__ENDPOINT=minio:9000``. Settings are read once at
+start-up and passed down; handlers never read the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Settings(BaseModel):
+    """An S3 API endpoint (MinIO in production, SeaweedFS locally) and the bucket to use."""
+
+    endpoint: str = "127.0.0.1:8333"
+    access_key: SecretStr = SecretStr("atlasloop")
+    secret_key: SecretStr = SecretStr("atlasloop-secret")
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket: str = "atlasloop"
+    create_bucket: bool = Field(
+        default=True, description="Create the bucket at start; when false, its absence is an error."
+    )
+    timeout_s: float = 5.0
+
+
+class KafkaSettings(BaseModel):
+    """The Kafka bootstrap servers and how topics are named and created."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = ""
+    partitions: int = 6
+    create_topics: bool = True
+    session_timeout_ms: int = 6000
+    security_protocol: str = "PLAINTEXT"
+
+
+class DatabaseSettings(BaseModel):
+    """An SQLAlchemy URL; PostgreSQL in production and tests, SQLite for a one-machine demo."""
+
+    url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    connect_timeout_s: int = 3
+
+
+class RaySettings(BaseModel):
+    """The Ray cluster's GCS address (host:port)."""
+
+    address: str = "127.0.0.1:6390"
+
+
+class AuthSettings(BaseModel):
+    """How bearer tokens become principals.
+
+    ``dev``: ``dev_tokens`` maps a token to ``"name:role,role"``; for workstations and tests.
+    ``jwt``: tokens are JWTs signed by a key in the local JWKS file ``jwks_file`` (no network
+    fetch at run time); the ``roles_claim`` holds role names.
+    """
+
+    mode: Literal["dev", "jwt"] = "dev"
+    dev_tokens: dict[str, str] = Field(default_factory=dict)
+    jwks_file: Path | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    roles_claim: str = "roles"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service process has: where it listens, limits, logging, health and auth."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 50050
+    log_level: str = "INFO"
+    max_workers: int = 16
+    max_message_bytes: int = 8 * 1024 * 1024
+    health_poll_s: float = 1.0
+    auth: AuthSettings = Field(default_factory=AuthSettings)

