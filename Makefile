@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
-PACKAGES := libs/common libs/devstack $(wildcard services/*)
+PACKAGES := libs/common libs/cli libs/devstack $(wildcard services/*)
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := libs/common/src
@@ -55,7 +55,7 @@ proto: $(GEN_STAMP)
 
 lint: venv proto
 	$(BUF) lint
-	$(BIN)/ruff check libs services tests benchmarks
+	$(BIN)/ruff check libs services tests benchmarks conftest.py
 
 test-unit: lint
 	$(BIN)/pytest -m "not integration"

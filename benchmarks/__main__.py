@@ -9,12 +9,19 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import transport
+from benchmarks import imaging, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
 def main() -> int:
     print(f"machine: {describe()}")
+    for name, bench in [("imaging: cohort", imaging.cohort), ("imaging: preprocessing", imaging.preprocessing),
+                        ("imaging: surface metrics", imaging.surface_metrics)]:
+        started = time.perf_counter()
+        print(f"\n## {name}")
+        for line in bench():
+            print(line)
+        print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
     with tempfile.TemporaryDirectory(prefix="atlasloop-bench-") as run_dir:
         stack = Stack(Path(run_dir), Ports.for_tests(4))
         try:

@@ -1,0 +1,19 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def real_ct_dir() -> Path:
+    """``../shared/data/real-ct`` beside the checkout (or ``ATLASLOOP_REAL_CT``); missing is a failure."""
+    path = Path(os.environ.get("ATLASLOOP_REAL_CT", REPO.parent / "shared" / "data" / "real-ct"))
+    if not (path / "example_ct_sm.nii.gz").exists():
+        pytest.fail(f"real CT examples not found at {path}; set ATLASLOOP_REAL_CT")
+    return path

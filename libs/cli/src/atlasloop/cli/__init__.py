@@ -1,0 +1,1 @@
+"""The ``atlasloop`` command. Each subcommand is a module with ``register(subparsers)``."""

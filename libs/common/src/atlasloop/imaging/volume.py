@@ -1,0 +1,117 @@
+"""A volume is a 3-D array with the affine that places its voxels in the world (RAS+, mm).
+
+Loading validates before allocating: the header's shape and data type bound the memory a file
+may claim (``max_voxels``), the affine must be invertible, the image must be 3-D (a trailing
+singleton fourth axis is dropped), and voxel values must be finite.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import aff2axcodes
+
+from atlasloop.imaging.errors import ImageError
+
+# 1024^3 voxels: larger than any CT (a 512x512x2000 whole-body scan is 0.5 G); a header claiming
+# more is refused before any allocation.
+MAX_VOXELS = 1024**3
+
+
+@dataclass
+class Volume:
+    """Voxel array (i, j, k) and its 4x4 voxel-to-world affine (RAS+, millimetres)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        check_geometry(self.array.shape, self.affine, None)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along i, j, k in mm (lengths of the affine's columns)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as 'RAS' or 'LPS'."""
+        return "".join(aff2axcodes(self.affine))
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def world(self, ijk: np.ndarray) -> np.ndarray:
+        """World coordinates (mm) of voxel indices, shape (..., 3)."""
+        ijk = np.asarray(ijk, dtype=np.float64)
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        return Volume(array, self.affine.copy())
+
+
+def check_geometry(shape: tuple[int, ...], affine: np.ndarray, source: str | Path | None,
+                   max_voxels: int = MAX_VOXELS) -> None:
+    """Refuse non-3-D shapes, absurd sizes and affines that cannot map voxels to the world."""
+    if len(shape) != 3:
+        raise ImageError(source, f"expected a 3-D image, got {len(shape)}-D with shape {tuple(shape)}")
+    if min(shape) < 1:
+        raise ImageError(source, f"empty image shape {tuple(shape)}")
+    voxels = int(np.prod(np.asarray(shape, dtype=np.int64)))
+    if voxels > max_voxels:
+        raise ImageError(source, f"{tuple(shape)} is {voxels:,} voxels, over the limit of {max_voxels:,}")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ImageError(source, "affine is not a finite 4x4 matrix")
+    det = np.linalg.det(affine[:3, :3])
+    if not np.isfinite(det) or abs(det) < 1e-9:
+        raise ImageError(source, "affine is not invertible (zero or degenerate voxel size)")
+
+
+def load_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, dtype: np.dtype | None = None) -> Volume:
+    """Read a ``.nii`` or ``.nii.gz`` CT or label map, validated before the voxels are read."""
+    path = Path(path)
+    try:
+        image = nib.load(path)
+    except FileNotFoundError:
+        raise ImageError(path, "file does not exist") from None
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise ImageError(path, f"not a readable NIfTI file ({exc})") from None
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    affine = image.affine if image.affine is not None else np.eye(4)
+    check_geometry(shape, affine, path, max_voxels)
+    try:
+        data = np.asarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise ImageError(path, f"voxel data is truncated or corrupt ({exc})") from None
+    data = data.reshape(shape)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise ImageError(path, "contains NaN or infinite voxels")
+    return Volume(data, affine)
+
+
+def save_nifti(volume: Volume, path: str | Path) -> Path:
+    """Write a volume as NIfTI with both qform and sform set to its affine."""
+    path = Path(path)
+    image = nib.Nifti1Image(volume.array, volume.affine)
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
