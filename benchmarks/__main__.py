@@ -9,7 +9,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, transport
+from benchmarks import imaging, storage, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -27,7 +27,8 @@ def main() -> int:
         try:
             stack.start_s3()
             stack.start_kafka()
-            for name, bench in [("object store", transport.object_store), ("events", transport.kafka)]:
+            for name, bench in [("object store", transport.object_store), ("events", transport.kafka),
+                                ("storage service", storage.transfer)]:
                 started = time.perf_counter()
                 print(f"\n## {name}")
                 for line in bench(stack):

@@ -5,8 +5,15 @@ Nothing here skips: a component that does not start fails the tests that need it
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+
+import grpc
 import pytest
 
+from atlasloop.common import events
+from atlasloop.common.server import GrpcService
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
 
@@ -21,3 +28,49 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         stack.down()
+
+
+class EventCollector:
+    """A real consumer group on some event topics, collecting in a background thread."""
+
+    def __init__(self, settings, event_types):
+        self.received = []
+        self._stop = threading.Event()
+        events.ensure_topics(settings, event_types)
+        self._consumer = events.EventConsumer(settings, f"collector-{uuid.uuid4().hex[:8]}", event_types,
+                                              lambda event, delivery: self.received.append(event))
+        self._thread = threading.Thread(target=self._consumer.run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, count, timeout_s=30.0):
+        """Poll until ``count`` events arrived, then linger briefly to catch any extra ones."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)
+        return list(self.received)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@pytest.fixture
+def unique():
+    """A short unique suffix for buckets, topic prefixes and ids of one test."""
+    return uuid.uuid4().hex[:8]
+
+
+def start_in_process(spec, settings, timeout_s=30.0):
+    """Start a service's gRPC server in this process and wait until its health says SERVING."""
+    service = GrpcService(spec, settings)
+    service.start()
+    deadline = time.monotonic() + timeout_s
+    while not service.monitor.check_once():
+        if time.monotonic() > deadline:
+            service.stop(0)
+            raise TimeoutError(f"{spec.name} not ready: {service.monitor.failing}")
+        time.sleep(0.2)
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    return service, channel

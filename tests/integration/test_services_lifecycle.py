@@ -91,9 +91,10 @@ def test_rpc_refused_without_token_and_with_wrong_role(full_stack):
         with pytest.raises(grpc.RpcError) as err:
             stub.ImportCase(request, metadata=_md(full_stack, "annotator"), timeout=5)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.RpcError) as err:  # allowed, and honest that it is not built yet
+        with pytest.raises(grpc.RpcError) as err:  # allowed: the handler itself refuses the bogus upload id
             stub.ImportCase(request, metadata=_md(full_stack, "admin"), timeout=5)
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "upload id" in err.value.details()
 
 
 def _listening(port):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from atlasloop.imaging.dicom import read_dicom_series
+from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.io import read_ct, save_nifti_atomic
 from atlasloop.imaging.volume import Volume, load_nifti
-
-from .dicom_writer import write_series
 
 
 def _canonical(volume: Volume) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from atlasloop.cli import imaging_commands, synth_command
+from atlasloop.cli import bulk_import, imaging_commands, synth_command
 from atlasloop.common.errors import AtlasError
 
 
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     imaging_commands.register(commands)
     synth_command.register(commands)
+    bulk_import.register(commands)
     return parser
 
 

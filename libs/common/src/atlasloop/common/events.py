@@ -110,15 +110,15 @@ class EventProducer:
             "enable.idempotence": True,
             "acks": "all",
             "security.protocol": settings.security_protocol,
-            "message.timeout.ms": 15000,
+            "message.timeout.ms": int(settings.publish_timeout_s * 1000 * 0.75),
         })
 
-    def publish(self, event: ProtoMessage, key: str, timeout_s: float = 20.0) -> None:
-        self.publish_raw(topic_for(type(event), self._settings), key, *encode(event), timeout_s=timeout_s)
+    def publish(self, event: ProtoMessage, key: str) -> None:
+        self.publish_raw(topic_for(type(event), self._settings), key, *encode(event))
 
-    def publish_raw(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]],
-                    timeout_s: float = 20.0) -> None:
+    def publish_raw(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Publish already-encoded bytes (the outbox relay stores events encoded)."""
+        timeout_s = self._settings.publish_timeout_s
         outcome: dict[str, KafkaError | None] = {}
 
         def delivered(error: KafkaError | None, _message: Message) -> None:

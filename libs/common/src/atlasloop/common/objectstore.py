@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from atlasloop.common.errors import NotFound, NotReady
+from atlasloop.common.errors import NotFound, NotReady, TooLarge
 from atlasloop.common.settings import S3Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class StoredObject:
     key: str
     sha256: str
     size_bytes: int
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class HashingReader(io.RawIOBase):
@@ -90,7 +92,7 @@ class ObjectStore:
             secret_key=settings.secret_key.get_secret_value(),
             secure=settings.secure,
             region=settings.region,
-            http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.5, read=3), retries=False),
+            http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.5, read=3), retries=False, maxsize=4),
         )
 
     def check_bucket(self) -> None:
@@ -103,14 +105,19 @@ class ObjectStore:
             return
         if not self._settings.create_bucket:
             raise NotReady(f"bucket {self.bucket!r} does not exist and create_bucket is off")
-        self._probe.make_bucket(self.bucket)
+        try:
+            self._probe.make_bucket(self.bucket)
+        except S3Error as exc:  # another probe or replica created it between our two calls
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
         log.info("created bucket", extra={"bucket": self.bucket})
 
     def put_stream(self, key: str, stream: BinaryIO, length: int = -1, sha256: str | None = None,
-                   content_type: str = "application/octet-stream") -> StoredObject:
+                   content_type: str = "application/octet-stream",
+                   metadata: dict[str, str] | None = None) -> StoredObject:
         """Upload a stream (multipart when large); returns its checksum as received."""
         reader = HashingReader(stream)
-        metadata = {SHA256_META: sha256} if sha256 else None
+        metadata = {**(metadata or {}), **({SHA256_META: sha256} if sha256 else {})} or None
         self.client.put_object(
             self.bucket, key, reader, length=length, part_size=PART_SIZE,
             content_type=content_type, metadata=metadata,
@@ -121,10 +128,16 @@ class ObjectStore:
         digest = hashlib.sha256(data).hexdigest()
         return self.put_stream(key, io.BytesIO(data), len(data), digest, content_type)
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
+    def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None) -> StoredObject:
         digest = sha256_file(path)
         with path.open("rb") as handle:
-            return self.put_stream(key, handle, path.stat().st_size, digest)
+            return self.put_stream(key, handle, path.stat().st_size, digest, metadata=metadata)
+
+    def put_json(self, key: str, value: object) -> StoredObject:
+        return self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+    def get_json(self, key: str) -> object:
+        return json.loads(self.get_bytes(key))
 
     def stat(self, key: str) -> StoredObject:
         try:
@@ -133,9 +146,9 @@ class ObjectStore:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 raise NotFound(f"object {key!r} does not exist") from None
             raise
-        meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
-        digest = meta.get(f"x-amz-meta-{SHA256_META}", "")
-        return StoredObject(self.bucket, key, digest, int(info.size or 0))
+        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (info.metadata or {}).items()
+                if k.lower().startswith("x-amz-meta-")}
+        return StoredObject(self.bucket, key, meta.get(SHA256_META, ""), int(info.size or 0), meta)
 
     def exists(self, key: str) -> bool:
         try:
@@ -161,7 +174,12 @@ class ObjectStore:
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
 
-    def download_file(self, key: str, path: Path) -> StoredObject:
+    def download_file(self, key: str, path: Path, max_bytes: int | None = None) -> StoredObject:
+        """Copy an object to a local file, refusing (before reading it) one over ``max_bytes``."""
+        if max_bytes is not None:
+            size = self.stat(key).size_bytes
+            if size > max_bytes:
+                raise TooLarge(f"object {key!r} is {size:,} bytes, over the limit of {max_bytes:,}")
         digest = hashlib.sha256()
         size = 0
         with path.open("wb") as handle:
@@ -173,6 +191,12 @@ class ObjectStore:
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, key)
+
+    def list_prefixes(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """The 'folders' right under ``prefix`` (keys up to the next '/'), in key order."""
+        for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=False, start_after=start_after):
+            if item.is_dir:
+                yield item.object_name
 
     def list_keys(self, prefix: str) -> list[str]:
         return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]

@@ -38,6 +38,7 @@ class KafkaSettings(BaseModel):
     partitions: int = 6
     create_topics: bool = True
     session_timeout_ms: int = 6000
+    publish_timeout_s: float = 20.0
     security_protocol: str = "PLAINTEXT"
 
 

@@ -37,3 +37,27 @@ def save_nifti_atomic(volume: Volume, path: str | Path) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def safe_extract(archive_path: str | Path, dest: str | Path, max_total_bytes: int) -> Path:
+    """Extract a zip refusing members that escape ``dest`` and archives that expand too far."""
+    import zipfile
+
+    archive_path, dest = Path(archive_path), Path(dest).resolve()
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ImageError(archive_path, f"not a readable zip ({exc})") from None
+    with archive:
+        total = sum(info.file_size for info in archive.infolist())
+        if total > max_total_bytes:
+            raise ImageError(archive_path, f"expands to {total:,} bytes, over the limit of {max_total_bytes:,}")
+        for info in archive.infolist():
+            target = (dest / info.filename).resolve()
+            if not target.is_relative_to(dest) or info.filename.startswith("/"):
+                raise ImageError(archive_path, f"member {info.filename!r} would land outside the archive's folder")
+        try:
+            archive.extractall(dest)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ImageError(archive_path, f"corrupt archive ({exc})") from None
+    return dest

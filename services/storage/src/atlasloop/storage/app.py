@@ -1,22 +1,46 @@
-"""Assembles the storage service: its servicer, readiness checks and lifecycle hooks."""
+"""Assembles the storage service: its core, servicer, readiness checks and lifecycle hooks."""
 
 from __future__ import annotations
 
-import grpc
+import logging
 
+import grpc
+from minio.versioningconfig import ENABLED, VersioningConfig
+
+from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.readiness import kafka_check, s3_bucket_check
+from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.storage.core import StorageCore
 from atlasloop.storage.servicer import StorageServiceServicer
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
+log = logging.getLogger(__name__)
 SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"]
+
+
+def versioning_check(store: ObjectStore, wanted: bool) -> ReadinessCheck:
+    """Turn bucket versioning on once the bucket answers; a backend without it is logged, not fatal:
+    label versions are immutable keys of their own either way."""
+    done = {"tried": not wanted}
+
+    def probe() -> None:
+        if done["tried"]:
+            return
+        try:
+            store.client.set_bucket_versioning(store.bucket, VersioningConfig(ENABLED))
+        except Exception as exc:  # noqa: BLE001 - an S3 API without versioning is acceptable
+            log.warning("bucket versioning not enabled", extra={"reason": str(exc)})
+        done["tried"] = True
+
+    return ReadinessCheck("s3-versioning", probe)
 
 
 def build(settings: StorageSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
-    servicer = StorageServiceServicer()
+    producer = EventProducer(settings.kafka, "storage")
+    servicer = StorageServiceServicer(StorageCore(settings, store, producer))
 
     def register(server: grpc.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
@@ -25,5 +49,7 @@ def build(settings: StorageSettings) -> ServiceSpec:
         name="storage",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), kafka_check(settings.kafka)],
+        checks=[s3_bucket_check(store), versioning_check(store, settings.bucket_versioning),
+                kafka_check(settings.kafka)],
+        on_stop=[producer.close],
     )

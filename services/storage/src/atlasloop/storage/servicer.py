@@ -1,13 +1,111 @@
-"""gRPC adapter of the storage service: case import, chunked volume transfer, versioned labels, presigned URLs.
-
-Until its behaviour lands (issue 4), every RPC answers UNIMPLEMENTED through the generated base
-class: nothing pretends to work.
-"""
+"""gRPC adapter of the storage service: protobuf in, :class:`StorageCore` calls, protobuf out."""
 
 from __future__ import annotations
 
-from atlasloop.storage.v1 import storage_pb2_grpc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from atlasloop.common.auth import current_principal
+from atlasloop.common.errors import InvalidInput
+from atlasloop.common.v1 import common_pb2
+from atlasloop.storage.case_meta import object_ref
+from atlasloop.storage.core import StorageCore
+from atlasloop.storage.importer import ImportRequest
+from atlasloop.storage.staging import UploadHeader
+from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
+
+FORMATS = {
+    storage_pb2.CASE_FORMAT_UNSPECIFIED: "",
+    storage_pb2.CASE_FORMAT_NIFTI: "nifti",
+    storage_pb2.CASE_FORMAT_DICOM_ZIP: "dicom_zip",
+    storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP: "abdomenatlas_zip",
+}
+KINDS = {common_pb2.VOLUME_KIND_CT: "ct", common_pb2.VOLUME_KIND_LABEL: "label"}
+SOURCES = {common_pb2.LABEL_SOURCE_ORIGINAL: "original", common_pb2.LABEL_SOURCE_AI: "ai",
+           common_pb2.LABEL_SOURCE_HUMAN: "human"}
+
+
+def _expiry(seconds: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(seconds=seconds))
+    return stamp
+
+
+def _kind(value: int) -> str:
+    if value not in KINDS:
+        raise InvalidInput("kind must be VOLUME_KIND_CT or VOLUME_KIND_LABEL")
+    return KINDS[value]
 
 
 class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
-    """Converts protobuf to domain calls and back; holds no business logic."""
+    def __init__(self, core: StorageCore) -> None:
+        self._core = core
+        self._bucket = core.store.bucket
+
+    def UploadVolume(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput("the first message of an upload must be its header")
+        header = UploadHeader(first.header.file_name, first.header.size_bytes, first.header.sha256.lower())
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "data":
+                    raise InvalidInput("after the header, an upload carries only data messages")
+                yield message.data
+
+        staged = self._core.upload(header, chunks())
+        return storage_pb2.UploadVolumeResponse(upload_id=staged.upload_id, object=object_ref(staged.object))
+
+    def ImportCase(self, request, context):
+        if request.format not in FORMATS:
+            raise InvalidInput("unknown case format")
+        result = self._core.import_case(ImportRequest(
+            upload_id=request.upload_id, format=FORMATS[request.format], case_id=request.case_id,
+            label_upload_id=request.label_upload_id, allow_duplicate=request.allow_duplicate,
+            source=request.source), current_principal().name)
+        return storage_pb2.ImportCaseResponse(case_id=result.case.case_id, duplicate=result.duplicate,
+                                              info=result.case.to_proto(self._bucket))
+
+    def DownloadVolume(self, request, context):
+        parts = self._core.download(request.case_id, _kind(request.kind), request.label_version,
+                                    request.chunk_bytes)
+        for part, value in parts:
+            if part == "header":
+                yield storage_pb2.DownloadVolumeResponse(header=common_pb2.ObjectRef(
+                    bucket=self._bucket, key=value.key, sha256=value.sha256, size_bytes=value.size_bytes))
+            elif part == "data":
+                yield storage_pb2.DownloadVolumeResponse(data=value)
+            else:
+                yield storage_pb2.DownloadVolumeResponse(sha256=value)
+
+    def GetCase(self, request, context):
+        return storage_pb2.GetCaseResponse(info=self._core.get_case(request.case_id).to_proto(self._bucket))
+
+    def ListCases(self, request, context):
+        records, token = self._core.list_cases(request.page_size, request.page_token)
+        return storage_pb2.ListCasesResponse(cases=[r.to_proto(self._bucket) for r in records],
+                                             next_page_token=token)
+
+    def WriteLabelVersion(self, request, context):
+        if request.source not in SOURCES:
+            raise InvalidInput("label source must be original, ai or human")
+        record = self._core.write_label_version(request.case_id, request.upload_id, SOURCES[request.source],
+                                                request.parent_version, request.model_set, request.round,
+                                                current_principal().name)
+        return storage_pb2.WriteLabelVersionResponse(version=record.to_proto(self._bucket))
+
+    def ListLabelVersions(self, request, context):
+        records = self._core.list_label_versions(request.case_id)
+        return storage_pb2.ListLabelVersionsResponse(versions=[r.to_proto(self._bucket) for r in records])
+
+    def PresignDownload(self, request, context):
+        url, seconds = self._core.presign_download(request.case_id, _kind(request.kind), request.label_version,
+                                                   request.expires_s)
+        return storage_pb2.PresignDownloadResponse(url=url, expires_at=_expiry(seconds))
+
+    def PresignUpload(self, request, context):
+        upload_id, url, seconds = self._core.presign_upload(request.file_name, request.expires_s)
+        return storage_pb2.PresignUploadResponse(url=url, upload_id=upload_id, expires_at=_expiry(seconds))

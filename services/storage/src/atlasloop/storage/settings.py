@@ -16,5 +16,12 @@ class StorageSettings(ServiceSettings):
     )
 
     port: int = 50051
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest file an upload may carry.")
+    download_chunk_bytes: int = Field(default=1024 * 1024, description="Default chunk of DownloadVolume.")
+    max_chunk_bytes: int = Field(default=4 * 1024 * 1024, description="Largest chunk either way.")
+    presign_default_s: int = 300
+    presign_max_s: int = 3600
+    staging_dir: str | None = Field(default=None, description="Local folder for uploads in flight (temp).")
+    bucket_versioning: bool = Field(default=True, description="Enable S3 bucket versioning where supported.")
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

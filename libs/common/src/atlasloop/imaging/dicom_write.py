@@ -1,4 +1,9 @@
-"""Write a CT volume as a DICOM series with pydicom, for tests (one file per axial slice)."""
+"""Write a CT volume as a DICOM CT series with pydicom, one file per slice along the third axis.
+
+The inverse of :mod:`atlasloop.imaging.dicom`: RAS affine to LPS ImagePositionPatient and
+ImageOrientationPatient, HU to unsigned stored values through RescaleSlope and RescaleIntercept.
+Used to hand scans to DICOM-only tools and, in tests, to prove the reader exact.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def write_series(volume: Volume, folder: Path, modality: str = "CT", series_uid: str | None = None,
                  shuffle_names: bool = True, slope: float = 1.0, intercept: float | None = None) -> list[Path]:
-    """Slices along the volume's third axis; names shuffled so readers cannot rely on them."""
+    """Write the series; ``shuffle_names`` scrambles file names so readers cannot rely on them."""
     folder.mkdir(parents=True, exist_ok=True)
     if intercept is None:  # stored values are unsigned: the intercept is at or below the minimum
         intercept = float(min(-1024, int(volume.array.min())))

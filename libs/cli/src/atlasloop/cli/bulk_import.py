@@ -1,0 +1,130 @@
+"""``atlasloop import DIR``: every case in a folder into the storage service, in parallel.
+
+A case is a NIfTI file, a zip of DICOM slices, an AbdomenAtlas case folder (``ct.nii.gz`` with
+``combined_labels.nii.gz`` or ``segmentations/``) or a folder of DICOM slices (one series). Folders
+are zipped on the way. Each case is reported as imported, skipped as a duplicate, or refused with
+the service's reason; anything else in the folder is listed as not a case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from tqdm import tqdm
+
+from atlasloop.cli.client import add_connection_arguments, connect
+from atlasloop.common.transfer import upload_file
+from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
+
+NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    path: Path
+    format: int  # storage_pb2.CaseFormat
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # imported | duplicate | refused | not a case
+    case_id: str = ""
+    reason: str = ""
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def discover(folder: Path) -> tuple[list[Candidate], list[Outcome]]:
+    cases, others = [], []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if entry.is_file() and name.lower().endswith(NIFTI):
+            cases.append(Candidate(name.split(".nii")[0], entry, storage_pb2.CASE_FORMAT_NIFTI))
+        elif entry.is_file() and name.lower().endswith(".zip"):
+            with zipfile.ZipFile(entry) as archive:
+                atlas = any(n.endswith("ct.nii.gz") for n in archive.namelist())
+            cases.append(Candidate(entry.stem, entry, storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP if atlas
+                                   else storage_pb2.CASE_FORMAT_DICOM_ZIP))
+        elif entry.is_dir() and (entry / "ct.nii.gz").exists():
+            cases.append(Candidate(name, entry, storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP))
+        elif entry.is_dir() and any(_is_dicom(p) for p in list(entry.rglob("*"))[:20] if p.is_file()):
+            cases.append(Candidate(name, entry, storage_pb2.CASE_FORMAT_DICOM_ZIP))
+        else:
+            others.append(Outcome(name, "not a case", reason="not NIfTI, DICOM or an AbdomenAtlas case"))
+    return cases, others
+
+
+def _zip_folder(folder: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, f"{folder.name}/{path.relative_to(folder)}")
+    return dest
+
+
+def import_one(stub: storage_pb2_grpc.StorageServiceStub, metadata, candidate: Candidate, keep_names: bool,
+               allow_duplicate: bool) -> Outcome:
+    try:
+        with tempfile.TemporaryDirectory(prefix="atlasloop-bulk-") as tmp:
+            path = candidate.path
+            if path.is_dir():
+                path = _zip_folder(path, Path(tmp) / f"{candidate.name}.zip")
+            upload_id = upload_file(stub, path, metadata)
+            reply = stub.ImportCase(storage_pb2.ImportCaseRequest(
+                upload_id=upload_id, format=candidate.format, case_id=candidate.name if keep_names else "",
+                allow_duplicate=allow_duplicate, source=f"atlasloop import: {candidate.path.name}"),
+                metadata=metadata, timeout=600)
+        return Outcome(candidate.name, "duplicate" if reply.duplicate else "imported", reply.case_id)
+    except grpc.RpcError as exc:
+        return Outcome(candidate.name, "refused", reason=f"{exc.code().name}: {exc.details()}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("import", help="import every case in a folder into the storage service")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--generate-ids", action="store_true", help="do not use file and folder names as case ids")
+    parser.add_argument("--allow-duplicates", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_connection_arguments(parser, "storage")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        raise SystemExit(f"atlasloop import: {args.folder} is not a folder")
+    cases, outcomes = discover(args.folder)
+    channel, metadata = connect(args, "admin")
+    stub = storage_pb2_grpc.StorageServiceStub(channel)
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool, \
+            tqdm(total=len(cases), unit="case", desc="import", disable=args.json) as bar:
+        futures = [pool.submit(import_one, stub, metadata, c, not args.generate_ids, args.allow_duplicates)
+                   for c in cases]
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            bar.update(1)
+    channel.close()
+    outcomes.sort(key=lambda o: o.name)
+    if args.json:
+        print(json.dumps([asdict(o) for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            detail = o.case_id if o.status in ("imported", "duplicate") else o.reason
+            print(f"{o.status:<11} {o.name:<40} {detail}")
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("imported", "duplicate", "refused", "not a case")}
+        print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 1 if any(o.status == "refused" for o in outcomes) else 0

@@ -1,0 +1,98 @@
+"""The storage service's operations in plain Python: what the servicer calls, what tests call."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from atlasloop.common.errors import InvalidInput, NotFound
+from atlasloop.common.events import EventProducer
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.labels import validate_label_map
+from atlasloop.imaging.volume import load_nifti
+from atlasloop.storage import keys
+from atlasloop.storage.case_meta import CaseRecord, LabelRecord
+from atlasloop.storage.catalog import Catalog
+from atlasloop.storage.importer import CaseImporter, ImportRequest, ImportResult
+from atlasloop.storage.label_versions import LabelVersions
+from atlasloop.storage.settings import StorageSettings
+from atlasloop.storage.staging import StagedUpload, Staging, UploadHeader
+from atlasloop.storage.writes import WriteGroup
+
+
+class StorageCore:
+    def __init__(self, settings: StorageSettings, store: ObjectStore, producer: EventProducer) -> None:
+        self.settings = settings
+        self.store = store
+        self.staging = Staging(store, settings.max_upload_bytes, settings.max_chunk_bytes, settings.staging_dir)
+        self.labels = LabelVersions(store)
+        self.catalog = Catalog(store, self.labels)
+        self.importer = CaseImporter(store, self.staging, self.labels, producer, settings.max_upload_bytes)
+
+    def upload(self, header: UploadHeader, chunks: Iterator[bytes]) -> StagedUpload:
+        return self.staging.receive(header, chunks)
+
+    def import_case(self, request: ImportRequest, author: str) -> ImportResult:
+        return self.importer.import_case(request, author)
+
+    def write_label_version(self, case_id: str, upload_id: str, source: str, parent: str, model_set: str,
+                            round_: int, author: str) -> LabelRecord:
+        case = self.catalog.get(case_id)
+        if parent:
+            self.labels.get(case_id, parent)
+        with tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp, \
+                self.staging.fetched(keys.validate_upload_id(upload_id)) as path:
+            labels = load_nifti(path)
+            if not case.geometry.matches(labels):
+                raise ImageError(path.name, f"label grid {labels.shape} does not match the case's CT "
+                                            f"{tuple(case.geometry.shape)}")
+            labels = labels.with_array(validate_label_map(labels.array, path.name))
+            with WriteGroup(self.store) as group:
+                record = self.labels.write(group, case_id, labels, source, parent, model_set, round_, author,
+                                           Path(tmp))
+        self.staging.discard(upload_id)
+        return record
+
+    def download(self, case_id: str, kind: str, version: str, chunk_bytes: int) -> Iterator[tuple[str, object]]:
+        """('header', VolumeObject), then ('data', bytes)..., then ('sha256', hex) once verified."""
+        volume = self.catalog.volume(case_id, kind, version)
+        size = min(chunk_bytes or self.settings.download_chunk_bytes, self.settings.max_chunk_bytes)
+        if size < 0:
+            raise InvalidInput("chunk_bytes must be >= 0")
+        yield "header", volume
+        digest = hashlib.sha256()
+        for chunk in self.store.iter_chunks(volume.key, size):
+            digest.update(chunk)
+            yield "data", chunk
+        if digest.hexdigest() != volume.sha256:
+            raise NotFound(f"stored object {volume.key} does not match its recorded checksum")
+        yield "sha256", digest.hexdigest()
+
+    def presign_download(self, case_id: str, kind: str, version: str, expires_s: int) -> tuple[str, int]:
+        volume = self.catalog.volume(case_id, kind, version)
+        seconds = self._lifetime(expires_s)
+        return self.store.presign_get(volume.key, timedelta(seconds=seconds)), seconds
+
+    def presign_upload(self, file_name: str, expires_s: int) -> tuple[str, str, int]:
+        seconds = self._lifetime(expires_s)
+        upload_id, url = self.staging.presign_put(file_name, timedelta(seconds=seconds))
+        return upload_id, url, seconds
+
+    def _lifetime(self, expires_s: int) -> int:
+        if expires_s < 0:
+            raise InvalidInput("expires_s must be >= 0")
+        return min(expires_s or self.settings.presign_default_s, self.settings.presign_max_s)
+
+    def get_case(self, case_id: str) -> CaseRecord:
+        return self.catalog.get(case_id)
+
+    def list_cases(self, page_size: int, token: str) -> tuple[list[CaseRecord], str]:
+        return self.catalog.page(page_size, token)
+
+    def list_label_versions(self, case_id: str) -> list[LabelRecord]:
+        self.catalog.get(case_id)
+        return self.labels.list(case_id)

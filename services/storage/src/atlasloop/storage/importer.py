@@ -1,0 +1,165 @@
+"""Case import: a staged NIfTI, DICOM zip or AbdomenAtlas case zip becomes a canonical case.
+
+Order of writes: original label version (if any), CT, then ``meta.json`` (which makes the case
+exist), then the content index; ``case.ingested`` is published only after all are durable. If the
+event cannot be published, everything written is removed again and the caller gets UNAVAILABLE, so
+a failed import leaves neither objects nor an event behind. (If the broker stored the event but its
+acknowledgement was lost, consumers see an event for a case that does not exist and must treat
+NOT_FOUND as "skip"; they are idempotent anyway.)
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
+from atlasloop.common.events import EventProducer, new_meta
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.io import read_ct, safe_extract
+from atlasloop.imaging.labels import validate_label_map
+from atlasloop.imaging.layout import read_case
+from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.storage import keys
+from atlasloop.storage.case_meta import CaseRecord, Geometry, content_sha256, now_iso, object_ref
+from atlasloop.storage.label_versions import LabelVersions
+from atlasloop.storage.staging import Staging
+from atlasloop.storage.writes import WriteGroup
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("nifti", "dicom_zip", "abdomenatlas_zip")
+HU_PLAUSIBLE = (-4096.0, 40000.0)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    upload_id: str
+    format: str  # one of FORMATS, or "" to recognise from the file name
+    case_id: str
+    label_upload_id: str
+    allow_duplicate: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    case: CaseRecord
+    duplicate: bool
+
+
+def canonical_ct(volume: Volume, source: str) -> Volume:
+    """HU as int16 when the values are whole and fit, else float32; refuses non-HU data."""
+    low, high = float(volume.array.min()), float(volume.array.max())
+    if low < HU_PLAUSIBLE[0] or high > HU_PLAUSIBLE[1]:
+        raise ImageError(source, f"values {low:g}..{high:g} are not Hounsfield units")
+    if low == high:
+        raise ImageError(source, f"every voxel is {low:g}: not a CT")
+    array = volume.array
+    if (array.dtype.kind in "iu" or np.all(array == np.round(array))) and low >= -32768 and high <= 32767:
+        return volume.with_array(array.astype(np.int16, copy=False))
+    return volume.with_array(array.astype(np.float32, copy=False))
+
+
+def recognise(file_name: str) -> str:
+    name = file_name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(".zip"):
+        return "dicom_zip"
+    raise InvalidInput(f"cannot tell the format of {file_name!r}; give it explicitly")
+
+
+class CaseImporter:
+    def __init__(self, store: ObjectStore, staging: Staging, labels: LabelVersions, producer: EventProducer,
+                 max_bytes: int) -> None:
+        self._store = store
+        self._staging = staging
+        self._labels = labels
+        self._producer = producer
+        self._max_bytes = max_bytes
+
+    def _read(self, path: Path, fmt: str, work: Path) -> tuple[Volume, Volume | None]:
+        if fmt == "nifti":
+            return load_nifti(path), None
+        if fmt == "dicom_zip":
+            return read_ct(path), None
+        folder = safe_extract(path, work / "case", self._max_bytes * 4)
+        candidates = [p.parent for p in folder.rglob("ct.nii.gz")]
+        if len(candidates) != 1:
+            raise ImageError(path.name, f"an AbdomenAtlas case zip holds one ct.nii.gz; found {len(candidates)}")
+        case = read_case(candidates[0])
+        return case.ct, case.labels
+
+    def import_case(self, request: ImportRequest, author: str) -> ImportResult:
+        keys.validate_upload_id(request.upload_id)
+        if request.case_id:
+            keys.validate_case_id(request.case_id)
+            if self._store.exists(keys.meta_key(request.case_id)):
+                raise AlreadyExists(f"case {request.case_id!r} exists already")
+        if request.label_upload_id:
+            keys.validate_upload_id(request.label_upload_id)
+        with tempfile.TemporaryDirectory(prefix="atlasloop-case-") as tmp:
+            work = Path(tmp)
+            with self._staging.fetched(request.upload_id) as path:
+                fmt = request.format or recognise(path.name)
+                if fmt not in FORMATS:
+                    raise InvalidInput(f"unknown format {fmt!r}")
+                ct, labels = self._read(path, fmt, work)
+            ct = canonical_ct(ct, path.name)
+            if request.label_upload_id:
+                with self._staging.fetched(request.label_upload_id) as label_path:
+                    labels = load_nifti(label_path)
+            if labels is not None:
+                if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
+                    raise ImageError("labels", f"label grid {labels.shape} does not match the CT's {ct.shape}")
+                labels = labels.with_array(validate_label_map(labels.array, "labels"))
+            digest = content_sha256(ct)
+            existing = self._existing(digest)
+            if existing is not None and not request.allow_duplicate:
+                log.info("duplicate import", extra={"case_id": existing.case_id})
+                self._discard(request)
+                return ImportResult(existing, duplicate=True)
+            case_id = request.case_id or keys.new_case_id()
+            record = self._write(case_id, ct, labels, digest, request, author, work)
+        self._discard(request)
+        return ImportResult(record, duplicate=False)
+
+    def _existing(self, digest: str) -> CaseRecord | None:
+        try:
+            case_id = str(self._store.get_json(keys.content_index_key(digest))["case_id"])  # type: ignore[index]
+            return CaseRecord.from_json(self._store.get_json(keys.meta_key(case_id)))  # type: ignore[arg-type]
+        except NotFound:
+            return None
+
+    def _write(self, case_id: str, ct: Volume, labels: Volume | None, digest: str, request: ImportRequest,
+               author: str, work: Path) -> CaseRecord:
+        ct_path = save_nifti(ct, work / "ct.nii.gz")
+        with WriteGroup(self._store) as group:
+            original = ""
+            if labels is not None:
+                original = self._labels.write(group, case_id, labels, "original", "", "", 0, author, work).version
+            stored = group.put_file(keys.ct_key(case_id), ct_path)
+            record = CaseRecord(
+                case_id=case_id, geometry=Geometry.of(ct), hu_min=float(ct.array.min()),
+                hu_max=float(ct.array.max()), source=request.source[:500], ct_key=stored.key,
+                ct_sha256=stored.sha256, ct_size_bytes=stored.size_bytes, content_sha256=digest,
+                original_label_version=original, imported_by=author, imported_at=now_iso())
+            group.put_json(keys.meta_key(case_id), record.as_json())
+            if not request.allow_duplicate or not self._store.exists(keys.content_index_key(digest)):
+                group.put_json(keys.content_index_key(digest), {"case_id": case_id})
+            event = events_pb2.CaseIngested(meta=new_meta("storage"), case_id=case_id, ct=object_ref(stored),
+                                            geometry=record.geometry.to_proto(), original_label_version=original)
+            self._producer.publish(event, key=case_id)
+        log.info("case imported", extra={"case_id": case_id, "labels": bool(original)})
+        return record
+
+    def _discard(self, request: ImportRequest) -> None:
+        for upload_id in filter(None, (request.upload_id, request.label_upload_id)):
+            self._staging.discard(upload_id)

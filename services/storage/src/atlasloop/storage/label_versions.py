@@ -1,0 +1,51 @@
+"""Immutable label versions: written once under a fresh id, listed with their provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from atlasloop.common.errors import InvalidInput, NotFound
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging.labels import census
+from atlasloop.imaging.volume import Volume, save_nifti
+from atlasloop.storage import keys
+from atlasloop.storage.case_meta import LabelRecord, now_iso
+from atlasloop.storage.writes import WriteGroup
+
+SOURCES = ("original", "ai", "human")
+
+
+class LabelVersions:
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def write(self, group: WriteGroup, case_id: str, labels: Volume, source: str, parent: str, model_set: str,
+              round_: int, author: str, work: Path) -> LabelRecord:
+        """Store ``labels`` (already validated against the case) as a new version; json last."""
+        if source not in SOURCES:
+            raise InvalidInput(f"label source must be one of {', '.join(SOURCES)}")
+        if round_ < 0:
+            raise InvalidInput("round must be >= 0")
+        version = keys.new_version()
+        path = save_nifti(labels.with_array(labels.array.astype(np.uint8, copy=False)), work / f"{version}.nii.gz")
+        stored = group.put_file(keys.label_key(case_id, version), path)
+        counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}
+        record = LabelRecord(case_id, version, source, parent, model_set, round_, stored.key, stored.sha256,
+                             stored.size_bytes, author, now_iso(), counts)
+        group.put_json(keys.label_meta_key(case_id, version), record.as_json())
+        return record
+
+    def get(self, case_id: str, version: str) -> LabelRecord:
+        keys.validate_version(version)
+        try:
+            return LabelRecord.from_json(self._store.get_json(keys.label_meta_key(case_id, version)))  # type: ignore[arg-type]
+        except NotFound:
+            raise NotFound(f"case {case_id!r} has no label version {version!r}") from None
+
+    def list(self, case_id: str) -> list[LabelRecord]:
+        prefix = f"{keys.case_prefix(case_id)}labels/"
+        records = [LabelRecord.from_json(self._store.get_json(key))  # type: ignore[arg-type]
+                   for key in self._store.list_keys(prefix) if key.endswith(".json")]
+        return sorted(records, key=lambda r: r.version)

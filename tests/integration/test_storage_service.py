@@ -1,0 +1,227 @@
+"""The storage service against the real S3 (SeaweedFS) and Kafka (Tansu)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.request
+import zipfile
+
+import grpc
+import numpy as np
+import pytest
+
+from atlasloop.common.transfer import download_volume, upload_file, upload_requests
+from atlasloop.common.v1 import common_pb2
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import from_totalsegmentator
+from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.storage.app import build
+from atlasloop.storage.settings import StorageSettings
+from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
+
+from .conftest import EventCollector, start_in_process
+
+pytestmark = pytest.mark.integration
+
+TOKENS = {"tok-admin": "ops:admin", "tok-ann": "ann:annotator", "tok-svc": "inference:service"}
+ADMIN = [("authorization", "Bearer tok-admin")]
+SERVICE = [("authorization", "Bearer tok-svc")]
+
+
+@pytest.fixture
+def storage(stack, unique):
+    settings = StorageSettings(
+        port=0, max_upload_bytes=64 * 1024 * 1024, health_poll_s=60,
+        s3=stack.s3_settings(bucket=f"storage-{unique}"),
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"s{unique}."}),
+        auth={"dev_tokens": TOKENS})
+    service, channel = start_in_process(build(settings), settings)
+    collector = EventCollector(settings.kafka, [events_pb2.CaseIngested])
+    from atlasloop.common.objectstore import ObjectStore
+
+    yield storage_pb2_grpc.StorageServiceStub(channel), ObjectStore(settings.s3), collector
+    collector.close()
+    channel.close()
+    service.stop(0)
+
+
+@pytest.fixture
+def atlas_zip(real_ct_dir, tmp_path):
+    """The real CT with its TotalSegmentator labels as an AbdomenAtlas case folder, zipped."""
+    case = tmp_path / "real_case"
+    case.mkdir()
+    shutil.copy(real_ct_dir / "example_ct_sm.nii.gz", case / "ct.nii.gz")
+    seg = load_nifti(real_ct_dir / "example_seg.nii.gz")
+    save_nifti(seg.with_array(from_totalsegmentator(seg.array)), case / "combined_labels.nii.gz")
+    path = tmp_path / "real_case.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in case.iterdir():
+            archive.write(file, f"real_case/{file.name}")
+    return path
+
+
+def _import(stub, path, **fields):
+    upload_id = upload_file(stub, path, ADMIN, chunk_bytes=64 * 1024)
+    return stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_id, **fields), metadata=ADMIN)
+
+
+def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip, real_ct_dir, tmp_path):
+    stub, store, collector = storage
+    reply = _import(stub, atlas_zip, format=storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP, case_id="real-ct-01",
+                    source="TotalSegmentator test fixture")
+    assert (reply.case_id, reply.duplicate) == ("real-ct-01", False)
+    assert list(reply.info.geometry.shape) == [122, 101, 30] and reply.info.geometry.orientation == "RAS"
+    assert (reply.info.hu_min, reply.info.hu_max) == (-1100, 1207)
+
+    ref = download_volume(stub, "real-ct-01", tmp_path / "ct.nii.gz", ADMIN, chunk_bytes=100_000)
+    assert ref.sha256 == reply.info.ct.sha256 == hashlib.sha256((tmp_path / "ct.nii.gz").read_bytes()).hexdigest()
+    original = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    back = load_nifti(tmp_path / "ct.nii.gz")
+    assert np.array_equal(back.array, original.array) and np.allclose(back.affine, original.affine)
+
+    versions = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id="real-ct-01"),
+                                      metadata=ADMIN).versions
+    assert [v.source for v in versions] == [common_pb2.LABEL_SOURCE_ORIGINAL]
+    download_volume(stub, "real-ct-01", tmp_path / "lab.nii.gz", ADMIN, kind=common_pb2.VOLUME_KIND_LABEL,
+                    label_version=versions[0].label_version)
+    expected = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
+    assert np.array_equal(load_nifti(tmp_path / "lab.nii.gz").array, expected)
+
+    # The same CT again, now as a plain NIfTI: recognised by content, no second case, no event.
+    again = _import(stub, real_ct_dir / "example_ct_sm.nii.gz")
+    assert (again.case_id, again.duplicate) == ("real-ct-01", True)
+    received = collector.wait_for(1)
+    assert [(e.case_id, e.original_label_version) for e in received] == [("real-ct-01", versions[0].label_version)]
+    assert store.list_keys("staging/") == []
+    listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=ADMIN)
+    assert [c.case_id for c in listed.cases] == ["real-ct-01"] and listed.next_page_token == ""
+
+
+def _nothing_left(store, collector):
+    assert store.list_keys("cases/") == [] and store.list_keys("index/") == []
+    assert collector.wait_for(1, timeout_s=2) == []
+
+
+def test_upload_cut_off_midway_leaves_nothing(storage, real_ct_dir):
+    stub, store, collector = storage
+
+    def cut_off():
+        for i, message in enumerate(upload_requests(real_ct_dir / "example_ct_sm.nii.gz", 50_000)):
+            if i == 4:
+                raise ConnectionError("client went away")
+            yield message
+
+    with pytest.raises(grpc.RpcError):
+        stub.UploadVolume(cut_off(), metadata=ADMIN, timeout=30)
+
+    def short():
+        for i, message in enumerate(upload_requests(real_ct_dir / "example_ct_sm.nii.gz", 50_000)):
+            if i < 4:
+                yield message
+
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadVolume(short(), metadata=ADMIN, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ended early" in err.value.details()
+    assert store.list_keys("staging/") == []
+    _nothing_left(store, collector)
+
+
+def test_checksum_mismatch_and_oversize_refused(storage, real_ct_dir, tmp_path):
+    stub, store, collector = storage
+    messages = list(upload_requests(real_ct_dir / "example_ct_sm.nii.gz"))
+    messages[0].header.sha256 = "0" * 64
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadVolume(iter(messages), metadata=ADMIN)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "checksum" in err.value.details()
+    messages[0].header.size_bytes = 10**12
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadVolume(iter(messages), metadata=ADMIN)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert store.list_keys("staging/") == []
+    _nothing_left(store, collector)
+
+
+def test_bad_case_id_and_bad_image_change_nothing(storage, real_ct_dir, tmp_path):
+    stub, store, collector = storage
+    with pytest.raises(grpc.RpcError) as err:
+        _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="../escape")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not valid" in err.value.details()
+    broken = tmp_path / "broken.nii.gz"
+    data = (real_ct_dir / "example_ct_sm.nii.gz").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    with pytest.raises(grpc.RpcError) as err:
+        _import(stub, broken)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "broken.nii.gz" in err.value.details()
+    _nothing_left(store, collector)
+
+
+def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_dir, tmp_path):
+    stub, _, _ = storage
+    case_id = _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="lv-1").case_id
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[40:60, 40:60, 10:20] = 5
+    save_nifti(Volume(labels, ct.affine), tmp_path / "ai.nii.gz")
+    written = []
+    for parent in ("", None):
+        upload_id = upload_file(stub, tmp_path / "ai.nii.gz", ADMIN)
+        reply = stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set="ms-1", round=1,
+            parent_version=written[-1] if parent is None else parent), metadata=SERVICE)
+        written.append(reply.version.label_version)
+    versions = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id), metadata=ADMIN)
+    assert [v.label_version for v in versions.versions] == written and written[0] != written[1]
+    assert versions.versions[1].parent_version == written[0]
+    save_nifti(Volume(labels[:-1], ct.affine), tmp_path / "wrong.nii.gz")
+    upload_id = upload_file(stub, tmp_path / "wrong.nii.gz", ADMIN)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN), metadata=SERVICE)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in err.value.details()
+    save_nifti(Volume(np.full(ct.shape, 52, np.uint8), ct.affine), tmp_path / "foreign.nii.gz")
+    upload_id = upload_file(stub, tmp_path / "foreign.nii.gz", ADMIN)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN), metadata=SERVICE)
+    assert "outside the schema" in err.value.details()
+    assert len(stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id),
+                                      metadata=ADMIN).versions) == 2
+
+
+def test_presigned_put_then_import_then_presigned_get(storage, real_ct_dir):
+    stub, _, _ = storage
+    put = stub.PresignUpload(storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", expires_s=60),
+                             metadata=ADMIN)
+    data = (real_ct_dir / "example_ct_sm.nii.gz").read_bytes()
+    with urllib.request.urlopen(urllib.request.Request(put.url, data=data, method="PUT"), timeout=30):
+        pass
+    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=put.upload_id, case_id="via-http"),
+                            metadata=ADMIN)
+    get = stub.PresignDownload(storage_pb2.PresignDownloadRequest(case_id="via-http",
+                                                                  kind=common_pb2.VOLUME_KIND_CT), metadata=ADMIN)
+    with urllib.request.urlopen(get.url, timeout=30) as response:
+        assert hashlib.sha256(response.read()).hexdigest() == reply.info.ct.sha256
+
+
+def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
+    settings = StorageSettings(
+        port=0, health_poll_s=60, s3=stack.s3_settings(bucket=f"storage-nb-{unique}"),
+        kafka={"bootstrap_servers": "127.0.0.1:1", "publish_timeout_s": 2, "create_topics": False},
+        auth={"dev_tokens": TOKENS})
+    from atlasloop.common.objectstore import ObjectStore
+    from atlasloop.common.server import GrpcService
+
+    service = GrpcService(build(settings), settings)
+    service.start()
+    store = ObjectStore(settings.s3)
+    store.check_bucket()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = storage_pb2_grpc.StorageServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="no-broker")
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert store.list_keys("cases/") == [] and store.list_keys("index/") == []
+    finally:
+        service.stop(0)
