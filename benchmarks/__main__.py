@@ -9,14 +9,15 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, storage, transport
+from benchmarks import imaging, scoring, storage, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
 def main() -> int:
     print(f"machine: {describe()}")
     for name, bench in [("imaging: cohort", imaging.cohort), ("imaging: preprocessing", imaging.preprocessing),
-                        ("imaging: surface metrics", imaging.surface_metrics)]:
+                        ("imaging: surface metrics", imaging.surface_metrics),
+                        ("scoring: speed", scoring.speed), ("scoring: error detection", scoring.quality)]:
         started = time.perf_counter()
         print(f"\n## {name}")
         for line in bench():

@@ -1,13 +1,62 @@
-"""gRPC adapter of the scoring service: attention maps, attention regions and priorities.
-
-Until its behaviour lands (issue 5), every RPC answers UNIMPLEMENTED through the generated base
-class: nothing pretends to work.
-"""
+"""gRPC adapter of the scoring service: protobuf in, :class:`ScoringCore` calls, protobuf out."""
 
 from __future__ import annotations
 
-from atlasloop.scoring.v1 import scoring_pb2_grpc
+from atlasloop.common.errors import InvalidInput
+from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.scoring.core import ScoringCore
+from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
+
+MODES = {scoring_pb2.SCORING_MODE_UNSPECIFIED: "", scoring_pb2.SCORING_MODE_REFERENCE: "reference",
+         scoring_pb2.SCORING_MODE_IMPROVED: "improved"}
+MODE_ENUM = {"reference": scoring_pb2.SCORING_MODE_REFERENCE, "improved": scoring_pb2.SCORING_MODE_IMPROVED}
+SIGNAL_ENUM = {"inconsistency": scoring_pb2.SIGNAL_INCONSISTENCY, "uncertainty": scoring_pb2.SIGNAL_UNCERTAINTY,
+               "overlap": scoring_pb2.SIGNAL_OVERLAP, "plausibility": scoring_pb2.SIGNAL_PLAUSIBILITY}
+
+
+def _mode(value: int) -> str:
+    if value not in MODES:
+        raise InvalidInput("unknown scoring mode")
+    return MODES[value]
+
+
+def case_scores(document: dict) -> scoring_pb2.CaseScores:
+    organs = sorted(document["organs"], key=lambda o: (-o["heat_sum"], -o["score"]))
+    return scoring_pb2.CaseScores(
+        case_id=document["case_id"], model_set=document["model_set"], mode=MODE_ENUM[document["mode"]],
+        priority=document["priority"],
+        organs=[scoring_pb2.OrganScore(organ=ORGAN_IDS[o["organ"]], attention=o["score"], heat_sum=o["heat_sum"],
+                                       flags=o["flags"]) for o in organs],
+        regions=[scoring_pb2.AttentionRegion(
+            organ=ORGAN_IDS[r["organ"]],
+            box=common_pb2.BoundingBox(min_voxel=r["min_voxel"], max_voxel=r["max_voxel"], min_mm=r["min_mm"],
+                                       max_mm=r["max_mm"]),
+            volume_ml=r["volume_ml"], peak_heat=r["peak_heat"], mean_heat=r["mean_heat"],
+            dominant_signal=SIGNAL_ENUM[r["dominant_signal"]]) for r in document["regions"]])
 
 
 class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
-    """Converts protobuf to domain calls and back; holds no business logic."""
+    def __init__(self, core: ScoringCore) -> None:
+        self._core = core
+
+    def ScoreCase(self, request, context):
+        mode = _mode(request.mode) or self._core.default_mode
+        results = self._core.score(request.case_id, request.model_set)
+        model_set = request.model_set or self._core.latest_model_set(request.case_id)
+        return scoring_pb2.ScoreCaseResponse(scores=case_scores(results[mode].as_json() | {"model_set": model_set}))
+
+    def GetCaseScores(self, request, context):
+        stored = self._core.stored(request.case_id, request.model_set)
+        return scoring_pb2.GetCaseScoresResponse(scores=case_scores(stored.document))
+
+    def ProposeRound(self, request, context):
+        quotas: dict[str, int] = {}
+        for quota in request.quotas:
+            if quota.organ not in ORGANS:
+                raise InvalidInput("quota organ must be one of the schema's organs")
+            quotas[ORGANS[quota.organ]] = quota.cases
+        chosen = self._core.propose("", _mode(request.mode), request.fraction, request.max_cases, quotas)
+        return scoring_pb2.ProposeRoundResponse(cases=[
+            scoring_pb2.RankedCase(case_id=c.case_id, priority=c.priority,
+                                   organs=[ORGAN_IDS[o] for o in c.organ_order]) for c in chosen])

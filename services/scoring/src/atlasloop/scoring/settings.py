@@ -16,5 +16,7 @@ class ScoringSettings(ServiceSettings):
     )
 
     port: int = 50053
+    mode: str = Field(default="reference", description="Mode whose priorities case.scored carries: reference|improved")
+    consume_events: bool = Field(default=True, description="Score on case.predicted events.")
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,0 +1,131 @@
+"""The scoring service's operations: score a stored prediction, read scores, propose a round.
+
+Idempotent under redelivery of ``case.predicted``: attention and scores are written first, then
+``case.scored`` is published with an event id derived from (case, model set), then a marker is
+written. A redelivered event finds the marker and does nothing; a crash between publish and marker
+publishes again with the same event id, which consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from atlasloop.common.errors import InvalidInput, NotFound
+from atlasloop.common.events import EventProducer, new_meta
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.compact import EnsembleOutput
+from atlasloop.imaging.labels import ORGAN_IDS
+from atlasloop.scoring import store_layout as keys
+from atlasloop.scoring.case_scoring import MODES, CaseResult, score_case
+from atlasloop.scoring.selection import Candidate, budget, select
+
+log = logging.getLogger(__name__)
+EVENT_NAMESPACE = uuid.UUID("6f1c7a52-7d55-4c0b-9a59-3f5bd1b2e0a1")
+
+
+@dataclass(frozen=True)
+class StoredScores:
+    case_id: str
+    model_set: str
+    mode: str
+    document: dict
+
+
+class ScoringCore:
+    def __init__(self, store: ObjectStore, producer: EventProducer, default_mode: str) -> None:
+        if default_mode not in MODES:
+            raise InvalidInput(f"mode must be one of {MODES}")
+        self._store = store
+        self._producer = producer
+        self.default_mode = default_mode
+
+    def latest_model_set(self, case_id: str) -> str:
+        sets = sorted(p.removeprefix(keys.predictions_prefix(case_id)).rstrip("/")
+                      for p in self._store.list_prefixes(keys.predictions_prefix(case_id)))
+        if not sets:
+            raise NotFound(f"case {case_id!r} has no stored prediction")
+        return sets[-1]
+
+    def load(self, case_id: str, model_set: str) -> EnsembleOutput:
+        try:
+            return EnsembleOutput.from_bytes(self._store.get_bytes(keys.prediction_key(case_id, model_set)))
+        except NotFound:
+            raise NotFound(f"case {case_id!r} has no prediction by model set {model_set!r}") from None
+        except (ValueError, KeyError, OSError) as exc:
+            raise InvalidInput(f"stored prediction of {case_id!r} is unreadable: {exc}") from None
+
+    def score(self, case_id: str, model_set: str = "", publish: bool = True) -> dict[str, CaseResult]:
+        """Score one stored prediction in every mode, store the results, announce the default mode's."""
+        model_set = model_set or self.latest_model_set(case_id)
+        output = self.load(case_id, model_set)
+        results = {mode: score_case(case_id, output, mode) for mode in MODES}
+        for mode, result in results.items():
+            self._write(case_id, model_set, mode, output, result)
+        if publish:
+            self._publish(case_id, model_set, results[self.default_mode])
+        return results
+
+    def on_case_predicted(self, case_id: str, model_set: str) -> bool:
+        """Handle a (possibly redelivered) ``case.predicted``; False when it was done already."""
+        if self._store.exists(keys.published_marker_key(case_id, model_set)):
+            log.info("already scored", extra={"case_id": case_id, "model_set": model_set})
+            return False
+        self.score(case_id, model_set)
+        return True
+
+    def _write(self, case_id: str, model_set: str, mode: str, output: EnsembleOutput, result: CaseResult) -> None:
+        prefix = keys.attention_prefix(case_id, model_set, mode)
+        arrays = {}
+        for organ in result.organs:
+            box = organ.attention.box
+            arrays[f"{organ.organ}/box"] = np.asarray(box if box else np.zeros((0, 2)), dtype=np.int64)
+            arrays[f"{organ.organ}/data"] = organ.attention.stored
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, shape=np.asarray(output.shape), affine=output.affine, **arrays)
+        self._store.put_bytes(prefix + "attention.npz", buffer.getvalue())
+        document = result.as_json() | {"model_set": model_set}
+        self._store.put_json(prefix + "scores.json", document)
+        self._store.put_json(keys.score_index_key(model_set, mode, case_id), {
+            "case_id": case_id, "priority": result.priority, "organ_order": result.organ_order(),
+            "organ_scores": {o.organ: o.score for o in result.organs}})
+
+    def _publish(self, case_id: str, model_set: str, result: CaseResult) -> None:
+        meta = new_meta("scoring")
+        meta.event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{case_id}/{model_set}"))
+        organs = [events_pb2.OrganPriority(organ=ORGAN_IDS[o.organ], attention=o.score, heat_sum=o.heat_sum)
+                  for o in sorted(result.organs, key=lambda o: (-o.heat_sum, -o.score))]
+        self._producer.publish(events_pb2.CaseScored(meta=meta, case_id=case_id, model_set=model_set,
+                                                     priority=result.priority, organs=organs), key=case_id)
+        self._store.put_json(keys.published_marker_key(case_id, model_set), {"event_id": meta.event_id})
+
+    def stored(self, case_id: str, model_set: str = "", mode: str = "") -> StoredScores:
+        model_set = model_set or self.latest_model_set(case_id)
+        mode = mode or self.default_mode
+        try:
+            document = self._store.get_json(keys.attention_prefix(case_id, model_set, mode) + "scores.json")
+        except NotFound:
+            raise NotFound(f"case {case_id!r} has not been scored for model set {model_set!r}") from None
+        return StoredScores(case_id, model_set, mode, document)  # type: ignore[arg-type]
+
+    def propose(self, model_set: str, mode: str, fraction: float, max_cases: int,
+                quotas: dict[str, int]) -> list[Candidate]:
+        mode = mode or self.default_mode
+        if not model_set:
+            sets = sorted(p.removeprefix("scores/").rstrip("/") for p in self._store.list_prefixes("scores/"))
+            if not sets:
+                return []
+            model_set = sets[-1]
+        candidates = []
+        for key in self._store.list_keys(f"scores/{model_set}/{mode}/"):
+            entry = self._store.get_json(key)
+            candidates.append(Candidate(entry["case_id"], float(entry["priority"]), entry["organ_scores"],  # type: ignore[index]
+                                        tuple(entry["organ_order"])))  # type: ignore[index]
+        if not candidates:
+            return []
+        return select(candidates, budget(len(candidates), fraction, max_cases), quotas)

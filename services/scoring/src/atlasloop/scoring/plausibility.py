@@ -1,0 +1,122 @@
+"""Anatomical plausibility checks on a prediction, the errors attention maps cannot see: an organ
+missing or in pieces, a volume no adult has, left and right swapped, organs touching that never
+touch. Each check is a small function registered by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from atlasloop.imaging.compact import Box, Cropped, grow, union_box
+
+# Plausible adult volumes in mL (about the 1st and 99th percentiles of abdominal CT studies).
+VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
+    "liver": (700, 3000), "spleen": (40, 700), "kidney_left": (60, 350), "kidney_right": (60, 350),
+    "stomach": (40, 1500), "pancreas": (20, 180), "gall_bladder": (3, 150), "aorta": (15, 300),
+    "postcava": (10, 300),
+}
+OPTIONAL = frozenset({"gall_bladder"})  # may be absent (cholecystectomy)
+# Pairs that do not touch in normal anatomy.
+NO_CONTACT = (("kidney_left", "kidney_right"), ("spleen", "kidney_right"), ("liver", "kidney_left"),
+              ("gall_bladder", "spleen"), ("liver", "spleen"))
+# (left structure, right structure): in RAS the patient's left has the smaller x.
+LATERAL = (("kidney_left", "kidney_right"), ("spleen", "liver"))
+
+
+@dataclass
+class Prediction:
+    """Pseudo-label masks of one case and their grid."""
+
+    pseudo: Mapping[str, Cropped]
+    affine: np.ndarray
+    members_mean_over_half: Mapping[str, Cropped]  # mean of member soft maps > 0.5, before any LCC
+
+    @property
+    def voxel_ml(self) -> float:
+        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def volume_ml(self, organ: str) -> float:
+        crop = self.pseudo.get(organ)
+        return float(np.count_nonzero(crop.data)) * self.voxel_ml if crop and crop.box else 0.0
+
+    def centroid_x(self, organ: str) -> float | None:
+        crop = self.pseudo.get(organ)
+        if not crop or crop.box is None or not crop.data.any():
+            return None
+        ijk = np.argwhere(crop.data).mean(axis=0) + [lo for lo, _ in crop.box]
+        return float((self.affine[:3, :3] @ ijk + self.affine[:3, 3])[0])
+
+
+Flags = dict[str, list[str]]
+
+
+def missing(p: Prediction) -> Flags:
+    return {o: ["missing"] for o in VOLUME_RANGE_ML if o not in OPTIONAL and p.volume_ml(o) == 0}
+
+
+def volume(p: Prediction) -> Flags:
+    out: Flags = {}
+    for organ, (low, high) in VOLUME_RANGE_ML.items():
+        ml = p.volume_ml(organ)
+        if ml > 0 and not low <= ml <= high:
+            out[organ] = ["volume"]
+    return out
+
+
+def fragments(p: Prediction, min_fraction: float = 0.05) -> Flags:
+    out: Flags = {}
+    for organ, crop in p.members_mean_over_half.items():
+        if crop.box is None:
+            continue
+        labels, count = ndimage.label(crop.data, structure=ndimage.generate_binary_structure(3, 3))
+        if count > 1:
+            sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+            if sizes[1] >= min_fraction * sizes[0]:
+                out[organ] = ["fragmented"]
+    return out
+
+
+def laterality(p: Prediction) -> Flags:
+    out: Flags = {}
+    for left, right in LATERAL:
+        xl, xr = p.centroid_x(left), p.centroid_x(right)
+        if xl is not None and xr is not None and xl > xr:
+            out.setdefault(left, []).append("laterality")
+            out.setdefault(right, []).append("laterality")
+    return out
+
+
+def contact_zone(p: Prediction, a: str, b: str) -> tuple[Box, np.ndarray] | None:
+    ca, cb = p.pseudo.get(a), p.pseudo.get(b)
+    if not ca or not cb or ca.box is None or cb.box is None:
+        return None
+    shape = tuple(max(x[1], y[1]) + 2 for x, y in zip(ca.box, cb.box, strict=True))
+    box = grow(union_box([ca.box, cb.box]), 1, shape)  # type: ignore[arg-type]
+    ma, mb = ca.read(box).astype(bool), cb.read(box).astype(bool)
+    zone = ndimage.binary_dilation(ma) & mb | ndimage.binary_dilation(mb) & ma
+    return (box, zone) if zone.any() else None
+
+
+def contact(p: Prediction) -> Flags:
+    out: Flags = {}
+    for a, b in NO_CONTACT:
+        if contact_zone(p, a, b) is not None:
+            out.setdefault(a, []).append("contact")
+            out.setdefault(b, []).append("contact")
+    return out
+
+
+CHECKS: dict[str, Callable[[Prediction], Flags]] = {
+    "missing": missing, "volume": volume, "fragments": fragments, "laterality": laterality, "contact": contact,
+}
+
+
+def run_checks(p: Prediction, names: tuple[str, ...] = tuple(CHECKS)) -> Flags:
+    flags: Flags = {}
+    for name in names:
+        for organ, found in CHECKS[name](p).items():
+            flags.setdefault(organ, []).extend(found)
+    return flags
