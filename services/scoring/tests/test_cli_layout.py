@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+
 from atlasloop.cli.__main__ import main
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES

@@ -32,7 +32,7 @@ def _prediction(masks: dict[str, np.ndarray], spacing=2.0):
 
 def _box(shape, lo, hi):
     a = np.zeros(shape, bool)
-    a[tuple(slice(l, h) for l, h in zip(lo, hi, strict=True))] = True
+    a[tuple(slice(low, high) for low, high in zip(lo, hi, strict=True))] = True
     return a
 
 
