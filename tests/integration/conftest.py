@@ -35,12 +35,17 @@ class EventCollector:
 
     def __init__(self, settings, event_types):
         self.received = []
+        self.deliveries = []
         self._stop = threading.Event()
         events.ensure_topics(settings, event_types)
         self._consumer = events.EventConsumer(settings, f"collector-{uuid.uuid4().hex[:8]}", event_types,
-                                              lambda event, delivery: self.received.append(event))
+                                              self._record)
         self._thread = threading.Thread(target=self._consumer.run, args=(self._stop,), daemon=True)
         self._thread.start()
+
+    def _record(self, event, delivery):
+        self.received.append(event)
+        self.deliveries.append(delivery)
 
     def wait_for(self, count, timeout_s=30.0):
         """Poll until ``count`` events arrived, then linger briefly to catch any extra ones."""
@@ -74,3 +79,20 @@ def start_in_process(spec, settings, timeout_s=30.0):
         time.sleep(0.2)
     channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     return service, channel
+
+
+@pytest.fixture
+def fresh_database(stack, unique):
+    """An empty PostgreSQL database of its own on the stack's server, dropped afterwards."""
+    import psycopg
+
+    from atlasloop.common.settings import DatabaseSettings
+
+    base = stack.database_url()
+    admin_dsn = base.replace("postgresql+psycopg://", "postgresql://")
+    name = f"atl_{unique}"
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    yield DatabaseSettings(url=base.rsplit("/", 1)[0] + f"/{name}")
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

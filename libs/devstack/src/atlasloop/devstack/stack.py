@@ -265,6 +265,9 @@ class Stack:
         }
         if "postgres" in NEEDS[name]:
             env["DATABASE__URL"] = self.database_url()
+        if name == "tracking":  # tracking writes revised label maps through the storage service
+            env["STORAGE_TARGET"] = self.service_target("storage")
+            env["STORAGE_TOKEN"] = self.token_for("service")
         return {prefix + key: value for key, value in env.items()} | ray_environment()
 
     def start_service(self, name: str) -> None:

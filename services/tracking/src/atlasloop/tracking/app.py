@@ -1,29 +1,85 @@
-"""Assembles the tracking service: its servicer, readiness checks and lifecycle hooks."""
+"""Assembles the tracking service: migrations, core, servicer, event consumer, outbox relay."""
 
 from __future__ import annotations
+
+import logging
+import threading
 
 import grpc
 
 from atlasloop.common.database import make_engine
-from atlasloop.common.readiness import database_check, kafka_check
+from atlasloop.common.events import EventConsumer, EventProducer
+from atlasloop.common.readiness import ReadinessCheck, database_check, kafka_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.tracking import migrate
+from atlasloop.tracking.core import TrackingCore
+from atlasloop.tracking.events_in import HANDLERS
+from atlasloop.tracking.outbox import OutboxRelay
 from atlasloop.tracking.servicer import TrackingServiceServicer
 from atlasloop.tracking.settings import TrackingSettings
+from atlasloop.tracking.storage_client import StorageClient
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
+log = logging.getLogger(__name__)
 SERVICE = tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"]
+
+
+class EventsIn:
+    """Consumes the events tracking records, in a background thread."""
+
+    def __init__(self, settings: TrackingSettings, core: TrackingCore) -> None:
+        self._settings, self._core = settings, core
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        def run() -> None:
+            consumer = EventConsumer(self._settings.kafka, "tracking", list(HANDLERS),
+                                     lambda event, _delivery: self._core.apply_event(event))
+            try:
+                consumer.run(self._stop)
+            finally:
+                consumer.close()
+
+        self._thread = threading.Thread(target=run, name="tracking-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+
+def migration_check(settings: TrackingSettings, engine) -> ReadinessCheck:
+    """Apply the migrations once the database answers; NOT_SERVING until the schema is current."""
+    done = threading.Event()
+
+    def probe() -> None:
+        if not done.is_set():
+            migrate.upgrade(engine)
+            done.set()
+
+    return ReadinessCheck("schema", probe if settings.migrate_on_start else lambda: None)
 
 
 def build(settings: TrackingSettings) -> ServiceSpec:
     engine = make_engine(settings.database)
-    servicer = TrackingServiceServicer()
+    storage = StorageClient(settings.storage_target, settings.storage_token)
+    core = TrackingCore(settings, engine, storage)
+    servicer = TrackingServiceServicer(core)
+    producer = EventProducer(settings.kafka, "tracking")
+    relay = OutboxRelay(core.sessions, producer)
+    events_in = EventsIn(settings, core)
 
     def register(server: grpc.Server) -> None:
         tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)
 
+    on_start = [relay.start] + ([events_in.start] if settings.consume_events else [])
     return ServiceSpec(
         name="tracking",
         services=[SERVICE],
         register=register,
-        checks=[database_check(engine), kafka_check(settings.kafka)],
+        checks=[database_check(engine), migration_check(settings, engine), kafka_check(settings.kafka)],
+        on_start=on_start,
+        on_stop=[events_in.stop, relay.stop, producer.close, storage.close, engine.dispose],
     )

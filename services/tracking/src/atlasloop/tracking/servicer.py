@@ -1,13 +1,126 @@
-"""gRPC adapter of the tracking service: cases, the review queue with leases, revisions, reviews and the audit log.
-
-Until its behaviour lands (issue 6), every RPC answers UNIMPLEMENTED through the generated base
-class: nothing pretends to work.
-"""
+"""gRPC adapter of the tracking service: protobuf in, :class:`TrackingCore` calls, protobuf out."""
 
 from __future__ import annotations
 
-from atlasloop.tracking.v1 import tracking_pb2_grpc
+from google.protobuf.json_format import ParseDict
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from atlasloop.common.auth import current_principal
+from atlasloop.common.errors import InvalidInput
+from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.tracking.core import TrackingCore
+from atlasloop.tracking.queue import LeaseInfo
+from atlasloop.tracking.revisions import Tag
+from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
+
+VERDICTS = {tracking_pb2.REVIEW_VERDICT_APPROVE: "approve", tracking_pb2.REVIEW_VERDICT_REJECT: "reject"}
+
+
+def _stamp(moment) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _organ(value: int) -> str:
+    if value not in ORGANS:
+        raise InvalidInput(f"organ {value} is not one of the schema's organs")
+    return ORGANS[value]
+
+
+def _state(name: str) -> int:
+    return common_pb2.CaseState.Value(f"CASE_STATE_{name.upper()}")
+
+
+def _tags(messages) -> list[Tag]:
+    tags = []
+    for message in messages:
+        if message.tag == common_pb2.ERROR_TAG_UNSPECIFIED or message.tag not in common_pb2.ErrorTag.values():
+            raise InvalidInput("every tag needs an error type from the taxonomy")
+        region = None
+        if message.HasField("region"):
+            region = {"min_voxel": list(message.region.min_voxel), "max_voxel": list(message.region.max_voxel)}
+        tags.append(Tag(_organ(message.organ), common_pb2.ErrorTag.Name(message.tag).removeprefix("ERROR_TAG_").lower(),
+                        region))
+    return tags
+
+
+def _lease(info: LeaseInfo) -> tracking_pb2.Lease:
+    return tracking_pb2.Lease(lease_id=info.lease_id, case_id=info.case_id, annotator=info.annotator,
+                              expires_at=_stamp(info.expires_at))
+
+
+def _summary(case) -> tracking_pb2.CaseSummary:
+    geometry = ParseDict(case.geometry or {}, common_pb2.Geometry(), ignore_unknown_fields=True)
+    return tracking_pb2.CaseSummary(case_id=case.id, project_id=case.project_id or "", state=_state(case.state),
+                                    priority=case.priority, current_label_version=case.current_label_version,
+                                    geometry=geometry)
 
 
 class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
-    """Converts protobuf to domain calls and back; holds no business logic."""
+    def __init__(self, core: TrackingCore) -> None:
+        self._core = core
+
+    def CreateProject(self, request, context):
+        project_id = self._core.create_project(request.name, request.description, current_principal().name)
+        return tracking_pb2.CreateProjectResponse(project_id=project_id)
+
+    def ListCases(self, request, context):
+        states = [common_pb2.CaseState.Name(s).removeprefix("CASE_STATE_").lower() for s in request.states]
+        cases, token = self._core.list_cases(request.project_id, states, request.page_size, request.page_token)
+        return tracking_pb2.ListCasesResponse(cases=[_summary(c) for c in cases], next_page_token=token)
+
+    def GetCase(self, request, context):
+        case, history = self._core.get_case(request.case_id)
+        return tracking_pb2.GetCaseResponse(case=_summary(case), history=[
+            tracking_pb2.HistoryEntry(action=h.action, principal=h.principal, at=_stamp(h.at)) for h in history])
+
+    def QueueCases(self, request, context):
+        cases = [(c.case_id, c.priority, [_organ(o) for o in c.organs]) for c in request.cases]
+        queued, already = self._core.queue_cases(request.round, cases, current_principal().name)
+        return tracking_pb2.QueueCasesResponse(queued=queued, already_queued=already)
+
+    def NextCase(self, request, context):
+        info = self._core.next_case(current_principal().name, request.project_id)
+        if info is None:
+            return tracking_pb2.NextCaseResponse()
+        return tracking_pb2.NextCaseResponse(lease=_lease(info), organs=[ORGAN_IDS[o] for o in info.organs],
+                                             label_version=info.label_version)
+
+    def RenewLease(self, request, context):
+        return tracking_pb2.RenewLeaseResponse(lease=_lease(self._core.renew_lease(request.lease_id,
+                                                                                   current_principal().name)))
+
+    def ReleaseLease(self, request, context):
+        self._core.release_lease(request.lease_id, current_principal().name)
+        return tracking_pb2.ReleaseLeaseResponse()
+
+    def SubmitRevision(self, request, context):
+        result = self._core.submit_revision(request.lease_id, current_principal().name, request.upload_id,
+                                            [_organ(o) for o in request.organs], _tags(request.tags),
+                                            request.seconds_spent, request.note)
+        return tracking_pb2.SubmitRevisionResponse(
+            revision_id=result.revision_id, label_version=result.label_version,
+            diffs=[tracking_pb2.OrganDiff(organ=ORGAN_IDS[d.organ], voxels_added=d.voxels_added,
+                                          voxels_removed=d.voxels_removed, ml_added=d.ml_added,
+                                          ml_removed=d.ml_removed, dice=d.dice) for d in result.diffs],
+            suggested_tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[d.organ],
+                                                     tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{s.upper()}"))
+                            for d in result.diffs for s in d.suggested])
+
+    def SubmitReview(self, request, context):
+        if request.verdict not in VERDICTS:
+            raise InvalidInput("verdict must be APPROVE or REJECT")
+        state = self._core.submit_review(request.revision_id, current_principal().name, VERDICTS[request.verdict],
+                                         request.reason, _tags(request.annotator_errors))
+        return tracking_pb2.SubmitReviewResponse(state=_state(state))
+
+    def GetStatistics(self, request, context):
+        stats = self._core.statistics(request.project_id)
+        return tracking_pb2.GetStatisticsResponse(
+            organs=[tracking_pb2.OrganRoundStatistics(round=r.round, organ=ORGAN_IDS[r.organ],
+                                                      cases_revised=r.cases_revised, voxels_changed=r.voxels_changed,
+                                                      mean_dice=r.mean_dice, tag_counts=r.tag_counts)
+                    for r in stats.organs],
+            minutes_per_round=stats.minutes_per_round, revisions_per_annotator=stats.revisions_per_annotator)

@@ -16,5 +16,10 @@ class TrackingSettings(ServiceSettings):
     )
 
     port: int = 50055
+    lease_s: int = Field(default=1800, description="How long a lease lasts unless renewed.")
+    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    consume_events: bool = True
+    migrate_on_start: bool = Field(default=True, description="Run the Alembic migrations at start-up.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,0 +1,128 @@
+"""The review queue with leases.
+
+``next_case`` takes the highest-priority case of the current round that is queued, or leased
+under an expired lease, locking its row with ``FOR UPDATE SKIP LOCKED`` so concurrent annotators
+pass over each other instead of waiting; a partial unique index allows at most one active lease
+per case, so even a bug above this layer cannot hand one case to two people. (On SQLite, the
+embedded single-machine default, writes are serialised by the database itself.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from atlasloop.common.events import new_meta
+from atlasloop.common.settings import KafkaSettings
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import ORGAN_IDS
+from atlasloop.tracking.models import Case, Lease, QueueEntry
+from atlasloop.tracking.outbox import add_event
+from atlasloop.tracking.records import audit, locked_case, transition
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    lease_id: str
+    case_id: str
+    annotator: str
+    expires_at: datetime
+    organs: list[str]
+    label_version: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def queue_cases(sessions: sessionmaker[Session], kafka: KafkaSettings, round_: int,
+                cases: list[tuple[str, float, list[str]]], principal: str) -> tuple[int, int]:
+    if round_ < 1:
+        raise InvalidInput("round must be >= 1")
+    queued = already = 0
+    with sessions.begin() as session:
+        for case_id, priority, organs in cases:
+            unknown = [o for o in organs if o not in ORGAN_IDS]
+            if unknown:
+                raise InvalidInput(f"unknown organs {unknown}")
+            case = locked_case(session, case_id)
+            existing = session.scalars(select(QueueEntry).where(QueueEntry.case_id == case_id,
+                                                                QueueEntry.round == round_)).first()
+            if existing is not None:
+                already += 1
+                continue
+            transition(session, case, "queued", principal, round=round_, priority=priority)
+            case.round, case.priority = round_, priority
+            session.add(QueueEntry(case_id=case_id, round=round_, priority=priority, organs=list(organs)))
+            add_event(session, kafka, events_pb2.CaseQueued(meta=new_meta("tracking"), case_id=case_id,
+                                                            round=round_, priority=priority), key=case_id)
+            queued += 1
+    return queued, already
+
+
+def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, project_id: str = "") -> LeaseInfo | None:
+    now = _now()
+    with sessions.begin() as session:
+        query = (
+            select(Case, QueueEntry)
+            .join(QueueEntry, and_(QueueEntry.case_id == Case.id, QueueEntry.round == Case.round))
+            .outerjoin(Lease, and_(Lease.case_id == Case.id, Lease.active))
+            .where(or_(Case.state == "queued", and_(Case.state == "leased", Lease.expires_at < now)))
+            .order_by(QueueEntry.priority.desc(), Case.id)
+            .limit(1)
+            .with_for_update(of=Case, skip_locked=True)
+        )
+        if project_id:
+            query = query.where(Case.project_id == project_id)
+        row = session.execute(query).first()
+        if row is None:
+            return None
+        case, entry = row
+        if case.state == "leased":  # take over an expired lease
+            for old in session.scalars(select(Lease).where(Lease.case_id == case.id, Lease.active)):
+                old.active, old.ended = False, "expired"
+            transition(session, case, "queued", "system:lease-expiry")
+            session.flush()
+        lease = Lease(id=str(uuid.uuid4()), case_id=case.id, annotator=annotator, acquired_at=now,
+                      expires_at=now + timedelta(seconds=lease_s), active=True)
+        session.add(lease)
+        transition(session, case, "leased", annotator, lease_id=lease.id)
+        return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs),
+                         case.current_label_version)
+
+
+def held_lease(session: Session, lease_id: str, annotator: str) -> Lease:
+    """The caller's active, unexpired lease, locked."""
+    lease = session.scalars(select(Lease).where(Lease.id == lease_id).with_for_update()).first()
+    if lease is None:
+        raise NotFound(f"lease {lease_id!r} does not exist")
+    if lease.annotator != annotator:
+        raise PermissionDenied("this lease belongs to another annotator")
+    if not lease.active or _aware(lease.expires_at) <= _now():
+        raise Conflict("the lease has ended or expired; take the case again with NextCase")
+    return lease
+
+
+def renew(sessions: sessionmaker[Session], lease_id: str, annotator: str, lease_s: int) -> LeaseInfo:
+    with sessions.begin() as session:
+        lease = held_lease(session, lease_id, annotator)
+        lease.expires_at = _now() + timedelta(seconds=lease_s)
+        audit(session, annotator, "lease:renewed", lease.case_id, lease_id=lease.id)
+        case = session.get(Case, lease.case_id)
+        return LeaseInfo(lease.id, lease.case_id, annotator, lease.expires_at, [], case.current_label_version)
+
+
+def release(sessions: sessionmaker[Session], lease_id: str, annotator: str) -> None:
+    with sessions.begin() as session:
+        lease = held_lease(session, lease_id, annotator)
+        lease.active, lease.ended = False, "released"
+        transition(session, locked_case(session, lease.case_id), "queued", annotator, lease_id=lease.id)

@@ -1,0 +1,136 @@
+"""Revisions and reviews.
+
+A revision's corrected label map is first stored through the storage service (which checks it
+against the case's grid and the label schema), then diffed against the AI version, then recorded
+in one transaction with the lease ending, the case becoming ``revised`` and ``annotation.revised``
+in the outbox. If that transaction fails, the stored label version stays unreferenced (immutable,
+harmless) and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound
+from atlasloop.common.events import new_meta
+from atlasloop.common.settings import KafkaSettings
+from atlasloop.common.v1 import common_pb2
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.tracking.diff import OrganDiff, diff_labels
+from atlasloop.tracking.models import Case, LabelVersion, Review, Revision, RevisionTag
+from atlasloop.tracking.outbox import add_event
+from atlasloop.tracking.queue import held_lease
+from atlasloop.tracking.records import locked_case, transition
+from atlasloop.tracking.storage_client import StorageClient
+
+AI_TAGS = frozenset({"missed_region", "leakage", "organ_confusion", "laterality_swap", "fragment",
+                     "missing_organ", "hallucinated_organ", "boundary", "extent_protocol"})
+ANNOTATOR_TAGS = frozenset({"annotator_miss", "annotator_inconsistency", "annotator_slip"})
+
+
+@dataclass(frozen=True)
+class Tag:
+    organ: str
+    tag: str
+    region: dict | None = None
+
+
+@dataclass(frozen=True)
+class RevisionResult:
+    revision_id: str
+    label_version: str
+    diffs: list[OrganDiff]
+
+
+def check_tags(tags: list[Tag], allowed: frozenset[str]) -> None:
+    for tag in tags:
+        if tag.organ not in ORGAN_IDS:
+            raise InvalidInput(f"tag organ {tag.organ!r} is not one of the schema's organs")
+        if tag.tag not in allowed:
+            raise InvalidInput(f"tag {tag.tag!r} is not in the taxonomy ({', '.join(sorted(allowed))})")
+
+
+def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, lease_id: str, annotator: str,
+                    upload_id: str, organs: list[str], tags: list[Tag], seconds: float, note: str) -> RevisionResult:
+    if not np.isfinite(seconds) or seconds < 0:
+        raise InvalidInput("seconds_spent must be a finite number >= 0")
+    unknown = [o for o in organs if o not in ORGAN_IDS]
+    if unknown:
+        raise InvalidInput(f"unknown organs {unknown}")
+    check_tags(tags, AI_TAGS)
+    with sessions.begin() as session:  # fail fast, before touching storage
+        lease = held_lease(session, lease_id, annotator)
+        case = session.get(Case, lease.case_id)
+        case_id, parent, ai_version, round_ = case.id, case.current_label_version, case.ai_label_version, case.round
+    if not ai_version:
+        raise Conflict(f"case {case_id!r} has no AI label version to revise")
+    stored = storage.write_human_version(case_id, upload_id, parent, round_)
+    ai = storage.load_labels(case_id, ai_version)
+    revised = storage.load_labels(case_id, stored.label_version)
+    voxel_ml = abs(float(np.linalg.det(ai.affine[:3, :3]))) / 1000.0
+    diffs = diff_labels(ai.array, revised.array, voxel_ml)
+    revision_id = str(uuid.uuid4())
+    with sessions.begin() as session:
+        lease = held_lease(session, lease_id, annotator)
+        case = locked_case(session, case_id)
+        provenance = {organ: (f"human:{revision_id}" if organ in organs or any(
+            d.organ == organ and (d.voxels_added or d.voxels_removed) for d in diffs) else "ai")
+            for organ in ORGANS.values()}
+        session.add(LabelVersion(version=stored.label_version, case_id=case_id, source="human", parent_version=parent,
+                                 round=round_, object_key=stored.object.key, sha256=stored.object.sha256,
+                                 organ_provenance=provenance, author=annotator))
+        session.flush()
+        session.add(Revision(id=revision_id, case_id=case_id, lease_id=lease.id, annotator=annotator, round=round_,
+                             label_version=stored.label_version, parent_version=parent, organs=list(organs),
+                             diffs=[d.as_json() for d in diffs], seconds_spent=seconds, note=note[:4000]))
+        session.flush()
+        confirmed = {(t.organ, t.tag) for t in tags}
+        suggested = {(d.organ, s) for d in diffs for s in d.suggested}
+        for organ, tag in sorted(confirmed | suggested):
+            region = next((t.region for t in tags if (t.organ, t.tag) == (organ, tag)), None)
+            session.add(RevisionTag(revision_id=revision_id, organ=organ, tag=tag, region=region,
+                                    suggested=(organ, tag) in suggested, confirmed=(organ, tag) in confirmed))
+        lease.active, lease.ended = False, "submitted"
+        case.current_label_version = stored.label_version
+        transition(session, case, "revised", annotator, revision_id=revision_id, seconds=seconds)
+        event = events_pb2.AnnotationRevised(
+            meta=new_meta("tracking"), case_id=case_id, revision_id=revision_id, label_version=stored.label_version,
+            organs=[ORGAN_IDS[o] for o in organs], seconds_spent=seconds,
+            tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[t.organ],
+                                           tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{t.tag.upper()}")) for t in tags])
+        add_event(session, kafka, event, key=case_id)
+    return RevisionResult(revision_id, stored.label_version, diffs)
+
+
+def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: str, verdict: str, reason: str,
+                  annotator_errors: list[Tag]) -> str:
+    if verdict not in ("approve", "reject"):
+        raise InvalidInput("verdict must be approve or reject")
+    if verdict == "reject" and not reason.strip():
+        raise InvalidInput("a rejection needs a reason")
+    check_tags(annotator_errors, ANNOTATOR_TAGS)
+    with sessions.begin() as session:
+        revision = session.get(Revision, revision_id, with_for_update=True)
+        if revision is None:
+            raise NotFound(f"revision {revision_id!r} does not exist")
+        if revision.review_state != "pending":
+            raise Conflict(f"revision {revision_id!r} was already reviewed ({revision.review_state})")
+        if revision.annotator == reviewer:
+            raise Conflict("annotators do not review their own revisions")
+        case = locked_case(session, revision.case_id)
+        session.add(Review(revision_id=revision_id, reviewer=reviewer, verdict=verdict, reason=reason[:4000],
+                           annotator_errors=[{"organ": t.organ, "tag": t.tag} for t in annotator_errors]))
+        if verdict == "approve":
+            revision.review_state = "approved"
+            transition(session, case, "approved", reviewer, revision_id=revision_id)
+            add_event(session, kafka, events_pb2.AnnotationApproved(
+                meta=new_meta("tracking"), case_id=case.id, revision_id=revision_id,
+                label_version=revision.label_version, organs=[ORGAN_IDS[o] for o in revision.organs]), key=case.id)
+        else:
+            revision.review_state = "rejected"
+            transition(session, case, "queued", reviewer, revision_id=revision_id, reason=reason[:500])
+        return case.state

@@ -1,0 +1,63 @@
+"""Loop statistics for viewers and the report: per round and organ, minutes, annotators."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlasloop.tracking.models import Case, Revision, RevisionTag
+
+
+@dataclass
+class OrganRound:
+    round: int
+    organ: str
+    cases_revised: int = 0
+    voxels_changed: int = 0
+    dice_sum: float = 0.0
+    tag_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mean_dice(self) -> float:
+        return self.dice_sum / self.cases_revised if self.cases_revised else 1.0
+
+
+@dataclass
+class Statistics:
+    organs: list[OrganRound]
+    minutes_per_round: dict[int, float]
+    revisions_per_annotator: dict[str, int]
+
+
+def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statistics:
+    with sessions() as session:
+        query = select(Revision)
+        if project_id:
+            query = query.join(Case, Case.id == Revision.case_id).where(Case.project_id == project_id)
+        revisions = session.scalars(query).all()
+        tags = session.execute(select(RevisionTag.revision_id, RevisionTag.organ, RevisionTag.tag)
+                               .where(RevisionTag.confirmed)).all()
+    rounds_of = {r.id: r.round for r in revisions}
+    table: dict[tuple[int, str], OrganRound] = {}
+    minutes: dict[int, float] = defaultdict(float)
+    per_annotator: dict[str, int] = defaultdict(int)
+    for revision in revisions:
+        minutes[revision.round] += revision.seconds_spent / 60.0
+        per_annotator[revision.annotator] += 1
+        for diff in revision.diffs:
+            changed = diff["voxels_added"] + diff["voxels_removed"]
+            if not changed:
+                continue
+            row = table.setdefault((revision.round, diff["organ"]), OrganRound(revision.round, diff["organ"]))
+            row.cases_revised += 1
+            row.voxels_changed += changed
+            row.dice_sum += diff["dice"]
+    for revision_id, organ, tag in tags:
+        if revision_id in rounds_of:
+            key = (rounds_of[revision_id], organ)
+            row = table.setdefault(key, OrganRound(*key))
+            row.tag_counts[tag] = row.tag_counts.get(tag, 0) + 1
+    return Statistics(sorted(table.values(), key=lambda r: (r.round, r.organ)), dict(minutes), dict(per_annotator))

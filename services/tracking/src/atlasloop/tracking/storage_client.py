@@ -1,0 +1,49 @@
+"""The storage service as tracking uses it: write a revised label version, read label maps."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from atlasloop.common.errors import InvalidInput, NotFound, NotReady
+from atlasloop.common.transfer import download_volume
+from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.volume import Volume, load_nifti
+from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
+
+_CODES = {grpc.StatusCode.INVALID_ARGUMENT: InvalidInput, grpc.StatusCode.NOT_FOUND: NotFound}
+
+
+class StorageClient:
+    def __init__(self, target: str, token: str) -> None:
+        self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 16 * 2**20)])
+        self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
+        self._metadata = [("authorization", f"Bearer {token}")]
+
+    def _call(self, function, request):
+        try:
+            return function(request, metadata=self._metadata, timeout=120)
+        except grpc.RpcError as exc:
+            raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
+
+    def write_human_version(self, case_id: str, upload_id: str, parent: str,
+                            round_: int) -> storage_pb2.LabelVersionInfo:
+        reply = self._call(self._stub.WriteLabelVersion, storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN, parent_version=parent,
+            round=round_))
+        return reply.version
+
+    def load_labels(self, case_id: str, version: str) -> Volume:
+        with tempfile.TemporaryDirectory(prefix="atlasloop-tracking-") as tmp:
+            path = Path(tmp) / "labels.nii.gz"
+            try:
+                download_volume(self._stub, case_id, path, self._metadata, kind=common_pb2.VOLUME_KIND_LABEL,
+                                label_version=version)
+            except grpc.RpcError as exc:
+                raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
+            return load_nifti(path)
+
+    def close(self) -> None:
+        self._channel.close()
