@@ -86,7 +86,11 @@ class Score(Base):
 
 class QueueEntry(Base):
     __tablename__ = "queue_entries"
-    __table_args__ = (UniqueConstraint("case_id", "round"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "round"),
+        # NextCase walks the queue in this order and stops at the first free case.
+        Index("ix_queue_entries_priority", text("priority DESC"), "case_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
     round: Mapped[int] = mapped_column(Integer)
@@ -101,6 +105,7 @@ class Lease(Base):
         # The database, not the process, guarantees one holder per case: at most one active lease.
         Index("ux_leases_one_active_per_case", "case_id", unique=True,
               postgresql_where=text("active"), sqlite_where=text("active")),
+        Index("ix_leases_active_expiry", "expires_at", postgresql_where=text("active"), sqlite_where=text("active")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)

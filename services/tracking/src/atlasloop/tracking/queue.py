@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -72,21 +72,9 @@ def queue_cases(sessions: sessionmaker[Session], kafka: KafkaSettings, round_: i
 def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, project_id: str = "") -> LeaseInfo | None:
     now = _now()
     with sessions.begin() as session:
-        query = (
-            select(Case, QueueEntry)
-            .join(QueueEntry, and_(QueueEntry.case_id == Case.id, QueueEntry.round == Case.round))
-            .outerjoin(Lease, and_(Lease.case_id == Case.id, Lease.active))
-            .where(or_(Case.state == "queued", and_(Case.state == "leased", Lease.expires_at < now)))
-            .order_by(QueueEntry.priority.desc(), Case.id)
-            .limit(1)
-            .with_for_update(of=Case, skip_locked=True)
-        )
-        if project_id:
-            query = query.where(Case.project_id == project_id)
-        row = session.execute(query).first()
-        if row is None:
+        case, entry = _expired(session, now, project_id) or _queued(session, project_id) or (None, None)
+        if case is None:
             return None
-        case, entry = row
         if case.state == "leased":  # take over an expired lease
             for old in session.scalars(select(Lease).where(Lease.case_id == case.id, Lease.active)):
                 old.active, old.ended = False, "expired"
@@ -98,6 +86,30 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
         transition(session, case, "leased", annotator, lease_id=lease.id)
         return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs),
                          case.current_label_version)
+
+
+def _queued(session: Session, project_id: str):
+    """The highest-priority queued case of its round, walking the priority index, skipping locked rows."""
+    query = (select(Case, QueueEntry)
+             .join(Case, and_(Case.id == QueueEntry.case_id, Case.round == QueueEntry.round))
+             .where(Case.state == "queued")
+             .order_by(QueueEntry.priority.desc(), QueueEntry.case_id)
+             .limit(1).with_for_update(of=Case, skip_locked=True))
+    if project_id:
+        query = query.where(Case.project_id == project_id)
+    return session.execute(query).first()
+
+
+def _expired(session: Session, now: datetime, project_id: str):
+    """A case whose lease ran out (found through the partial index on active leases' expiry)."""
+    query = (select(Case, QueueEntry)
+             .join(Lease, and_(Lease.case_id == Case.id, Lease.active))
+             .join(QueueEntry, and_(QueueEntry.case_id == Case.id, QueueEntry.round == Case.round))
+             .where(Lease.expires_at < now, Case.state == "leased")
+             .order_by(Lease.expires_at).limit(1).with_for_update(of=Case, skip_locked=True))
+    if project_id:
+        query = query.where(Case.project_id == project_id)
+    return session.execute(query).first()
 
 
 def held_lease(session: Session, lease_id: str, annotator: str) -> Lease:
