@@ -9,7 +9,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, scoring, storage, tracking, transport
+from benchmarks import imaging, rendering, scoring, storage, tracking, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -29,7 +29,8 @@ def main() -> int:
             stack.start_s3()
             stack.start_kafka()
             for name, bench in [("object store", transport.object_store), ("events", transport.kafka),
-                                ("storage service", storage.transfer), ("tracking load", tracking.load)]:
+                                ("storage service", storage.transfer), ("tracking load", tracking.load),
+                                ("rendering", rendering.slices)]:
                 started = time.perf_counter()
                 print(f"\n## {name}")
                 for line in bench(stack):

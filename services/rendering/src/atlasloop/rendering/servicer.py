@@ -1,13 +1,71 @@
-"""gRPC adapter of the rendering service: CT slices with labels and saliency heatmaps for viewers.
-
-Until its behaviour lands (issue 8), every RPC answers UNIMPLEMENTED through the generated base
-class: nothing pretends to work.
-"""
+"""gRPC adapter of the rendering service: protobuf in, :class:`RenderingCore` calls, protobuf out."""
 
 from __future__ import annotations
 
-from atlasloop.rendering.v1 import rendering_pb2_grpc
+import tempfile
+from pathlib import Path
+
+from atlasloop.common.errors import InvalidInput
+from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.labels import ORGANS
+from atlasloop.rendering.core import RenderingCore, View
+from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
+
+PLANES = {rendering_pb2.PLANE_AXIAL: "axial", rendering_pb2.PLANE_CORONAL: "coronal",
+          rendering_pb2.PLANE_SAGITTAL: "sagittal", rendering_pb2.PLANE_UNSPECIFIED: "axial"}
+PRESETS = {rendering_pb2.WINDOW_PRESET_UNSPECIFIED: "", rendering_pb2.WINDOW_PRESET_ABDOMEN: "abdomen",
+           rendering_pb2.WINDOW_PRESET_LIVER: "liver", rendering_pb2.WINDOW_PRESET_BONE: "bone"}
+STYLES = {rendering_pb2.LABEL_STYLE_UNSPECIFIED: "", rendering_pb2.LABEL_STYLE_CONTOUR: "contour",
+          rendering_pb2.LABEL_STYLE_FILL: "fill"}
+
+
+def _organ(value: int) -> str:
+    if value == common_pb2.ORGAN_UNSPECIFIED:
+        return ""
+    if value not in ORGANS:
+        raise InvalidInput(f"organ {value} is not one of the schema's organs")
+    return ORGANS[value]
+
+
+def view_of(message: rendering_pb2.SliceView) -> View:
+    for value, table, what in ((message.plane, PLANES, "plane"), (message.window, PRESETS, "window preset"),
+                               (message.label_style, STYLES, "label style")):
+        if value not in table:
+            raise InvalidInput(f"unknown {what}")
+    if message.world_mm and len(message.world_mm) != 3:
+        raise InvalidInput("world_mm needs three values (x, y, z in mm)")
+    return View(
+        case_id=message.case_id, label_version=message.label_version, plane=PLANES[message.plane],
+        index=message.index, world_mm=tuple(message.world_mm) if message.world_mm else None,  # type: ignore[arg-type]
+        preset=PRESETS[message.window], level=message.window_level, width=message.window_width,
+        label_style=STYLES[message.label_style], heatmap_organ=_organ(message.heatmap_organ),
+        region_boxes=message.region_boxes, scale_bar=message.scale_bar, letters=message.orientation_letters,
+        neurological=message.neurological, max_size=message.max_size_px)
 
 
 class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
-    """Converts protobuf to domain calls and back; holds no business logic."""
+    def __init__(self, core: RenderingCore) -> None:
+        self._core = core
+
+    def RenderSlice(self, request, context):
+        picture, index = self._core.render(view_of(request.view))
+        return rendering_pb2.RenderSliceResponse(png=picture, index=index)
+
+    def StreamSalientSlices(self, request, context):
+        organs = [_organ(o) for o in request.organs]
+        for picture, index, score, organ in self._core.salient(view_of(request.view), request.count, organs):
+            yield rendering_pb2.StreamSalientSlicesResponse(png=picture, index=index, score=score,
+                                                            organ=list(ORGANS.values()).index(organ) + 1)
+
+    def RenderContactSheet(self, request, context):
+        picture = self._core.contact_sheet(request.case_id, request.label_version, request.tiles or 16,
+                                           request.tile_px or 128)
+        return rendering_pb2.RenderContactSheetResponse(png=picture)
+
+    def ExportForViewer(self, request, context):
+        with tempfile.TemporaryDirectory(prefix="atlasloop-export-") as tmp:
+            written = self._core.export(request.case_id, request.label_version,
+                                        [_organ(o) for o in request.organs], Path(tmp))
+        return rendering_pb2.ExportForViewerResponse(objects=[
+            common_pb2.ObjectRef(bucket=w.bucket, key=w.key, sha256=w.sha256, size_bytes=w.size_bytes)
+            for w in written])

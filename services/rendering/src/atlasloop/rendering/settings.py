@@ -16,4 +16,8 @@ class RenderingSettings(ServiceSettings):
     )
 
     port: int = 50054
+    cache_bytes: int = Field(default=2 * 1024**3, description="Volume cache limit (LRU by bytes).")
+    max_size_px: int = Field(default=2048, description="Largest picture side a request may ask for.")
+    max_salient: int = Field(default=64, description="Most slices one salient-slice stream may carry.")
+    attention_mode: str = Field(default="reference", description="Which scoring mode's attention to draw.")
     s3: S3Settings = Field(default_factory=S3Settings)

@@ -1,0 +1,97 @@
+"""Where the pictures' data comes from: CT, label versions and attention, read from the object
+store once and kept in a byte-bounded LRU cache (RAS views of the stored arrays)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from atlasloop.common.errors import NotFound
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging.compact import Cropped
+from atlasloop.imaging.stream import load_nifti_chunks
+from atlasloop.rendering.cache import ByteLRU
+from atlasloop.rendering.display import RasVolume, to_ras
+
+
+@dataclass
+class AttentionSet:
+    """One scored prediction's attention maps: per organ, uint8 on the attention grid, cropped."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    organs: dict[str, Cropped]
+    regions: list[dict]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.data.nbytes for c in self.organs.values()) + 4096
+
+
+def _size(value) -> int:
+    return value.nbytes
+
+
+class VolumeSource:
+    def __init__(self, store: ObjectStore, cache_bytes: int, mode: str) -> None:
+        self._store = store
+        self._mode = mode
+        self.cache: ByteLRU = ByteLRU(cache_bytes, _size)
+
+    def _nifti(self, key: str, what: str) -> RasVolume:
+        """Stream the object and inflate it as it arrives: no temporary file, no second copy."""
+        try:
+            volume = load_nifti_chunks(self._store.iter_chunks(key, 4 * 1024 * 1024), key)
+        except NotFound:
+            raise NotFound(f"{what} does not exist") from None
+        return to_ras(volume.array, volume.affine)
+
+    def prefetch(self, case_id: str, label_version: str) -> None:
+        """Load the CT and a label version in parallel (each load waits on S3 and on inflating)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(self.ct, case_id), pool.submit(self.labels, case_id, label_version)]:
+                future.result()
+
+    def ct(self, case_id: str) -> RasVolume:
+        return self.cache.get(("ct", case_id), lambda: self._nifti(f"cases/{case_id}/ct.nii.gz",
+                                                                   f"case {case_id!r}"))
+
+    def labels(self, case_id: str, version: str) -> RasVolume:
+        key = f"cases/{case_id}/labels/{version}.nii.gz"
+        return self.cache.get(("labels", case_id, version),
+                              lambda: self._nifti(key, f"label version {version!r} of case {case_id!r}"))
+
+    def latest_model_set(self, case_id: str) -> str:
+        prefix = f"cases/{case_id}/attention/"
+        sets = sorted(p.removeprefix(prefix).rstrip("/") for p in self._store.list_prefixes(prefix))
+        if not sets:
+            raise NotFound(f"case {case_id!r} has no attention maps yet")
+        return sets[-1]
+
+    def attention(self, case_id: str, model_set: str = "") -> AttentionSet:
+        model_set = model_set or self.latest_model_set(case_id)
+        return self.cache.get(("attention", case_id, model_set, self._mode),
+                              lambda: self._load_attention(case_id, model_set))
+
+    def _load_attention(self, case_id: str, model_set: str) -> AttentionSet:
+        prefix = f"cases/{case_id}/attention/{model_set}/{self._mode}/"
+        try:
+            data = self._store.get_bytes(prefix + "attention.npz")
+            scores = json.loads(self._store.get_bytes(prefix + "scores.json"))
+        except NotFound:
+            raise NotFound(f"case {case_id!r} has no {self._mode} attention for model set {model_set!r}") from None
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            organs = {}
+            for name in archive.files:
+                if name.endswith("/data"):
+                    organ = name.removesuffix("/data")
+                    box = archive[f"{organ}/box"]
+                    organs[organ] = Cropped(None if box.size == 0 else tuple(tuple(int(v) for v in r) for r in box),
+                                            archive[name])
+            return AttentionSet(tuple(int(v) for v in archive["shape"]), archive["affine"], organs,  # type: ignore[arg-type]
+                                scores.get("regions", []))
