@@ -74,7 +74,7 @@ def slices(stack) -> list[str]:
     service.stop(0)
     ms = np.asarray(times) * 1000
     return [
-        f"512x512x300 int16 CT (.nii.gz), label map, attention on a 4x coarser grid; axial, all layers",
+        "512x512x300 int16 CT (.nii.gz), label map, attention on a 4x coarser grid; axial, all layers",
         f"time to first slice (download, decompress, cache): {first:.2f} s (target < 1 s)",
         f"cached slice over gRPC: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms "
         f"(target p50 < 30 ms); PNG {len(reply.png) / 1024:.0f} KiB",

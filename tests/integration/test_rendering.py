@@ -62,7 +62,7 @@ def _expected_axial(mask_ras: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_labels_land_on_their_voxels_and_patient_right_is_image_left(rendered_case):
-    core, ct, labels, _ = rendered_case
+    core, _, labels, _ = rendered_case
     k = int(np.argmax((labels == ORGAN_IDS["liver"]).sum(axis=(0, 1))))
     plain, _ = core.render(View(CASE, plane="axial", index=k))
     filled, _ = core.render(View(CASE, "v1", "axial", k, label_style="fill"))
@@ -89,7 +89,7 @@ def test_contours_are_drawn_on_organ_boundary_voxels(rendered_case):
 
 
 def test_an_organ_without_attention_draws_nothing_and_one_with_attention_does(rendered_case):
-    core, _, labels, _ = rendered_case
+    core, _, _, _ = rendered_case
     attention = core.source.attention(CASE)
     quiet = next(o for o, c in attention.organs.items() if c.box is None or not c.data.any())
     loud = max(attention.organs, key=lambda o: int(attention.organs[o].data.sum()))

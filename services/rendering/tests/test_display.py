@@ -49,5 +49,5 @@ def test_lps_storage_is_viewed_in_ras():
 
 
 def test_out_of_range_index_refused():
-    with pytest.raises(InvalidInput, match="out of range 0..19"):
+    with pytest.raises(InvalidInput, match=r"out of range 0\.\.19"):
         slice_geometry((40, 30, 20), np.ones(3), "axial", 20)
