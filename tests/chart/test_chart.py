@@ -1,0 +1,144 @@
+"""The Helm chart, rendered for real: the schema refuses wrong types, GPUs are requested only by
+the Ray workers, every container is explicit and restricted, and the KubeRay resources validate
+against KubeRay's own CRD schemas (../shared/data/crds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "atlasloop"
+CI = sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = os.environ.get("ATLASLOOP_HELM") or str(REPO / ".venv" / "tools" / "helm")
+    if not Path(path).exists() and not shutil.which("helm"):
+        pytest.fail(f"helm not found at {path}; run 'make chart'")
+    return path if Path(path).exists() else shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def crds() -> Path:
+    path = Path(os.environ.get("ATLASLOOP_CRDS", REPO.parent / "shared" / "data" / "crds" / "kuberay"))
+    if not (path / "ray.io_rayservices.yaml").exists():
+        pytest.fail(f"KubeRay CRDs not found at {path}; set ATLASLOOP_CRDS")
+    return path
+
+
+def render(helm: str, values: Path | None = None, *sets: str) -> list[dict]:
+    command = [helm, "template", "atlasloop", str(CHART)]
+    if values is not None:
+        command += ["-f", str(values)]
+    for item in sets:
+        command += ["--set", item]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def pods(documents: list[dict]):
+    """(owner kind/name, pod spec) of every workload, Ray head and worker groups included."""
+    for doc in documents:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("Deployment", "Job"):
+            yield f"{kind}/{name}", doc["spec"]["template"]["spec"]
+        elif kind in ("RayService", "RayCluster"):
+            cluster = doc["spec"]["rayClusterConfig"] if kind == "RayService" else doc["spec"]
+            yield f"{kind}/{name}/head", cluster["headGroupSpec"]["template"]["spec"]
+            for group in cluster["workerGroupSpecs"]:
+                yield f"{kind}/{name}/{group['groupName']}", group["template"]["spec"]
+
+
+def test_schema_refuses_a_wrong_value_type(helm):
+    result = subprocess.run([helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]),
+                             "--set", "services.storage.replicas=two"], capture_output=True, text=True)
+    assert result.returncode != 0 and "replicas" in result.stderr and "want integer" in result.stderr
+    result = subprocess.run([helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]),
+                             "--set", "kafka.securityProtocol=TELEPATHY"], capture_output=True, text=True)
+    assert result.returncode != 0 and "securityProtocol" in result.stderr
+
+
+def test_gpu_install_requests_gpus_only_for_ray_workers(helm):
+    documents = render(helm, CHART / "ci" / "gpu-8-values.yaml")
+    with_gpu = sorted(owner for owner, spec in pods(documents)
+                      for c in spec["containers"] if "nvidia.com/gpu" in c["resources"].get("limits", {}))
+    assert with_gpu == ["RayCluster/atlasloop-training/gpu", "RayService/atlasloop-inference/gpu"]
+    for owner, spec in pods(documents):
+        if owner.endswith("/gpu"):
+            assert spec["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"  # merged with defaults
+            assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    cpu_only = render(helm, CHART / "ci" / "cpu-small-values.yaml")
+    assert not [o for o, spec in pods(cpu_only) for c in spec["containers"]
+                if "nvidia.com/gpu" in str(c["resources"])]
+
+
+@pytest.mark.parametrize("values", CI, ids=[p.stem for p in CI])
+def test_every_container_is_explicit_restricted_and_probed(helm, values):
+    documents = render(helm, values)
+    checked = 0
+    for owner, spec in pods(documents):
+        assert spec["securityContext"]["runAsNonRoot"] is True, owner
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, owner
+        for container in spec["containers"]:
+            checked += 1
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"], owner
+            if owner.startswith("Deployment/"):
+                assert container["readinessProbe"]["grpc"]["service"] == ""
+                assert container["livenessProbe"]["grpc"]["service"] == "atlasloop.liveness"
+                assert container["ports"][0]["name"] == "grpc"
+    assert checked >= 10
+    services = [d for d in documents if d["kind"] == "Service"]
+    assert all(p["name"] == "grpc" and p["appProtocol"] == "grpc" for s in services for p in s["spec"]["ports"])
+    policies = {d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"}
+    deployments = {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment"}
+    assert deployments <= policies
+
+
+def _served_schema(crd_file: Path) -> dict:
+    crd = yaml.safe_load(crd_file.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+def _strict(schema: dict) -> dict:
+    """OpenAPI objects with properties reject unknown keys, as the API server's pruning would drop them."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize("values", CI, ids=[p.stem for p in CI])
+def test_ray_resources_validate_against_kuberay_crds(helm, crds, values):
+    schemas = {"RayService": _strict(_served_schema(crds / "ray.io_rayservices.yaml")),
+               "RayCluster": _strict(_served_schema(crds / "ray.io_rayclusters.yaml"))}
+    documents = [d for d in render(helm, values) if d["kind"] in schemas]
+    assert {d["kind"] for d in documents} == {"RayService", "RayCluster"}
+    for doc in documents:
+        jsonschema.validate(doc, schemas[doc["kind"]])
+    service = next(d for d in documents if d["kind"] == "RayService")
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert [d["name"] for d in serve["applications"][0]["deployments"]] == ["swin_unetr", "dynunet", "unet"]
+
+
+def test_crd_validation_catches_a_wrong_field(crds):
+    schema = _strict(_served_schema(crds / "ray.io_rayclusters.yaml"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "x"},
+                             "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {}}, "bogus": 1}}, schema)
