@@ -156,6 +156,9 @@ class EventConsumer:
                  retry_backoff_s: float = 1.0) -> None:
         self._handler = handler
         self._backoff = retry_backoff_s
+        event_types = list(event_types)
+        if settings.create_topics:  # subscribing to a topic that does not exist yet would idle until a refresh
+            ensure_topics(settings, event_types)
         self._consumer = Consumer({
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": group_id,
@@ -163,6 +166,9 @@ class EventConsumer:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": settings.session_timeout_ms,
             "security.protocol": settings.security_protocol,
+            # Notice topics created after subscribing (by an operator or another service) in seconds,
+            # not after librdkafka's default five minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
         })
         self._consumer.subscribe([topic_for(t, settings) for t in event_types])
 
@@ -199,3 +205,38 @@ class EventConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class ConsumerThread:
+    """A consumer-group member in a background thread, for a service's lifetime.
+
+    It keeps trying to join while the broker is unreachable (logging why), so a service that starts
+    before its broker still consumes once the broker answers; ``stop`` leaves the group cleanly.
+    """
+
+    def __init__(self, settings: KafkaSettings, group_id: str, event_types: Iterable[type[ProtoMessage]],
+                 handler: Handler, retry_s: float = 2.0) -> None:
+        self._args = (settings, group_id, list(event_types), handler)
+        self._retry_s = retry_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                consumer = EventConsumer(*self._args)
+            except Exception:  # the broker is not up yet, or topics cannot be made: retry
+                log.warning("event consumer cannot start yet; retrying", exc_info=True)
+                self._stop.wait(self._retry_s)
+                continue
+            try:
+                consumer.run(self._stop)
+            finally:
+                consumer.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)

@@ -8,7 +8,7 @@ import threading
 import grpc
 
 from atlasloop.common.database import make_engine
-from atlasloop.common.events import EventConsumer, EventProducer
+from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.readiness import ReadinessCheck, database_check, kafka_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.tracking import migrate
@@ -22,32 +22,6 @@ from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE = tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"]
-
-
-class EventsIn:
-    """Consumes the events tracking records, in a background thread."""
-
-    def __init__(self, settings: TrackingSettings, core: TrackingCore) -> None:
-        self._settings, self._core = settings, core
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        def run() -> None:
-            consumer = EventConsumer(self._settings.kafka, "tracking", list(HANDLERS),
-                                     lambda event, _delivery: self._core.apply_event(event))
-            try:
-                consumer.run(self._stop)
-            finally:
-                consumer.close()
-
-        self._thread = threading.Thread(target=run, name="tracking-events", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
 
 
 def migration_check(settings: TrackingSettings, engine) -> ReadinessCheck:
@@ -69,7 +43,8 @@ def build(settings: TrackingSettings) -> ServiceSpec:
     servicer = TrackingServiceServicer(core)
     producer = EventProducer(settings.kafka, "tracking")
     relay = OutboxRelay(core.sessions, producer)
-    events_in = EventsIn(settings, core)
+    events_in = ConsumerThread(settings.kafka, "tracking", list(HANDLERS),
+                               lambda event, _delivery: core.apply_event(event))
 
     def register(server: grpc.Server) -> None:
         tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)
