@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from atlasloop.cli import bulk_import, imaging_commands, score_command, synth_command
+from atlasloop.cli import bulk_import, imaging_commands, models_command, score_command, synth_command
 from atlasloop.common.errors import AtlasError
 
 
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth_command.register(commands)
     bulk_import.register(commands)
     score_command.register(commands)
+    models_command.register(commands)
     return parser
 
 

@@ -1,0 +1,76 @@
+"""``atlasloop models import|set|list``: the model registry in object storage.
+
+Weights come from files the operator provides (a plain PyTorch or MONAI state dict, or a
+checkpoint holding one); nothing is downloaded. The S3 endpoint and credentials come from
+``ATLASLOOP_S3__ENDPOINT``, ``ATLASLOOP_S3__ACCESS_KEY``, ``ATLASLOOP_S3__SECRET_KEY``,
+``ATLASLOOP_S3__BUCKET`` (defaults: the local stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.settings import S3Settings
+
+
+class CliS3(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_", env_nested_delimiter="__", extra="ignore")
+    s3: S3Settings = Field(default_factory=lambda: S3Settings(access_key="atlasloop",
+                                                              secret_key="atlasloop-local-secret"))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("models", help="import checkpoints, define model sets, list them")
+    sub = parser.add_subparsers(dest="models_command", required=True)
+    imp = sub.add_parser("import", help="register a checkpoint file as a model version")
+    imp.add_argument("--architecture", required=True)
+    imp.add_argument("--size", default="paper", choices=["paper", "tiny"])
+    imp.add_argument("--weights", type=Path, required=True)
+    imp.add_argument("--version", default="")
+    imp.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE")
+    imp.set_defaults(run=run_import)
+    make = sub.add_parser("set", help="create a model set from architecture@version members")
+    make.add_argument("members", nargs="+", metavar="ARCHITECTURE@VERSION")
+    make.add_argument("--current", action="store_true", help="make it the current set")
+    make.set_defaults(run=run_set)
+    show = sub.add_parser("list", help="list model sets, newest first")
+    show.set_defaults(run=run_list)
+
+
+def _registry():
+    from atlasloop.inference.registry import ModelRegistry
+
+    store = ObjectStore(CliS3().s3)
+    store.check_bucket()
+    return ModelRegistry(store)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    if not args.weights.is_file():
+        raise SystemExit(f"atlasloop models import: {args.weights} is not a file")
+    provenance = dict(item.split("=", 1) for item in args.provenance if "=" in item)
+    provenance.setdefault("source_file", args.weights.name)
+    manifest = _registry().register(args.architecture, args.size, args.weights.read_bytes(), provenance,
+                                    version=args.version)
+    print(f"registered {manifest['architecture']}@{manifest['version']} (sha256 {manifest['weights_sha256'][:12]})")
+    return 0
+
+
+def run_set(args: argparse.Namespace) -> int:
+    members = [tuple(m.split("@", 1)) for m in args.members]
+    if any(len(m) != 2 for m in members):
+        raise SystemExit("atlasloop models set: members are ARCHITECTURE@VERSION")
+    document = _registry().create_set(members, make_current=args.current)  # type: ignore[arg-type]
+    print(f"model set {document['version']}{' (current)' if args.current else ''}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    print(json.dumps(_registry().model_sets(), indent=2))
+    return 0
