@@ -38,9 +38,9 @@ from .conftest import EventCollector, start_in_process
 pytestmark = pytest.mark.integration
 
 
-def _core(stack, database, unique, storage_target="127.0.0.1:1", lease_s=1800, token=""):
+def _core(stack, database, unique, storage_target="127.0.0.1:1", lease_s=1800, token="", double_reads=0.0):
     settings = TrackingSettings(database=database, lease_s=lease_s, storage_target=storage_target,
-                                storage_token=token,
+                                storage_token=token, double_read_fraction=double_reads,
                                 kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}))
     engine = make_engine(database)
     migrate.upgrade(engine)
@@ -193,7 +193,7 @@ def test_revision_on_the_real_ct_suggests_missed_region(stack, fresh_database, u
                                                          real_ct_dir, tmp_path):
     target, storage = storage_service
     admin, annotator = [("authorization", "Bearer adm")], [("authorization", "Bearer ann")]
-    core = _core(stack, fresh_database, unique, storage_target=target, token="svc")
+    core = _core(stack, fresh_database, unique, storage_target=target, token="svc", double_reads=1.0)
     seg = load_nifti(real_ct_dir / "example_seg.nii.gz")
     truth = from_totalsegmentator(seg.array)
     reply = storage.ImportCase(storage_pb2.ImportCaseRequest(
@@ -242,6 +242,20 @@ def test_revision_on_the_real_ct_suggests_missed_region(stack, fresh_database, u
     stats = core.statistics()
     assert stats.minutes_per_round == {1: 7.0} and stats.revisions_per_annotator == {"alice": 1}
     assert next(r for r in stats.organs if r.organ == "liver").tag_counts == {"missed_region": 1}
+
+    # Double read (fraction 1.0): never offered to the first annotator; a second reader starts from
+    # the AI label; agreement is recorded; the case and its label stay as approved.
+    assert core.next_case("alice") is None
+    second = core.next_case("bob")
+    assert second.double_read and second.case_id == "real-1" and second.label_version == ai_version
+    again = upload_file(storage, tmp_path / "revised.nii.gz", annotator)
+    core.submit_revision(second.lease_id, "bob", again, ["liver"], [], 300, "independent reading")
+    case, _ = core.get_case("real-1")
+    assert case.state == "approved" and case.current_label_version == result.label_version
+    liver = next(r for r in core.statistics().organs if r.organ == "liver")
+    assert liver.double_reads == 1 and liver.double_read_dice == 1.0  # both readers drew the same liver
+    assert core.statistics().revisions_per_annotator == {"alice": 1}  # double reads are not dataset revisions
+    assert core.next_case("carol") is None
 
 
 def test_redelivered_events_change_nothing_and_audit_is_append_only(stack, fresh_database, unique):

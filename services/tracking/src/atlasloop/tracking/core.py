@@ -91,7 +91,7 @@ class TrackingCore:
     def submit_review(self, revision_id: str, reviewer: str, verdict: str, reason: str,
                       annotator_errors: list[revisions.Tag]) -> str:
         return revisions.submit_review(self.sessions, self.settings.kafka, revision_id, reviewer, verdict, reason,
-                                       annotator_errors)
+                                       annotator_errors, self.settings.double_read_fraction)
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)

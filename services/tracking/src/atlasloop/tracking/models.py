@@ -99,6 +99,22 @@ class QueueEntry(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DoubleRead(Base):
+    """An approved case sampled for a second, independent annotator (inter-annotator agreement)."""
+
+    __tablename__ = "double_reads"
+    __table_args__ = (UniqueConstraint("case_id", "round"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[float] = mapped_column(Float)
+    organs: Mapped[list] = mapped_column(default=list)
+    first_revision_id: Mapped[str] = mapped_column(ForeignKey("revisions.id"))
+    first_annotator: Mapped[str] = mapped_column(String(200))
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Lease(Base):
     __tablename__ = "leases"
     __table_args__ = (
@@ -130,6 +146,21 @@ class Revision(Base):
     seconds_spent: Mapped[float] = mapped_column(Float)
     note: Mapped[str] = mapped_column(Text, default="")
     review_state: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16), default="revision", server_default="revision")  # | double_read
+
+
+class Agreement(Base):
+    """Inter-annotator agreement: a double read against the approved revision, per organ."""
+
+    __tablename__ = "agreements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    first_revision_id: Mapped[str] = mapped_column(ForeignKey("revisions.id"))
+    second_revision_id: Mapped[str] = mapped_column(ForeignKey("revisions.id"))
+    organ: Mapped[str] = mapped_column(String(32))
+    dice: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -21,7 +21,7 @@ from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS
-from atlasloop.tracking.models import Case, Lease, QueueEntry
+from atlasloop.tracking.models import Case, DoubleRead, Lease, QueueEntry
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.records import audit, locked_case, transition
 
@@ -34,6 +34,7 @@ class LeaseInfo:
     expires_at: datetime
     organs: list[str]
     label_version: str
+    double_read: bool = False
 
 
 def _now() -> datetime:
@@ -74,7 +75,7 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
     with sessions.begin() as session:
         case, entry = _expired(session, now, project_id) or _queued(session, project_id) or (None, None)
         if case is None:
-            return None
+            return _double_read(session, annotator, lease_s, now, project_id)
         if case.state == "leased":  # take over an expired lease
             for old in session.scalars(select(Lease).where(Lease.case_id == case.id, Lease.active)):
                 old.active, old.ended = False, "expired"
@@ -98,6 +99,35 @@ def _queued(session: Session, project_id: str):
     if project_id:
         query = query.where(Case.project_id == project_id)
     return session.execute(query).first()
+
+
+def _double_read(session: Session, annotator: str, lease_s: int, now: datetime, project_id: str) -> LeaseInfo | None:
+    """An approved case sampled for a second reading, never offered to its first annotator.
+
+    The case keeps its state; the lease (one holder at a time, as for revisions) is the only hold.
+    The second reader starts from the AI label, so the reading is independent of the first.
+    """
+    query = (select(Case, DoubleRead)
+             .join(DoubleRead, DoubleRead.case_id == Case.id)
+             .outerjoin(Lease, and_(Lease.case_id == Case.id, Lease.active))
+             .where(DoubleRead.done.is_(False), DoubleRead.first_annotator != annotator, Case.state == "approved",
+                    or_(Lease.id.is_(None), Lease.expires_at < now))
+             .order_by(DoubleRead.priority.desc(), Case.id).limit(1).with_for_update(of=Case, skip_locked=True))
+    if project_id:
+        query = query.where(Case.project_id == project_id)
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    case, entry = row
+    for old in session.scalars(select(Lease).where(Lease.case_id == case.id, Lease.active)):
+        old.active, old.ended = False, "expired"
+    session.flush()
+    lease = Lease(id=str(uuid.uuid4()), case_id=case.id, annotator=annotator, acquired_at=now,
+                  expires_at=now + timedelta(seconds=lease_s), active=True)
+    session.add(lease)
+    audit(session, annotator, "double_read:leased", case.id, lease_id=lease.id)
+    return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.ai_label_version,
+                     double_read=True)
 
 
 def _expired(session: Session, now: datetime, project_id: str):

@@ -9,10 +9,12 @@ harmless) and nothing else changes.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import select
 
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import new_meta
@@ -20,11 +22,12 @@ from atlasloop.common.settings import KafkaSettings
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.metrics import dice
 from atlasloop.tracking.diff import OrganDiff, diff_labels
-from atlasloop.tracking.models import Case, LabelVersion, Review, Revision, RevisionTag
+from atlasloop.tracking.models import Agreement, Case, DoubleRead, LabelVersion, Review, Revision, RevisionTag
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
-from atlasloop.tracking.records import locked_case, transition
+from atlasloop.tracking.records import audit, locked_case, transition
 from atlasloop.tracking.storage_client import StorageClient
 
 AI_TAGS = frozenset({"missed_region", "leakage", "organ_confusion", "laterality_swap", "fragment",
@@ -66,8 +69,11 @@ def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, leas
         lease = held_lease(session, lease_id, annotator)
         case = session.get(Case, lease.case_id)
         case_id, parent, ai_version, round_ = case.id, case.current_label_version, case.ai_label_version, case.round
+        double_read = case.state == "approved"
     if not ai_version:
         raise Conflict(f"case {case_id!r} has no AI label version to revise")
+    if double_read:
+        return _double_read(sessions, storage, lease_id, annotator, upload_id, organs, seconds, note)
     stored = storage.write_human_version(case_id, upload_id, parent, round_)
     ai = storage.load_labels(case_id, ai_version)
     revised = storage.load_labels(case_id, stored.label_version)
@@ -106,8 +112,13 @@ def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, leas
     return RevisionResult(revision_id, stored.label_version, diffs)
 
 
+def sampled_for_double_read(case_id: str, fraction: float) -> bool:
+    """Deterministic sample: the same case is always in or out for a given fraction."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
+
+
 def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: str, verdict: str, reason: str,
-                  annotator_errors: list[Tag]) -> str:
+                  annotator_errors: list[Tag], double_read_fraction: float = 0.0) -> str:
     if verdict not in ("approve", "reject"):
         raise InvalidInput("verdict must be approve or reject")
     if verdict == "reject" and not reason.strip():
@@ -130,7 +141,57 @@ def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: st
             add_event(session, kafka, events_pb2.AnnotationApproved(
                 meta=new_meta("tracking"), case_id=case.id, revision_id=revision_id,
                 label_version=revision.label_version, organs=[ORGAN_IDS[o] for o in revision.organs]), key=case.id)
+            if sampled_for_double_read(case.id, double_read_fraction):
+                session.add(DoubleRead(case_id=case.id, round=revision.round, priority=case.priority,
+                                       organs=list(revision.organs), first_revision_id=revision.id,
+                                       first_annotator=revision.annotator))
+                audit(session, reviewer, "double_read:queued", case.id, revision_id=revision.id)
         else:
             revision.review_state = "rejected"
             transition(session, case, "queued", reviewer, revision_id=revision_id, reason=reason[:500])
         return case.state
+
+
+def _double_read(sessions, storage: StorageClient, lease_id: str, annotator: str, upload_id: str,
+                 organs: list[str], seconds: float, note: str) -> RevisionResult:
+    """Record a second reading of an approved case and its per-organ agreement with the approved
+    label. The dataset's label and the case's state do not change; no loop event is emitted."""
+    with sessions.begin() as session:
+        lease = held_lease(session, lease_id, annotator)
+        case = session.get(Case, lease.case_id)
+        entry = session.scalars(select(DoubleRead).where(DoubleRead.case_id == case.id, DoubleRead.done.is_(False))
+                                ).first()
+        if entry is None:
+            raise Conflict(f"case {case.id!r} has no open double read")
+        case_id, approved, ai_version, round_ = case.id, case.current_label_version, case.ai_label_version, case.round
+        first_revision = entry.first_revision_id
+    stored = storage.write_human_version(case_id, upload_id, ai_version, round_)
+    first = storage.load_labels(case_id, approved)
+    second = storage.load_labels(case_id, stored.label_version)
+    ai = storage.load_labels(case_id, ai_version)
+    voxel_ml = abs(float(np.linalg.det(ai.affine[:3, :3]))) / 1000.0
+    diffs = diff_labels(ai.array, second.array, voxel_ml)
+    revision_id = str(uuid.uuid4())
+    with sessions.begin() as session:
+        lease = held_lease(session, lease_id, annotator)
+        entry = session.scalars(select(DoubleRead).where(DoubleRead.case_id == case_id, DoubleRead.done.is_(False))
+                                .with_for_update()).one()
+        session.add(LabelVersion(version=stored.label_version, case_id=case_id, source="human",
+                                 parent_version=ai_version, round=round_, object_key=stored.object.key,
+                                 sha256=stored.object.sha256,
+                                 organ_provenance={"double_read_of": first_revision}, author=annotator))
+        session.flush()
+        session.add(Revision(id=revision_id, case_id=case_id, lease_id=lease.id, annotator=annotator, round=round_,
+                             label_version=stored.label_version, parent_version=ai_version, organs=list(organs),
+                             diffs=[d.as_json() for d in diffs], seconds_spent=seconds, note=note[:4000],
+                             review_state="none", kind="double_read"))
+        session.flush()
+        for label, organ in ORGANS.items():
+            a, b = first.array == label, second.array == label
+            if a.any() or b.any():
+                session.add(Agreement(case_id=case_id, round=round_, first_revision_id=first_revision,
+                                      second_revision_id=revision_id, organ=organ, dice=dice(a, b)))
+        entry.done = True
+        lease.active, lease.ended = False, "submitted"
+        audit(session, annotator, "double_read:submitted", case_id, revision_id=revision_id)
+    return RevisionResult(revision_id, stored.label_version, diffs)

@@ -86,7 +86,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         if info is None:
             return tracking_pb2.NextCaseResponse()
         return tracking_pb2.NextCaseResponse(lease=_lease(info), organs=[ORGAN_IDS[o] for o in info.organs],
-                                             label_version=info.label_version)
+                                             label_version=info.label_version, double_read=info.double_read)
 
     def RenewLease(self, request, context):
         return tracking_pb2.RenewLeaseResponse(lease=_lease(self._core.renew_lease(request.lease_id,
@@ -121,6 +121,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.GetStatisticsResponse(
             organs=[tracking_pb2.OrganRoundStatistics(round=r.round, organ=ORGAN_IDS[r.organ],
                                                       cases_revised=r.cases_revised, voxels_changed=r.voxels_changed,
-                                                      mean_dice=r.mean_dice, tag_counts=r.tag_counts)
+                                                      mean_dice=r.mean_dice, tag_counts=r.tag_counts,
+                                                      double_reads=r.double_reads, double_read_dice=r.double_read_dice)
                     for r in stats.organs],
             minutes_per_round=stats.minutes_per_round, revisions_per_annotator=stats.revisions_per_annotator)

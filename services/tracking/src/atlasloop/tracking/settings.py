@@ -17,6 +17,8 @@ class TrackingSettings(ServiceSettings):
 
     port: int = 50055
     lease_s: int = Field(default=1800, description="How long a lease lasts unless renewed.")
+    double_read_fraction: float = Field(default=0.1, ge=0, le=1,
+                                        description="Share of approved cases read again by a second annotator.")
     storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     consume_events: bool = True

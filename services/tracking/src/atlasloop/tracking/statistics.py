@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlasloop.tracking.models import Case, Revision, RevisionTag
+from atlasloop.tracking.models import Agreement, Case, Revision, RevisionTag
 
 
 @dataclass
@@ -19,6 +19,12 @@ class OrganRound:
     voxels_changed: int = 0
     dice_sum: float = 0.0
     tag_counts: dict[str, int] = field(default_factory=dict)
+    double_reads: int = 0
+    agreement_sum: float = 0.0
+
+    @property
+    def double_read_dice(self) -> float:
+        return self.agreement_sum / self.double_reads if self.double_reads else 0.0
 
     @property
     def mean_dice(self) -> float:
@@ -34,12 +40,13 @@ class Statistics:
 
 def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statistics:
     with sessions() as session:
-        query = select(Revision)
+        query = select(Revision).where(Revision.kind == "revision")
         if project_id:
             query = query.join(Case, Case.id == Revision.case_id).where(Case.project_id == project_id)
         revisions = session.scalars(query).all()
         tags = session.execute(select(RevisionTag.revision_id, RevisionTag.organ, RevisionTag.tag)
                                .where(RevisionTag.confirmed)).all()
+        agreements = session.execute(select(Agreement.round, Agreement.organ, Agreement.dice)).all()
     rounds_of = {r.id: r.round for r in revisions}
     table: dict[tuple[int, str], OrganRound] = {}
     minutes: dict[int, float] = defaultdict(float)
@@ -60,4 +67,8 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
             key = (rounds_of[revision_id], organ)
             row = table.setdefault(key, OrganRound(*key))
             row.tag_counts[tag] = row.tag_counts.get(tag, 0) + 1
+    for round_, organ, value in agreements:
+        row = table.setdefault((round_, organ), OrganRound(round_, organ))
+        row.double_reads += 1
+        row.agreement_sum += value
     return Statistics(sorted(table.values(), key=lambda r: (r.round, r.organ)), dict(minutes), dict(per_annotator))
