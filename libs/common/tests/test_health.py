@@ -33,3 +33,25 @@ def test_not_serving_until_every_check_passes_and_back():
     up["broker"] = False
     monitor.check_once()
     assert _status(servicer, "atlasloop.x.v1.X") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_a_fatal_loss_turns_liveness_off_for_good():
+    from atlasloop.common.errors import Fatal
+    from atlasloop.common.health import LIVENESS
+
+    state = {"fatal": False}
+
+    def probe():
+        if state["fatal"]:
+            raise Fatal("cluster gone")
+
+    servicer = health.HealthServicer()
+    monitor = HealthMonitor(servicer, [], [ReadinessCheck("ray-driver", probe)], 1.0)
+    servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    assert monitor.check_once() is True
+    state["fatal"] = True
+    monitor.check_once()
+    state["fatal"] = False
+    monitor.check_once()  # the dependency answers again, but this process cannot use it: stay dead
+    assert _status(servicer, LIVENESS) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _status(servicer) == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -61,3 +61,9 @@ class PermissionDenied(AtlasError):
     """The caller is known but holds none of the roles the RPC needs."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Fatal(NotReady):
+    """A dependency was lost in a way this process cannot recover from by itself (for example the
+    Ray cluster a driver was connected to). Liveness turns NOT_SERVING so the orchestrator
+    restarts the process."""

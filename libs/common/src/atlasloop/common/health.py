@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from grpc_health.v1 import health, health_pb2
 
+from atlasloop.common.errors import Fatal
 from atlasloop.common.readiness import ReadinessCheck
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class HealthMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
         self.failing: dict[str, str] = {c.name: "not checked yet" for c in self._checks}
+        self.fatal = False
         self._publish(NOT_SERVING)
 
     def _publish(self, status: int) -> None:
@@ -53,6 +55,11 @@ class HealthMonitor:
         for check in self._checks:
             try:
                 check.probe()
+            except Fatal as exc:  # cannot recover in-process: ask to be restarted
+                failing[check.name] = f"fatal: {exc}"[:300]
+                if not self.fatal:
+                    log.error("unrecoverable dependency loss; liveness NOT_SERVING", extra={"check": check.name})
+                self.fatal = True
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
                 failing[check.name] = f"{type(exc).__name__}: {exc}"[:300]
         if failing != self.failing:
@@ -61,8 +68,10 @@ class HealthMonitor:
             else:
                 log.info("all dependencies ready")
         self.failing = failing
-        self._publish(NOT_SERVING if failing else SERVING)
-        return not failing
+        self._publish(NOT_SERVING if failing or self.fatal else SERVING)
+        if self.fatal:
+            self._servicer.set(LIVENESS, NOT_SERVING)
+        return not failing and not self.fatal
 
     def _run(self) -> None:
         while not self._stop.is_set():

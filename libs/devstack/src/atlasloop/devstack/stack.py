@@ -265,6 +265,11 @@ class Stack:
         }
         if "postgres" in NEEDS[name]:
             env["DATABASE__URL"] = self.database_url()
+        if name == "inference":  # writes AI label versions through storage; small replicas on a laptop Ray
+            env["STORAGE_TARGET"] = self.service_target("storage")
+            env["STORAGE_TOKEN"] = self.token_for("service")
+            env["NUM_CPUS"] = "0.25"
+            env["OVERLAP"] = "0.25"
         if name == "tracking":  # tracking writes revised label maps through the storage service
             env["STORAGE_TARGET"] = self.service_target("storage")
             env["STORAGE_TOKEN"] = self.token_for("service")
@@ -277,11 +282,40 @@ class Stack:
     def service_target(self, name: str) -> str:
         return f"127.0.0.1:{self.ports.services[name]}"
 
-    def wait_service(self, name: str, timeout_s: float = 60) -> None:
+    def wait_service(self, name: str, timeout_s: float = 240) -> None:
         check = grpc_health_check(name, self.service_target(name))
         wait_until(f"service {name}", lambda: check.probe() is None, timeout_s, self.processes.log_file(name))
 
     # ---- everything ----
+
+    def seed_models(self) -> str:
+        """A current model set for a fresh stack: three tiny, untrained networks, labelled as such.
+
+        The inference service is NOT_SERVING until it serves a model set; a new workstation has
+        none. Their provenance says ``untrained``; training (or ``atlasloop models``) replaces them.
+        """
+        import torch
+
+        from atlasloop.common.errors import NotFound
+        from atlasloop.common.objectstore import ObjectStore
+        from atlasloop.inference.architectures import build, config
+        from atlasloop.inference.registry import ModelRegistry, state_dict_bytes
+
+        store = ObjectStore(self.s3_settings())
+        store.check_bucket()
+        registry = ModelRegistry(store)
+        try:
+            return registry.current()
+        except NotFound:
+            pass
+        members = []
+        for seed, architecture in enumerate(("unet", "dynunet", "segresnet")):
+            torch.manual_seed(seed)
+            weights = state_dict_bytes(build(config(architecture, "tiny")))
+            registry.register(architecture, "tiny", weights, {"bootstrap": "untrained; replace by training"},
+                              version="bootstrap")
+            members.append((architecture, "bootstrap"))
+        return registry.create_set(members, make_current=True, version="bootstrap")["version"]
 
     def up(self, services: Iterable[str] = SERVICES) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +323,8 @@ class Stack:
         self.start_kafka()
         self.start_postgres()
         self.start_ray()
+        if "inference" in services:
+            self.seed_models()
         names = list(services)
         for name in names:
             self.start_service(name)

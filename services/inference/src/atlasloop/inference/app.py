@@ -1,22 +1,67 @@
-"""Assembles the inference service: its servicer, readiness checks and lifecycle hooks."""
+"""Assembles the inference service: the Serve link, servicer, event consumers, readiness checks."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 
+from atlasloop.common.errors import Fatal
+from atlasloop.common.events import ConsumerThread
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.readiness import kafka_check, ray_check, s3_bucket_check
+from atlasloop.common.readiness import ReadinessCheck, kafka_check, ray_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.events.v1 import events_pb2
 from atlasloop.inference.servicer import InferenceServiceServicer
+from atlasloop.inference.serving import Serving
 from atlasloop.inference.settings import InferenceSettings
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
 
+log = logging.getLogger(__name__)
 SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+
+
+def serving_check(serving: Serving, deploy: bool, timeout_s: float = 10.0) -> ReadinessCheck:
+    """NOT_SERVING until the ensemble runs; deploys it first when this service owns the deployment.
+
+    A Ray driver does not survive the loss of its cluster: once the ensemble has run, a failed or
+    hung status call is Fatal (liveness NOT_SERVING, so Kubernetes restarts the pod). Calls run
+    with a timeout so a wedged driver cannot freeze the health monitor.
+    """
+    deployed, served = threading.Event(), threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-status")
+
+    def probe() -> None:
+        if deploy and not deployed.is_set():
+            serving.deploy()
+            deployed.set()
+        try:
+            pool.submit(serving.ready).result(timeout=timeout_s)
+        except Exception as exc:
+            if served.is_set():
+                raise Fatal(f"lost the Ray cluster serving the ensemble ({type(exc).__name__}); restart") from None
+            raise
+        served.set()
+
+    return ReadinessCheck("model-set", probe)
 
 
 def build(settings: InferenceSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
-    servicer = InferenceServiceServicer()
+    serving = Serving(settings, store)
+    servicer = InferenceServiceServicer(serving, store)
+
+    def on_event(event, _delivery) -> None:
+        if isinstance(event, events_pb2.CaseIngested):
+            for _ in serving.predict(event.case_id):  # idempotent: a repeated case returns its record
+                pass
+        else:  # model.published: serve the new set (Serve rolls replicas without downtime)
+            serving.deploy(event.model_set)
+
+    consumer = ConsumerThread(settings.kafka, "inference", [events_pb2.CaseIngested, events_pb2.ModelPublished],
+                              on_event)
 
     def register(server: grpc.Server) -> None:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
@@ -25,5 +70,8 @@ def build(settings: InferenceSettings) -> ServiceSpec:
         name="inference",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address)],
+        checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address),
+                serving_check(serving, settings.deploy_serve)],
+        on_start=[consumer.start] if settings.consume_events else [],
+        on_stop=[consumer.stop],
     )

@@ -16,6 +16,16 @@ class InferenceSettings(ServiceSettings):
     )
 
     port: int = 50052
+    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    deploy_serve: bool = Field(default=True, description="Deploy the Serve application (off under KubeRay).")
+    serve_app_name: str = "ensemble"
+    model_set: str = Field(default="", description="Model set to serve; the registry's current one when empty.")
+    num_cpus: float = Field(default=1.0, description="CPUs per member replica.")
+    num_gpus: float = Field(default=0.0, description="GPUs per member replica.")
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ray: RaySettings = Field(default_factory=RaySettings)

@@ -1,0 +1,156 @@
+"""The ensemble on Ray Serve: one deployment per architecture, and an ingress that fans a case out
+to every member concurrently, combines their outputs and makes them durable.
+
+``app(args)`` is the application builder KubeRay's ``serveConfigV2`` imports
+(``atlasloop.inference.serve_app:app``); the inference service deploys the same builder itself
+when ``deploy_serve`` is on (one machine, tests). Each member replica keeps its model loaded
+between requests; ``check_health`` fails until it is. The CT travels once through Ray's object
+store (``ray.put``), members return only quantised crops plus the float probabilities the mean
+needs, cropped to where they are not negligible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve import Application
+from scipy import ndimage
+
+from atlasloop.common.events import EventProducer
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.settings import KafkaSettings, S3Settings
+from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, nonzero_box, quantise, slices
+from atlasloop.imaging.labels import ORGANS
+from atlasloop.imaging.preprocess import preprocess_image, to_native
+from atlasloop.imaging.stream import load_nifti_chunks
+from atlasloop.inference.outputs import OutputWriter
+from atlasloop.inference.predictor import FULL, InferenceConfig, largest_component, member_probabilities
+from atlasloop.inference.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+NEGLIGIBLE = 1e-3
+
+
+@dataclass
+class AppArgs:
+    """What the application needs; from KubeRay's serveConfigV2 ``args`` or the service's settings."""
+
+    s3: dict
+    kafka: dict
+    storage_target: str
+    storage_token: str
+    model_set: str = ""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+
+
+@serve.deployment(max_ongoing_requests=2, health_check_period_s=10)
+class Member:
+    def __init__(self, s3: dict, architecture: str, version: str, overlap: float, sw_batch_size: int) -> None:
+        self.name = f"{architecture}@{version}"
+        device = "cuda" if _gpu() else "cpu"
+        self.config = InferenceConfig(overlap=overlap, sw_batch_size=sw_batch_size, device=device)
+        self.model = ModelRegistry(ObjectStore(S3Settings(**s3))).load(architecture, version)
+
+    def check_health(self) -> None:
+        if self.model is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+
+    def predict(self, image: np.ndarray) -> dict:
+        started = time.perf_counter()
+        probs = member_probabilities(self.model, image, self.config).numpy()
+        out: dict = {"member": self.name, "soft": {}, "entropy": {}, "raw": {}}
+        for label, organ in ORGANS.items():
+            p = probs[label]
+            above = p > 0.5
+            keep = ndimage.binary_dilation(largest_component(above), structure=FULL) if above.any() else above
+            out["soft"][organ] = Cropped.of(quantise(np.where(keep, p, 0.0)))
+            out["entropy"][organ] = Cropped.of(quantise(entropy_term(p)))
+            box = nonzero_box(p > NEGLIGIBLE)
+            kept = p[slices(box)].astype(np.float32) if box else np.zeros((0, 0, 0), np.float32)
+            out["raw"][organ] = Cropped(box, kept)
+        out["seconds"] = time.perf_counter() - started
+        return out
+
+
+@serve.deployment(max_ongoing_requests=4, health_check_period_s=10)
+class Ensemble:
+    def __init__(self, members: list, model_set: str, args: dict) -> None:
+        self.members = members
+        self.model_set = model_set
+        self._args = AppArgs(**args)
+        self._store = ObjectStore(S3Settings(**self._args.s3))
+        self._writer = OutputWriter(self._store, EventProducer(KafkaSettings(**self._args.kafka), "inference"),
+                                    self._args.storage_target, self._args.storage_token)
+
+    def check_health(self) -> None:
+        if not self.members:
+            raise RuntimeError("no ensemble members")
+
+    async def run(self, case_id: str):
+        """Progress of one case: each member as it finishes, then the durable ensemble outputs."""
+        started = time.perf_counter()
+        done = self._writer.done(case_id, self.model_set)
+        if done is not None:  # computed and announced before: nothing twice
+            yield {"kind": "ensemble", **done, "model_set": self.model_set, "seconds": 0.0, "repeated": True}
+            return
+        ct = load_nifti_chunks(self._store.iter_chunks(f"cases/{case_id}/ct.nii.gz"), case_id)
+        pre = preprocess_image(ct)
+        image = ray.put(pre.image)
+        calls = [asyncio.ensure_future(self._call(member, image)) for member in self.members]
+        results = []
+        for finished in asyncio.as_completed(calls):
+            result = await finished
+            results.append(result)
+            yield {"kind": "member", "member": result["member"], "seconds": result["seconds"]}
+        shape = pre.image.shape
+        output = EnsembleOutput(shape, pre.grid.cropped_affine, [r["member"] for r in results])
+        labels = np.zeros(shape, np.uint8)
+        for label, organ in ORGANS.items():
+            mean = np.zeros(shape, np.float32)
+            for r in results:
+                output.soft.setdefault(r["member"], {})[organ] = r["soft"][organ]
+                output.entropy.setdefault(r["member"], {})[organ] = r["entropy"][organ]
+                raw = r["raw"][organ]
+                if raw.box is not None:
+                    mean[tuple(slice(a, b) for a, b in raw.box)] += raw.data / len(results)
+            mask = mean > 0.5
+            mask = largest_component(mask) if mask.any() else mask
+            output.pseudo[organ] = Cropped.of(mask)
+            labels[mask & (labels == 0)] = label
+        record = await asyncio.to_thread(self._writer.write, case_id, self.model_set, output.to_bytes(),
+                                         to_native(labels, pre.grid, order=0))
+        yield {"kind": "ensemble", **record, "model_set": self.model_set,
+               "seconds": time.perf_counter() - started, "repeated": False}
+
+    async def _call(self, member, image):
+        return await member.predict.remote(image)
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def app(args: dict) -> Application:
+    """Build the ensemble application for the model set in ``args`` (the current one when empty)."""
+    parsed = AppArgs(**args)
+    registry = ModelRegistry(ObjectStore(S3Settings(**parsed.s3)))
+    model_set = parsed.model_set or registry.current()
+    members = []
+    for member in registry.model_set(model_set)["members"]:
+        deployment = Member.options(name=member["architecture"], ray_actor_options={
+            "num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus})
+        members.append(deployment.bind(parsed.s3, member["architecture"], member["version"], parsed.overlap,
+                                       parsed.sw_batch_size))
+    ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
+    return ingress.bind(members, model_set, args)

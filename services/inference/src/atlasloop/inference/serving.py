@@ -1,0 +1,88 @@
+"""The inference service's link to Ray Serve: connect, deploy (or find) the ensemble, stream
+progress, and predict on events."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+from atlasloop.common.errors import NotFound, NotReady
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.inference.registry import ModelRegistry
+from atlasloop.inference.settings import InferenceSettings
+
+log = logging.getLogger(__name__)
+NAMESPACE = "atlasloop"
+# Ray reads these when first imported: keep a loopback head on loopback (ARCHITECTURE.md). Set at
+# import of this module, before any Ray import in the service's process.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+class Serving:
+    def __init__(self, settings: InferenceSettings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(store)
+        self._lock = threading.Lock()
+        self.model_set = ""
+
+    def args(self, model_set: str) -> dict:
+        s = self.settings
+        return {"s3": s.s3.model_dump(mode="json") | {"access_key": s.s3.access_key.get_secret_value(),
+                                                     "secret_key": s.s3.secret_key.get_secret_value()},
+                "kafka": s.kafka.model_dump(mode="json"), "storage_target": s.storage_target,
+                "storage_token": s.storage_token, "model_set": model_set, "num_cpus": s.num_cpus,
+                "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
+
+    def connect(self) -> None:
+        """Join the Ray cluster as a driver.
+
+        Ray rewrites a loopback bootstrap address to the machine's detected IP unless told not to
+        (see the module's environment defaults), and then cannot reach a head bound to 127.0.0.1.
+        """
+        import ray
+
+        if not ray.is_initialized():
+            host = self.settings.ray.address.rsplit(":", 1)[0]
+            loopback = {"_node_ip_address": host} if host in ("127.0.0.1", "localhost") else {}
+            ray.init(address=self.settings.ray.address, namespace=NAMESPACE, log_to_driver=False, **loopback)
+
+    def deploy(self, model_set: str = "") -> str:
+        """Deploy (or redeploy, without downtime: Serve rolls replicas) the ensemble of ``model_set``."""
+        from ray import serve
+
+        from atlasloop.inference.serve_app import app
+
+        with self._lock:
+            self.connect()
+            model_set = model_set or self.settings.model_set or self.registry.current()
+            if model_set == self.model_set and self._running():
+                return model_set  # Serve replaces replicas on every run: never redeploy the same set
+            serve.start(proxy_location="Disabled")
+            serve.run(app(self.args(model_set)), name=self.settings.serve_app_name, route_prefix=None)
+            self.model_set = model_set
+            log.info("ensemble deployed", extra={"model_set": model_set})
+            return model_set
+
+    def _running(self) -> bool:
+        from ray import serve
+
+        status = serve.status().applications.get(self.settings.serve_app_name)
+        return status is not None and status.status == "RUNNING"
+
+    def ready(self) -> None:
+        """Readiness: the ensemble application runs (its replicas pass check_health)."""
+        self.connect()
+        if not self._running():
+            raise NotReady(f"ensemble application {self.settings.serve_app_name!r} is not running")
+
+    def predict(self, case_id: str) -> Iterator[dict]:
+        from ray import serve
+
+        if not case_id:
+            raise NotFound("case id is empty")
+        self.connect()
+        handle = serve.get_app_handle(self.settings.serve_app_name)
+        yield from handle.options(stream=True).run.remote(case_id)
