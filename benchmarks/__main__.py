@@ -9,7 +9,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, rendering, scoring, storage, tracking, transport
+from benchmarks import imaging, inference, rendering, scoring, storage, tracking, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -28,9 +28,10 @@ def main() -> int:
         try:
             stack.start_s3()
             stack.start_kafka()
+            stack.start_ray()
             for name, bench in [("object store", transport.object_store), ("events", transport.kafka),
                                 ("storage service", storage.transfer), ("tracking load", tracking.load),
-                                ("rendering", rendering.slices)]:
+                                ("rendering", rendering.slices), ("inference", inference.ensemble)]:
                 started = time.perf_counter()
                 print(f"\n## {name}")
                 for line in bench(stack):

@@ -133,7 +133,7 @@ def test_down_leaves_no_process_and_no_port(full_stack):
     assert full_stack.processes.names() == []
     assert [r.name for r in records if group_members(r.pid)] == []
     p = full_stack.ports
-    ports = [p.s3, p.s3_master, p.s3_volume, p.s3_filer, p.s3_admin, p.kafka, p.private_postgres,
+    ports = [p.s3, p.s3_master, p.s3_volume, p.s3_filer, p.s3_admin, p.s3_admin_grpc, p.kafka, p.private_postgres,
              p.ray, p.ray_client, p.ray_agent, *p.services.values()]
     assert [port for port in ports if _listening(port)] == []
     assert full_stack.down() == []  # idempotent

@@ -2,6 +2,8 @@
 
 ``Ports()`` is what ``make up`` uses; :meth:`Ports.for_tests` moves every port (including the ones
 SeaweedFS and Ray derive internally) so the integration tests can run beside a developer's stack.
+Test ports all lie below Linux's ephemeral range (32768-60999): there, any outgoing loopback
+connection (Ray makes many) can hold a port for a moment, and a server binding it then fails.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ class Ports:
     s3_volume: int = 8080
     s3_filer: int = 8888
     s3_admin: int = 23646
+    s3_admin_grpc: int = 24646
     kafka: int = 19092
     machine_postgres: int = 5432
-    private_postgres: int = 55432
+    private_postgres: int = 25432
     ray: int = 6390
     ray_client: int = 10001
     ray_agent: int = 52365
@@ -37,7 +40,7 @@ class Ports:
         k = 100 * (slot + 1)
         return cls(
             s3=8333 + k, s3_master=9333 + k, s3_volume=8080 + k, s3_filer=8888 + k, s3_admin=23646 + k,
-            kafka=19092 + k, private_postgres=55432 + k, ray=6390 + k, ray_client=10001 + k,
-            ray_agent=52365 + k, ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
-            services={name: 50051 + k + i for i, name in enumerate(SERVICES)},
+            s3_admin_grpc=24646 + k, kafka=19092 + k, private_postgres=25432 + k, ray=6390 + k,
+            ray_client=10001 + k, ray_agent=31365 + k, ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
+            services={name: 30051 + k + i for i, name in enumerate(SERVICES)},
         )

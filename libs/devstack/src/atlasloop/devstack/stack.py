@@ -131,7 +131,8 @@ class Stack:
                 _bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-s3.port={p.s3}", f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}",
-                f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", "-master.telemetry=false",
+                f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", f"-admin.port.grpc={p.s3_admin_grpc}",
+                "-master.telemetry=false",
             ], env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
         from atlasloop.common.objectstore import ObjectStore
 
