@@ -20,12 +20,11 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, quantise
+from atlasloop.imaging.components import FULL, largest_component
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import Preprocessed, preprocess_image, to_native
 from atlasloop.imaging.volume import Volume
 from atlasloop.inference.registry import LoadedModel
-
-FULL = ndimage.generate_binary_structure(3, 3)
 
 
 @dataclass(frozen=True)
@@ -39,15 +38,6 @@ class InferenceConfig:
 class Prediction:
     output: EnsembleOutput  # compact, on the cropped model grid
     labels: Volume  # pseudo-label map on the native grid
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask, structure=FULL)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:

@@ -26,11 +26,12 @@ from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.settings import KafkaSettings, S3Settings
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, nonzero_box, quantise, slices
+from atlasloop.imaging.components import FULL, largest_component
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
-from atlasloop.inference.predictor import FULL, InferenceConfig, largest_component, member_probabilities
+from atlasloop.inference.predictor import InferenceConfig, member_probabilities
 from atlasloop.inference.registry import ModelRegistry
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, grow, nonzero_box, quantise, slices
+from atlasloop.imaging.components import largest_component
 from atlasloop.imaging.labels import ORGANS
 
 FULL = ndimage.generate_binary_structure(3, 3)
@@ -29,15 +30,6 @@ class ErrorModel:
     member_error_rate: float = 0.35  # per organ and member: an error of its own
     blob_fraction: float = 0.12  # error blob radius as a fraction of the organ's extent
     noise: float = 0.15
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask, structure=FULL)
-    if count <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def _blob(shape: tuple[int, ...], center: np.ndarray, radius: float) -> np.ndarray:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from atlasloop.imaging.components import largest_component
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
 
@@ -72,7 +73,7 @@ def organ_diff(ai: np.ndarray, revised: np.ndarray, label: int, voxel_ml: float,
     other = (revised > 0) & ~r
     if removed.sum() >= min_voxels and (removed & other).sum() > 0.5 * removed.sum():
         tags.add("organ_confusion")
-    main = _largest(a)
+    main = largest_component(a)
     for comp in _components(removed, min_voxels):
         if not (ndimage.binary_dilation(comp, structure=FULL) & main & ~comp).any() and not (comp & main).any():
             tags.add("fragment")
@@ -91,15 +92,6 @@ def organ_diff(ai: np.ndarray, revised: np.ndarray, label: int, voxel_ml: float,
             tags = {"extent_protocol"}
     out.suggested = sorted(tags) if tags else ["boundary"]
     return out
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask, structure=FULL)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def diff_labels(ai: np.ndarray, revised: np.ndarray, voxel_ml: float, axial_axis: int = 2) -> list[OrganDiff]:
