@@ -31,7 +31,7 @@ from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.models import Case, Lease, OutboxEvent, Revision
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.tracking.storage_client import StorageClient
+from atlasloop.common.storage_client import StorageClient
 
 from .conftest import EventCollector, start_in_process
 

@@ -9,7 +9,7 @@ from atlasloop.events.v1 import events_pb2
 from atlasloop.tracking import migrate
 from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.tracking.storage_client import StorageClient
+from atlasloop.common.storage_client import StorageClient
 
 
 def test_queue_and_leases_on_sqlite(tmp_path):

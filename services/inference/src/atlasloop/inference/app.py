@@ -13,7 +13,9 @@ from atlasloop.common.events import ConsumerThread
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.readiness import ReadinessCheck, kafka_check, ray_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
+from atlasloop.inference.repredict import repredict
 from atlasloop.inference.servicer import InferenceServiceServicer
 from atlasloop.inference.serving import Serving
 from atlasloop.inference.settings import InferenceSettings
@@ -53,12 +55,25 @@ def build(settings: InferenceSettings) -> ServiceSpec:
     serving = Serving(settings, store)
     servicer = InferenceServiceServicer(serving, store)
 
+    def predict(case_id: str) -> None:
+        for _ in serving.predict(case_id):  # idempotent: a repeated case returns its stored record
+            pass
+
     def on_event(event, _delivery) -> None:
         if isinstance(event, events_pb2.CaseIngested):
-            for _ in serving.predict(event.case_id):  # idempotent: a repeated case returns its record
-                pass
-        else:  # model.published: serve the new set (Serve rolls replicas without downtime)
+            predict(event.case_id)
+        elif settings.deploy_serve:
+            # model.published: serve the new set (Serve rolls replicas without downtime), then
+            # bring every case still labelled by the ensemble up to it.
             serving.deploy(event.model_set)
+            client = StorageClient(settings.storage_target, settings.storage_token)
+            try:
+                repredict(client, predict)
+            finally:
+                client.close()
+        else:  # under KubeRay the RayService's serveConfig names the set; the operator rolls it
+            log.warning("model set published; this service does not own the Serve application",
+                        extra={"model_set": event.model_set})
 
     consumer = ConsumerThread(settings.kafka, "inference", [events_pb2.CaseIngested, events_pb2.ModelPublished],
                               on_event)

@@ -11,7 +11,7 @@ raw probabilities > 0.5, largest 26-connected component, is the pseudo-label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +72,27 @@ def predict(ct: Volume, members: Sequence[LoadedModel], cfg: InferenceConfig | N
         del probs
         if on_member is not None:
             on_member(model)
+    labels = pseudo_label(mean, shape, output.pseudo)
+    return Prediction(output, to_native(labels, pre.grid, order=0))
+
+
+def pseudo_label(mean: Mapping[str, np.ndarray], shape: tuple[int, ...],
+                 masks: dict[str, Cropped] | None = None) -> np.ndarray:
+    """The ensemble's label map from its mean probabilities (see ``add_organ``). ``masks``
+    collects each organ's cropped mask when given."""
     labels = np.zeros(shape, np.uint8)
     for label, organ in ORGANS.items():
-        mask = mean[organ] > 0.5
-        mask = largest_component(mask) if mask.any() else mask
-        output.pseudo[organ] = Cropped.of(mask)
-        labels[mask & (labels == 0)] = label
-    return Prediction(output, to_native(labels, pre.grid, order=0))
+        mask = add_organ(labels, label, mean[organ])
+        if masks is not None:
+            masks[organ] = Cropped.of(mask)
+    return labels
+
+
+def add_organ(labels: np.ndarray, label: int, mean: np.ndarray) -> np.ndarray:
+    """Paint one organ of the pseudo-label: mean > 0.5, largest 26-connected component; where
+    organs overlap the lower id (painted first) wins. One organ at a time, so a caller never needs
+    every organ's float map at once. Returns the organ's mask."""
+    mask = mean > 0.5
+    mask = largest_component(mask) if mask.any() else mask
+    labels[mask & (labels == 0)] = label
+    return mask

@@ -31,7 +31,7 @@ from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
-from atlasloop.inference.predictor import InferenceConfig, member_probabilities
+from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
 from atlasloop.inference.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class Ensemble:
                 raw = r["raw"][organ]
                 if raw.box is not None:
                     mean[tuple(slice(a, b) for a, b in raw.box)] += raw.data / len(results)
-            mask = mean > 0.5
-            mask = largest_component(mask) if mask.any() else mask
-            output.pseudo[organ] = Cropped.of(mask)
-            labels[mask & (labels == 0)] = label
+            output.pseudo[organ] = Cropped.of(add_organ(labels, label, mean))
         record = await asyncio.to_thread(self._writer.write, case_id, self.model_set, output.to_bytes(),
                                          to_native(labels, pre.grid, order=0))
         yield {"kind": "ensemble", **record, "model_set": self.model_set,

@@ -17,7 +17,7 @@ from atlasloop.tracking.events_in import HANDLERS
 from atlasloop.tracking.outbox import OutboxRelay
 from atlasloop.tracking.servicer import TrackingServiceServicer
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.tracking.storage_client import StorageClient
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
 log = logging.getLogger(__name__)

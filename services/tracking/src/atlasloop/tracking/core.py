@@ -15,7 +15,7 @@ from atlasloop.tracking.events_in import apply_event
 from atlasloop.tracking.models import AuditEntry, Case, Project
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
-from atlasloop.tracking.storage_client import StorageClient
+from atlasloop.common.storage_client import StorageClient
 
 MAX_PAGE = 500
 

@@ -28,7 +28,7 @@ from atlasloop.tracking.models import Agreement, Case, DoubleRead, LabelVersion,
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
 from atlasloop.tracking.records import audit, locked_case, transition
-from atlasloop.tracking.storage_client import StorageClient
+from atlasloop.common.storage_client import StorageClient
 
 AI_TAGS = frozenset({"missed_region", "leakage", "organ_confusion", "laterality_swap", "fragment",
                      "missing_organ", "hallucinated_organ", "boundary", "extent_protocol"})

@@ -1,14 +1,19 @@
-"""Assembles the training service: its servicer, readiness checks and lifecycle hooks."""
+"""Assembles the training service: runner, triggers on ``annotation.approved``, servicer, checks."""
 
 from __future__ import annotations
 
 import grpc
 
+from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.readiness import kafka_check, ray_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.common.storage_client import StorageClient
+from atlasloop.events.v1 import events_pb2
+from atlasloop.training.runner import Runner
 from atlasloop.training.servicer import TrainingServiceServicer
 from atlasloop.training.settings import TrainingSettings
+from atlasloop.training.triggers import Triggers
 from atlasloop.training.v1 import training_pb2, training_pb2_grpc
 
 SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
@@ -16,14 +21,22 @@ SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
 
 def build(settings: TrainingSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
-    servicer = TrainingServiceServicer()
+    producer = EventProducer(settings.kafka, "training")
+    runner = Runner(settings, store, producer, lambda: StorageClient(settings.storage_target, settings.storage_token))
+    triggers = Triggers(runner, settings.triggers)
+    servicer = TrainingServiceServicer(runner)
+    consumer = ConsumerThread(settings.kafka, "training", [events_pb2.AnnotationApproved],
+                              lambda event, _delivery: triggers.on_approved(event))
 
     def register(server: grpc.Server) -> None:
         training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
 
+    on_start = [runner.recover, triggers.start] + ([consumer.start] if settings.consume_events else [])
     return ServiceSpec(
         name="training",
         services=[SERVICE],
         register=register,
         checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address)],
+        on_start=on_start,
+        on_stop=[consumer.stop, triggers.stop],
     )

@@ -1,13 +1,77 @@
-"""gRPC adapter of the training service: event-driven fine-tuning on Ray Train, gating and publishing.
-
-Until its behaviour lands (issue 9), every RPC answers UNIMPLEMENTED through the generated base
-class: nothing pretends to work.
-"""
+"""gRPC adapter of the training service: converts protobuf to runner calls and back."""
 
 from __future__ import annotations
 
-from atlasloop.training.v1 import training_pb2_grpc
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from atlasloop.common.errors import InvalidInput
+from atlasloop.imaging.labels import ORGAN_IDS
+from atlasloop.training.runner import Runner
+from atlasloop.training.runs import RunRecord
+from atlasloop.training.v1 import training_pb2, training_pb2_grpc
+
+MAX_PAGE = 100
+
+
+def _metrics(metrics: dict) -> list[training_pb2.OrganMetric]:
+    return [training_pb2.OrganMetric(organ=ORGAN_IDS[organ], dice=m["dice"], nsd=m["nsd"])
+            for organ, m in metrics.items()]
+
+
+def _state(name: str) -> int:
+    return training_pb2.RunState.Value(f"RUN_STATE_{name}")
+
+
+def run_to_proto(run: RunRecord) -> training_pb2.Run:
+    created = Timestamp()
+    created.FromDatetime(datetime.fromisoformat(run.created_at))
+    return training_pb2.Run(
+        run_id=run.run_id, state=_state(run.state), trigger=run.trigger, base_model_set=run.base_model_set,
+        published_model_set=run.published_model_set, reason=run.reason,
+        current_metrics=_metrics(run.current_metrics), candidate_metrics=_metrics(run.candidate_metrics),
+        created_at=created, seconds=run.seconds, label_versions=run.label_versions)
 
 
 class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
-    """Converts protobuf to domain calls and back; holds no business logic."""
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def StartRun(self, request, context):
+        reason = request.reason.strip() or "manual"
+        if len(reason) > 200:
+            raise InvalidInput("reason is longer than 200 characters")
+        return training_pb2.StartRunResponse(run=run_to_proto(self._runner.request(
+            f"manual:{reason}", from_originals=request.from_originals)))
+
+    def GetRun(self, request, context):
+        return training_pb2.GetRunResponse(run=run_to_proto(self._runner.runs.get(request.run_id)))
+
+    def ListRuns(self, request, context):
+        if request.page_size < 0:
+            raise InvalidInput("page_size must not be negative")
+        size = min(request.page_size or 20, MAX_PAGE)
+        try:
+            start = int(request.page_token or 0)
+        except ValueError:
+            raise InvalidInput("page_token is not one this service issued") from None
+        runs = self._runner.runs.list()
+        page = runs[start:start + size]
+        token = str(start + size) if start + size < len(runs) else ""
+        return training_pb2.ListRunsResponse(runs=[run_to_proto(r) for r in page], next_page_token=token)
+
+    def WatchRun(self, request, context):
+        for update in self._runner.watch(request.run_id):
+            if not context.is_active():
+                return
+            yield training_pb2.WatchRunResponse(
+                run_id=request.run_id, state=_state(update["state"]), architecture=update.get("architecture", ""),
+                epoch=update.get("epoch", 0), loss=update.get("loss", 0.0),
+                validation=_metrics(update.get("validation", {})), eta_s=update.get("eta_s", 0.0))
+
+    def RollbackModelSet(self, request, context):
+        if not request.model_set:
+            raise InvalidInput("model_set is empty")
+        return training_pb2.RollbackModelSetResponse(
+            model_set=self._runner.rollback(request.model_set, request.reason.strip()))

@@ -2,20 +2,52 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, ServiceSettings
+from atlasloop.training.recipe import Recipe
+
+
+class TriggerPolicy(BaseModel):
+    """When approved revisions start a run; any rule that holds fires it."""
+
+    approved_threshold: int = Field(default=20, ge=0, description="New approved revisions since the last run; 0 = off.")
+    organ_thresholds: dict[str, int] = Field(default_factory=dict,
+                                             description="Organ -> new approved revisions touching it.")
+    schedule_s: float = Field(default=0.0, ge=0, description="Run every so often when anything is pending; 0 = off.")
+
+
+class GatePolicy(BaseModel):
+    """How a candidate set is judged against the current one."""
+
+    margin: float = Field(default=0.05, ge=0, le=1, description="Largest allowed per-organ Dice drop.")
+    min_improvement: float = Field(default=0.0, ge=0, description="Overall score gain needed to publish.")
+    nsd_tolerance_mm: float = Field(default=2.0, gt=0)
+    held_out_fraction: float = Field(default=0.2, gt=0, le=0.5)
+    held_out_max: int = Field(default=20, ge=1)
+    replay_eval_cases: int = Field(default=4, ge=0, description="Replay cases scored for forgetting; 0 = skip.")
 
 
 class TrainingSettings(ServiceSettings):
-    """Where the training service listens and the dependencies it needs."""
+    """Where the training service listens, its policies and its recipe."""
 
     model_config = SettingsConfigDict(
         env_prefix="ATLASLOOP_TRAINING_", env_nested_delimiter="__", extra="ignore"
     )
 
     port: int = 50056
+    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)
+    gate: GatePolicy = Field(default_factory=GatePolicy)
+    recipe: Recipe = Field(default_factory=Recipe)
+    replay_max_cases: int = Field(default=24, ge=0, description="Replay examples loaded per run (seeded sample).")
+    num_workers: int = Field(default=2, ge=1, description="Ray Train workers per member.")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    train_storage_path: str = Field(default="", description="Ray Train's storage_path; a temp dir when empty.")
+    consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ray: RaySettings = Field(default_factory=RaySettings)

@@ -1,8 +1,11 @@
-"""The storage service as tracking uses it: write a revised label version, read label maps."""
+"""The storage service as the other services use it: list cases and label versions, read CTs and
+label maps, write label versions. gRPC failures become the project's error types (NOT_FOUND and
+INVALID_ARGUMENT keep their meaning; anything else is NotReady, a dependency problem)."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -35,12 +38,32 @@ class StorageClient:
             round=round_))
         return reply.version
 
+    def case_ids(self, page_size: int = 500) -> Iterator[str]:
+        """Every case id, page by page."""
+        token = ""
+        while True:
+            reply = self._call(self._stub.ListCases, storage_pb2.ListCasesRequest(page_size=page_size,
+                                                                                  page_token=token))
+            yield from (case.case_id for case in reply.cases)
+            if not (token := reply.next_page_token):
+                return
+
+    def label_versions(self, case_id: str) -> list[storage_pb2.LabelVersionInfo]:
+        """A case's label versions, oldest first."""
+        return list(self._call(self._stub.ListLabelVersions,
+                               storage_pb2.ListLabelVersionsRequest(case_id=case_id)).versions)
+
     def load_labels(self, case_id: str, version: str) -> Volume:
-        with tempfile.TemporaryDirectory(prefix="atlasloop-tracking-") as tmp:
-            path = Path(tmp) / "labels.nii.gz"
+        return self._load(case_id, common_pb2.VOLUME_KIND_LABEL, version)
+
+    def load_ct(self, case_id: str) -> Volume:
+        return self._load(case_id, common_pb2.VOLUME_KIND_CT, "")
+
+    def _load(self, case_id: str, kind: int, version: str) -> Volume:
+        with tempfile.TemporaryDirectory(prefix="atlasloop-storage-client-") as tmp:
+            path = Path(tmp) / "volume.nii.gz"
             try:
-                download_volume(self._stub, case_id, path, self._metadata, kind=common_pb2.VOLUME_KIND_LABEL,
-                                label_version=version)
+                download_volume(self._stub, case_id, path, self._metadata, kind=kind, label_version=version)
             except grpc.RpcError as exc:
                 raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
             return load_nifti(path)

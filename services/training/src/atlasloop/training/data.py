@@ -1,0 +1,36 @@
+"""Labelled cases as training examples: the CT and one label version, read through the storage
+service (checksums verified on the way) and brought onto the model grid as inference sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from atlasloop.common.errors import AtlasError, InvalidInput
+from atlasloop.common.storage_client import StorageClient
+from atlasloop.imaging.labels import NUM_CLASSES
+from atlasloop.imaging.preprocess import labels_to_model, preprocess_image
+from atlasloop.training.ledger import LabelRef
+from atlasloop.training.recipe import Example
+
+
+def load_example(client: StorageClient, ref: LabelRef) -> Example:
+    """One example; a version that cannot be read or does not fit its CT is refused by name."""
+    where = f"case {ref.case_id} label version {ref.label_version}"
+    try:
+        ct = client.load_ct(ref.case_id)
+        labels = client.load_labels(ref.case_id, ref.label_version)
+    except AtlasError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
+        raise InvalidInput(f"{where}: the label map is not on the CT's grid")
+    if int(labels.array.max(initial=0)) >= NUM_CLASSES:
+        raise InvalidInput(f"{where}: label ids outside the schema (max {int(labels.array.max())})")
+    pre = preprocess_image(ct)
+    return Example(ref.case_id, ref.label_version, pre.image.astype(np.float32),
+                   labels_to_model(labels, pre.grid))
+
+
+def load_examples(client: StorageClient, refs: Iterable[LabelRef]) -> list[Example]:
+    return [load_example(client, ref) for ref in refs]

@@ -1,0 +1,64 @@
+"""Triggers: approved revisions arriving as events, counted against the policy in settings.
+
+An ``annotation.approved`` is recorded once per revision id (a redelivery changes nothing); then,
+if any rule of the policy holds for the revisions no run has used yet (and the active run is not
+already training on), a run is requested. While a run is active the request joins its single
+follow-up. A schedule, when set, requests a run every ``schedule_s`` while anything is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import ORGANS
+from atlasloop.training.runner import Runner
+from atlasloop.training.settings import TriggerPolicy
+
+log = logging.getLogger(__name__)
+
+
+def due(policy: TriggerPolicy, pending: dict[str, dict]) -> str:
+    """The first rule that holds, as the run's trigger text; empty when none does."""
+    if policy.approved_threshold and len(pending) >= policy.approved_threshold:
+        return f"approved>={policy.approved_threshold}"
+    counts = Counter(organ for approval in pending.values() for organ in approval["organs"])
+    for organ, threshold in sorted(policy.organ_thresholds.items()):
+        if counts[organ] >= threshold:
+            return f"organ:{organ}>={threshold}"
+    return ""
+
+
+class Triggers:
+    def __init__(self, runner: Runner, policy: TriggerPolicy) -> None:
+        self.runner = runner
+        self.policy = policy
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def new_pending(self) -> dict[str, dict]:
+        claimed = self.runner.claimed()
+        return {k: v for k, v in self.runner.ledger.pending().items() if k not in claimed}
+
+    def on_approved(self, event: events_pb2.AnnotationApproved) -> None:
+        organs = [ORGANS[o] for o in event.organs if o in ORGANS]
+        if not self.runner.ledger.record_approval(event.revision_id, event.case_id, event.label_version, organs):
+            return  # redelivered
+        if trigger := due(self.policy, self.new_pending()):
+            run = self.runner.request(trigger)
+            log.info("training triggered", extra={"trigger": trigger, "run_id": run.run_id})
+
+    def start(self) -> None:
+        if self.policy.schedule_s:
+            self._thread = threading.Thread(target=self._schedule, name="training-schedule", daemon=True)
+            self._thread.start()
+
+    def _schedule(self) -> None:
+        while not self._stop.wait(self.policy.schedule_s):
+            if self.new_pending() and not self.runner.busy():
+                self.runner.request(f"schedule:{self.policy.schedule_s:g}s")
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,64 @@
+"""The recipe's pieces: the loss, crops, replay mixing, learning on a phantom, and divergence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atlasloop.imaging.preprocess import labels_to_model, preprocess_image
+from atlasloop.imaging.synth.phantom import render
+from atlasloop.imaging.synth.sites import SITES
+from atlasloop.inference.architectures import build, config
+from atlasloop.training.recipe import Diverged, Example, Recipe, Sampler, crop, dice_bce_loss, train_epochs
+
+
+def _example(seed: int, name: str = "c") -> Example:
+    ct, labels = render(np.random.default_rng([seed, 0]), SITES["A"], 3.0)
+    pre = preprocess_image(ct)
+    return Example(name, "v1", pre.image, labels_to_model(labels, pre.grid))
+
+
+def test_loss_is_lower_for_the_right_answer_than_for_a_wrong_one():
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.uint8)
+    labels[0, 2:6, 2:6, 2:6] = 5
+    right = torch.full((1, 10, 8, 8, 8), -8.0)
+    right[:, 0] = 8.0
+    right[0, 0, 2:6, 2:6, 2:6], right[0, 5, 2:6, 2:6, 2:6] = -8.0, 8.0
+    wrong = right.clone()
+    wrong[:, [5, 6]] = wrong[:, [6, 5]]  # pancreas where the liver is
+    assert dice_bce_loss(right, labels) < 0.01 < 1.0 < dice_bce_loss(wrong, labels)
+
+
+def test_crops_have_the_crop_size_and_pad_small_volumes():
+    example = Example("c", "v", np.ones((10, 40, 70), np.float32), np.full((10, 40, 70), 3, np.uint8))
+    image, labels = crop(example, np.array([5, 39, 0]), 32)
+    assert image.shape == labels.shape == (32, 32, 32)
+    assert image[:10].all() and not image[10:].any() and (labels[:10] == 3).all()
+
+
+def test_replay_fraction_mixes_revised_and_replay_examples():
+    revised = [Example("new", "v", np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8))]
+    replay = [Example("old", "v", np.ones((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8))]
+    sampler = Sampler(revised, replay, Recipe(replay_fraction=0.25, batch_size=1, crop=16, intensity_jitter=0),
+                      seed=3)
+    picks = [sampler._example().case_id for _ in range(2000)]
+    assert 0.2 < picks.count("old") / len(picks) < 0.3
+    assert {Sampler(revised, [], Recipe(), seed=1)._example().case_id for _ in range(20)} == {"new"}
+
+
+def test_training_on_a_phantom_lowers_the_loss():
+    torch.manual_seed(0)
+    module = build(config("unet", "tiny"))
+    recipe = Recipe(epochs=3, steps_per_epoch=6, batch_size=2, crop=48, learning_rate=3e-3)
+    losses = train_epochs(module, Sampler([_example(1)], [], recipe, seed=0), recipe)
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.9
+
+
+def test_a_diverging_loss_stops_training():
+    module = build(config("unet", "tiny"))
+    for parameter in module.parameters():
+        parameter.data.fill_(float("nan"))
+    recipe = Recipe(epochs=2, steps_per_epoch=2, batch_size=1, crop=32)
+    with pytest.raises(Diverged, match="loss is nan at epoch 1"):
+        train_epochs(module, Sampler([_example(2)], [], recipe, seed=0), recipe)
