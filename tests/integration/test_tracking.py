@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from atlasloop.common import events
 from atlasloop.common.database import make_engine
 from atlasloop.common.errors import Conflict, InvalidInput, PermissionDenied
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.common.transfer import upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
@@ -31,7 +32,6 @@ from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.models import Case, Lease, OutboxEvent, Revision
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.common.storage_client import StorageClient
 
 from .conftest import EventCollector, start_in_process
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from atlasloop.common import events
 from atlasloop.common.database import make_engine
 from atlasloop.common.settings import DatabaseSettings
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.tracking import migrate
 from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.common.storage_client import StorageClient
 
 
 def test_queue_and_leases_on_sqlite(tmp_path):

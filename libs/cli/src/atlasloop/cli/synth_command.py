@@ -21,6 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--sites", default=",".join(SITES), help=f"comma-separated, of {', '.join(SITES)}")
     synth.add_argument("--spacing", type=float, default=3.0, help="in-plane spacing in mm (default 3)")
+    synth.add_argument("--scale", type=float, default=1.0,
+                       help="body size relative to an adult, 0.2-1 (default 1); 0.5 = 8x fewer voxels")
     synth.add_argument("--no-masks", action="store_true", help="skip segmentations/<organ>.nii.gz")
     synth.add_argument("--preview", type=Path, help="also write a PNG: one axial slice per site")
     synth.set_defaults(run=run_synth)
@@ -33,7 +35,7 @@ def run_synth(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tqdm(total=args.cases, unit="case", desc="synth") as bar:
         entries = generate_cohort(args.out, args.cases, args.seed, sites, args.spacing, masks=not args.no_masks,
-                                  progress=lambda done, total: bar.update(done - bar.n))
+                                  scale=args.scale, progress=lambda done, total: bar.update(done - bar.n))
     print(f"{len(entries)} cases in {args.out} ({time.perf_counter() - started:.1f} s)")
     if args.preview:
         first = {}

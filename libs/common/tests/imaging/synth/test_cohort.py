@@ -82,3 +82,17 @@ def test_a_model_free_baseline_fails_across_sites(cohort):
 def test_unknown_site_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown sites"):
         generate_cohort(tmp_path, 1, 0, sites=["Z"])
+
+
+def test_scale_shrinks_the_body_but_keeps_spacing_and_anatomy():
+    full_ct, full = render(np.random.default_rng([3, 0]), SITES["A"], 3.0)
+    half_ct, half = render(np.random.default_rng([3, 0]), SITES["A"], 3.0, scale=0.5)
+    assert half_ct.spacing == full_ct.spacing
+    assert 0.1 < half.array.size / full.array.size < 0.16  # about 1/8
+    voxel_ml = float(np.prod(full_ct.spacing)) / 1000
+    for organ in ("liver", "spleen", "kidney_left"):
+        ratio = (half.array == ORGAN_IDS[organ]).sum() / (full.array == ORGAN_IDS[organ]).sum()
+        assert 0.09 < ratio < 0.17, (organ, ratio)  # volumes scale by about 0.5^3
+        assert (half.array == ORGAN_IDS[organ]).sum() * voxel_ml > 5
+    with pytest.raises(ValueError, match="scale"):
+        render(np.random.default_rng(0), SITES["A"], 3.0, scale=0.1)

@@ -11,13 +11,13 @@ from atlasloop.common.database import make_engine
 from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.readiness import ReadinessCheck, database_check, kafka_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import migrate
 from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.events_in import HANDLERS
 from atlasloop.tracking.outbox import OutboxRelay
 from atlasloop.tracking.servicer import TrackingServiceServicer
 from atlasloop.tracking.settings import TrackingSettings
-from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
 from atlasloop.tracking.models import AuditEntry, Case, Project
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
-from atlasloop.common.storage_client import StorageClient
 
 MAX_PAGE = 500
 

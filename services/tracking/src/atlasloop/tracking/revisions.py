@@ -19,6 +19,7 @@ from sqlalchemy import select
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
+from atlasloop.common.storage_client import StorageClient
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
@@ -28,7 +29,6 @@ from atlasloop.tracking.models import Agreement, Case, DoubleRead, LabelVersion,
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
 from atlasloop.tracking.records import audit, locked_case, transition
-from atlasloop.common.storage_client import StorageClient
 
 AI_TAGS = frozenset({"missed_region", "leakage", "organ_confusion", "laterality_swap", "fragment",
                      "missing_organ", "hallucinated_organ", "boundary", "extent_protocol"})

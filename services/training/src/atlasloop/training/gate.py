@@ -55,7 +55,7 @@ def evaluate(members: Sequence[LoadedModel], examples: Sequence[Example], cfg: I
         raise ValueError("no cases to evaluate on")
     sums = {organ: np.zeros(2) for organ in ORGANS.values()}
     for example in examples:
-        pred = ensemble_labels(members, example.image, cfg)
+        pred = ensemble_labels(members, example.image.astype(np.float32), cfg)
         for metric in organ_metrics(pred, example.labels, SPACING, tolerance_mm):
             sums[metric.organ] += (metric.dice, metric.nsd)
     return {organ: OrganScore(*(total / len(examples))) for organ, total in sums.items()}

@@ -54,7 +54,7 @@ class Example:
 
     case_id: str
     label_version: str
-    image: np.ndarray  # float32 (x, y, z)
+    image: np.ndarray  # float16 or float32 (x, y, z); crops are float32
     labels: np.ndarray  # uint8 (x, y, z)
 
 

@@ -31,7 +31,7 @@ from atlasloop.inference.registry import LoadedModel, ModelRegistry, load_into, 
 from atlasloop.training import gate
 from atlasloop.training.data import load_examples
 from atlasloop.training.distributed import candidate_key, fit_members
-from atlasloop.training.ledger import LabelRef, Ledger, latest_labels, original_labels
+from atlasloop.training.ledger import LabelRef, Ledger, latest_labels
 from atlasloop.training.runs import (
     EVALUATING,
     FAILED,
@@ -205,11 +205,9 @@ class Runner:
         revised_refs = latest_labels_of(pending.values(), exclude=held)
         if not revised_refs and not run.from_originals:
             raise InvalidInput("no approved revisions since the last run: nothing new to train on")
+        revised_cases = {ref.case_id for ref in revised_refs}
         replay_refs = [ref for ref in latest_labels(client, self.ledger.consumed().values())
-                       if ref.case_id not in held and ref not in revised_refs]
-        if run.from_originals:
-            replay_refs = sorted(set(replay_refs) | {r for r in original_labels(client) if r.case_id not in held},
-                                 key=lambda r: r.case_id)
+                       if ref.case_id not in held | revised_cases]
         rng = random.Random(s.recipe.seed)
         if len(replay_refs) > s.replay_max_cases:
             replay_refs = sorted(rng.sample(replay_refs, s.replay_max_cases), key=lambda r: r.case_id)
