@@ -187,7 +187,7 @@ class EventConsumer:
             event = decode(message.value(), message.headers())
         except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
             log.error("skipping undecodable event", extra={"reason": str(exc), "offset": delivery.offset})
-            self._consumer.commit(message=message, asynchronous=False)
+            self._commit(message)
             return False
         try:
             self._handler(event, delivery)
@@ -196,7 +196,17 @@ class EventConsumer:
             self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
             time.sleep(self._backoff)
             return False
-        self._consumer.commit(message=message, asynchronous=False)
+        return self._commit(message)
+
+    def _commit(self, message: Message) -> bool:
+        """Commit after handling. A commit the group refuses (this member was evicted, for example
+        when the broker answered heartbeats too slowly) is not fatal: the partition's new owner
+        gets the event again, and handlers are idempotent."""
+        try:
+            self._consumer.commit(message=message, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit refused; the event will be delivered again", extra={"error": str(exc)})
+            return False
         return True
 
     def run(self, stop: threading.Event) -> None:
@@ -231,8 +241,14 @@ class ConsumerThread:
                 continue
             try:
                 consumer.run(self._stop)
+            except Exception:  # a consumer must outlive any one failure: rejoin
+                log.exception("event consumer failed; rejoining the group")
+                self._stop.wait(self._retry_s)
             finally:
-                consumer.close()
+                try:
+                    consumer.close()
+                except Exception:  # leaving a group we were already evicted from
+                    log.warning("event consumer did not close cleanly", exc_info=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -15,7 +15,7 @@ from atlasloop.common.readiness import ReadinessCheck, kafka_check, ray_check, s
 from atlasloop.common.server import ServiceSpec
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
-from atlasloop.inference.repredict import repredict
+from atlasloop.inference.repredict import Sweeper
 from atlasloop.inference.servicer import InferenceServiceServicer
 from atlasloop.inference.serving import Serving
 from atlasloop.inference.settings import InferenceSettings
@@ -55,22 +55,30 @@ def build(settings: InferenceSettings) -> ServiceSpec:
     serving = Serving(settings, store)
     servicer = InferenceServiceServicer(serving, store)
 
+    case_locks: dict[str, threading.Lock] = {}
+    locks_guard = threading.Lock()
+
     def predict(case_id: str) -> None:
-        for _ in serving.predict(case_id):  # idempotent: a repeated case returns its stored record
-            pass
+        """One case at a time per case id: the event consumer and the sweep may ask for the same
+        case together, and only one of them may compute and announce it. (Several inference pods
+        each run a sweep; Kafka gives each case's events to one pod, the sweeps may overlap.)"""
+        with locks_guard:
+            lock = case_locks.setdefault(case_id, threading.Lock())
+        with lock:
+            for _ in serving.predict(case_id):  # idempotent: a repeated case returns its stored record
+                pass
+
+    sweeper = Sweeper(lambda: StorageClient(settings.storage_target, settings.storage_token), predict)
 
     def on_event(event, _delivery) -> None:
         if isinstance(event, events_pb2.CaseIngested):
-            predict(event.case_id)
+            if settings.predict_labelled or not event.original_label_version:
+                predict(event.case_id)
         elif settings.deploy_serve:
             # model.published: serve the new set (Serve rolls replicas without downtime), then
-            # bring every case still labelled by the ensemble up to it.
+            # bring every case still labelled by the ensemble up to it, in the background.
             serving.deploy(event.model_set)
-            client = StorageClient(settings.storage_target, settings.storage_token)
-            try:
-                repredict(client, predict)
-            finally:
-                client.close()
+            sweeper.request()
         else:  # under KubeRay the RayService's serveConfig names the set; the operator rolls it
             log.warning("model set published; this service does not own the Serve application",
                         extra={"model_set": event.model_set})
@@ -87,6 +95,6 @@ def build(settings: InferenceSettings) -> ServiceSpec:
         register=register,
         checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address),
                 serving_check(serving, settings.deploy_serve)],
-        on_start=[consumer.start] if settings.consume_events else [],
-        on_stop=[consumer.stop],
+        on_start=[consumer.start, sweeper.start] if settings.consume_events else [],
+        on_stop=[consumer.stop, sweeper.stop],
     )

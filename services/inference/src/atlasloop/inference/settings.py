@@ -25,6 +25,9 @@ class InferenceSettings(ServiceSettings):
     num_gpus: float = Field(default=0.0, description="GPUs per member replica.")
     overlap: float = 0.5
     sw_batch_size: int = 2
+    predict_labelled: bool = Field(default=True, description=(
+        "Predict cases imported with labels too (their predictions can reveal errors in the original "
+        "labels, as the method found in public datasets); off when only unlabelled cases need pseudo-labels."))
     consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -4,12 +4,14 @@ transaction as its effect, so a redelivered event changes nothing."""
 from __future__ import annotations
 
 import logging
+import time
 
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from atlasloop.common.errors import NotReady
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.tracking.models import Case, LabelVersion, ModelSet, ProcessedEvent, Score
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 CONSUMER = "tracking"
 SYSTEM = "system:events"
 REPREDICTABLE = frozenset({"ingested", "predicted", "scored", "queued"})
+WAIT_FOR_PREDECESSOR_S = 600.0
 
 
 def apply_event(sessions: sessionmaker[Session], event) -> bool:
@@ -46,10 +49,21 @@ def _case_ingested(session: Session, e: events_pb2.CaseIngested) -> None:
         case.current_label_version = e.original_label_version
 
 
+def _not_yet(e, what: str) -> None:
+    """Events of one case travel on several topics, so one can overtake another (a prediction
+    its case's ingestion, a score its prediction). A young event waiting for its predecessor is
+    retried (the consumer seeks back and tries again); an old one is logged and dropped, so a
+    stray event cannot block its partition for ever."""
+    age_s = time.time() - e.meta.occurred_at.ToSeconds()
+    if age_s < WAIT_FOR_PREDECESSOR_S:
+        raise NotReady(f"{type(e).__name__} for {e.case_id} arrived before {what}; retrying")
+    log.warning(f"{type(e).__name__} without {what}; dropped", extra={"case_id": e.case_id})
+
+
 def _case_predicted(session: Session, e: events_pb2.CasePredicted) -> None:
     case = session.scalars(select(Case).where(Case.id == e.case_id).with_for_update()).first()
     if case is None:
-        log.warning("prediction for an unknown case", extra={"case_id": e.case_id})
+        _not_yet(e, "the case's ingestion")
         return
     if e.label_version and session.get(LabelVersion, e.label_version) is None:
         session.add(LabelVersion(version=e.label_version, case_id=case.id, source="ai", model_set=e.model_set,
@@ -69,7 +83,12 @@ def _case_predicted(session: Session, e: events_pb2.CasePredicted) -> None:
 def _case_scored(session: Session, e: events_pb2.CaseScored) -> None:
     case = session.scalars(select(Case).where(Case.id == e.case_id).with_for_update()).first()
     if case is None:
-        log.warning("scores for an unknown case", extra={"case_id": e.case_id})
+        _not_yet(e, "the case's ingestion")
+        return
+    if case.state in REPREDICTABLE and case.model_set != e.model_set and not session.scalars(
+            select(LabelVersion).where(LabelVersion.case_id == case.id,
+                                       LabelVersion.model_set == e.model_set)).first():
+        _not_yet(e, "its prediction")
         return
     for organ in e.organs:
         name = ORGANS.get(organ.organ)
