@@ -76,7 +76,8 @@ def _train_loop(cfg: dict) -> None:
 
 
 def fit_members(*, run_id: str, members: list[dict], examples_ref, recipe: Recipe, progress, s3: dict,
-                num_workers: int, use_gpu: bool, cpus_per_worker: float, storage_path: str) -> None:
+                num_workers: int, use_gpu: bool, cpus_per_worker: float, storage_path: str,
+                torch_threads: int = 0) -> None:
     """Train every member (dicts of architecture, size, base_version, base_weights) in one Ray
     Train run: the worker group starts once (about 15 s here) for the whole set. Raises on a
     failed or diverged run."""
@@ -88,7 +89,7 @@ def fit_members(*, run_id: str, members: list[dict], examples_ref, recipe: Recip
         _train_loop,
         train_loop_config={"run_id": run_id, "members": members, "examples": examples_ref,
                            "recipe": recipe.model_dump(), "progress": progress, "s3": s3,
-                           "threads": max(1, round(cpus_per_worker))},
+                           "threads": torch_threads or max(1, round(cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=run_id,
                              storage_path=storage_path or os.path.join(tempfile.gettempdir(), "atlasloop-ray-train")),

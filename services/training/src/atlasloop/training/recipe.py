@@ -11,7 +11,10 @@ tiny models on CPUs can do; every number is configuration (``TrainingSettings.re
 - **Crops**: cubes of ``crop`` voxels at 1.5 mm; with probability ``foreground_fraction`` a crop is
   centred on a voxel of a random organ present in the case (nnU-Net-style oversampling, so small
   organs are seen), otherwise anywhere. Volumes smaller than a crop are zero-padded.
-- **Augmentation**: random flips on each axis, a random intensity scale and shift.
+- **Augmentation**: a random intensity scale and shift; flips only along ``flip_axes`` (none by
+  default). The model grid is RAS-aligned, and mirroring left-right turns a left kidney into a
+  right one and the spleen into the liver's side: with lateralised labels it teaches the network
+  that side does not matter (TotalSegmentator trains without mirroring for the same reason).
 - **Replay**: each step draws its case from the revised labels with probability ``1 -
   replay_fraction`` and from the replay pool (original and earlier accepted labels) otherwise, so
   fine-tuning on corrections alone does not make the models forget (the method saw Dice on
@@ -43,7 +46,7 @@ class Recipe(BaseModel):
     weight_decay: float = Field(default=1e-5, ge=0)
     foreground_fraction: float = Field(default=0.67, ge=0, le=1)
     replay_fraction: float = Field(default=0.5, ge=0, le=1)
-    flip: bool = True
+    flip_axes: tuple[int, ...] = Field(default=(), description="Model-grid axes to mirror at random (0 = left-right).")
     intensity_jitter: float = Field(default=0.1, ge=0, le=0.5)
     seed: int = 0
 
@@ -106,10 +109,9 @@ def crop(example: Example, centre: np.ndarray, size: int) -> tuple[np.ndarray, n
 
 def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray,
             recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
-    if recipe.flip:
-        for axis in range(3):
-            if rng.random() < 0.5:
-                image, labels = np.flip(image, axis), np.flip(labels, axis)
+    for axis in recipe.flip_axes:
+        if rng.random() < 0.5:
+            image, labels = np.flip(image, axis), np.flip(labels, axis)
     if recipe.intensity_jitter:
         j = recipe.intensity_jitter
         image = image * (1 + rng.uniform(-j, j)) + rng.uniform(-j, j)

@@ -66,10 +66,11 @@ class Runner:
         self._updates: dict[str, list[dict]] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._started = 0.0
 
     # ---- requests ----
 
-    def request(self, trigger: str, from_originals: bool = False) -> RunRecord:
+    def request(self, trigger: str, from_originals: bool = False, epochs: int = 0) -> RunRecord:
         """Start a run now, or queue one follow-up behind the active run (joined by later requests)."""
         with self._lock:
             if self._follow_up:
@@ -77,9 +78,10 @@ class Runner:
                 if trigger not in run.trigger.split("; "):
                     run.trigger += f"; {trigger}"
                 run.from_originals |= from_originals
+                run.epochs = max(run.epochs, epochs)
                 self.runs.save(run)
                 return run
-            run = RunRecord(new_run_id(), trigger, from_originals=from_originals)
+            run = RunRecord(new_run_id(), trigger, from_originals=from_originals, epochs=epochs)
             self.runs.save(run)
             self._publish(events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id,
                                                        trigger=trigger), run.run_id)
@@ -179,7 +181,7 @@ class Runner:
     # ---- one run ----
 
     def _execute(self, run: RunRecord) -> None:
-        started = time.monotonic()
+        self._started = started = time.monotonic()
         client = self._client()
         try:
             self._run(run, client)
@@ -251,20 +253,22 @@ class Runner:
         from ray.util.queue import Empty
 
         s = self.settings
+        recipe = s.recipe.model_copy(update={"epochs": run.epochs}) if run.epochs else s.recipe
         outcome: dict = {}
 
         def fit() -> None:
             try:
-                fit_members(run_id=run.run_id, members=members, examples_ref=examples_ref, recipe=s.recipe,
+                fit_members(run_id=run.run_id, members=members, examples_ref=examples_ref, recipe=recipe,
                             progress=progress, s3=_s3_args(s), num_workers=s.num_workers, use_gpu=s.use_gpu,
-                            cpus_per_worker=s.cpus_per_worker, storage_path=s.train_storage_path)
+                            cpus_per_worker=s.cpus_per_worker, storage_path=s.train_storage_path,
+                            torch_threads=s.torch_threads)
             except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
                 outcome["error"] = exc
 
         thread = threading.Thread(target=fit, name=f"fit-{run.run_id}", daemon=True)
         thread.start()
         order = [m["architecture"] for m in members]
-        epochs = s.recipe.epochs
+        epochs = recipe.epochs
         while thread.is_alive() or not progress.empty():
             try:
                 report = progress.get(timeout=0.5)
@@ -317,8 +321,8 @@ class Runner:
 
     def _publish_set(self, run: RunRecord, candidates: list[LoadedModel]) -> str:
         provenance = {"run_id": run.run_id, "base_model_set": run.base_model_set, "trigger": run.trigger,
-                      "label_versions": run.label_versions, "revisions": run.revisions, "recipe":
-                      self.settings.recipe.model_dump()}
+                      "label_versions": run.label_versions, "revisions": run.revisions,
+                      "recipe": self.settings.recipe.model_dump() | ({"epochs": run.epochs} if run.epochs else {})}
         members = []
         for candidate in candidates:
             key = candidate_key(run.run_id, candidate.architecture)
@@ -361,6 +365,8 @@ class Runner:
 
     def _finish(self, run: RunRecord, state: str, reason: str) -> None:
         run.state, run.reason = state, reason
+        if run.run_id == self._active:
+            run.seconds = time.monotonic() - self._started
         run.finished_at = datetime.now(UTC).isoformat()
         self.runs.save(run)
         log.info("training run ended", extra={"run_id": run.run_id, "state": state, "reason": reason})

@@ -42,8 +42,10 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
         reason = request.reason.strip() or "manual"
         if len(reason) > 200:
             raise InvalidInput("reason is longer than 200 characters")
+        if not 0 <= request.epochs <= 1000:
+            raise InvalidInput("epochs must be between 0 (the recipe's) and 1000")
         return training_pb2.StartRunResponse(run=run_to_proto(self._runner.request(
-            f"manual:{reason}", from_originals=request.from_originals)))
+            f"manual:{reason}", from_originals=request.from_originals, epochs=request.epochs)))
 
     def GetRun(self, request, context):
         return training_pb2.GetRunResponse(run=run_to_proto(self._runner.runs.get(request.run_id)))

@@ -46,6 +46,7 @@ class TrainingSettings(ServiceSettings):
     num_workers: int = Field(default=2, ge=1, description="Ray Train workers per member.")
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=0.5, gt=0)
+    torch_threads: int = Field(default=0, ge=0, description="Torch threads per worker; 0 = its CPUs, at least 1.")
     train_storage_path: str = Field(default="", description="Ray Train's storage_path; a temp dir when empty.")
     consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
