@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
-PACKAGES := libs/common libs/cli libs/devstack $(wildcard services/*)
+PACKAGES := libs/common libs/cli libs/devstack libs/loop $(wildcard services/*)
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := libs/common/src
@@ -19,12 +19,13 @@ CHART_CI := $(wildcard $(CHART)/ci/*-values.yaml)
 K8S_VERSIONS := 1.30 1.37
 
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: help venv proto lint test test-unit demo up down status bench chart clean
 
 help:
-	@echo "make demo   start the whole local stack, wait for every service, print the service map"
+	@echo "make demo   run the closed loop end to end on a fresh stack; writes reports/demo/report.md"
 	@echo "make test   set up, lint, run unit and integration tests against the real stack"
 	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray and the six services (idempotent)"
 	@echo "make down   stop exactly what 'make up' started (idempotent)"
@@ -96,8 +97,9 @@ down:
 status: venv proto
 	$(PY) -m atlasloop.devstack status --run-dir $(RUN_DIR)
 
-# Until the loop lands, the demo is the real part that exists: the whole stack, healthy.
-demo: up
+# The closed loop end to end on its own stack (demo ports, fresh state), then the report.
+demo: venv proto
+	$(PY) -m atlasloop.loop demo --out reports/demo --run-dir $(RUN_DIR)/demo
 
 bench: venv proto
 	$(PY) -m benchmarks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, inference, rendering, scoring, storage, tracking, transport
+from benchmarks import imaging, inference, rendering, scale, scoring, storage, tracking, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -31,7 +31,8 @@ def main() -> int:
             stack.start_ray()
             for name, bench in [("object store", transport.object_store), ("events", transport.kafka),
                                 ("storage service", storage.transfer), ("tracking load", tracking.load),
-                                ("rendering", rendering.slices), ("inference", inference.ensemble)]:
+                                ("rendering", rendering.slices), ("inference", inference.ensemble),
+                                ("scale: control plane over 8,448 cases", scale.control_plane)]:
                 started = time.perf_counter()
                 print(f"\n## {name}")
                 for line in bench(stack):

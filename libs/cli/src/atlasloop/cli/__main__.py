@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from atlasloop.cli import bulk_import, imaging_commands, models_command, score_command, synth_command
+from atlasloop.cli import (
+    bulk_import,
+    imaging_commands,
+    loop_commands,
+    models_command,
+    score_command,
+    synth_command,
+)
 from atlasloop.common.errors import AtlasError
 
 
@@ -17,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk_import.register(commands)
     score_command.register(commands)
     models_command.register(commands)
+    loop_commands.register(commands)
     return parser
 
 

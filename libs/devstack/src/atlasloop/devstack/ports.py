@@ -33,6 +33,11 @@ class Ports:
     )
 
     @classmethod
+    def for_demo(cls) -> Ports:
+        """The demo's own set (test slot 3): ``make demo`` runs beside ``make up`` and the tests."""
+        return cls.for_tests(3)
+
+    @classmethod
     def for_tests(cls, slot: int = 0) -> Ports:
         """Port set ``slot`` (0-4) for tests: clear of the default set and of every other slot."""
         if not 0 <= slot < 5:

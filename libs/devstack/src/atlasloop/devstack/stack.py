@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from atlasloop.common.ray_env import RAY_ENV
 from atlasloop.common.readiness import grpc_health_check
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
 from atlasloop.devstack.ports import SERVICES, Ports
@@ -82,8 +83,12 @@ def _package_file(package: str, *parts: str) -> Path:
 class Stack:
     """One local stack under ``run_dir`` (pid files, logs, data), on the given ports."""
 
-    def __init__(self, run_dir: Path, ports: Ports | None = None, private_postgres: bool = False) -> None:
+    def __init__(self, run_dir: Path, ports: Ports | None = None, private_postgres: bool = False,
+                 service_settings: dict[str, dict[str, str]] | None = None) -> None:
+        """``service_settings``: per service, extra settings as environment keys without the
+        service's prefix (for example ``{"training": {"TRIGGERS__APPROVED_THRESHOLD": "3"}}``)."""
         self.run_dir = run_dir.resolve()
+        self.service_settings = service_settings or {}
         self.ports = ports or Ports()
         self.private_postgres = private_postgres
         self.processes = ProcessTable(self.run_dir)
@@ -271,9 +276,10 @@ class Stack:
             env["STORAGE_TOKEN"] = self.token_for("service")
             env["NUM_CPUS"] = "0.25"
             env["OVERLAP"] = "0.25"
-        if name == "tracking":  # tracking writes revised label maps through the storage service
+        if name in ("tracking", "training"):  # write revised label maps / read labels through storage
             env["STORAGE_TARGET"] = self.service_target("storage")
             env["STORAGE_TOKEN"] = self.token_for("service")
+        env |= self.service_settings.get(name, {})
         return {prefix + key: value for key, value in env.items()} | ray_environment()
 
     def start_service(self, name: str) -> None:
@@ -344,8 +350,8 @@ class Stack:
 
 
 def ray_environment() -> dict[str, str]:
-    """Keep Ray on loopback and quiet (see ARCHITECTURE.md)."""
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    """Keep Ray on loopback, quiet and free of machine-wide token state (atlasloop.common.ray_env)."""
+    return dict(RAY_ENV)
 
 
 def _answers(url: str) -> bool:

@@ -4,12 +4,12 @@ progress, and predict on events."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 
 from atlasloop.common.errors import NotFound, NotReady
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.ray_env import apply_ray_env
 from atlasloop.inference.registry import ModelRegistry
 from atlasloop.inference.settings import InferenceSettings
 
@@ -17,8 +17,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "atlasloop"
 # Ray reads these when first imported: keep a loopback head on loopback (ARCHITECTURE.md). Set at
 # import of this module, before any Ray import in the service's process.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+apply_ray_env()
 
 
 class Serving:

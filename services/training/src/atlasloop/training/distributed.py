@@ -18,13 +18,13 @@ import time
 import torch
 
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.ray_env import apply_ray_env
 from atlasloop.common.settings import S3Settings
 from atlasloop.inference.architectures import config as architecture_config
 from atlasloop.inference.registry import load_into, read_state_dict
 from atlasloop.training.recipe import Recipe, Sampler, train_epochs
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+apply_ray_env()
 
 
 def candidate_key(run_id: str, architecture: str) -> str:

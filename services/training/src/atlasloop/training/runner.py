@@ -32,6 +32,7 @@ from atlasloop.training import gate
 from atlasloop.training.data import load_examples
 from atlasloop.training.distributed import candidate_key, fit_members
 from atlasloop.training.ledger import LabelRef, Ledger, latest_labels
+from atlasloop.training.recipe import Recipe
 from atlasloop.training.runs import (
     EVALUATING,
     FAILED,
@@ -70,7 +71,7 @@ class Runner:
 
     # ---- requests ----
 
-    def request(self, trigger: str, from_originals: bool = False, epochs: int = 0) -> RunRecord:
+    def request(self, trigger: str, from_originals: bool = False, overrides: dict | None = None) -> RunRecord:
         """Start a run now, or queue one follow-up behind the active run (joined by later requests)."""
         with self._lock:
             if self._follow_up:
@@ -78,10 +79,10 @@ class Runner:
                 if trigger not in run.trigger.split("; "):
                     run.trigger += f"; {trigger}"
                 run.from_originals |= from_originals
-                run.epochs = max(run.epochs, epochs)
+                run.overrides |= overrides or {}
                 self.runs.save(run)
                 return run
-            run = RunRecord(new_run_id(), trigger, from_originals=from_originals, epochs=epochs)
+            run = RunRecord(new_run_id(), trigger, from_originals=from_originals, overrides=overrides or {})
             self.runs.save(run)
             self._publish(events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id,
                                                        trigger=trigger), run.run_id)
@@ -253,7 +254,7 @@ class Runner:
         from ray.util.queue import Empty
 
         s = self.settings
-        recipe = s.recipe.model_copy(update={"epochs": run.epochs}) if run.epochs else s.recipe
+        recipe = self.recipe(run)
         outcome: dict = {}
 
         def fit() -> None:
@@ -322,7 +323,7 @@ class Runner:
     def _publish_set(self, run: RunRecord, candidates: list[LoadedModel]) -> str:
         provenance = {"run_id": run.run_id, "base_model_set": run.base_model_set, "trigger": run.trigger,
                       "label_versions": run.label_versions, "revisions": run.revisions,
-                      "recipe": self.settings.recipe.model_dump() | ({"epochs": run.epochs} if run.epochs else {})}
+                      "recipe": self.recipe(run).model_dump()}
         members = []
         for candidate in candidates:
             key = candidate_key(run.run_id, candidate.architecture)
@@ -331,6 +332,10 @@ class Runner:
                                    {"held_out": run.candidate_metrics}, version=run.run_id)
             members.append((candidate.architecture, run.run_id))
         return self.registry.create_set(members, make_current=True, version=f"set-{run.run_id}")["version"]
+
+    def recipe(self, run: RunRecord) -> Recipe:
+        """The configured recipe with this run's overrides, validated again."""
+        return Recipe.model_validate(self.settings.recipe.model_dump() | run.overrides)
 
     # ---- admin ----
 

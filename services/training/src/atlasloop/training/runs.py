@@ -28,7 +28,7 @@ class RunRecord:
     published_model_set: str = ""
     reason: str = ""
     from_originals: bool = False
-    epochs: int = 0  # 0: the recipe's
+    overrides: dict = field(default_factory=dict)  # recipe fields for this run only
     current_metrics: dict = field(default_factory=dict)  # organ -> {"dice", "nsd"}, held-out set
     candidate_metrics: dict = field(default_factory=dict)
     replay_metrics: dict = field(default_factory=dict)  # {"current": mean Dice, "candidate": mean Dice}

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ValidationError
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.labels import ORGAN_IDS
+from atlasloop.training.recipe import Recipe
 from atlasloop.training.runner import Runner
 from atlasloop.training.runs import RunRecord
 from atlasloop.training.v1 import training_pb2, training_pb2_grpc
@@ -42,10 +44,17 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
         reason = request.reason.strip() or "manual"
         if len(reason) > 200:
             raise InvalidInput("reason is longer than 200 characters")
-        if not 0 <= request.epochs <= 1000:
-            raise InvalidInput("epochs must be between 0 (the recipe's) and 1000")
+        overrides = {}
+        if request.overrides.epochs:
+            overrides["epochs"] = request.overrides.epochs
+        if request.overrides.learning_rate:
+            overrides["learning_rate"] = request.overrides.learning_rate
+        try:
+            Recipe.model_validate(self._runner.settings.recipe.model_dump() | overrides)
+        except ValidationError as exc:
+            raise InvalidInput(f"recipe overrides: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
         return training_pb2.StartRunResponse(run=run_to_proto(self._runner.request(
-            f"manual:{reason}", from_originals=request.from_originals, epochs=request.epochs)))
+            f"manual:{reason}", from_originals=request.from_originals, overrides=overrides)))
 
     def GetRun(self, request, context):
         return training_pb2.GetRunResponse(run=run_to_proto(self._runner.runs.get(request.run_id)))
