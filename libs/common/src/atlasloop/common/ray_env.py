@@ -20,3 +20,18 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": 
 def apply_ray_env() -> None:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def join_ray(address: str, namespace: str) -> None:
+    """Join the Ray cluster at ``address`` as a driver (once per process).
+
+    Ray rewrites a loopback bootstrap address to the machine's detected IP unless told which node
+    address to use, and then cannot reach a head bound to 127.0.0.1.
+    """
+    apply_ray_env()
+    import ray
+
+    if not ray.is_initialized():
+        host = address.rsplit(":", 1)[0]
+        loopback = {"_node_ip_address": host} if host in ("127.0.0.1", "localhost") else {}
+        ray.init(address=address, namespace=namespace, log_to_driver=False, **loopback)

@@ -174,8 +174,8 @@ class Demo:
             sources[case_id] = "human" if human else "ai"
         return labels, sources
 
-    def regions(self, case_id: str, model_set: str, like: Volume) -> list[NativeBox]:
-        scores = self.client.scores(case_id, model_set)
+    def regions(self, case_id: str, model_set: str, like: Volume, scores=None) -> list[NativeBox]:
+        scores = scores or self.client.scores(case_id, model_set)
         return [native_box(ORGANS[r.organ], r.box.min_mm, r.box.max_mm, like.affine, like.shape)
                 for r in scores.regions if r.organ in ORGANS]
 
@@ -190,9 +190,10 @@ class Demo:
 
     def compare_strategies(self, ai: dict[str, Volume]) -> dict:
         model_set = self.current_set()
-        candidates = [c for c in self.unlabelled]
-        attention_regions = {c: self.regions(c, model_set, ai[c]) for c in candidates}
-        priorities = {c: self.client.scores(c, model_set).priority for c in candidates}
+        candidates = list(self.unlabelled)
+        scores = {c: self.client.scores(c, model_set) for c in candidates}  # one call per case
+        attention_regions = {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates}
+        priorities = {c: scores[c].priority for c in candidates}
         attention_order = sorted(candidates, key=lambda c: -priorities[c])
         uncertainty_regions, uncertainty_priority = {}, {}
         config = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from atlasloop.common.errors import NotFound, NotReady
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.ray_env import apply_ray_env
+from atlasloop.common.ray_env import apply_ray_env, join_ray
 from atlasloop.inference.registry import ModelRegistry
 from atlasloop.inference.settings import InferenceSettings
 
@@ -36,17 +36,7 @@ class Serving:
                 "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
 
     def connect(self) -> None:
-        """Join the Ray cluster as a driver.
-
-        Ray rewrites a loopback bootstrap address to the machine's detected IP unless told not to
-        (see the module's environment defaults), and then cannot reach a head bound to 127.0.0.1.
-        """
-        import ray
-
-        if not ray.is_initialized():
-            host = self.settings.ray.address.rsplit(":", 1)[0]
-            loopback = {"_node_ip_address": host} if host in ("127.0.0.1", "localhost") else {}
-            ray.init(address=self.settings.ray.address, namespace=NAMESPACE, log_to_driver=False, **loopback)
+        join_ray(self.settings.ray.address, NAMESPACE)
 
     def deploy(self, model_set: str = "") -> str:
         """Deploy (or redeploy, without downtime: Serve rolls replicas) the ensemble of ``model_set``."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.ray_env import join_ray
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.inference.predictor import InferenceConfig
@@ -225,7 +226,7 @@ class Runner:
         import ray
         from ray.util.queue import Queue
 
-        self._connect()
+        join_ray(self.settings.ray.address, "atlasloop-training")
         examples_ref = ray.put((revised, replay))
         progress = Queue(actor_options={"num_cpus": 0})
         base = self.registry.model_set(run.base_model_set)["members"]
@@ -245,7 +246,8 @@ class Runner:
         for model in current:
             key = candidate_key(run.run_id, model.architecture)
             module = load_into(model.config, read_state_dict(self.store.get_bytes(key), key), key)
-            candidates.append(LoadedModel(model.architecture, run.run_id, model.config, module, {}))
+            candidates.append(LoadedModel(model.architecture, run.run_id, model.config, module,
+                                          {"base_version": model.version}))
         self._transition(run, EVALUATING)
         self._gate_and_publish(run, current, candidates, held_out, replay, client)
 
@@ -328,7 +330,7 @@ class Runner:
         for candidate in candidates:
             key = candidate_key(run.run_id, candidate.architecture)
             self.registry.register(candidate.architecture, candidate.config.size, self.store.get_bytes(key),
-                                   provenance | {"base_version": _base_version(run, candidate.architecture, self)},
+                                   provenance | {"base_version": candidate.manifest["base_version"]},
                                    {"held_out": run.candidate_metrics}, version=run.run_id)
             members.append((candidate.architecture, run.run_id))
         return self.registry.create_set(members, make_current=True, version=f"set-{run.run_id}")["version"]
@@ -353,15 +355,6 @@ class Runner:
 
     def _current(self) -> str:
         return self.registry.current()
-
-    def _connect(self) -> None:
-        import ray
-
-        if not ray.is_initialized():
-            host = self.settings.ray.address.rsplit(":", 1)[0]
-            loopback = {"_node_ip_address": host} if host in ("127.0.0.1", "localhost") else {}
-            ray.init(address=self.settings.ray.address, namespace="atlasloop-training", log_to_driver=False,
-                     **loopback)
 
     def _transition(self, run: RunRecord, state: str) -> None:
         run.state = state
@@ -396,11 +389,6 @@ def latest_labels_of(approvals, exclude: set[str]) -> list[LabelRef]:
     """The newest approved label per case, leaving out ``exclude`` (the held-out cases)."""
     by_case = {a["case_id"]: LabelRef(a["case_id"], a["label_version"]) for a in approvals}
     return sorted((r for c, r in by_case.items() if c not in exclude), key=lambda r: r.case_id)
-
-
-def _base_version(run: RunRecord, architecture: str, runner: Runner) -> str:
-    members = runner.registry.model_set(run.base_model_set)["members"]
-    return next(m["version"] for m in members if m["architecture"] == architecture)
 
 
 def _s3_args(settings: TrainingSettings) -> dict:
