@@ -191,8 +191,11 @@ class EventConsumer:
             return False
         try:
             self._handler(event, delivery)
-        except Exception:
-            log.exception("event handler failed; will retry", extra={"topic": delivery.topic})
+        except Exception as exc:
+            if isinstance(exc, NotReady):  # an expected wait (a predecessor event, a dependency): one line
+                log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": str(exc)})
+            else:
+                log.exception("event handler failed; will retry", extra={"topic": delivery.topic})
             self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
             time.sleep(self._backoff)
             return False
