@@ -13,6 +13,7 @@ import torch
 from atlasloop.cli.__main__ import main
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.inference.architectures import build, config
 from atlasloop.inference.predictor import InferenceConfig, member_probabilities, predict
@@ -96,3 +97,25 @@ def test_predictor_on_the_real_ct(registry, real_ct_dir):
     crops = [c for member in output.soft.values() for c in member.values()]
     assert all(c.data.dtype == np.uint8 for c in crops)  # probabilities in [0, 1] as x255 uint8
     assert output.to_bytes()  # serialisable for the object store
+
+
+def test_a_models_spacing_sets_the_grid_it_predicts_on(registry, real_ct_dir):
+    """A 3 mm model predicts on a 3 mm grid, back on the CT's own grid; a set never mixes grids."""
+    registry_, _ = registry
+    coarse = PreprocessConfig(spacing_mm=3.0)
+    for architecture in ("unet", "dynunet"):
+        registry_.register(architecture, "tiny", state_dict_bytes(build(config(architecture, "tiny"))),
+                           version="fast", preprocess=coarse)
+    registry_.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="fine")
+    members = [registry_.load(a, "fast") for a in ("unet", "dynunet")]
+    assert members[0].manifest["spacing_mm"] == 3.0 and members[0].preprocess == coarse
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    result = predict(ct, members, InferenceConfig(overlap=0.25))
+    assert np.allclose(np.linalg.norm(result.output.affine[:3, :3], axis=0), 3.0)
+    assert result.labels.shape == ct.shape
+    with pytest.raises(InvalidInput, match="disagree on their input spacing"):
+        registry_.create_set([("unet", "fine"), ("dynunet", "fast")])
+    with pytest.raises(InvalidInput, match="disagree on their input spacing"):
+        predict(ct, [registry_.load("unet", "fine"), members[1]])
+    with pytest.raises(InvalidInput, match=r"spacing 0\.0 mm"):
+        registry_.register("segresnet", "tiny", b"", preprocess=PreprocessConfig(spacing_mm=0.0))

@@ -33,6 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     imp.add_argument("--size", default="paper", choices=["paper", "tiny"])
     imp.add_argument("--weights", type=Path, required=True)
     imp.add_argument("--version", default="")
+    imp.add_argument("--spacing-mm", type=float, default=1.5, help="the isotropic input spacing it was trained at")
     imp.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE")
     imp.set_defaults(run=run_import)
     make = sub.add_parser("set", help="create a model set from architecture@version members")
@@ -56,8 +57,10 @@ def run_import(args: argparse.Namespace) -> int:
         raise SystemExit(f"atlasloop models import: {args.weights} is not a file")
     provenance = dict(item.split("=", 1) for item in args.provenance if "=" in item)
     provenance.setdefault("source_file", args.weights.name)
+    from atlasloop.imaging.preprocess import PreprocessConfig
+
     manifest = _registry().register(args.architecture, args.size, args.weights.read_bytes(), provenance,
-                                    version=args.version)
+                                    version=args.version, preprocess=PreprocessConfig(spacing_mm=args.spacing_mm))
     print(f"registered {manifest['architecture']}@{manifest['version']} (sha256 {manifest['weights_sha256'][:12]})")
     return 0
 

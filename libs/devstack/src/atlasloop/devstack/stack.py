@@ -295,8 +295,9 @@ class Stack:
 
     # ---- everything ----
 
-    def seed_models(self) -> str:
-        """A current model set for a fresh stack: three tiny, untrained networks, labelled as such.
+    def seed_models(self, spacing_mm: float = 1.5) -> str:
+        """A current model set for a fresh stack: three tiny, untrained networks, labelled as such,
+        on a ``spacing_mm`` input grid (training keeps it).
 
         The inference service is NOT_SERVING until it serves a model set; a new workstation has
         none. Their provenance says ``untrained``; training (or ``atlasloop models``) replaces them.
@@ -305,6 +306,7 @@ class Stack:
 
         from atlasloop.common.errors import NotFound
         from atlasloop.common.objectstore import ObjectStore
+        from atlasloop.imaging.preprocess import PreprocessConfig
         from atlasloop.inference.architectures import build, config
         from atlasloop.inference.registry import ModelRegistry, state_dict_bytes
 
@@ -320,7 +322,7 @@ class Stack:
             torch.manual_seed(seed)
             weights = state_dict_bytes(build(config(architecture, "tiny")))
             registry.register(architecture, "tiny", weights, {"bootstrap": "untrained; replace by training"},
-                              version="bootstrap")
+                              version="bootstrap", preprocess=PreprocessConfig(spacing_mm=spacing_mm))
             members.append((architecture, "bootstrap"))
         return registry.create_set(members, make_current=True, version="bootstrap")["version"]
 

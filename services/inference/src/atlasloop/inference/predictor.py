@@ -24,7 +24,7 @@ from atlasloop.imaging.components import FULL, largest_component
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import Preprocessed, preprocess_image, to_native
 from atlasloop.imaging.volume import Volume
-from atlasloop.inference.registry import LoadedModel
+from atlasloop.inference.registry import LoadedModel, shared_preprocess
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceCo
 def predict(ct: Volume, members: Sequence[LoadedModel], cfg: InferenceConfig | None = None,
             on_member: Callable[[LoadedModel], None] | None = None) -> Prediction:
     cfg = cfg or InferenceConfig()
-    pre: Preprocessed = preprocess_image(ct)
+    pre: Preprocessed = preprocess_image(ct, shared_preprocess([m.manifest for m in members]))
     shape = pre.image.shape
     output = EnsembleOutput(shape, pre.grid.cropped_affine, [f"{m.architecture}@{m.version}" for m in members])
     mean = {organ: np.zeros(shape, np.float32) for organ in ORGANS.values()}

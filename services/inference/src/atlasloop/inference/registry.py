@@ -2,10 +2,12 @@
 
 ``models/<architecture>/<version>/weights.pt`` holds a state dict; ``manifest.json`` beside it
 records the architecture configuration, the label schema, the input spacing and HU window, the
-weights' SHA-256, training provenance and metrics. ``model-sets/<version>.json`` lists the members
-of an ensemble; ``model-sets/current.json`` names the current set. Loading verifies the checksum,
-refuses a manifest whose label schema or configuration differs from this code's, and loads the
-state dict strictly (every tensor must fit).
+weights' SHA-256, training provenance and metrics. The spacing is the model's: 1.5 mm by default
+(the method's), coarser for fast models (TotalSegmentator's ``--fast`` runs at 3 mm; so does the
+CPU demo). Members of one set share spacing and window, since the ensemble averages on one grid.
+``model-sets/<version>.json`` lists the members of an ensemble; ``model-sets/current.json`` names
+the current set. Loading verifies the checksum, refuses a manifest whose label schema or
+configuration differs from this code's, and loads the state dict strictly (every tensor must fit).
 """
 
 from __future__ import annotations
@@ -34,6 +36,28 @@ class LoadedModel:
     config: ArchitectureConfig
     module: nn.Module
     manifest: dict
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return preprocess_of(self.manifest)
+
+
+def preprocess_of(manifest: dict) -> PreprocessConfig:
+    """The input grid and HU window a model was trained on, from its manifest."""
+    hu_min, hu_max = manifest["hu_window"]
+    return PreprocessConfig(spacing_mm=float(manifest["spacing_mm"]), hu_min=float(hu_min), hu_max=float(hu_max))
+
+
+def shared_preprocess(manifests: list[dict]) -> PreprocessConfig:
+    """The one preprocessing every member of an ensemble uses; members that differ are refused."""
+    if not manifests:
+        raise InvalidInput("a model set needs at least one member")
+    configs = {preprocess_of(m) for m in manifests}
+    if len(configs) > 1:
+        grids = ", ".join(f"{m['architecture']}@{m['version']}: {m['spacing_mm']} mm, HU {m['hu_window']}"
+                          for m in manifests)
+        raise InvalidInput(f"ensemble members disagree on their input spacing or HU window ({grids})")
+    return configs.pop()
 
 
 def _version() -> str:
@@ -76,14 +100,17 @@ class ModelRegistry:
         self._store = store
 
     def register(self, architecture: str, size: str, weights: bytes, provenance: dict | None = None,
-                 metrics: dict | None = None, version: str = "") -> dict:
+                 metrics: dict | None = None, version: str = "", preprocess: PreprocessConfig | None = None) -> dict:
         cfg = config(architecture, size)
+        preprocess = preprocess or PreprocessConfig()
+        if not 0.25 <= preprocess.spacing_mm <= 8.0 or preprocess.hu_min >= preprocess.hu_max:
+            raise InvalidInput(f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
+                               f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable")
         load_into(cfg, read_state_dict(weights, "weights"), "weights")  # refuse before storing anything
         version = version or _version()
         prefix = f"models/{architecture}/{version}/"
         if self._store.exists(prefix + "manifest.json"):
             raise InvalidInput(f"model version {architecture}/{version} exists already")
-        preprocess = PreprocessConfig()
         stored = self._store.put_bytes(prefix + "weights.pt", weights)
         manifest = {
             "architecture": architecture, "version": version, "config": cfg.as_json(), "label_schema": SCHEMA,
@@ -121,6 +148,7 @@ class ModelRegistry:
             raise InvalidInput("a model set needs at least one member")
         if any(m["label_schema"] != manifests[0]["label_schema"] for m in manifests):
             raise InvalidInput("model set members disagree on the label schema")
+        shared_preprocess(manifests)
         document = {"version": version or _version(),
                     "members": [{"architecture": a, "version": v} for a, v in members],
                     "created_at": datetime.now(UTC).isoformat()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import ray
@@ -28,11 +28,11 @@ from atlasloop.common.settings import KafkaSettings, S3Settings
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, nonzero_box, quantise, slices
 from atlasloop.imaging.components import FULL, largest_component
 from atlasloop.imaging.labels import ORGANS
-from atlasloop.imaging.preprocess import preprocess_image, to_native
+from atlasloop.imaging.preprocess import PreprocessConfig, preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
 from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
-from atlasloop.inference.registry import ModelRegistry
+from atlasloop.inference.registry import ModelRegistry, shared_preprocess
 
 log = logging.getLogger(__name__)
 NEGLIGIBLE = 1e-3
@@ -84,9 +84,10 @@ class Member:
 
 @serve.deployment(max_ongoing_requests=4, health_check_period_s=10)
 class Ensemble:
-    def __init__(self, members: list, model_set: str, args: dict) -> None:
+    def __init__(self, members: list, model_set: str, args: dict, preprocess: dict) -> None:
         self.members = members
         self.model_set = model_set
+        self.preprocess = PreprocessConfig(**preprocess)  # the members' shared input grid
         self._args = AppArgs(**args)
         self._store = ObjectStore(S3Settings(**self._args.s3))
         self._writer = OutputWriter(self._store, EventProducer(KafkaSettings(**self._args.kafka), "inference"),
@@ -104,7 +105,7 @@ class Ensemble:
             yield {"kind": "ensemble", **done, "model_set": self.model_set, "seconds": 0.0, "repeated": True}
             return
         ct = load_nifti_chunks(self._store.iter_chunks(f"cases/{case_id}/ct.nii.gz"), case_id)
-        pre = preprocess_image(ct)
+        pre = preprocess_image(ct, self.preprocess)
         image = ray.put(pre.image)
         calls = [asyncio.ensure_future(self._call(member, image)) for member in self.members]
         results = []
@@ -144,11 +145,12 @@ def app(args: dict) -> Application:
     parsed = AppArgs(**args)
     registry = ModelRegistry(ObjectStore(S3Settings(**parsed.s3)))
     model_set = parsed.model_set or registry.current()
-    members = []
+    members, manifests = [], []
     for member in registry.model_set(model_set)["members"]:
+        manifests.append(registry.manifest(member["architecture"], member["version"]))
         deployment = Member.options(name=member["architecture"], ray_actor_options={
             "num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus})
         members.append(deployment.bind(parsed.s3, member["architecture"], member["version"], parsed.overlap,
                                        parsed.sw_batch_size))
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
-    return ingress.bind(members, model_set, args)
+    return ingress.bind(members, model_set, args, asdict(shared_preprocess(manifests)))

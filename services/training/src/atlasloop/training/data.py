@@ -10,13 +10,14 @@ import numpy as np
 from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.imaging.labels import NUM_CLASSES
-from atlasloop.imaging.preprocess import labels_to_model, preprocess_image
+from atlasloop.imaging.preprocess import PreprocessConfig, labels_to_model, preprocess_image
 from atlasloop.training.ledger import LabelRef
 from atlasloop.training.recipe import Example
 
 
-def load_example(client: StorageClient, ref: LabelRef) -> Example:
-    """One example; a version that cannot be read or does not fit its CT is refused by name."""
+def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessConfig) -> Example:
+    """One example on the grid of the models it trains (``preprocess``: their spacing and window);
+    a version that cannot be read or does not fit its CT is refused by name."""
     where = f"case {ref.case_id} label version {ref.label_version}"
     try:
         ct = client.load_ct(ref.case_id)
@@ -27,10 +28,10 @@ def load_example(client: StorageClient, ref: LabelRef) -> Example:
         raise InvalidInput(f"{where}: the label map is not on the CT's grid")
     if int(labels.array.max(initial=0)) >= NUM_CLASSES:
         raise InvalidInput(f"{where}: label ids outside the schema (max {int(labels.array.max())})")
-    pre = preprocess_image(ct)
+    pre = preprocess_image(ct, preprocess)
     return Example(ref.case_id, ref.label_version, pre.image.astype(np.float16),  # half the memory
                    labels_to_model(labels, pre.grid))
 
 
-def load_examples(client: StorageClient, refs: Iterable[LabelRef]) -> list[Example]:
-    return [load_example(client, ref) for ref in refs]
+def load_examples(client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig) -> list[Example]:
+    return [load_example(client, ref, preprocess) for ref in refs]

@@ -24,10 +24,8 @@ import numpy as np
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.metrics import organ_metrics
 from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
-from atlasloop.inference.registry import LoadedModel
+from atlasloop.inference.registry import LoadedModel, shared_preprocess
 from atlasloop.training.recipe import Example
-
-SPACING = (1.5, 1.5, 1.5)
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,11 @@ def evaluate(members: Sequence[LoadedModel], examples: Sequence[Example], cfg: I
     """Per-organ Dice and NSD of the ensemble, averaged over ``examples``."""
     if not examples:
         raise ValueError("no cases to evaluate on")
+    spacing = (shared_preprocess([m.manifest for m in members]).spacing_mm,) * 3  # the model grid's
     sums = {organ: np.zeros(2) for organ in ORGANS.values()}
     for example in examples:
         pred = ensemble_labels(members, example.image.astype(np.float32), cfg)
-        for metric in organ_metrics(pred, example.labels, SPACING, tolerance_mm):
+        for metric in organ_metrics(pred, example.labels, spacing, tolerance_mm):
             sums[metric.organ] += (metric.dice, metric.nsd)
     return {organ: OrganScore(*(total / len(examples))) for organ, total in sums.items()}
 

@@ -28,7 +28,7 @@ from atlasloop.common.ray_env import join_ray
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.inference.predictor import InferenceConfig
-from atlasloop.inference.registry import LoadedModel, ModelRegistry, load_into, read_state_dict
+from atlasloop.inference.registry import LoadedModel, ModelRegistry, load_into, read_state_dict, shared_preprocess
 from atlasloop.training import gate
 from atlasloop.training.data import load_examples
 from atlasloop.training.distributed import candidate_key, fit_members
@@ -219,7 +219,16 @@ class Runner:
         run.held_out = [f"{r.case_id}/{r.label_version}" for r in held_out]
         run.label_versions = [f"{r.case_id}/{r.label_version}" for r in revised_refs + replay_refs]
         self.runs.save(run)
-        revised, replay = load_examples(client, revised_refs), load_examples(client, replay_refs)
+        base = self.registry.model_set(run.base_model_set)["members"]
+        members, current = [], []
+        for member in base:
+            architecture, version = member["architecture"], member["version"]
+            current.append(self.registry.load(architecture, version))  # verifies checksum, schema, config
+            members.append({"architecture": architecture, "version": version, "base_version": version,
+                            "size": current[-1].config.size,
+                            "base_weights": self.store.get_bytes(f"models/{architecture}/{version}/weights.pt")})
+        grid = shared_preprocess([m.manifest for m in current])  # candidates keep their base's grid
+        revised, replay = load_examples(client, revised_refs, grid), load_examples(client, replay_refs, grid)
         if not revised and not replay:
             raise InvalidInput("no labelled cases outside the held-out set to train on")
 
@@ -229,14 +238,6 @@ class Runner:
         join_ray(self.settings.ray.address, "atlasloop-training")
         examples_ref = ray.put((revised, replay))
         progress = Queue(actor_options={"num_cpus": 0})
-        base = self.registry.model_set(run.base_model_set)["members"]
-        members, current = [], []
-        for member in base:
-            architecture, version = member["architecture"], member["version"]
-            current.append(self.registry.load(architecture, version))  # verifies checksum, schema, config
-            members.append({"architecture": architecture, "version": version, "base_version": version,
-                            "size": current[-1].config.size,
-                            "base_weights": self.store.get_bytes(f"models/{architecture}/{version}/weights.pt")})
         try:
             self._fit(run, members, examples_ref, progress)
         finally:
@@ -247,7 +248,9 @@ class Runner:
             key = candidate_key(run.run_id, model.architecture)
             module = load_into(model.config, read_state_dict(self.store.get_bytes(key), key), key)
             candidates.append(LoadedModel(model.architecture, run.run_id, model.config, module,
-                                          {"base_version": model.version}))
+                                          {"base_version": model.version, "architecture": model.architecture,
+                                           "version": run.run_id, "spacing_mm": model.manifest["spacing_mm"],
+                                           "hu_window": model.manifest["hu_window"]}))
         self._transition(run, EVALUATING)
         self._gate_and_publish(run, current, candidates, held_out, replay, client)
 
@@ -295,7 +298,7 @@ class Runner:
                           held_out: list[LabelRef], replay, client: StorageClient) -> None:
         s = self.settings
         cfg = InferenceConfig(overlap=0.25, sw_batch_size=2)
-        held_examples = load_examples(client, held_out)
+        held_examples = load_examples(client, held_out, shared_preprocess([m.manifest for m in current]))
         tol = s.gate.nsd_tolerance_mm
         before = gate.evaluate(current, held_examples, cfg, tol)
         after = gate.evaluate(candidates, held_examples, cfg, tol)
@@ -331,7 +334,8 @@ class Runner:
             key = candidate_key(run.run_id, candidate.architecture)
             self.registry.register(candidate.architecture, candidate.config.size, self.store.get_bytes(key),
                                    provenance | {"base_version": candidate.manifest["base_version"]},
-                                   {"held_out": run.candidate_metrics}, version=run.run_id)
+                                   {"held_out": run.candidate_metrics}, version=run.run_id,
+                                   preprocess=candidate.preprocess)
             members.append((candidate.architecture, run.run_id))
         return self.registry.create_set(members, make_current=True, version=f"set-{run.run_id}")["version"]
 
