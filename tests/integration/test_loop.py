@@ -26,7 +26,7 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
                         initial_epochs=3, steps_per_epoch=4)
     stack = fresh_stack(tmp_path / "run", Ports.for_tests(2), config)
     try:
-        start_stack(stack)
+        start_stack(stack, config)
         collector = EventCollector(stack.kafka_settings(), ALL_EVENTS)
         demo = Demo(stack, tmp_path / "work", config, say=lambda _: None)
         try:

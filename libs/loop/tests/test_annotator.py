@@ -9,7 +9,7 @@ from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.volume import Volume
 from atlasloop.loop.annotator import EffortModel, NativeBox, SimulatedAnnotator, axial_axis, native_box
-from atlasloop.loop.evaluation import compare, detection, dice_at, mean_dice
+from atlasloop.loop.evaluation import Plan, compare, detection, dice_at, mean_dice
 
 LIVER, SPLEEN = ORGAN_IDS["liver"], ORGAN_IDS["spleen"]
 
@@ -69,8 +69,9 @@ def test_detection_and_strategies_on_known_errors():
     boxes = {c: [NativeBox("spleen", (24, 24, 4), (35, 35, 15))] for c in cases}
     found = detection(ai, truth, boxes)
     assert 0 < found.sensitivity < 1 and found.precision > 0.5
-    curves = compare(ai, truth, sorted(cases), boxes, sorted(cases), {}, seeds=(0, 1), budget_min=100)
-    assert {c.strategy for c in curves} == {"attention", "uncertainty", "random"}
+    plans = {"attention": Plan(sorted(cases), boxes), "uncertainty": Plan(sorted(cases), {})}
+    curves = compare(ai, truth, plans, seeds=(0, 1), budget_min=100)
+    assert {c.strategy for c in curves} == {"attention", "uncertainty", "random"} and len(curves) == 6
     for curve in curves:
         assert curve.dice[0] == mean_dice(ai, truth) and curve.minutes == sorted(curve.minutes)
         assert dice_at(curve, 0) == curve.dice[0]

@@ -4,7 +4,9 @@ errors, and revision strategies compared at the same human minutes.
 Strategies (each revises cases one by one, in its own order, until the minutes run out):
 
 - ``attention``: cases in the scoring service's priority order, corrected inside its attention
-  regions (the method);
+  regions (the method, reference mode);
+- ``improved``: the same with AtlasLoop's improved scoring (attention from inconsistency, mutual
+  information and overlap; priority in mm^3 plus plausibility flags), compared, not substituted;
 - ``uncertainty``: cases ranked by ensemble uncertainty alone (binary entropy of the mean, no
   inconsistency or overlap), corrected inside the uncertainty regions;
 - ``random``: cases in random order, every organ read on every slice (no guidance).
@@ -103,18 +105,24 @@ def dice_at(curve: Curve, minutes: float) -> float:
     return done[-1]
 
 
-def compare(ai: Mapping[str, Volume], truth: Mapping[str, Volume], attention_order: Sequence[str],
-            attention_regions: Mapping[str, list[NativeBox]], uncertainty_order: Sequence[str],
-            uncertainty_regions: Mapping[str, list[NativeBox]], seeds: Sequence[int],
-            budget_min: float) -> list[Curve]:
+@dataclass(frozen=True)
+class Plan:
+    """A guided strategy: the order it revises cases in and the regions it looks at in each."""
+
+    order: Sequence[str]
+    regions: Mapping[str, list[NativeBox]]
+
+
+def compare(ai: Mapping[str, Volume], truth: Mapping[str, Volume], plans: Mapping[str, Plan],
+            seeds: Sequence[int], budget_min: float) -> list[Curve]:
+    """Every guided plan and ``random`` (random order, full read), once per seed."""
     curves = []
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        random_order = list(rng.permutation(sorted(truth)))
-        plans = {"attention": (attention_order, lambda c: attention_regions.get(c, [])),
-                 "uncertainty": (uncertainty_order, lambda c: uncertainty_regions.get(c, [])),
-                 "random": (random_order, lambda c: None)}
-        for strategy, (order, regions) in plans.items():
+        random_order = list(np.random.default_rng(seed).permutation(sorted(truth)))
+        runs: dict[str, tuple[Sequence[str], Callable[[str], list[NativeBox] | None]]] = {
+            name: (plan.order, lambda c, plan=plan: plan.regions.get(c, [])) for name, plan in plans.items()}
+        runs["random"] = (random_order, lambda c: None)
+        for strategy, (order, regions) in runs.items():
             curves.append(revise_in_order(order, ai, truth, regions, SimulatedAnnotator(seed=seed), strategy,
                                           seed, budget_min))
     return curves
