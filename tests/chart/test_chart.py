@@ -142,3 +142,18 @@ def test_crd_validation_catches_a_wrong_field(crds):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "x"},
                              "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {}}, "bogus": 1}}, schema)
+
+
+def test_serve_replicas_reach_the_storage_service_without_credentials_in_the_rayservice(helm):
+    """The ensemble's Ray pods write outputs through the storage service: target and token come
+    from the environment (the token from its secret); serveConfigV2 holds no credential."""
+    documents = render(helm, CI[0])
+    ray_pods = [(o, spec) for o, spec in pods(documents) if o.startswith("RayService/")]
+    assert ray_pods
+    for owner, spec in ray_pods:
+        env = {e["name"]: e for c in spec["containers"] for e in c["env"]}
+        assert env["ATLASLOOP_INFERENCE_STORAGE_TARGET"]["value"] == "atlasloop-storage:50051", owner
+        assert env["ATLASLOOP_INFERENCE_STORAGE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "serviceToken", owner
+    service = next(d for d in documents if d["kind"] == "RayService")
+    assert "token" not in service["spec"]["serveConfigV2"].lower()
+    assert "secret" not in service["spec"]["serveConfigV2"].lower()

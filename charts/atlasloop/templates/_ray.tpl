@@ -1,6 +1,7 @@
 {{/*
 A Ray cluster spec (KubeRay headGroupSpec + one GPU workerGroupSpec), shared by the inference
-RayService and the training RayCluster. ctx: root, component, workers (values), cluster (name).
+RayService and the training RayCluster. ctx: root, component, workers (values), cluster (name),
+extraEnv (optional: more environment for every Ray container).
 GPUs are requested by the workers only; heads and service pods never ask for one.
 */}}
 {{- define "atlasloop.rayClusterSpec" -}}
@@ -32,6 +33,9 @@ headGroupSpec:
             - {name: metrics, containerPort: 8080}
           env:
             {{- include "atlasloop.settingsEnv" (dict "root" $root "component" .component "port" (index $root.Values.services .component).port) | nindent 12 }}
+            {{- with .extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           resources:
             {{- toYaml $root.Values.ray.head.resources | nindent 12 }}
           securityContext:
@@ -73,6 +77,9 @@ workerGroupSpecs:
             imagePullPolicy: {{ $root.Values.image.pullPolicy }}
             env:
               {{- include "atlasloop.settingsEnv" (dict "root" $root "component" .component "port" (index $root.Values.services .component).port) | nindent 14 }}
+              {{- with .extraEnv }}
+              {{- toYaml . | nindent 14 }}
+              {{- end }}
             resources:
               requests:
                 {{- toYaml .workers.resources.requests | nindent 16 }}

@@ -33,6 +33,7 @@ from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
 from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
 from atlasloop.inference.registry import ModelRegistry, shared_preprocess
+from atlasloop.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
 NEGLIGIBLE = 1e-3
@@ -140,9 +141,28 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def app_args(settings: InferenceSettings, model_set: str = "") -> dict:
+    """The builder's arguments from the service's settings."""
+    s = settings
+    return {"s3": s.s3.model_dump(mode="json") | {"access_key": s.s3.access_key.get_secret_value(),
+                                                 "secret_key": s.s3.secret_key.get_secret_value()},
+            "kafka": s.kafka.model_dump(mode="json"), "storage_target": s.storage_target,
+            "storage_token": s.storage_token, "model_set": model_set, "num_cpus": s.num_cpus,
+            "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
+
+
+def resolve_args(args: dict) -> AppArgs:
+    """The inference service passes every argument. Under KubeRay, ``serveConfigV2`` passes none
+    (or only some): the rest come from the ``ATLASLOOP_INFERENCE_*`` environment the chart gives
+    the Ray pods, so no credential is written into the RayService resource."""
+    if not {"s3", "kafka", "storage_target", "storage_token"} <= args.keys():
+        args = app_args(InferenceSettings(), args.get("model_set", "")) | args
+    return AppArgs(**args)
+
+
 def app(args: dict) -> Application:
     """Build the ensemble application for the model set in ``args`` (the current one when empty)."""
-    parsed = AppArgs(**args)
+    parsed = resolve_args(args)
     registry = ModelRegistry(ObjectStore(S3Settings(**parsed.s3)))
     model_set = parsed.model_set or registry.current()
     members, manifests = [], []
@@ -153,4 +173,4 @@ def app(args: dict) -> Application:
         members.append(deployment.bind(parsed.s3, member["architecture"], member["version"], parsed.overlap,
                                        parsed.sw_batch_size))
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
-    return ingress.bind(members, model_set, args, asdict(shared_preprocess(manifests)))
+    return ingress.bind(members, model_set, asdict(parsed), asdict(shared_preprocess(manifests)))

@@ -28,12 +28,9 @@ class Serving:
         self.model_set = ""
 
     def args(self, model_set: str) -> dict:
-        s = self.settings
-        return {"s3": s.s3.model_dump(mode="json") | {"access_key": s.s3.access_key.get_secret_value(),
-                                                     "secret_key": s.s3.secret_key.get_secret_value()},
-                "kafka": s.kafka.model_dump(mode="json"), "storage_target": s.storage_target,
-                "storage_token": s.storage_token, "model_set": model_set, "num_cpus": s.num_cpus,
-                "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
+        from atlasloop.inference.serve_app import app_args
+
+        return app_args(self.settings, model_set)
 
     def connect(self) -> None:
         join_ray(self.settings.ray.address, NAMESPACE)
