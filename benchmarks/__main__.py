@@ -1,7 +1,10 @@
-"""``make bench``: start the benchmark stack on its own ports, run every benchmark, stop it."""
+"""``make bench``: start the benchmark stack on its own ports, run every benchmark, stop it; then
+the closed loop (``make demo``'s run on its own stack), which regenerates ``reports/demo``.
+``python -m benchmarks --no-demo`` skips the loop (about 15 minutes on two cores)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -13,7 +16,10 @@ from benchmarks import imaging, inference, rendering, scale, scoring, storage, t
 from benchmarks.machine import describe, peak_rss_mib
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--no-demo", action="store_true", help="skip the closed loop and its report")
+    args = parser.parse_args(argv)
     print(f"machine: {describe()}")
     for name, bench in [("imaging: cohort", imaging.cohort), ("imaging: preprocessing", imaging.preprocessing),
                         ("imaging: surface metrics", imaging.surface_metrics),
@@ -40,6 +46,14 @@ def main() -> int:
                 print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
         finally:
             stack.down()
+    if not args.no_demo:  # after the benchmark stack is down: the loop's timings are its own
+        from atlasloop.loop.demo import DemoConfig, run_demo
+
+        started = time.perf_counter()
+        print("\n## closed loop (make demo)")
+        report = run_demo(Path("reports/demo"), Path(".run/demo"), DemoConfig())
+        print(f"report: {report.resolve()}")
+        print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
     return 0
 
 

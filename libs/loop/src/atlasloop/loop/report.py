@@ -116,7 +116,8 @@ def write_report(results: dict, out: Path) -> Path:
         "Dice and NSD (2 mm) of each case's current label (human revision if any, else the newest AI label) "
         "against the ground truth, averaged over cases that contain the organ.",
         "",
-        "| organ | " + " | ".join(f"round {r['round']} Dice / NSD" for r in rounds) + " |",
+        "| organ | " + " | ".join(f"{'after round ' + str(r['round']) if r['round'] else 'before round 1'} "
+                                  "Dice / NSD" for r in rounds) + " |",
         "|---|" + "---|" * len(rounds),
     ]
     for organ in ORGANS.values():
@@ -127,9 +128,9 @@ def write_report(results: dict, out: Path) -> Path:
               "![Dice per organ per round](rounds.png)", "", "## Rounds", "",
               "| round | model set used | cases revised | human minutes | error tags | training run | gate |",
               "|---|---|---|---|---|---|---|"]
-    for r in rounds[:-1]:
+    for r in rounds[:-1]:  # each record holds the state a round started from, and what it did
         run = r["run"]
-        lines.append(f"| {r['round']} | {r['model_set']} | {', '.join(r['revised'])} | {r['minutes']:.1f} | "
+        lines.append(f"| {r['round'] + 1} | {r['model_set']} | {', '.join(r['revised'])} | {r['minutes']:.1f} | "
                      f"{', '.join(f'{k}: {v}' for k, v in sorted(r['tags'].items()))} | {run.get('run_id', '')} "
                      f"({run.get('seconds', 0):.0f} s) | {run.get('state', '')}: {run.get('reason', '')} |")
     initial = results["initial_run"]
