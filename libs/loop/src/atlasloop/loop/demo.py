@@ -200,25 +200,14 @@ class Demo:
         scores = {c: self.client.scores(c, model_set) for c in candidates}  # one call per case
         attention = evaluation.Plan(sorted(candidates, key=lambda c: -scores[c].priority),
                                     {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates})
-        plans = {"attention": attention,
-                 "improved": self.local_plan(ai, model_set, ImprovedConfig()),
-                 "uncertainty": self.local_plan(ai, model_set, ImprovedConfig(signals=("binary_entropy",),
-                                                                              weights={"mm3": 1.0}))}
+        outputs = {c: EnsembleOutput.from_bytes(self.store.get_bytes(f"cases/{c}/predictions/{model_set}/ensemble.npz"))
+                   for c in candidates}
+        entropy_only = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})
+        plans = {"attention": attention, "improved": local_plan(ai, outputs, ImprovedConfig()),
+                 "uncertainty": local_plan(ai, outputs, entropy_only)}
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
         return {name: asdict(evaluation.detection(ai, self.truth, plan.regions)) for name, plan in plans.items()}
-
-    def local_plan(self, ai: dict[str, Volume], model_set: str, config: ImprovedConfig) -> evaluation.Plan:
-        """A strategy scored here, from the stored ensemble outputs, with another scoring config."""
-        priority, regions = {}, {}
-        for case_id in self.unlabelled:
-            output = EnsembleOutput.from_bytes(self.store.get_bytes(
-                f"cases/{case_id}/predictions/{model_set}/ensemble.npz"))
-            result = score_case(case_id, output, "improved", config)
-            priority[case_id] = result.priority
-            regions[case_id] = [native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape)
-                                for r in result.regions]
-        return evaluation.Plan(sorted(self.unlabelled, key=lambda c: -priority[c]), regions)
 
     def round_budget(self, ai: dict[str, Volume], plan: evaluation.Plan) -> float:
         """The minutes one round of the loop spends: the attention strategy's first ``per_round`` cases."""
@@ -308,6 +297,17 @@ class Demo:
                 "minutes_per_round": dict(stats.minutes_per_round),
                 "cases": {"labelled": c.labelled_cases, "unlabelled": len(self.unlabelled)},
                 "effort": asdict(self.annotator.effort)}
+
+
+def local_plan(ai: dict[str, Volume], outputs: dict[str, EnsembleOutput], config: ImprovedConfig) -> evaluation.Plan:
+    """A strategy scored here, from the stored ensemble outputs, with another scoring config."""
+    priority, regions = {}, {}
+    for case_id, output in outputs.items():
+        result = score_case(case_id, output, "improved", config)
+        priority[case_id] = result.priority
+        regions[case_id] = [native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape)
+                            for r in result.regions]
+    return evaluation.Plan(sorted(outputs, key=lambda c: -priority[c]), regions)
 
 
 def _tag_counts(stats) -> dict[str, int]:

@@ -27,6 +27,7 @@ from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.ray_env import join_ray
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.inference.predictor import InferenceConfig
 from atlasloop.inference.registry import LoadedModel, ModelRegistry, load_into, read_state_dict, shared_preprocess
 from atlasloop.training import gate
@@ -252,7 +253,7 @@ class Runner:
                                            "version": run.run_id, "spacing_mm": model.manifest["spacing_mm"],
                                            "hu_window": model.manifest["hu_window"]}))
         self._transition(run, EVALUATING)
-        self._gate_and_publish(run, current, candidates, held_out, replay, client)
+        self._gate_and_publish(run, current, candidates, held_out, replay, client, grid)
 
     def _fit(self, run: RunRecord, members: list[dict], examples_ref, progress) -> None:
         """Ray Train in a thread; this one turns the workers' epoch reports into progress."""
@@ -295,10 +296,10 @@ class Runner:
             raise InvalidInput(f"training failed: {_root_cause(outcome['error'])}")
 
     def _gate_and_publish(self, run: RunRecord, current: list[LoadedModel], candidates: list[LoadedModel],
-                          held_out: list[LabelRef], replay, client: StorageClient) -> None:
+                          held_out: list[LabelRef], replay, client: StorageClient, grid: PreprocessConfig) -> None:
         s = self.settings
         cfg = InferenceConfig(overlap=0.25, sw_batch_size=2)
-        held_examples = load_examples(client, held_out, shared_preprocess([m.manifest for m in current]))
+        held_examples = load_examples(client, held_out, grid)
         tol = s.gate.nsd_tolerance_mm
         before = gate.evaluate(current, held_examples, cfg, tol)
         after = gate.evaluate(candidates, held_examples, cfg, tol)
