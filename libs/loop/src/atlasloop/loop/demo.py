@@ -41,12 +41,12 @@ from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
 from atlasloop.loop.client import Client
 from atlasloop.scoring.case_scoring import score_case
 from atlasloop.scoring.improved import ImprovedConfig
+from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
 # Labelled: a portal-venous and a non-contrast site; to label: an arterial site and a portal site
 # with a narrow field of view and 5 mm slices (see atlasloop.imaging.synth.sites).
 LABELLED_SITES, UNLABELLED_SITES = ("A", "C"), ("B", "D")
-TERMINAL = {4, 5, 6}  # RunState PUBLISHED, REJECTED, FAILED
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Demo:
                     bar.update(1)
                     bar.set_postfix(member=update.architecture, loss=f"{update.loss:.3f}", eta=f"{update.eta_s:.0f}s")
         run = self.client.run(run.run_id)
-        state = {4: "PUBLISHED", 5: "REJECTED", 6: "FAILED"}.get(run.state, str(run.state))
+        state = training_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
         self.say(f"run {run.run_id}: {state} in {run.seconds:.0f} s ({run.reason})")
         return {"run_id": run.run_id, "state": state, "reason": run.reason, "seconds": run.seconds,
                 "published": run.published_model_set, "trigger": run.trigger,

@@ -8,9 +8,10 @@ tiny models on CPUs can do; every number is configuration (``TrainingSettings.re
   over every channel (background included), on one-hot targets; the two are added with equal
   weight. An organ absent from a batch has no Dice term (any prediction would score 0 there); BCE
   still penalises false positives on it.
-- **Crops**: cubes of ``crop`` voxels at 1.5 mm; with probability ``foreground_fraction`` a crop is
-  centred on a voxel of a random organ present in the case (nnU-Net-style oversampling, so small
-  organs are seen), otherwise anywhere. Volumes smaller than a crop are zero-padded.
+- **Crops**: cubes of ``crop`` voxels on the models' grid (their manifest's spacing); with
+  probability ``foreground_fraction`` a crop is centred on a voxel of a random organ present in
+  the case (nnU-Net-style oversampling, so small organs are seen), otherwise anywhere. Volumes
+  smaller than a crop are zero-padded.
 - **Augmentation**: a random intensity scale and shift; flips only along ``flip_axes`` (none by
   default). The model grid is RAS-aligned, and mirroring left-right turns a left kidney into a
   right one and the spleen into the liver's side: with lateralised labels it teaches the network
