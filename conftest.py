@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="session")
 def real_ct_dir() -> Path:
-    """``../shared/data/real-ct`` beside the checkout (or ``ATLASLOOP_REAL_CT``); missing is a failure."""
-    path = Path(os.environ.get("ATLASLOOP_REAL_CT", REPO.parent / "shared" / "data" / "real-ct"))
+    """The real CT examples kept in the repository (``tests/data/real-ct``, see its README);
+    ``ATLASLOOP_REAL_CT`` points elsewhere. Missing is a failure, never a skip."""
+    path = Path(os.environ.get("ATLASLOOP_REAL_CT", REPO / "tests" / "data" / "real-ct"))
     if not (path / "example_ct_sm.nii.gz").exists():
         pytest.fail(f"real CT examples not found at {path}; set ATLASLOOP_REAL_CT")
     return path

@@ -28,7 +28,7 @@ from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 from benchmarks.machine import median
 
-REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct" / "example_ct_sm.nii.gz"
+REAL_CT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real-ct" / "example_ct_sm.nii.gz"
 CFG = InferenceConfig(overlap=0.25, sw_batch_size=2)
 
 

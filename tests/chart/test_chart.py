@@ -1,6 +1,6 @@
 """The Helm chart, rendered for real: the schema refuses wrong types, GPUs are requested only by
 the Ray workers, every container is explicit and restricted, and the KubeRay resources validate
-against KubeRay's own CRD schemas (../shared/data/crds)."""
+against KubeRay's own CRD schemas (tests/data/crds, copied from KubeRay with its licence)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def helm() -> str:
 
 @pytest.fixture(scope="session")
 def crds() -> Path:
-    path = Path(os.environ.get("ATLASLOOP_CRDS", REPO.parent / "shared" / "data" / "crds" / "kuberay"))
+    path = Path(os.environ.get("ATLASLOOP_CRDS", REPO / "tests" / "data" / "crds" / "kuberay"))
     if not (path / "ray.io_rayservices.yaml").exists():
         pytest.fail(f"KubeRay CRDs not found at {path}; set ATLASLOOP_CRDS")
     return path

@@ -10,7 +10,7 @@ from atlasloop.imaging import labels
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.volume import load_nifti
 
-# From ../shared/data/real-ct/README.md.
+# From tests/data/real-ct/README.md.
 README_COUNTS = {"spleen": 9452, "kidney_right": 3947, "kidney_left": 3676, "gall_bladder": 1333, "liver": 38634,
                  "stomach": 4675, "pancreas": 644, "aorta": 997, "postcava": 1368}
 
