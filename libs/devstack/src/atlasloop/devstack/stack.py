@@ -191,7 +191,7 @@ class Stack:
     def start_private_postgres(self, timeout_s: float = 60) -> None:
         """A PostgreSQL of our own from pgserver's binaries (run as 'nobody' when we are root)."""
         if not self.processes.running("postgres"):
-            bin_dir = _package_file("pgserver", "pginstall", "bin")
+            bin_dir = postgres_binaries(bool(as_user))
             data = self.private_postgres_dir()
             # setpriv execs PostgreSQL itself (no wrapper process), so the pid we record is the
             # postmaster's and our stop signal reaches it directly.
@@ -349,6 +349,43 @@ class Stack:
             if self.processes.stop(name):
                 stopped.append(name)
         return stopped
+
+
+def postgres_binaries(as_nobody: bool) -> Path:
+    """pgserver's PostgreSQL binaries, where the user PostgreSQL runs as can execute them.
+
+    As root, PostgreSQL runs as 'nobody', which cannot enter a virtual environment inside a
+    private (0700) folder. Then the installation is copied once to a world-readable folder under
+    the system temp folder, named by pgserver's version, and run from there.
+    """
+    installed = _package_file("pgserver", "pginstall")
+    if not as_nobody or _nobody_can_run(installed / "bin" / "postgres"):
+        return installed / "bin"
+    from importlib.metadata import version
+
+    copy = Path(tempfile.gettempdir()) / f"atlasloop-pgserver-{version('pgserver')}"
+    if not (copy / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="atlasloop-pgserver-", dir=tempfile.gettempdir()))
+        shutil.copytree(installed, staging / "pginstall", symlinks=True)
+        for folder in (staging, staging / "pginstall"):
+            folder.chmod(0o755)
+        try:
+            (staging / "pginstall").rename(copy)
+        except OSError:  # another process copied it first
+            pass
+        shutil.rmtree(staging, ignore_errors=True)
+    if not _nobody_can_run(copy / "bin" / "postgres"):
+        raise PermissionError(f"PostgreSQL must run as 'nobody' when started by root, and 'nobody' cannot run "
+                              f"{copy / 'bin' / 'postgres'}; make {tempfile.gettempdir()} world-readable or "
+                              "run as an ordinary user")
+    return copy / "bin"
+
+
+def _nobody_can_run(path: Path) -> bool:
+    import subprocess
+
+    probe = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-x", str(path)]
+    return subprocess.run(probe, check=False, capture_output=True).returncode == 0
 
 
 def ray_environment() -> dict[str, str]:
