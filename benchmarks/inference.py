@@ -18,11 +18,12 @@ from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.server import GrpcService
 from atlasloop.common.transfer import upload_file
 from atlasloop.imaging.volume import Volume, load_nifti
-from atlasloop.inference.architectures import build, config
-from atlasloop.inference.predictor import InferenceConfig, predict
-from atlasloop.inference.registry import ModelRegistry, state_dict_bytes
 from atlasloop.inference.serving import Serving
 from atlasloop.inference.settings import InferenceSettings
+from atlasloop.models.architectures import build, config
+from atlasloop.models.checkpoints import state_dict_bytes
+from atlasloop.models.ensemble import InferenceConfig, predict
+from atlasloop.models.registry import ModelRegistry
 from atlasloop.storage.app import build as build_storage
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc

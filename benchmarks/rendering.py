@@ -12,15 +12,16 @@ import grpc
 import numpy as np
 from scipy import ndimage
 
+from atlasloop.common import layout
+from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.server import GrpcService
 from atlasloop.imaging.volume import Volume, save_nifti
+from atlasloop.method.simulate import simulate
 from atlasloop.rendering.app import build
 from atlasloop.rendering.settings import RenderingSettings
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
 from atlasloop.scoring.core import ScoringCore
-from atlasloop.scoring.simulate import simulate
-from atlasloop.scoring.store_layout import prediction_key
 
 SHAPE = (512, 512, 300)
 
@@ -39,14 +40,14 @@ def slices(stack) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         body = ndimage.zoom(rng.standard_normal((16, 16, 10)), (32, 32, 30), order=1)
         ct = np.clip(body * 150 + rng.normal(0, 15, SHAPE), -1024, 2000).astype(np.int16)
-        store.put_file("cases/big/ct.nii.gz", save_nifti(Volume(ct, affine), Path(tmp) / "ct.nii.gz"))
+        store.put_file(layout.ct_key("big"), save_nifti(Volume(ct, affine), Path(tmp) / "ct.nii.gz"))
         labels = np.zeros(SHAPE, np.uint8)
         labels[150:350, 150:330, 80:220] = 5
         labels[360:440, 200:300, 100:200] = 8
-        store.put_file("cases/big/labels/v1.nii.gz", save_nifti(Volume(labels, affine), Path(tmp) / "l.nii.gz"))
+        store.put_file(layout.label_key("big", "v1"), save_nifti(Volume(labels, affine), Path(tmp) / "l.nii.gz"))
     small = labels[::4, ::4, ::4]  # attention on a coarser grid, as the model grid is
     output = simulate(small, affine @ np.diag([4.0, 4.0, 4.0, 1.0]), np.random.default_rng(1))
-    store.put_bytes(prediction_key("big", "ms-1"), output.to_bytes())
+    store.put_bytes(ensemble_key("big", "ms-1"), output.to_bytes())
     ScoringCore(store, _NoEvents(), "reference").score("big", "ms-1", publish=False)
     settings = RenderingSettings(port=0, health_poll_s=60, s3=s3, auth={"dev_tokens": {"t": "b:annotator"}})
     service = GrpcService(build(settings), settings)

@@ -17,13 +17,14 @@ import numpy as np
 import psycopg
 from sqlalchemy import func, select
 
+from atlasloop.common import layout
 from atlasloop.common.database import make_engine
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.settings import DatabaseSettings
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
-from atlasloop.scoring.case_scoring import score_case
-from atlasloop.scoring.simulate import ErrorModel, simulate
+from atlasloop.method.case_scoring import score_case
+from atlasloop.method.simulate import ErrorModel, simulate
 from atlasloop.tracking import migrate
 from atlasloop.tracking.app import build as build_tracking
 from atlasloop.tracking.models import Case
@@ -37,7 +38,8 @@ CASES, QUEUED_SHARE, SCORING_SAMPLE = 8_448, 0.05, 24
 def _events(case_id: str, index: int):
     ingested = events_pb2.CaseIngested(meta=new_meta("storage"), case_id=case_id)
     predicted = events_pb2.CasePredicted(meta=new_meta("inference"), case_id=case_id, model_set="set-1",
-                                         label_version=f"ai-{index}", predictions_prefix=f"cases/{case_id}/")
+                                         label_version=f"ai-{index}",
+                                         predictions_prefix=layout.predictions_prefix(case_id))
     scored = events_pb2.CaseScored(meta=new_meta("scoring"), case_id=case_id, model_set="set-1",
                                    priority=float((index * 7919) % CASES))
     return ingested, predicted, scored

@@ -21,12 +21,12 @@ from atlasloop.imaging.compact import Cropped, slices
 from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
-from atlasloop.scoring import reference
-from atlasloop.scoring.case_scoring import score_case
-from atlasloop.scoring.evaluation import NOTHING, detect
-from atlasloop.scoring.reference_dense import organ_attention_dense
-from atlasloop.scoring.simulate import simulate
-from atlasloop.scoring.structures import TARGETS
+from atlasloop.method import reference
+from atlasloop.method.case_scoring import score_case
+from atlasloop.method.detection import NOTHING, detect
+from atlasloop.method.reference_dense import organ_attention_dense
+from atlasloop.method.simulate import simulate
+from atlasloop.method.structures import TARGETS
 from benchmarks.machine import median
 
 SHAPE = (250, 250, 300)

@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from atlasloop.cli.__main__ import main
+from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.imaging.volume import load_nifti
-from atlasloop.inference.architectures import build, config
-from atlasloop.inference.predictor import InferenceConfig, member_probabilities, predict
-from atlasloop.inference.registry import LoadedModel, ModelRegistry, state_dict_bytes
+from atlasloop.models.architectures import build, config
+from atlasloop.models.checkpoints import state_dict_bytes
+from atlasloop.models.ensemble import InferenceConfig, member_probabilities, predict
+from atlasloop.models.records import LoadedModel
+from atlasloop.models.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +65,9 @@ def test_bad_checkpoints_are_refused_and_nothing_is_stored(registry, tmp_path):
     torch.save({"epoch": 3}, buffer)
     with pytest.raises(InvalidInput, match="no state dict"):
         registry_.register("unet", "tiny", buffer.getvalue())
-    assert store.list_keys("models/") == []
+    assert store.list_keys(layout.MODELS) == []
     registry_.register("unet", "tiny", state_dict_bytes(unet), version="good")
-    store.put_bytes("models/unet/good/weights.pt", state_dict_bytes(build(config("unet", "tiny"))))  # tampered
+    store.put_bytes(layout.weights_key("unet", "good"), state_dict_bytes(build(config("unet", "tiny"))))  # tampered
     with pytest.raises(InvalidInput, match="SHA-256"):
         registry_.load("unet", "good")
 

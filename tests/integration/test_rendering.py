@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atlasloop.common import layout
+from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.method.simulate import simulate
 from atlasloop.rendering.app import build
 from atlasloop.rendering.core import RenderingCore, View
 from atlasloop.rendering.settings import RenderingSettings
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
 from atlasloop.rendering.volumes import VolumeSource
 from atlasloop.scoring.core import ScoringCore
-from atlasloop.scoring.simulate import simulate
-from atlasloop.scoring.store_layout import prediction_key
 
 from .conftest import start_in_process
 
@@ -38,10 +39,10 @@ def rendered_case(stack, real_ct_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("render")
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     labels = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
-    store.put_file(f"cases/{CASE}/ct.nii.gz", real_ct_dir / "example_ct_sm.nii.gz")
-    store.put_file(f"cases/{CASE}/labels/v1.nii.gz", save_nifti(Volume(labels, ct.affine), tmp / "v1.nii.gz"))
+    store.put_file(layout.ct_key(CASE), real_ct_dir / "example_ct_sm.nii.gz")
+    store.put_file(layout.label_key(CASE, "v1"), save_nifti(Volume(labels, ct.affine), tmp / "v1.nii.gz"))
     output = simulate(labels, ct.affine, np.random.default_rng(3))
-    store.put_bytes(prediction_key(CASE, "ms-1"), output.to_bytes())
+    store.put_bytes(ensemble_key(CASE, "ms-1"), output.to_bytes())
 
     class _NoEvents:
         def publish(self, *_):

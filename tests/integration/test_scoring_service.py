@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from atlasloop.common import events
+from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
+from atlasloop.method.simulate import simulate
 from atlasloop.scoring.app import build
 from atlasloop.scoring.settings import ScoringSettings
-from atlasloop.scoring.simulate import simulate
-from atlasloop.scoring.store_layout import prediction_key
 from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 from .conftest import EventCollector, start_in_process
@@ -33,7 +33,7 @@ def test_redelivered_prediction_scored_once_and_round_proposed(stack, unique):
     for i in range(3):
         _, labels = render(np.random.default_rng([7, i]), SITES["A"], 5.0)
         output = simulate(labels.array, labels.affine, np.random.default_rng(i))
-        store.put_bytes(prediction_key(f"case-{i}", "ms-0001"), output.to_bytes())
+        store.put_bytes(ensemble_key(f"case-{i}", "ms-0001"), output.to_bytes())
     scored = EventCollector(settings.kafka, [events_pb2.CaseScored])
     service, channel = start_in_process(build(settings), settings)
     try:

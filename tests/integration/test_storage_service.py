@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from atlasloop.common import layout
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
@@ -93,13 +94,13 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     assert (again.case_id, again.duplicate) == ("real-ct-01", True)
     received = collector.wait_for(1)
     assert [(e.case_id, e.original_label_version) for e in received] == [("real-ct-01", versions[0].label_version)]
-    assert store.list_keys("staging/") == []
+    assert store.list_keys(layout.STAGING) == []
     listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=ADMIN)
     assert [c.case_id for c in listed.cases] == ["real-ct-01"] and listed.next_page_token == ""
 
 
 def _nothing_left(store, collector):
-    assert store.list_keys("cases/") == [] and store.list_keys("index/") == []
+    assert store.list_keys(layout.CASES) == [] and store.list_keys(layout.CONTENT_INDEX) == []
     assert collector.wait_for(1, timeout_s=2) == []
 
 
@@ -123,7 +124,7 @@ def test_upload_cut_off_midway_leaves_nothing(storage, real_ct_dir):
     with pytest.raises(grpc.RpcError) as err:
         stub.UploadVolume(short(), metadata=ADMIN, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ended early" in err.value.details()
-    assert store.list_keys("staging/") == []
+    assert store.list_keys(layout.STAGING) == []
     _nothing_left(store, collector)
 
 
@@ -138,7 +139,7 @@ def test_checksum_mismatch_and_oversize_refused(storage, real_ct_dir, tmp_path):
     with pytest.raises(grpc.RpcError) as err:
         stub.UploadVolume(iter(messages), metadata=ADMIN)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert store.list_keys("staging/") == []
+    assert store.list_keys(layout.STAGING) == []
     _nothing_left(store, collector)
 
 
@@ -222,6 +223,6 @@ def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
             with pytest.raises(grpc.RpcError) as err:
                 _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="no-broker")
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert store.list_keys("cases/") == [] and store.list_keys("index/") == []
+        assert store.list_keys(layout.CASES) == [] and store.list_keys(layout.CONTENT_INDEX) == []
     finally:
         service.stop(0)

@@ -24,10 +24,11 @@ from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 from atlasloop.imaging.volume import save_nifti
 from atlasloop.inference.app import build as build_inference
-from atlasloop.inference.architectures import build, config
-from atlasloop.inference.registry import ModelRegistry, state_dict_bytes
 from atlasloop.inference.settings import InferenceSettings
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
+from atlasloop.models.architectures import build, config
+from atlasloop.models.checkpoints import state_dict_bytes
+from atlasloop.models.registry import ModelRegistry
 from atlasloop.storage.app import build as build_storage
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc

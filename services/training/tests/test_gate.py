@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.training.gate import OrganScore, decide, overall
+from atlasloop.training.ledger import Approval
 from atlasloop.training.settings import TriggerPolicy
 from atlasloop.training.triggers import due
 
@@ -36,7 +37,7 @@ def test_gate_refuses_a_candidate_that_forgets_the_replay_labels():
 
 
 def test_triggers_fire_on_the_count_or_on_an_organ_threshold():
-    pending = {f"r{i}": {"organs": ["liver"] if i else ["pancreas", "liver"]} for i in range(3)}
+    pending = {f"r{i}": Approval(f"c{i}", "v", ("liver",) if i else ("pancreas", "liver")) for i in range(3)}
     assert due(TriggerPolicy(approved_threshold=3), pending) == "approved>=3"
     assert due(TriggerPolicy(approved_threshold=4), pending) == ""
     policy = TriggerPolicy(approved_threshold=0, organ_thresholds={"pancreas": 1, "spleen": 1})

@@ -9,7 +9,7 @@ import torch
 from atlasloop.imaging.preprocess import labels_to_model, preprocess_image
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
-from atlasloop.inference.architectures import build, config
+from atlasloop.models.architectures import build, config
 from atlasloop.training.recipe import Diverged, Example, Recipe, Sampler, crop, dice_bce_loss, train_epochs
 
 

@@ -14,26 +14,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from atlasloop.cli.client import DEFAULT_PORTS
+from atlasloop.client import Client, TokenFile, targets_from_env
+from atlasloop.common.domain import Role
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.volume import load_nifti
-from atlasloop.loop.client import Client
-
-ROLES = ("admin", "annotator", "reviewer", "service")
 
 
 def client_from_args(args: argparse.Namespace) -> Client:
-    targets = {name: os.environ.get(f"ATLASLOOP_{name.upper()}_TARGET", f"127.0.0.1:{port}")
-               for name, port in DEFAULT_PORTS.items()}
     if args.token:
-        tokens = dict.fromkeys(ROLES, args.token)
+        tokens = dict.fromkeys(Role, args.token)
     else:
-        path = args.run_dir / "tokens.json"
-        if not path.exists():
-            raise SystemExit(f"no --token given and no {path}; start the stack with 'make up' or pass --token")
-        tokens = {spec.rsplit(":", 1)[1]: token for token, spec in json.loads(path.read_text()).items()}
-    return Client(targets, tokens)
+        try:
+            tokens = TokenFile(args.run_dir).by_role()
+        except FileNotFoundError as exc:
+            raise SystemExit(f"no --token given and {exc}") from None
+    return Client(targets_from_env(), tokens)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

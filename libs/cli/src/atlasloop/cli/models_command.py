@@ -45,7 +45,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _registry():
-    from atlasloop.inference.registry import ModelRegistry
+    """The registry; ``atlasloop.models`` (torch, MONAI) is an optional part of the command:
+    ``pip install atlasloop-cli[models]``."""
+    try:
+        from atlasloop.models.registry import ModelRegistry
+    except ImportError as exc:
+        raise SystemExit(f"atlasloop models needs the model runtime ({exc.name} is missing): "
+                         "pip install 'atlasloop-cli[models]'") from None
 
     store = ObjectStore(CliS3().s3)
     store.check_bucket()
@@ -61,7 +67,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     manifest = _registry().register(args.architecture, args.size, args.weights.read_bytes(), provenance,
                                     version=args.version, preprocess=PreprocessConfig(spacing_mm=args.spacing_mm))
-    print(f"registered {manifest['architecture']}@{manifest['version']} (sha256 {manifest['weights_sha256'][:12]})")
+    print(f"registered {manifest.architecture}@{manifest.version} (sha256 {manifest.weights_sha256[:12]})")
     return 0
 
 
@@ -70,10 +76,10 @@ def run_set(args: argparse.Namespace) -> int:
     if any(len(m) != 2 for m in members):
         raise SystemExit("atlasloop models set: members are ARCHITECTURE@VERSION")
     document = _registry().create_set(members, make_current=args.current)  # type: ignore[arg-type]
-    print(f"model set {document['version']}{' (current)' if args.current else ''}")
+    print(f"model set {document.version}{' (current)' if args.current else ''}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    print(json.dumps(_registry().model_sets(), indent=2))
+    print(json.dumps([s.as_json() for s in _registry().model_sets()], indent=2))
     return 0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from atlasloop.scoring.case_scoring import score_case
-from atlasloop.scoring.layout import case_folders, read_case, write_case, write_priority
+from atlasloop.method.case_scoring import score_case
+from atlasloop.method.published_layout import case_folders, read_case, write_case, write_priority
 
 
 def register(commands: argparse._SubParsersAction) -> None:

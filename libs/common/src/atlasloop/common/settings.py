@@ -29,6 +29,12 @@ class S3Settings(BaseModel):
     )
     timeout_s: float = 5.0
 
+    def with_secrets(self) -> dict[str, object]:
+        """Plain values, keys included, for a process that rebuilds these settings (a Ray task or
+        replica); never log or store the result."""
+        return self.model_dump(mode="json") | {"access_key": self.access_key.get_secret_value(),
+                                               "secret_key": self.secret_key.get_secret_value()}
+
 
 class KafkaSettings(BaseModel):
     """The Kafka bootstrap servers and how topics are named and created."""

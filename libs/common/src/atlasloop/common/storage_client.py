@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from atlasloop.common.errors import InvalidInput, NotFound, NotReady
-from atlasloop.common.transfer import download_volume
+from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.volume import Volume, load_nifti
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -37,6 +37,16 @@ class StorageClient:
             case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN, parent_version=parent,
             round=round_))
         return reply.version
+
+    def write_ai_version(self, case_id: str, labels: Path, model_set: str) -> str:
+        """Upload a label map the ensemble made and store it as an AI label version."""
+        try:
+            upload_id = upload_file(self._stub, labels, self._metadata)
+        except grpc.RpcError as exc:
+            raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
+        reply = self._call(self._stub.WriteLabelVersion, storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set=model_set))
+        return str(reply.version.label_version)
 
     def case_ids(self, page_size: int = 500) -> Iterator[str]:
         """Every case id, page by page."""

@@ -91,6 +91,13 @@ class Cropped:
         out[dst] = self.data[src]
         return out
 
+    def moved(self, offset: tuple[int, ...]) -> Cropped:
+        """The same crop on a larger grid where this one's origin lies at ``offset``."""
+        if self.box is None:
+            return self
+        return Cropped(tuple((lo + o, hi + o) for (lo, hi), o in zip(self.box, offset, strict=True)),  # type: ignore[arg-type]
+                       self.data)
+
     def full(self, shape: tuple[int, int, int]) -> np.ndarray:
         return self.read(((0, shape[0]), (0, shape[1]), (0, shape[2])))
 
@@ -128,9 +135,7 @@ class EnsembleOutput:
                 if not name.endswith("/data"):
                     continue
                 stem = name.removesuffix("/data")
-                box_array = archive[f"{stem}/box"]
-                box = None if box_array.size == 0 else tuple(tuple(int(v) for v in row) for row in box_array)
-                crop = Cropped(box, archive[name])  # type: ignore[arg-type]
+                crop = Cropped(_box(archive[f"{stem}/box"]), archive[name])
                 parts = stem.split("/")
                 if parts[0] == "pseudo":
                     out.pseudo[parts[1]] = crop
@@ -142,3 +147,35 @@ class EnsembleOutput:
 def _put(arrays: dict[str, np.ndarray], stem: str, crop: Cropped) -> None:
     arrays[f"{stem}/box"] = np.asarray(crop.box if crop.box is not None else np.zeros((0, 2)), dtype=np.int64)
     arrays[f"{stem}/data"] = crop.data
+
+
+@dataclass
+class AttentionMaps:
+    """One scoring mode's stored attention of a case (uint8 heat per organ, cropped), on the grid of
+    the prediction it was computed from: what scoring writes and rendering reads."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    organs: dict[str, Cropped] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {"shape": np.asarray(self.shape), "affine": self.affine}
+        for organ, crop in self.organs.items():
+            _put(arrays, organ, crop)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AttentionMaps:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            maps = cls(tuple(int(v) for v in archive["shape"]), archive["affine"])  # type: ignore[arg-type]
+            for name in archive.files:
+                if name.endswith("/data"):
+                    organ = name.removesuffix("/data")
+                    maps.organs[organ] = Cropped(_box(archive[f"{organ}/box"]), archive[name])
+        return maps
+
+
+def _box(array: np.ndarray) -> Box | None:
+    return None if array.size == 0 else tuple(tuple(int(v) for v in row) for row in array)  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SERVICES = ("storage", "inference", "scoring", "rendering", "tracking", "training")
+from atlasloop.common.service_map import DEFAULT_PORTS, SERVICES
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Ports:
     ray_agent: int = 52365
     ray_workers: tuple[int, int] = (20000, 20999)
     services: dict[str, int] = field(
-        default_factory=lambda: {name: 50051 + i for i, name in enumerate(SERVICES)}
+        default_factory=lambda: dict(DEFAULT_PORTS)
     )
 
     @classmethod

@@ -7,11 +7,11 @@ Ray's GCS and every service answer the gRPC health check with SERVING.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from atlasloop.client.tokens import TokenFile
 from atlasloop.common.ray_env import RAY_ENV
 from atlasloop.common.readiness import grpc_health_check
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
@@ -112,18 +113,11 @@ class Stack:
 
     def tokens(self) -> dict[str, str]:
         """Development bearer tokens for this stack, one per role, made once and kept."""
-        path = self.run_dir / "tokens.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        tokens = {secrets.token_urlsafe(24): f"dev-{role}:{role}"
-                  for role in ("admin", "annotator", "reviewer", "service")}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(tokens, indent=2))
-        path.chmod(0o600)
-        return tokens
+        return TokenFile(self.run_dir).create()
 
     def token_for(self, role: str) -> str:
-        return next(t for t, spec in self.tokens().items() if spec.endswith(f":{role}"))
+        self.tokens()
+        return TokenFile(self.run_dir).token_for(role)
 
     # ---- S3: SeaweedFS ----
 
@@ -191,11 +185,11 @@ class Stack:
     def start_private_postgres(self, timeout_s: float = 60) -> None:
         """A PostgreSQL of our own from pgserver's binaries (run as 'nobody' when we are root)."""
         if not self.processes.running("postgres"):
-            bin_dir = postgres_binaries(bool(as_user))
             data = self.private_postgres_dir()
             # setpriv execs PostgreSQL itself (no wrapper process), so the pid we record is the
             # postmaster's and our stop signal reaches it directly.
             as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+            bin_dir = postgres_binaries(bool(as_user))
             if not (data / "PG_VERSION").exists():
                 data.mkdir(parents=True, exist_ok=True)
                 if as_user:
@@ -296,35 +290,14 @@ class Stack:
     # ---- everything ----
 
     def seed_models(self, spacing_mm: float = 1.5) -> str:
-        """A current model set for a fresh stack: three tiny, untrained networks, labelled as such,
-        on a ``spacing_mm`` input grid (training keeps it).
-
-        The inference service is NOT_SERVING until it serves a model set; a new workstation has
-        none. Their provenance says ``untrained``; training (or ``atlasloop models``) replaces them.
-        """
-        import torch
-
-        from atlasloop.common.errors import NotFound
+        """A current model set for a fresh stack (``atlasloop.models.bootstrap``); an existing one is kept."""
         from atlasloop.common.objectstore import ObjectStore
-        from atlasloop.imaging.preprocess import PreprocessConfig
-        from atlasloop.inference.architectures import build, config
-        from atlasloop.inference.registry import ModelRegistry, state_dict_bytes
+        from atlasloop.models.bootstrap import bootstrap_set
+        from atlasloop.models.registry import ModelRegistry
 
         store = ObjectStore(self.s3_settings())
         store.check_bucket()
-        registry = ModelRegistry(store)
-        try:
-            return registry.current()
-        except NotFound:
-            pass
-        members = []
-        for seed, architecture in enumerate(("unet", "dynunet", "segresnet")):
-            torch.manual_seed(seed)
-            weights = state_dict_bytes(build(config(architecture, "tiny")))
-            registry.register(architecture, "tiny", weights, {"bootstrap": "untrained; replace by training"},
-                              version="bootstrap", preprocess=PreprocessConfig(spacing_mm=spacing_mm))
-            members.append((architecture, "bootstrap"))
-        return registry.create_set(members, make_current=True, version="bootstrap")["version"]
+        return bootstrap_set(ModelRegistry(store), spacing_mm)
 
     def up(self, services: Iterable[str] = SERVICES) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -369,10 +342,8 @@ def postgres_binaries(as_nobody: bool) -> Path:
         shutil.copytree(installed, staging / "pginstall", symlinks=True)
         for folder in (staging, staging / "pginstall"):
             folder.chmod(0o755)
-        try:
+        with contextlib.suppress(OSError):  # another process copied it first
             (staging / "pginstall").rename(copy)
-        except OSError:  # another process copied it first
-            pass
         shutil.rmtree(staging, ignore_errors=True)
     if not _nobody_can_run(copy / "bin" / "postgres"):
         raise PermissionError(f"PostgreSQL must run as 'nobody' when started by root, and 'nobody' cannot run "

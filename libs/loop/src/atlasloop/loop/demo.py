@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from atlasloop.client import Client
+from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import SERVICES, Ports
@@ -38,9 +40,8 @@ from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.volume import Volume
 from atlasloop.loop import evaluation
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
-from atlasloop.loop.client import Client
-from atlasloop.scoring.case_scoring import score_case
-from atlasloop.scoring.improved import ImprovedConfig
+from atlasloop.method.case_scoring import score_case
+from atlasloop.method.improved import ImprovedConfig
 from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class Demo:
                 "candidate": {ORGANS[m.organ]: m.dice for m in run.candidate_metrics}}
 
     def current_set(self) -> str:
-        return str(self.store.get_json("model-sets/current.json")["version"])  # type: ignore[index]
+        return str(self.store.get_json(layout.CURRENT_MODEL_SET)["version"])  # type: ignore[index]
 
     def wait_scored(self, cases: list[str], timeout_s: float = 900) -> None:
         """Until every case is predicted with the current set and scored."""
@@ -158,8 +159,8 @@ class Demo:
             deadline = time.monotonic() + timeout_s
             while pending:
                 for case_id in sorted(pending):
-                    if self.store.exists(f"scores/{model_set}/improved/{case_id}.json") or \
-                            self.store.exists(f"scores/{model_set}/reference/{case_id}.json"):
+                    if self.store.exists(layout.score_index_key(model_set, "improved", case_id)) or \
+                            self.store.exists(layout.score_index_key(model_set, "reference", case_id)):
                         pending.discard(case_id)
                         bar.update(1)
                 if pending:
@@ -200,7 +201,7 @@ class Demo:
         scores = {c: self.client.scores(c, model_set) for c in candidates}  # one call per case
         attention = evaluation.Plan(sorted(candidates, key=lambda c: -scores[c].priority),
                                     {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates})
-        outputs = {c: EnsembleOutput.from_bytes(self.store.get_bytes(f"cases/{c}/predictions/{model_set}/ensemble.npz"))
+        outputs = {c: EnsembleOutput.from_bytes(self.store.get_bytes(layout.ensemble_key(c, model_set)))
                    for c in candidates}
         entropy_only = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})
         plans = {"attention": attention, "improved": local_plan(ai, outputs, ImprovedConfig()),

@@ -1,8 +1,7 @@
-"""Assembles the inference service: the Serve link, servicer, event consumers, readiness checks."""
+"""Assembles the inference service: the Serve link, core, servicer, event consumer, sweep, readiness checks."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,13 +14,13 @@ from atlasloop.common.readiness import ReadinessCheck, kafka_check, ray_check, s
 from atlasloop.common.server import ServiceSpec
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
+from atlasloop.inference.core import InferenceCore
 from atlasloop.inference.repredict import Sweeper
 from atlasloop.inference.servicer import InferenceServiceServicer
 from atlasloop.inference.serving import Serving
 from atlasloop.inference.settings import InferenceSettings
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
 
-log = logging.getLogger(__name__)
 SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
 
 
@@ -53,38 +52,12 @@ def serving_check(serving: Serving, deploy: bool, timeout_s: float = 10.0) -> Re
 def build(settings: InferenceSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     serving = Serving(settings, store)
-    servicer = InferenceServiceServicer(serving, store)
-
-    case_locks: dict[str, threading.Lock] = {}
-    locks_guard = threading.Lock()
-
-    def predict(case_id: str) -> None:
-        """One case at a time per case id: the event consumer and the sweep may ask for the same
-        case together, and only one of them may compute and announce it. (Several inference pods
-        each run a sweep; Kafka gives each case's events to one pod, the sweeps may overlap.)"""
-        with locks_guard:
-            lock = case_locks.setdefault(case_id, threading.Lock())
-        with lock:
-            for _ in serving.predict(case_id):  # idempotent: a repeated case returns its stored record
-                pass
-
-    sweeper = Sweeper(lambda: StorageClient(settings.storage_target, settings.storage_token), predict)
-
-    def on_event(event, _delivery) -> None:
-        if isinstance(event, events_pb2.CaseIngested):
-            if settings.predict_labelled or not event.original_label_version:
-                predict(event.case_id)
-        elif settings.deploy_serve:
-            # model.published: serve the new set (Serve rolls replicas without downtime), then
-            # bring every case still labelled by the ensemble up to it, in the background.
-            serving.deploy(event.model_set)
-            sweeper.request()
-        else:  # under KubeRay the RayService's serveConfig names the set; the operator rolls it
-            log.warning("model set published; this service does not own the Serve application",
-                        extra={"model_set": event.model_set})
-
+    core = InferenceCore(serving, store, owns_serve_app=settings.deploy_serve)
+    core.sweeper = sweeper = Sweeper(lambda: StorageClient(settings.storage_target, settings.storage_token),
+                                     core.predict_case)
+    servicer = InferenceServiceServicer(core)
     consumer = ConsumerThread(settings.kafka, "inference", [events_pb2.CaseIngested, events_pb2.ModelPublished],
-                              on_event)
+                              lambda event, _delivery: core.on_event(event, settings.predict_labelled))
 
     def register(server: grpc.Server) -> None:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)

@@ -15,17 +15,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from atlasloop.common.domain import LabelSource
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.common.v1 import common_pb2
 
 log = logging.getLogger(__name__)
-KEEP = {common_pb2.LABEL_SOURCE_HUMAN, common_pb2.LABEL_SOURCE_ORIGINAL}
+KEEP = {LabelSource.HUMAN, LabelSource.ORIGINAL}
 
 
 def ai_labelled_cases(client: StorageClient) -> Iterator[str]:
     """Case ids whose labels are still AI-made, in the storage service's order."""
     for case_id in client.case_ids():
-        if not any(v.source in KEEP for v in client.label_versions(case_id)):
+        if not any(LabelSource.from_proto(v.source) in KEEP for v in client.label_versions(case_id)):
             yield case_id
 
 

@@ -5,8 +5,9 @@ to every member concurrently, combines their outputs and makes them durable.
 (``atlasloop.inference.serve_app:app``); the inference service deploys the same builder itself
 when ``deploy_serve`` is on (one machine, tests). Each member replica keeps its model loaded
 between requests; ``check_health`` fails until it is. The CT travels once through Ray's object
-store (``ray.put``), members return only quantised crops plus the float probabilities the mean
-needs, cropped to where they are not negligible.
+store (``ray.put``); members return ``atlasloop.models.ensemble.MemberOutput`` (quantised crops
+plus the float probabilities the mean needs, cropped to where they are not negligible), and the
+ingress combines them in the set's order with the one ensemble rule.
 """
 
 from __future__ import annotations
@@ -16,27 +17,23 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import ray
 from ray import serve
 from ray.serve import Application
-from scipy import ndimage
 
+from atlasloop.common import layout
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.settings import KafkaSettings, S3Settings
-from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, nonzero_box, quantise, slices
-from atlasloop.imaging.components import FULL, largest_component
-from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import PreprocessConfig, preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
-from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
-from atlasloop.inference.registry import ModelRegistry, shared_preprocess
 from atlasloop.inference.settings import InferenceSettings
+from atlasloop.models.ensemble import InferenceConfig, MemberOutput, combine, run_member
+from atlasloop.models.records import shared_preprocess
+from atlasloop.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-NEGLIGIBLE = 1e-3
 
 
 @dataclass
@@ -66,21 +63,8 @@ class Member:
         if self.model is None:
             raise RuntimeError(f"{self.name} is not loaded")
 
-    def predict(self, image: np.ndarray) -> dict:
-        started = time.perf_counter()
-        probs = member_probabilities(self.model, image, self.config).numpy()
-        out: dict = {"member": self.name, "soft": {}, "entropy": {}, "raw": {}}
-        for label, organ in ORGANS.items():
-            p = probs[label]
-            above = p > 0.5
-            keep = ndimage.binary_dilation(largest_component(above), structure=FULL) if above.any() else above
-            out["soft"][organ] = Cropped.of(quantise(np.where(keep, p, 0.0)))
-            out["entropy"][organ] = Cropped.of(quantise(entropy_term(p)))
-            box = nonzero_box(p > NEGLIGIBLE)
-            kept = p[slices(box)].astype(np.float32) if box else np.zeros((0, 0, 0), np.float32)
-            out["raw"][organ] = Cropped(box, kept)
-        out["seconds"] = time.perf_counter() - started
-        return out
+    def predict(self, image) -> MemberOutput:
+        return run_member(self.model, image, self.config)
 
 
 @serve.deployment(max_ongoing_requests=4, health_check_period_s=10)
@@ -105,27 +89,15 @@ class Ensemble:
         if done is not None:  # computed and announced before: nothing twice
             yield {"kind": "ensemble", **done, "model_set": self.model_set, "seconds": 0.0, "repeated": True}
             return
-        ct = load_nifti_chunks(self._store.iter_chunks(f"cases/{case_id}/ct.nii.gz"), case_id)
+        ct = load_nifti_chunks(self._store.iter_chunks(layout.ct_key(case_id)), case_id)
         pre = preprocess_image(ct, self.preprocess)
         image = ray.put(pre.image)
         calls = [asyncio.ensure_future(self._call(member, image)) for member in self.members]
-        results = []
         for finished in asyncio.as_completed(calls):
-            result = await finished
-            results.append(result)
-            yield {"kind": "member", "member": result["member"], "seconds": result["seconds"]}
-        shape = pre.image.shape
-        output = EnsembleOutput(shape, pre.grid.cropped_affine, [r["member"] for r in results])
-        labels = np.zeros(shape, np.uint8)
-        for label, organ in ORGANS.items():
-            mean = np.zeros(shape, np.float32)
-            for r in results:
-                output.soft.setdefault(r["member"], {})[organ] = r["soft"][organ]
-                output.entropy.setdefault(r["member"], {})[organ] = r["entropy"][organ]
-                raw = r["raw"][organ]
-                if raw.box is not None:
-                    mean[tuple(slice(a, b) for a, b in raw.box)] += raw.data / len(results)
-            output.pseudo[organ] = Cropped.of(add_organ(labels, label, mean))
+            result: MemberOutput = await finished
+            yield {"kind": "member", "member": result.member, "seconds": result.seconds}
+        results = [call.result() for call in calls]  # the set's order, whatever order they finished in
+        output, labels = combine(pre.image.shape, pre.grid.cropped_affine, results)
         record = await asyncio.to_thread(self._writer.write, case_id, self.model_set, output.to_bytes(),
                                          to_native(labels, pre.grid, order=0))
         yield {"kind": "ensemble", **record, "model_set": self.model_set,
@@ -144,8 +116,7 @@ def _gpu() -> bool:
 def app_args(settings: InferenceSettings, model_set: str = "") -> dict:
     """The builder's arguments from the service's settings."""
     s = settings
-    return {"s3": s.s3.model_dump(mode="json") | {"access_key": s.s3.access_key.get_secret_value(),
-                                                 "secret_key": s.s3.secret_key.get_secret_value()},
+    return {"s3": s.s3.with_secrets(),
             "kafka": s.kafka.model_dump(mode="json"), "storage_target": s.storage_target,
             "storage_token": s.storage_token, "model_set": model_set, "num_cpus": s.num_cpus,
             "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
@@ -166,11 +137,11 @@ def app(args: dict) -> Application:
     registry = ModelRegistry(ObjectStore(S3Settings(**parsed.s3)))
     model_set = parsed.model_set or registry.current()
     members, manifests = [], []
-    for member in registry.model_set(model_set)["members"]:
-        manifests.append(registry.manifest(member["architecture"], member["version"]))
-        deployment = Member.options(name=member["architecture"], ray_actor_options={
+    for member in registry.model_set(model_set).members:
+        manifests.append(registry.manifest(member.architecture, member.version))
+        deployment = Member.options(name=member.architecture, ray_actor_options={
             "num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus})
-        members.append(deployment.bind(parsed.s3, member["architecture"], member["version"], parsed.overlap,
+        members.append(deployment.bind(parsed.s3, member.architecture, member.version, parsed.overlap,
                                        parsed.sw_batch_size))
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
     return ingress.bind(members, model_set, asdict(parsed), asdict(shared_preprocess(manifests)))

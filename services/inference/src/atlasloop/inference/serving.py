@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from atlasloop.common.errors import NotFound, NotReady
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.ray_env import apply_ray_env, join_ray
-from atlasloop.inference.registry import ModelRegistry
 from atlasloop.inference.settings import InferenceSettings
+from atlasloop.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 NAMESPACE = "atlasloop"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from atlasloop.common.service_map import DEFAULT_PORTS, default_target
 from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, ServiceSettings
 
 
@@ -15,8 +16,8 @@ class InferenceSettings(ServiceSettings):
         env_prefix="ATLASLOOP_INFERENCE_", env_nested_delimiter="__", extra="ignore"
     )
 
-    port: int = 50052
-    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    port: int = DEFAULT_PORTS["inference"]
+    storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     deploy_serve: bool = Field(default=True, description="Deploy the Serve application (off under KubeRay).")
     serve_app_name: str = "ensemble"

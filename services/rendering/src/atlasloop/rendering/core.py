@@ -18,6 +18,7 @@ from nibabel.orientations import io_orientation
 from PIL import Image
 from scipy import ndimage
 
+from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore, StoredObject
 from atlasloop.imaging.labels import ORGAN_COLORS, ORGANS
@@ -220,11 +221,11 @@ class RenderingCore:
     # ---- exports for desktop viewers ----
     def export(self, case_id: str, label_version: str, organs: list[str], work: Path) -> list[StoredObject]:
         ct_meta_shape, ct_affine = self._native_grid(case_id, work)
-        prefix = f"cases/{case_id}/exports/{label_version or 'attention'}/"
+        prefix = layout.export_prefix(case_id, label_version)
         written = []
         if label_version:
             labels_path = work / "labels.nii.gz"
-            self._store.download_file(f"cases/{case_id}/labels/{label_version}.nii.gz", labels_path)
+            self._store.download_file(layout.label_key(case_id, label_version), labels_path)
             written.append(self._store.put_file(prefix + "labels.nii.gz", labels_path))
         attention = self.source.attention(case_id)
         for organ in organs or list(ORGANS.values()):
@@ -247,6 +248,6 @@ class RenderingCore:
     def _native_grid(self, case_id: str, work: Path) -> tuple[tuple[int, int, int], np.ndarray]:
         """The CT's stored grid (its own orientation), as viewers load it."""
         path = work / "ct.nii.gz"
-        self._store.download_file(f"cases/{case_id}/ct.nii.gz", path)
+        self._store.download_file(layout.ct_key(case_id), path)
         header = nib.load(path)
         return tuple(int(n) for n in header.shape[:3]), header.affine  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from atlasloop.common.service_map import DEFAULT_PORTS
 from atlasloop.common.settings import S3Settings, ServiceSettings
 
 
@@ -15,7 +16,7 @@ class RenderingSettings(ServiceSettings):
         env_prefix="ATLASLOOP_RENDERING_", env_nested_delimiter="__", extra="ignore"
     )
 
-    port: int = 50054
+    port: int = DEFAULT_PORTS["rendering"]
     cache_bytes: int = Field(default=2 * 1024**3, description="Volume cache limit (LRU by bytes).")
     max_size_px: int = Field(default=2048, description="Largest picture side a request may ask for.")
     max_salient: int = Field(default=64, description="Most slices one salient-slice stream may carry.")

@@ -3,15 +3,15 @@ store once and kept in a byte-bounded LRU cache (RAS views of the stored arrays)
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
+from atlasloop.common import layout
 from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.imaging.compact import Cropped
+from atlasloop.imaging.compact import AttentionMaps, Cropped
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.rendering.cache import ByteLRU
 from atlasloop.rendering.display import RasVolume, to_ras
@@ -58,17 +58,17 @@ class VolumeSource:
                 future.result()
 
     def ct(self, case_id: str) -> RasVolume:
-        return self.cache.get(("ct", case_id), lambda: self._nifti(f"cases/{case_id}/ct.nii.gz",
+        return self.cache.get(("ct", case_id), lambda: self._nifti(layout.ct_key(case_id),
                                                                    f"case {case_id!r}"))
 
     def labels(self, case_id: str, version: str) -> RasVolume:
-        key = f"cases/{case_id}/labels/{version}.nii.gz"
+        key = layout.label_key(case_id, version)
         return self.cache.get(("labels", case_id, version),
                               lambda: self._nifti(key, f"label version {version!r} of case {case_id!r}"))
 
     def latest_model_set(self, case_id: str) -> str:
-        prefix = f"cases/{case_id}/attention/"
-        sets = sorted(p.removeprefix(prefix).rstrip("/") for p in self._store.list_prefixes(prefix))
+        prefix = layout.attention_sets_prefix(case_id)
+        sets = layout.sub_names(prefix, list(self._store.list_prefixes(prefix)))
         if not sets:
             raise NotFound(f"case {case_id!r} has no attention maps yet")
         return sets[-1]
@@ -79,19 +79,10 @@ class VolumeSource:
                               lambda: self._load_attention(case_id, model_set))
 
     def _load_attention(self, case_id: str, model_set: str) -> AttentionSet:
-        prefix = f"cases/{case_id}/attention/{model_set}/{self._mode}/"
         try:
-            data = self._store.get_bytes(prefix + "attention.npz")
-            scores = json.loads(self._store.get_bytes(prefix + "scores.json"))
+            data = self._store.get_bytes(layout.attention_key(case_id, model_set, self._mode))
+            scores = json.loads(self._store.get_bytes(layout.scores_key(case_id, model_set, self._mode)))
         except NotFound:
             raise NotFound(f"case {case_id!r} has no {self._mode} attention for model set {model_set!r}") from None
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            organs = {}
-            for name in archive.files:
-                if name.endswith("/data"):
-                    organ = name.removesuffix("/data")
-                    box = archive[f"{organ}/box"]
-                    organs[organ] = Cropped(None if box.size == 0 else tuple(tuple(int(v) for v in r) for r in box),
-                                            archive[name])
-            return AttentionSet(tuple(int(v) for v in archive["shape"]), archive["affine"], organs,  # type: ignore[arg-type]
-                                scores.get("regions", []))
+        maps = AttentionMaps.from_bytes(data)
+        return AttentionSet(maps.shape, maps.affine, maps.organs, scores.get("regions", []))

@@ -8,22 +8,19 @@ publishes again with the same event id, which consumers deduplicate.
 
 from __future__ import annotations
 
-import io
 import logging
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
-
+from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
-from atlasloop.imaging.compact import EnsembleOutput
+from atlasloop.imaging.compact import AttentionMaps, Cropped, EnsembleOutput
 from atlasloop.imaging.labels import ORGAN_IDS
-from atlasloop.scoring import store_layout as keys
-from atlasloop.scoring.case_scoring import MODES, CaseResult, score_case
-from atlasloop.scoring.selection import Candidate, budget, select
+from atlasloop.method.case_scoring import MODES, CaseResult, score_case
+from atlasloop.method.selection import Candidate, budget, select
 
 log = logging.getLogger(__name__)
 EVENT_NAMESPACE = uuid.UUID("6f1c7a52-7d55-4c0b-9a59-3f5bd1b2e0a1")
@@ -46,15 +43,15 @@ class ScoringCore:
         self.default_mode = default_mode
 
     def latest_model_set(self, case_id: str) -> str:
-        sets = sorted(p.removeprefix(keys.predictions_prefix(case_id)).rstrip("/")
-                      for p in self._store.list_prefixes(keys.predictions_prefix(case_id)))
+        prefix = layout.predictions_prefix(case_id)
+        sets = layout.sub_names(prefix, list(self._store.list_prefixes(prefix)))
         if not sets:
             raise NotFound(f"case {case_id!r} has no stored prediction")
         return sets[-1]
 
     def load(self, case_id: str, model_set: str) -> EnsembleOutput:
         try:
-            return EnsembleOutput.from_bytes(self._store.get_bytes(keys.prediction_key(case_id, model_set)))
+            return EnsembleOutput.from_bytes(self._store.get_bytes(layout.ensemble_key(case_id, model_set)))
         except NotFound:
             raise NotFound(f"case {case_id!r} has no prediction by model set {model_set!r}") from None
         except (ValueError, KeyError, OSError) as exc:
@@ -73,25 +70,19 @@ class ScoringCore:
 
     def on_case_predicted(self, case_id: str, model_set: str) -> bool:
         """Handle a (possibly redelivered) ``case.predicted``; False when it was done already."""
-        if self._store.exists(keys.published_marker_key(case_id, model_set)):
+        if self._store.exists(layout.scored_marker_key(case_id, model_set)):
             log.info("already scored", extra={"case_id": case_id, "model_set": model_set})
             return False
         self.score(case_id, model_set)
         return True
 
     def _write(self, case_id: str, model_set: str, mode: str, output: EnsembleOutput, result: CaseResult) -> None:
-        prefix = keys.attention_prefix(case_id, model_set, mode)
-        arrays = {}
-        for organ in result.organs:
-            box = organ.attention.box
-            arrays[f"{organ.organ}/box"] = np.asarray(box if box else np.zeros((0, 2)), dtype=np.int64)
-            arrays[f"{organ.organ}/data"] = organ.attention.stored
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, shape=np.asarray(output.shape), affine=output.affine, **arrays)
-        self._store.put_bytes(prefix + "attention.npz", buffer.getvalue())
+        maps = AttentionMaps(output.shape, output.affine, {o.organ: Cropped(o.attention.box, o.attention.stored)
+                                                           for o in result.organs})
+        self._store.put_bytes(layout.attention_key(case_id, model_set, mode), maps.to_bytes())
         document = result.as_json() | {"model_set": model_set}
-        self._store.put_json(prefix + "scores.json", document)
-        self._store.put_json(keys.score_index_key(model_set, mode, case_id), {
+        self._store.put_json(layout.scores_key(case_id, model_set, mode), document)
+        self._store.put_json(layout.score_index_key(model_set, mode, case_id), {
             "case_id": case_id, "priority": result.priority, "organ_order": result.organ_order(),
             "organ_scores": {o.organ: o.score for o in result.organs}})
 
@@ -102,13 +93,13 @@ class ScoringCore:
                   for o in sorted(result.organs, key=lambda o: (-o.heat_sum, -o.score))]
         self._producer.publish(events_pb2.CaseScored(meta=meta, case_id=case_id, model_set=model_set,
                                                      priority=result.priority, organs=organs), key=case_id)
-        self._store.put_json(keys.published_marker_key(case_id, model_set), {"event_id": meta.event_id})
+        self._store.put_json(layout.scored_marker_key(case_id, model_set), {"event_id": meta.event_id})
 
     def stored(self, case_id: str, model_set: str = "", mode: str = "") -> StoredScores:
         model_set = model_set or self.latest_model_set(case_id)
         mode = mode or self.default_mode
         try:
-            document = self._store.get_json(keys.attention_prefix(case_id, model_set, mode) + "scores.json")
+            document = self._store.get_json(layout.scores_key(case_id, model_set, mode))
         except NotFound:
             raise NotFound(f"case {case_id!r} has not been scored for model set {model_set!r}") from None
         return StoredScores(case_id, model_set, mode, document)  # type: ignore[arg-type]
@@ -117,12 +108,12 @@ class ScoringCore:
                 quotas: dict[str, int]) -> list[Candidate]:
         mode = mode or self.default_mode
         if not model_set:
-            sets = sorted(p.removeprefix("scores/").rstrip("/") for p in self._store.list_prefixes("scores/"))
+            sets = layout.sub_names(layout.SCORES, list(self._store.list_prefixes(layout.SCORES)))
             if not sets:
                 return []
             model_set = sets[-1]
         candidates = []
-        for key in self._store.list_keys(f"scores/{model_set}/{mode}/"):
+        for key in self._store.list_keys(layout.score_index_prefix(model_set, mode)):
             entry = self._store.get_json(key)
             candidates.append(Candidate(entry["case_id"], float(entry["priority"]), entry["organ_scores"],  # type: ignore[index]
                                         tuple(entry["organ_order"])))  # type: ignore[index]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from atlasloop.common import ids, layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.storage import keys
 from atlasloop.storage.case_meta import CaseRecord
 from atlasloop.storage.label_versions import LabelVersions
 
@@ -26,9 +26,9 @@ class Catalog:
         self._labels = labels
 
     def get(self, case_id: str) -> CaseRecord:
-        keys.validate_case_id(case_id)
+        ids.validate_case_id(case_id)
         try:
-            return CaseRecord.from_json(self._store.get_json(keys.meta_key(case_id)))  # type: ignore[arg-type]
+            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))  # type: ignore[arg-type]
         except NotFound:
             raise NotFound(f"case {case_id!r} does not exist") from None
 
@@ -37,11 +37,11 @@ class Catalog:
         size = min(page_size or 50, MAX_PAGE)
         if size < 0:
             raise InvalidInput("page_size must be >= 0")
-        start = keys.case_prefix(keys.validate_case_id(token)) if token else None
+        start = layout.case_prefix(ids.validate_case_id(token)) if token else None
         records: list[CaseRecord] = []
         last = ""
-        for prefix in self._store.list_prefixes("cases/", start_after=start):
-            case_id = prefix.removeprefix("cases/").rstrip("/")
+        for prefix in self._store.list_prefixes(layout.CASES, start_after=start):
+            case_id = layout.case_id_of(prefix)
             last = case_id
             try:
                 records.append(self.get(case_id))
@@ -49,7 +49,8 @@ class Catalog:
                 continue  # an import in flight: not a case until meta.json exists
             if len(records) == size:
                 break
-        more = len(records) == size and any(True for _ in self._store.list_prefixes("cases/", keys.case_prefix(last)))
+        more = len(records) == size and any(
+            True for _ in self._store.list_prefixes(layout.CASES, layout.case_prefix(last)))
         return records, (last if more else "")
 
     def volume(self, case_id: str, kind: str, version: str) -> VolumeObject:

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+from atlasloop.common import ids
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
-from atlasloop.storage import keys
 from atlasloop.storage.case_meta import CaseRecord, LabelRecord
 from atlasloop.storage.catalog import Catalog
 from atlasloop.storage.importer import CaseImporter, ImportRequest, ImportResult
@@ -45,7 +45,7 @@ class StorageCore:
         if parent:
             self.labels.get(case_id, parent)
         with tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp, \
-                self.staging.fetched(keys.validate_upload_id(upload_id)) as path:
+                self.staging.fetched(ids.validate_upload_id(upload_id)) as path:
             labels = load_nifti(path)
             if not case.geometry.matches(labels):
                 raise ImageError(path.name, f"label grid {labels.shape} does not match the case's CT "

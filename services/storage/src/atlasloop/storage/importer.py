@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atlasloop.common import ids, layout
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
@@ -26,7 +27,6 @@ from atlasloop.imaging.io import read_ct, safe_extract
 from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
-from atlasloop.storage import keys
 from atlasloop.storage.case_meta import CaseRecord, Geometry, content_sha256, now_iso, object_ref
 from atlasloop.storage.label_versions import LabelVersions
 from atlasloop.storage.staging import Staging
@@ -98,13 +98,13 @@ class CaseImporter:
         return case.ct, case.labels
 
     def import_case(self, request: ImportRequest, author: str) -> ImportResult:
-        keys.validate_upload_id(request.upload_id)
+        ids.validate_upload_id(request.upload_id)
         if request.case_id:
-            keys.validate_case_id(request.case_id)
-            if self._store.exists(keys.meta_key(request.case_id)):
+            ids.validate_case_id(request.case_id)
+            if self._store.exists(layout.meta_key(request.case_id)):
                 raise AlreadyExists(f"case {request.case_id!r} exists already")
         if request.label_upload_id:
-            keys.validate_upload_id(request.label_upload_id)
+            ids.validate_upload_id(request.label_upload_id)
         with tempfile.TemporaryDirectory(prefix="atlasloop-case-") as tmp:
             work = Path(tmp)
             with self._staging.fetched(request.upload_id) as path:
@@ -126,15 +126,15 @@ class CaseImporter:
                 log.info("duplicate import", extra={"case_id": existing.case_id})
                 self._discard(request)
                 return ImportResult(existing, duplicate=True)
-            case_id = request.case_id or keys.new_case_id()
+            case_id = request.case_id or ids.new_case_id()
             record = self._write(case_id, ct, labels, digest, request, author, work)
         self._discard(request)
         return ImportResult(record, duplicate=False)
 
     def _existing(self, digest: str) -> CaseRecord | None:
         try:
-            case_id = str(self._store.get_json(keys.content_index_key(digest))["case_id"])  # type: ignore[index]
-            return CaseRecord.from_json(self._store.get_json(keys.meta_key(case_id)))  # type: ignore[arg-type]
+            case_id = str(self._store.get_json(layout.content_index_key(digest))["case_id"])  # type: ignore[index]
+            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))  # type: ignore[arg-type]
         except NotFound:
             return None
 
@@ -145,15 +145,15 @@ class CaseImporter:
             original = ""
             if labels is not None:
                 original = self._labels.write(group, case_id, labels, "original", "", "", 0, author, work).version
-            stored = group.put_file(keys.ct_key(case_id), ct_path)
+            stored = group.put_file(layout.ct_key(case_id), ct_path)
             record = CaseRecord(
                 case_id=case_id, geometry=Geometry.of(ct), hu_min=float(ct.array.min()),
                 hu_max=float(ct.array.max()), source=request.source[:500], ct_key=stored.key,
                 ct_sha256=stored.sha256, ct_size_bytes=stored.size_bytes, content_sha256=digest,
                 original_label_version=original, imported_by=author, imported_at=now_iso())
-            group.put_json(keys.meta_key(case_id), record.as_json())
-            if not request.allow_duplicate or not self._store.exists(keys.content_index_key(digest)):
-                group.put_json(keys.content_index_key(digest), {"case_id": case_id})
+            group.put_json(layout.meta_key(case_id), record.as_json())
+            if not request.allow_duplicate or not self._store.exists(layout.content_index_key(digest)):
+                group.put_json(layout.content_index_key(digest), {"case_id": case_id})
             event = events_pb2.CaseIngested(meta=new_meta("storage"), case_id=case_id, ct=object_ref(stored),
                                             geometry=record.geometry.to_proto(), original_label_version=original)
             self._producer.publish(event, key=case_id)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from atlasloop.common import ids, layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.labels import census
 from atlasloop.imaging.volume import Volume, save_nifti
-from atlasloop.storage import keys
 from atlasloop.storage.case_meta import LabelRecord, now_iso
 from atlasloop.storage.writes import WriteGroup
 
@@ -28,24 +28,24 @@ class LabelVersions:
             raise InvalidInput(f"label source must be one of {', '.join(SOURCES)}")
         if round_ < 0:
             raise InvalidInput("round must be >= 0")
-        version = keys.new_version()
+        version = ids.new_version()
         path = save_nifti(labels.with_array(labels.array.astype(np.uint8, copy=False)), work / f"{version}.nii.gz")
-        stored = group.put_file(keys.label_key(case_id, version), path)
+        stored = group.put_file(layout.label_key(case_id, version), path)
         counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}
         record = LabelRecord(case_id, version, source, parent, model_set, round_, stored.key, stored.sha256,
                              stored.size_bytes, author, now_iso(), counts)
-        group.put_json(keys.label_meta_key(case_id, version), record.as_json())
+        group.put_json(layout.label_meta_key(case_id, version), record.as_json())
         return record
 
     def get(self, case_id: str, version: str) -> LabelRecord:
-        keys.validate_version(version)
+        ids.validate_version(version)
         try:
-            return LabelRecord.from_json(self._store.get_json(keys.label_meta_key(case_id, version)))  # type: ignore[arg-type]
+            return LabelRecord.from_json(self._store.get_json(layout.label_meta_key(case_id, version)))  # type: ignore[arg-type]
         except NotFound:
             raise NotFound(f"case {case_id!r} has no label version {version!r}") from None
 
     def list(self, case_id: str) -> list[LabelRecord]:
-        prefix = f"{keys.case_prefix(case_id)}labels/"
+        prefix = layout.labels_prefix(case_id)
         records = [LabelRecord.from_json(self._store.get_json(key))  # type: ignore[arg-type]
                    for key in self._store.list_keys(prefix) if key.endswith(".json")]
         return sorted(records, key=lambda r: r.version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from atlasloop.common.service_map import DEFAULT_PORTS
 from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
 
 
@@ -15,7 +16,7 @@ class StorageSettings(ServiceSettings):
         env_prefix="ATLASLOOP_STORAGE_", env_nested_delimiter="__", extra="ignore"
     )
 
-    port: int = 50051
+    port: int = DEFAULT_PORTS["storage"]
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest file an upload may carry.")
     download_chunk_bytes: int = Field(default=1024 * 1024, description="Default chunk of DownloadVolume.")
     max_chunk_bytes: int = Field(default=4 * 1024 * 1024, description="Largest chunk either way.")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePath
 
+from atlasloop.common import ids, layout
 from atlasloop.common.errors import InvalidInput, NotFound, TooLarge
 from atlasloop.common.objectstore import ObjectStore, StoredObject
-from atlasloop.storage import keys
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -79,8 +79,8 @@ class Staging:
             if digest.hexdigest() != header.sha256:
                 raise InvalidInput("checksum mismatch: the bytes received do not have the SHA-256 in the header")
             handle.flush()
-            upload_id = keys.new_upload_id()
-            stored = self._store.put_file(keys.staging_key(upload_id), Path(handle.name),
+            upload_id = ids.new_upload_id()
+            stored = self._store.put_file(layout.staging_key(upload_id), Path(handle.name),
                                           metadata={"file-name": header.file_name})
         return StagedUpload(upload_id, header.file_name, stored)
 
@@ -88,12 +88,12 @@ class Staging:
         """A new upload id and the URL to PUT its bytes to; the file name travels in a sidecar."""
         if not file_name or PurePath(file_name).name != file_name:
             raise InvalidInput("file name must be a plain name without folders")
-        upload_id = keys.new_upload_id()
-        self._store.put_json(keys.staging_key(upload_id) + ".json", {"file_name": file_name})
-        return upload_id, self._store.presign_put(keys.staging_key(upload_id), expires)
+        upload_id = ids.new_upload_id()
+        self._store.put_json(layout.staging_meta_key(upload_id), {"file_name": file_name})
+        return upload_id, self._store.presign_put(layout.staging_key(upload_id), expires)
 
     def file_name(self, upload_id: str) -> str:
-        key = keys.staging_key(keys.validate_upload_id(upload_id))
+        key = layout.staging_key(ids.validate_upload_id(upload_id))
         name = self._store.stat(key).metadata.get("file-name")
         if name:
             return name
@@ -109,10 +109,10 @@ class Staging:
         name = PurePath(self.file_name(upload_id)).name
         with tempfile.TemporaryDirectory(dir=self._temp_dir, prefix="atlasloop-import-") as folder:
             path = Path(folder) / name
-            self._store.download_file(keys.staging_key(upload_id), path, max_bytes=self._max)
+            self._store.download_file(layout.staging_key(upload_id), path, max_bytes=self._max)
             yield path
 
     def discard(self, upload_id: str) -> None:
-        key = keys.staging_key(upload_id)
+        key = layout.staging_key(upload_id)
         for k in (key, key + ".json"):
             self._store.delete(k)

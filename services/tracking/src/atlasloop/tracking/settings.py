@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from atlasloop.common.service_map import DEFAULT_PORTS, default_target
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 
 
@@ -15,11 +16,11 @@ class TrackingSettings(ServiceSettings):
         env_prefix="ATLASLOOP_TRACKING_", env_nested_delimiter="__", extra="ignore"
     )
 
-    port: int = 50055
+    port: int = DEFAULT_PORTS["tracking"]
     lease_s: int = Field(default=1800, description="How long a lease lasts unless renewed.")
     double_read_fraction: float = Field(default=0.1, ge=0, le=1,
                                         description="Share of approved cases read again by a second annotator.")
-    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     consume_events: bool = True
     migrate_on_start: bool = Field(default=True, description="Run the Alembic migrations at start-up.")

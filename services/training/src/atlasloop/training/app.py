@@ -1,4 +1,4 @@
-"""Assembles the training service: runner, triggers on ``annotation.approved``, servicer, checks."""
+"""Assembles the training service: run job, scheduler, triggers on ``annotation.approved``, servicer, checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from atlasloop.common.readiness import kafka_check, ray_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
-from atlasloop.training.runner import Runner
+from atlasloop.training.run_job import RunJob
+from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.servicer import TrainingServiceServicer
 from atlasloop.training.settings import TrainingSettings
 from atlasloop.training.triggers import Triggers
@@ -22,16 +23,17 @@ SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
 def build(settings: TrainingSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "training")
-    runner = Runner(settings, store, producer, lambda: StorageClient(settings.storage_target, settings.storage_token))
-    triggers = Triggers(runner, settings.triggers)
-    servicer = TrainingServiceServicer(runner)
+    job = RunJob(settings, store, producer, lambda: StorageClient(settings.storage_target, settings.storage_token))
+    scheduler = Scheduler(job)
+    triggers = Triggers(scheduler, settings.triggers)
+    servicer = TrainingServiceServicer(scheduler)
     consumer = ConsumerThread(settings.kafka, "training", [events_pb2.AnnotationApproved],
                               lambda event, _delivery: triggers.on_approved(event))
 
     def register(server: grpc.Server) -> None:
         training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
 
-    on_start = [runner.recover, triggers.start] + ([consumer.start] if settings.consume_events else [])
+    on_start = [scheduler.recover, triggers.start] + ([consumer.start] if settings.consume_events else [])
     return ServiceSpec(
         name="training",
         services=[SERVICE],

@@ -14,21 +14,29 @@ import io
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 
+from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.ray_env import apply_ray_env
 from atlasloop.common.settings import S3Settings
-from atlasloop.inference.architectures import config as architecture_config
-from atlasloop.inference.registry import load_into, read_state_dict
+from atlasloop.models.architectures import config as architecture_config
+from atlasloop.models.checkpoints import load_checkpoint
 from atlasloop.training.recipe import Recipe, Sampler, train_epochs
 
 apply_ray_env()
 
 
-def candidate_key(run_id: str, architecture: str) -> str:
-    return f"training/runs/{run_id}/candidates/{architecture}.pt"
+@dataclass(frozen=True)
+class MemberJob:
+    """One member to fine-tune: where it starts from."""
+
+    architecture: str
+    size: str
+    base_version: str
+    base_weights: bytes
 
 
 def _train_loop(cfg: dict) -> None:
@@ -46,11 +54,10 @@ def _train_loop(cfg: dict) -> None:
     device = ray.train.torch.get_device()
     final = {}
     for member in cfg["members"]:
-        architecture = member["architecture"]
+        architecture = member.architecture
         torch.manual_seed(recipe.seed + rank)
-        source = f"{architecture}/{member['base_version']}"
-        module = load_into(architecture_config(architecture, member["size"]),
-                           read_state_dict(member["base_weights"], source), source)
+        source = f"{architecture}/{member.base_version}"
+        module = load_checkpoint(architecture_config(architecture, member.size), member.base_weights, source)
         model = ray.train.torch.prepare_model(module, parallel_strategy="ddp" if world > 1 else None)
         sampler = Sampler(revised, replay, recipe, seed=recipe.seed * 1000 + rank)
         started = time.monotonic()
@@ -70,17 +77,16 @@ def _train_loop(cfg: dict) -> None:
             trained = model.module if hasattr(model, "module") else model
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, buffer)
-            ObjectStore(S3Settings(**cfg["s3"])).put_bytes(candidate_key(cfg["run_id"], architecture),
+            ObjectStore(S3Settings(**cfg["s3"])).put_bytes(layout.candidate_key(cfg["run_id"], architecture),
                                                            buffer.getvalue())
     ray.train.report({"final_loss": final})
 
 
-def fit_members(*, run_id: str, members: list[dict], examples_ref, recipe: Recipe, progress, s3: dict,
+def fit_members(*, run_id: str, members: list[MemberJob], examples_ref, recipe: Recipe, progress, s3: dict,
                 num_workers: int, use_gpu: bool, cpus_per_worker: float, storage_path: str,
                 torch_threads: int = 0) -> None:
-    """Train every member (dicts of architecture, size, base_version, base_weights) in one Ray
-    Train run: the worker group starts once (about 15 s here) for the whole set. Raises on a
-    failed or diverged run."""
+    """Train every member in one Ray Train run: the worker group starts once (about 15 s here) for
+    the whole set. Raises on a failed or diverged run."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

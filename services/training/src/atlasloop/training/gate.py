@@ -1,8 +1,8 @@
 """The gate: evaluate a model set on held-out and replay cases, and decide whether a candidate
 may replace the current set.
 
-Evaluation is the ensemble exactly as inference runs it (sliding-window sigmoid per member, mean
-> 0.5, largest component, lower id wins overlaps), on the model grid, scored per organ with Dice
+Evaluation is the ensemble exactly as inference runs it (``atlasloop.models.ensemble``: sliding-
+window sigmoid per member, the one pseudo-label rule), on the model grid, scored per organ with Dice
 and normalised surface Dice (NSD) against the human labels, averaged over cases.
 
 The decision (``decide``): the candidate passes only if
@@ -23,27 +23,12 @@ import numpy as np
 
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.metrics import organ_metrics
-from atlasloop.inference.predictor import InferenceConfig, add_organ, member_probabilities
-from atlasloop.inference.registry import LoadedModel, shared_preprocess
+from atlasloop.models.ensemble import InferenceConfig, ensemble_labels
+from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.training.recipe import Example
-
-
-@dataclass(frozen=True)
-class OrganScore:
-    dice: float
-    nsd: float
-
+from atlasloop.training.runs import OrganScore
 
 Scores = dict[str, OrganScore]
-
-
-def ensemble_labels(members: Sequence[LoadedModel], image: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
-    """The ensemble's label map for one image on the model grid, as inference makes it."""
-    probs = [member_probabilities(m, image, cfg).numpy() for m in members]
-    labels = np.zeros(image.shape, np.uint8)
-    for label in ORGANS:
-        add_organ(labels, label, sum(p[label] for p in probs) / len(probs))
-    return labels
 
 
 def evaluate(members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig,

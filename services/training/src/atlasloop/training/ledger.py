@@ -14,21 +14,45 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
+from atlasloop.common import layout
+from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.common.v1 import common_pb2
-
-LEDGER = "training/ledger.json"
-HELD_OUT = "training/held-out.json"
 
 
 @dataclass(frozen=True)
 class LabelRef:
     case_id: str
     label_version: str
+
+    def __str__(self) -> str:
+        return f"{self.case_id}/{self.label_version}"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approved revision as the ledger records it; ``run`` is the run that consumed it."""
+
+    case_id: str
+    label_version: str
+    organs: tuple[str, ...]
+    run: str = ""
+
+    @property
+    def ref(self) -> LabelRef:
+        return LabelRef(self.case_id, self.label_version)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"organs": list(self.organs)}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Approval:
+        return cls(document["case_id"], document["label_version"], tuple(document["organs"]), document["run"])
 
 
 class Ledger:
@@ -38,51 +62,54 @@ class Ledger:
         self._store = store
         self._lock = threading.Lock()
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, Approval]:
         try:
-            return self._store.get_json(LEDGER)  # type: ignore[return-value]
+            document = self._store.get_json(layout.LEDGER)
         except NotFound:
-            return {"approved": {}}
+            return {}
+        return {k: Approval.from_json(v) for k, v in document["approved"].items()}  # type: ignore[index]
+
+    def _write(self, approved: dict[str, Approval]) -> None:
+        self._store.put_json(layout.LEDGER, {"approved": {k: a.as_json() for k, a in approved.items()}})
 
     def record_approval(self, revision_id: str, case_id: str, label_version: str, organs: list[str]) -> bool:
         """Record an approval; False when this revision was recorded before (a redelivery)."""
         with self._lock:
-            ledger = self._read()
-            if revision_id in ledger["approved"]:
+            approved = self._read()
+            if revision_id in approved:
                 return False
-            ledger["approved"][revision_id] = {"case_id": case_id, "label_version": label_version,
-                                               "organs": sorted(organs), "run": ""}
-            self._store.put_json(LEDGER, ledger)
+            approved[revision_id] = Approval(case_id, label_version, tuple(sorted(organs)))
+            self._write(approved)
             return True
 
-    def pending(self) -> dict[str, dict]:
+    def pending(self) -> dict[str, Approval]:
         """Approved revisions no run has consumed, by revision id."""
-        return {k: v for k, v in self._read()["approved"].items() if not v["run"]}
+        return {k: a for k, a in self._read().items() if not a.run}
 
-    def consumed(self) -> dict[str, dict]:
-        return {k: v for k, v in self._read()["approved"].items() if v["run"]}
+    def consumed(self) -> dict[str, Approval]:
+        return {k: a for k, a in self._read().items() if a.run}
 
     def consume(self, revision_ids: list[str], run_id: str) -> None:
         """Mark revisions as trained on by ``run_id`` (after a run that used them ended)."""
         with self._lock:
-            ledger = self._read()
+            approved = self._read()
             for revision_id in revision_ids:
-                ledger["approved"][revision_id]["run"] = run_id
-            self._store.put_json(LEDGER, ledger)
+                approved[revision_id] = replace(approved[revision_id], run=run_id)
+            self._write(approved)
 
     def held_out(self, client: StorageClient, fraction: float, most: int) -> list[LabelRef]:
         """The frozen held-out set; chosen and stored on first use."""
         with self._lock:
             try:
-                return [LabelRef(**r) for r in self._store.get_json(HELD_OUT)["cases"]]  # type: ignore[index]
+                return [LabelRef(**r) for r in self._store.get_json(layout.HELD_OUT)["cases"]]  # type: ignore[index]
             except NotFound:
                 pass
-            labelled = latest_labels(client, self._read()["approved"].values())
+            labelled = latest_labels(client, self._read().values())
             ranked = sorted(labelled, key=lambda ref: hashlib.sha256(ref.case_id.encode()).hexdigest())
             count = min(most, max(1, round(fraction * len(ranked)))) if ranked else 0
             chosen = ranked[:count]
             if chosen:
-                self._store.put_json(HELD_OUT, {"cases": [ref.__dict__ for ref in chosen]})
+                self._store.put_json(layout.HELD_OUT, {"cases": [asdict(ref) for ref in chosen]})
             return chosen
 
 
@@ -90,15 +117,16 @@ def original_labels(client: StorageClient) -> list[LabelRef]:
     """Each case's imported original label version, where it has one."""
     refs = []
     for case_id in client.case_ids():
-        originals = [v for v in client.label_versions(case_id) if v.source == common_pb2.LABEL_SOURCE_ORIGINAL]
+        originals = [v for v in client.label_versions(case_id)
+                     if LabelSource.from_proto(v.source) is LabelSource.ORIGINAL]
         if originals:
             refs.append(LabelRef(case_id, originals[-1].label_version))
     return refs
 
 
-def latest_labels(client: StorageClient, approvals) -> list[LabelRef]:
+def latest_labels(client: StorageClient, approvals: Iterable[Approval]) -> list[LabelRef]:
     """One human label per case: its newest approved revision, else its original label."""
     by_case = {ref.case_id: ref for ref in original_labels(client)}
     for approval in approvals:
-        by_case[approval["case_id"]] = LabelRef(approval["case_id"], approval["label_version"])
+        by_case[approval.case_id] = approval.ref
     return sorted(by_case.values(), key=lambda ref: ref.case_id)

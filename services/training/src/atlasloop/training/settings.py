@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from atlasloop.common.service_map import DEFAULT_PORTS, default_target
 from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, ServiceSettings
 from atlasloop.training.recipe import Recipe
 
@@ -36,8 +37,8 @@ class TrainingSettings(ServiceSettings):
         env_prefix="ATLASLOOP_TRAINING_", env_nested_delimiter="__", extra="ignore"
     )
 
-    port: int = 50056
-    storage_target: str = Field(default="127.0.0.1:50051", description="The storage service (host:port).")
+    port: int = DEFAULT_PORTS["training"]
+    storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)
     gate: GatePolicy = Field(default_factory=GatePolicy)

@@ -14,17 +14,18 @@ from collections import Counter
 
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGANS
-from atlasloop.training.runner import Runner
+from atlasloop.training.ledger import Approval
+from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.settings import TriggerPolicy
 
 log = logging.getLogger(__name__)
 
 
-def due(policy: TriggerPolicy, pending: dict[str, dict]) -> str:
+def due(policy: TriggerPolicy, pending: dict[str, Approval]) -> str:
     """The first rule that holds, as the run's trigger text; empty when none does."""
     if policy.approved_threshold and len(pending) >= policy.approved_threshold:
         return f"approved>={policy.approved_threshold}"
-    counts = Counter(organ for approval in pending.values() for organ in approval["organs"])
+    counts = Counter(organ for approval in pending.values() for organ in approval.organs)
     for organ, threshold in sorted(policy.organ_thresholds.items()):
         if counts[organ] >= threshold:
             return f"organ:{organ}>={threshold}"
@@ -32,22 +33,22 @@ def due(policy: TriggerPolicy, pending: dict[str, dict]) -> str:
 
 
 class Triggers:
-    def __init__(self, runner: Runner, policy: TriggerPolicy) -> None:
-        self.runner = runner
+    def __init__(self, scheduler: Scheduler, policy: TriggerPolicy) -> None:
+        self.scheduler = scheduler
         self.policy = policy
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def new_pending(self) -> dict[str, dict]:
-        claimed = self.runner.claimed()
-        return {k: v for k, v in self.runner.ledger.pending().items() if k not in claimed}
+    def new_pending(self) -> dict[str, Approval]:
+        claimed = self.scheduler.claimed()
+        return {k: v for k, v in self.scheduler.ledger.pending().items() if k not in claimed}
 
     def on_approved(self, event: events_pb2.AnnotationApproved) -> None:
         organs = [ORGANS[o] for o in event.organs if o in ORGANS]
-        if not self.runner.ledger.record_approval(event.revision_id, event.case_id, event.label_version, organs):
+        if not self.scheduler.ledger.record_approval(event.revision_id, event.case_id, event.label_version, organs):
             return  # redelivered
         if trigger := due(self.policy, self.new_pending()):
-            run = self.runner.request(trigger)
+            run = self.scheduler.request(trigger)
             log.info("training triggered", extra={"trigger": trigger, "run_id": run.run_id})
 
     def start(self) -> None:
@@ -57,8 +58,8 @@ class Triggers:
 
     def _schedule(self) -> None:
         while not self._stop.wait(self.policy.schedule_s):
-            if self.new_pending() and not self.runner.busy():
-                self.runner.request(f"schedule:{self.policy.schedule_s:g}s")
+            if self.new_pending() and not self.scheduler.busy():
+                self.scheduler.request(f"schedule:{self.policy.schedule_s:g}s")
 
     def stop(self) -> None:
         self._stop.set()

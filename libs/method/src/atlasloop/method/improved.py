@@ -1,0 +1,145 @@
+"""Improved mode: AtlasLoop's own scorers, registered by name, selectable and combinable.
+
+Maps. Besides the reference's inconsistency and overlap, ``binary_entropy`` (of the members' mean,
+in bits: the proper entropy of a per-organ sigmoid) and ``mutual_information`` (BALD: entropy of
+the mean minus the mean of member entropies, i.e. disagreement that is not shared noise) can build
+the attention region; each is thresholded and opened like the reference's signals.
+
+Case scores. ``voxels`` (the reference), ``mm3`` (voxel size aware), ``organ_fraction`` (attention
+volume over organ volume, so the liver does not dominate), ``disagreement`` (1 - mean pairwise
+member Dice) and ``plausibility`` (flags from :mod:`atlasloop.method.plausibility`) are combined
+with weights into an organ score; the case priority is the sum over organs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atlasloop.imaging.compact import Cropped
+from atlasloop.method.reference import OrganAttention, empty, opening, organ_box, overlap
+
+
+def _binary_entropy_bits(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p.astype(np.float64), 1e-12, 1 - 1e-12)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def inconsistency_map(probs: np.ndarray) -> np.ndarray:
+    return probs.std(axis=0) if len(probs) > 1 else np.zeros(probs.shape[1:])
+
+
+def binary_entropy_map(probs: np.ndarray) -> np.ndarray:
+    return _binary_entropy_bits(probs.mean(axis=0))
+
+
+def mutual_information_map(probs: np.ndarray) -> np.ndarray:
+    if len(probs) < 2:
+        return np.zeros(probs.shape[1:])
+    return np.clip(_binary_entropy_bits(probs.mean(axis=0)) - _binary_entropy_bits(probs).mean(axis=0), 0, None)
+
+
+SIGNAL_MAPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "inconsistency": inconsistency_map,
+    "binary_entropy": binary_entropy_map,
+    "mutual_information": mutual_information_map,
+}
+DEFAULT_THRESHOLDS = {"inconsistency": 0.1, "binary_entropy": 0.5, "mutual_information": 0.1}
+
+
+@dataclass(frozen=True)
+class ImprovedConfig:
+    signals: tuple[str, ...] = ("inconsistency", "mutual_information", "overlap")
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    opening_iterations: int = 1  # the reference's 2 erase errors thinner than 5 voxels
+    # Default measured side by side on 24 simulated cases (make bench): ranking by attention volume
+    # in mm^3 put 39% of all error voxels in the top quarter of cases, the reference's voxel count
+    # 31%, organ_fraction + disagreement 19%. A plausibility flag counts as 2 mL of attention.
+    weights: Mapping[str, float] = field(default_factory=lambda: {"mm3": 1.0, "plausibility": 2000.0})
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.signals if s not in SIGNAL_MAPS and s != "overlap"]
+        unknown += [s for s in self.weights if s not in CASE_SCORERS]
+        if unknown:
+            raise ValueError(f"unknown scorers {unknown}; maps: {sorted(SIGNAL_MAPS)}, overlap; "
+                             f"case scorers: {sorted(CASE_SCORERS)}")
+
+
+def improved_attention(organ: str, soft: Sequence[Cropped], pseudo: Mapping[str, Cropped],
+                       shape: tuple[int, int, int], config: ImprovedConfig) -> tuple[OrganAttention, np.ndarray]:
+    """The improved attention of one organ and the members' probabilities in its box."""
+    box = organ_box(organ, soft, [], pseudo, shape)
+    if box is None:
+        return empty(organ), np.zeros((len(soft), 0, 0, 0))
+    probs = np.stack([c.read(box).astype(np.float32) / 255 for c in soft])
+    heat = np.zeros(probs.shape[1:])
+    region = np.zeros(probs.shape[1:], bool)
+    parts: dict[str, np.ndarray] = {}
+    for name in config.signals:
+        if name == "overlap":
+            mask = overlap(organ, pseudo, box)
+            value = mask.astype(np.float64)
+        else:
+            value = SIGNAL_MAPS[name](probs).astype(np.float64)
+            mask = opening(value > config.thresholds[name], config.opening_iterations)
+            value[~mask] = 0
+        parts[name] = value
+        heat += value
+        region |= mask
+    peak = heat.max()
+    heat = heat / peak if peak > 0 else heat
+    zero = np.zeros_like(heat)
+    uncertainty = parts.get("binary_entropy", zero) + parts.get("mutual_information", zero)
+    return OrganAttention(organ, box, parts.get("inconsistency", zero), uncertainty,
+                          parts.get("overlap", zero).astype(bool), region, heat), probs
+
+
+@dataclass
+class OrganEvidence:
+    """What the case scorers look at for one organ."""
+
+    attention: OrganAttention
+    probs: np.ndarray
+    organ_ml: float
+    voxel_ml: float
+    flags: list[str]
+
+
+def _voxels(e: OrganEvidence) -> float:
+    return float(e.attention.region_voxels)
+
+
+def _mm3(e: OrganEvidence) -> float:
+    return e.attention.region_voxels * e.voxel_ml * 1000.0
+
+
+def _organ_fraction(e: OrganEvidence, floor_ml: float = 5.0) -> float:
+    return e.attention.region_voxels * e.voxel_ml / max(e.organ_ml, floor_ml)
+
+
+def _disagreement(e: OrganEvidence) -> float:
+    if len(e.probs) < 2 or not e.probs.size:
+        return 0.0
+    masks = e.probs > 0.5
+    dices = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            total = int(masks[i].sum()) + int(masks[j].sum())
+            dices.append(1.0 if total == 0 else 2.0 * int((masks[i] & masks[j]).sum()) / total)
+    return 1.0 - float(np.mean(dices))
+
+
+def _plausibility(e: OrganEvidence) -> float:
+    return float(len(e.flags))
+
+
+CASE_SCORERS: dict[str, Callable[[OrganEvidence], float]] = {
+    "voxels": _voxels, "mm3": _mm3, "organ_fraction": _organ_fraction, "disagreement": _disagreement,
+    "plausibility": _plausibility,
+}
+
+
+def organ_score(evidence: OrganEvidence, weights: Mapping[str, float]) -> float:
+    return sum(w * CASE_SCORERS[name](evidence) for name, w in weights.items())

@@ -1,0 +1,120 @@
+"""One case through the ensemble: preprocessing, sliding-window inference per member, compact
+outputs, the pseudo-label on the native grid.
+
+Per member: MONAI ``sliding_window_inference`` (Gaussian blending, ``overlap`` and
+``sw_batch_size`` from the configuration; mixed precision on GPU), sigmoid per organ channel. Each
+member's output is stored as the ensemble rule says (``atlasloop.imaging.ensemble_rule``): uint8
+crops of its masked soft map and of its entropy term per organ, so the dense members x organs x
+voxels float tensor never exists. For the mean, each member also keeps its raw probabilities
+inside the box where they exceed ``NEGLIGIBLE``. ``combine`` averages the members (in the order
+given) and applies the pseudo-label rule. The Serve deployments, the local predictor and the
+training gate all run these functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from atlasloop.imaging.compact import Cropped, EnsembleOutput, nonzero_box, slices
+from atlasloop.imaging.ensemble_rule import add_organ, member_maps
+from atlasloop.imaging.labels import ORGANS
+from atlasloop.imaging.preprocess import preprocess_image, to_native
+from atlasloop.imaging.volume import Volume
+from atlasloop.models.records import LoadedModel, shared_preprocess
+
+NEGLIGIBLE = 1e-3  # probabilities below this are left out of a member's raw crop for the mean
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    overlap: float = 0.5  # the reference used 0.75; configurable (docs/adr/0003-sliding-window-overlap.md)
+    sw_batch_size: int = 2
+    device: str = "cpu"
+
+
+@dataclass
+class MemberOutput:
+    """One member's stored maps and raw crops on the model grid."""
+
+    member: str
+    soft: dict[str, Cropped] = field(default_factory=dict)  # organ -> uint8, as the rule stores it
+    entropy: dict[str, Cropped] = field(default_factory=dict)  # organ -> uint8
+    raw: dict[str, Cropped] = field(default_factory=dict)  # organ -> float32 above NEGLIGIBLE
+    seconds: float = 0.0
+
+
+@dataclass
+class Prediction:
+    output: EnsembleOutput  # compact, on the cropped model grid
+    labels: Volume  # pseudo-label map on the native grid
+
+
+def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:
+    """Sigmoid probabilities (channels, x, y, z) of one member on the model grid."""
+    device = torch.device(cfg.device)
+    module = model.module.to(device)
+    patch = model.config.patch
+    x = torch.from_numpy(image)[None, None].to(device)
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        logits = sliding_window_inference(x, (patch, patch, patch), cfg.sw_batch_size, module, overlap=cfg.overlap,
+                                          mode="gaussian", sw_device=device, device=torch.device("cpu"))
+    return torch.sigmoid(logits[0].float())
+
+
+def run_member(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig,
+               negligible: float = NEGLIGIBLE) -> MemberOutput:
+    """One member on one preprocessed image; ``negligible=0`` keeps every probability for the mean."""
+    started = time.perf_counter()
+    probs = member_probabilities(model, image, cfg).numpy()
+    out = MemberOutput(model.name)
+    for label, organ in ORGANS.items():
+        p = probs[label]
+        out.soft[organ], out.entropy[organ] = member_maps(p)
+        box = nonzero_box(p > negligible)
+        out.raw[organ] = Cropped(box, p[slices(box)].astype(np.float32) if box else np.zeros((0, 0, 0), np.float32))
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def combine(shape: tuple[int, int, int], affine: np.ndarray,
+            members: Sequence[MemberOutput]) -> tuple[EnsembleOutput, np.ndarray]:
+    """The compact ensemble output and the pseudo-label map, both on the model grid."""
+    output = EnsembleOutput(shape, affine, [m.member for m in members])
+    labels = np.zeros(shape, np.uint8)
+    for label, organ in ORGANS.items():
+        mean = np.zeros(shape, np.float32)
+        for m in members:
+            output.soft.setdefault(m.member, {})[organ] = m.soft[organ]
+            output.entropy.setdefault(m.member, {})[organ] = m.entropy[organ]
+            raw = m.raw[organ]
+            if raw.box is not None:
+                mean[slices(raw.box)] += raw.data / len(members)
+        output.pseudo[organ] = Cropped.of(add_organ(labels, label, mean))
+    return output, labels
+
+
+def ensemble_labels(members: Sequence[LoadedModel], image: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
+    """The ensemble's label map for one preprocessed image, on the model grid, from the exact mean
+    (the gate scores it against human labels)."""
+    outputs = [run_member(m, image, cfg, negligible=0.0) for m in members]
+    return combine(image.shape, np.eye(4), outputs)[1]  # type: ignore[arg-type]
+
+
+def predict(ct: Volume, members: Sequence[LoadedModel], cfg: InferenceConfig | None = None,
+            on_member: Callable[[LoadedModel], None] | None = None) -> Prediction:
+    """The whole prediction of one CT in this process (the Serve deployments split it by member)."""
+    cfg = cfg or InferenceConfig()
+    pre = preprocess_image(ct, shared_preprocess([m.manifest for m in members]))
+    outputs = []
+    for model in members:
+        outputs.append(run_member(model, pre.image, cfg))
+        if on_member is not None:
+            on_member(model)
+    output, labels = combine(pre.image.shape, pre.grid.cropped_affine, outputs)  # type: ignore[arg-type]
+    return Prediction(output, to_native(labels, pre.grid, order=0))

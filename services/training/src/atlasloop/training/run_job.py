@@ -1,0 +1,180 @@
+"""One training run from start to end: choose the labels, fine-tune every member on Ray Train,
+gate the candidates against the current set, publish or reject, and record every step.
+
+Every state change is saved before the next step (``RunStore``), so a restarted service knows
+what a run reached. Nothing is published unless the gate passes: a run that fails (unreadable
+labels, no approved revisions, a diverged loss, a lost Ray worker) or is rejected leaves the
+current set current.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from atlasloop.common import layout
+from atlasloop.common.domain import RunState
+from atlasloop.common.errors import AtlasError, InvalidInput
+from atlasloop.common.events import EventProducer, new_meta
+from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.storage_client import StorageClient
+from atlasloop.events.v1 import events_pb2
+from atlasloop.models.checkpoints import load_checkpoint
+from atlasloop.models.ensemble import InferenceConfig
+from atlasloop.models.records import LoadedModel, shared_preprocess
+from atlasloop.models.registry import ModelRegistry
+from atlasloop.training import gate, training_set
+from atlasloop.training.data import load_examples
+from atlasloop.training.distributed import MemberJob
+from atlasloop.training.fit import FitFailed, fit
+from atlasloop.training.ledger import Ledger
+from atlasloop.training.progress import ProgressBoard
+from atlasloop.training.publish import Publisher
+from atlasloop.training.recipe import Example, Recipe
+from atlasloop.training.runs import RunRecord, RunStore
+from atlasloop.training.settings import TrainingSettings
+
+log = logging.getLogger(__name__)
+GATE_INFERENCE = InferenceConfig(overlap=0.25, sw_batch_size=2)
+
+
+class RunJob:
+    def __init__(self, settings: TrainingSettings, store: ObjectStore, producer: EventProducer,
+                 client: Callable[[], StorageClient]) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = ModelRegistry(store)
+        self.runs = RunStore(store)
+        self.ledger = Ledger(store)
+        self.progress = ProgressBoard(self.runs.get)
+        self.publisher = Publisher(store, self.registry, producer)
+        self._producer = producer
+        self._client = client
+        self._timing: tuple[str, float] = ("", 0.0)  # the executing run and when it started
+
+    def recipe(self, run: RunRecord) -> Recipe:
+        """The configured recipe with this run's overrides, validated again."""
+        return Recipe.model_validate(self.settings.recipe.model_dump() | run.overrides)
+
+    # ---- one run ----
+
+    def execute(self, run: RunRecord) -> None:
+        self._timing = (run.run_id, started := time.monotonic())
+        client = self._client()
+        try:
+            self._run(run, client)
+        except AtlasError as exc:
+            self.finish(run, RunState.FAILED, str(exc))
+        except Exception as exc:  # a run must end recorded, whatever broke
+            log.exception("training run failed", extra={"run_id": run.run_id})
+            self.finish(run, RunState.FAILED, root_cause(exc))
+        finally:
+            client.close()
+            run.seconds = time.monotonic() - started
+            self.runs.save(run)
+
+    def _run(self, run: RunRecord, client: StorageClient) -> None:
+        run.base_model_set = self.registry.current()
+        self.transition(run, RunState.RUNNING)
+        chosen = training_set.choose(self.ledger, client, self.settings, run.from_originals)
+        run.revisions = chosen.revisions
+        run.held_out = [str(r) for r in chosen.held_out]
+        run.label_versions = [str(r) for r in chosen.revised + chosen.replay]
+        self.runs.save(run)
+        current = self.registry.load_set(run.base_model_set)  # verifies checksum, schema, config
+        grid = shared_preprocess([m.manifest for m in current])  # candidates keep their base's grid
+        revised, replay = load_examples(client, chosen.revised, grid), load_examples(client, chosen.replay, grid)
+        if not revised and not replay:
+            raise InvalidInput("no labelled cases outside the held-out set to train on")
+        jobs = [MemberJob(m.architecture, m.config.size, m.version, self.registry.weights(m.architecture, m.version))
+                for m in current]
+        try:
+            fit(run, jobs, revised, replay, self.recipe(run), self.settings, lambda *r: self._epoch(run, *r))
+        except FitFailed as exc:
+            raise InvalidInput(f"training failed: {root_cause(exc.__cause__ or exc)}") from None
+        finally:
+            self.runs.save(run)
+        candidates = [self._candidate(run, model) for model in current]
+        self.transition(run, RunState.EVALUATING)
+        self._gate_and_publish(run, current, candidates, load_examples(client, chosen.held_out, grid), replay)
+
+    def _epoch(self, run: RunRecord, architecture: str, epoch: int, loss: float, eta_s: float) -> None:
+        run.losses.setdefault(architecture, []).append(loss)
+        self.progress.note(run, architecture=architecture, epoch=epoch, loss=loss, eta_s=eta_s)
+        self.publish_event(events_pb2.TrainingProgress(meta=new_meta("training"), run_id=run.run_id,
+                                                       architecture=architecture, epoch=epoch, loss=loss), run.run_id)
+
+    def _candidate(self, run: RunRecord, base: LoadedModel) -> LoadedModel:
+        key = layout.candidate_key(run.run_id, base.architecture)
+        module = load_checkpoint(base.config, self.store.get_bytes(key), key)
+        manifest = replace(base.manifest, version=run.run_id, provenance={"base_version": base.version})
+        return LoadedModel(base.architecture, run.run_id, base.config, module, manifest)
+
+    def _gate_and_publish(self, run: RunRecord, current: list[LoadedModel], candidates: list[LoadedModel],
+                          held_out: list[Example], replay: list[Example]) -> None:
+        policy = self.settings.gate
+        tol = policy.nsd_tolerance_mm
+        before = gate.evaluate(current, held_out, GATE_INFERENCE, tol)
+        after = gate.evaluate(candidates, held_out, GATE_INFERENCE, tol)
+        run.current_metrics, run.candidate_metrics = before, after
+        replay_before = replay_after = None
+        if policy.replay_eval_cases and replay:
+            sample = replay[: policy.replay_eval_cases]
+            replay_before = gate.evaluate(current, sample, GATE_INFERENCE, tol)
+            replay_after = gate.evaluate(candidates, sample, GATE_INFERENCE, tol)
+            run.replay_metrics = {"current": gate.mean_dice(replay_before), "candidate": gate.mean_dice(replay_after)}
+        self.progress.note(run, validation=after)
+        decision = gate.decide(before, after, policy.margin, policy.min_improvement, replay_before, replay_after)
+        self.ledger.consume(run.revisions, run.run_id)  # judged: these labels are no longer new
+        if not decision.passed:
+            self.finish(run, RunState.REJECTED, decision.reason)
+            return
+        run.published_model_set = self.publisher.publish_set(run, candidates, self.recipe(run))
+        reason = decision.reason
+        try:
+            self.publisher.announce(run.published_model_set, run.run_id)
+        except Exception as exc:  # noqa: BLE001 - the set is current either way; say so rather than fail the run
+            reason += f"; model.published not delivered ({type(exc).__name__}): roll back or re-announce"
+        self.finish(run, RunState.PUBLISHED, reason)
+
+    # ---- recording ----
+
+    def transition(self, run: RunRecord, state: RunState) -> None:
+        run.state = state
+        self.runs.save(run)
+        self.progress.note(run)
+
+    def finish(self, run: RunRecord, state: RunState, reason: str) -> None:
+        run.state, run.reason = state, reason
+        executing, started = self._timing
+        if run.run_id == executing:
+            run.seconds = time.monotonic() - started
+        run.finished_at = datetime.now(UTC).isoformat()
+        self.runs.save(run)
+        log.info("training run ended", extra={"run_id": run.run_id, "state": state.value, "reason": reason})
+        self.publish_event(events_pb2.TrainingCompleted(meta=new_meta("training"), run_id=run.run_id,
+                                                        passed_gate=state is RunState.PUBLISHED, reason=reason),
+                           run.run_id)
+        self.progress.note(run, reason=reason)
+
+    def publish_event(self, event: object, key: str) -> None:
+        """Progress and completion events; their loss must not fail a run."""
+        try:
+            self._producer.publish(event, key=key)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001
+            log.warning("could not publish event", extra={"event": type(event).__name__})
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error's message: Ray wraps a worker's exception (and its traceback) in
+    several layers; the last ``SomeError: message`` line is the one that matters."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Diverged): ", line)]
+    text = errors[-1] if errors else (lines[-1] if lines else type(exc).__name__)
+    return text[:500]
