@@ -38,7 +38,7 @@ class ProtoEnum(StrEnum):
         try:
             name: str = proto.Name(value)
         except ValueError:
-            raise InvalidInput(f"{value} is not a {_label(cls)}; give one of: {', '.join(cls)}") from None
+            raise InvalidInput(f"{value} is not a valid {_label(cls)}; give one of: {', '.join(cls)}") from None
         return cls(name.removeprefix(prefix).lower())
 
     @classmethod
@@ -47,7 +47,7 @@ class ProtoEnum(StrEnum):
         try:
             return cls(text.strip().lower())
         except ValueError:
-            raise InvalidInput(f"{text[:40]!r} is not a {_label(cls)}; give one of: {', '.join(cls)}") from None
+            raise InvalidInput(f"{text[:40]!r} is not a valid {_label(cls)}; give one of: {', '.join(cls)}") from None
 
     def to_proto(self) -> int:
         proto, prefix = _BINDINGS[type(self)]

@@ -5,18 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from atlasloop.common.domain import LabelStyle, Plane, WindowPreset
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.rendering.core import RenderingCore, View
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
-
-PLANES = {rendering_pb2.PLANE_AXIAL: "axial", rendering_pb2.PLANE_CORONAL: "coronal",
-          rendering_pb2.PLANE_SAGITTAL: "sagittal", rendering_pb2.PLANE_UNSPECIFIED: "axial"}
-PRESETS = {rendering_pb2.WINDOW_PRESET_UNSPECIFIED: "", rendering_pb2.WINDOW_PRESET_ABDOMEN: "abdomen",
-           rendering_pb2.WINDOW_PRESET_LIVER: "liver", rendering_pb2.WINDOW_PRESET_BONE: "bone"}
-STYLES = {rendering_pb2.LABEL_STYLE_UNSPECIFIED: "", rendering_pb2.LABEL_STYLE_CONTOUR: "contour",
-          rendering_pb2.LABEL_STYLE_FILL: "fill"}
 
 
 def _organ(value: int) -> str:
@@ -28,17 +22,16 @@ def _organ(value: int) -> str:
 
 
 def view_of(message: rendering_pb2.SliceView) -> View:
-    for value, table, what in ((message.plane, PLANES, "plane"), (message.window, PRESETS, "window preset"),
-                               (message.label_style, STYLES, "label style")):
-        if value not in table:
-            raise InvalidInput(f"unknown {what}")
+    plane = Plane.from_proto(message.plane, default=Plane.AXIAL)
+    preset = WindowPreset.from_proto(message.window) if message.window else ""  # "": level and width given
+    style = LabelStyle.from_proto(message.label_style) if message.label_style else ""  # "": no labels drawn
     if message.world_mm and len(message.world_mm) != 3:
         raise InvalidInput("world_mm needs three values (x, y, z in mm)")
     return View(
-        case_id=message.case_id, label_version=message.label_version, plane=PLANES[message.plane],
+        case_id=message.case_id, label_version=message.label_version, plane=plane,
         index=message.index, world_mm=tuple(message.world_mm) if message.world_mm else None,  # type: ignore[arg-type]
-        preset=PRESETS[message.window], level=message.window_level, width=message.window_width,
-        label_style=STYLES[message.label_style], heatmap_organ=_organ(message.heatmap_organ),
+        preset=preset, level=message.window_level, width=message.window_width,
+        label_style=style, heatmap_organ=_organ(message.heatmap_organ),
         region_boxes=message.region_boxes, scale_bar=message.scale_bar, letters=message.orientation_letters,
         neurological=message.neurological, max_size=message.max_size_px)
 

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
+from atlasloop.common.domain import ScoringMode, Signal
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.scoring.core import ScoringCore
 from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
-MODES = {scoring_pb2.SCORING_MODE_UNSPECIFIED: "", scoring_pb2.SCORING_MODE_REFERENCE: "reference",
-         scoring_pb2.SCORING_MODE_IMPROVED: "improved"}
-MODE_ENUM = {"reference": scoring_pb2.SCORING_MODE_REFERENCE, "improved": scoring_pb2.SCORING_MODE_IMPROVED}
-SIGNAL_ENUM = {"inconsistency": scoring_pb2.SIGNAL_INCONSISTENCY, "uncertainty": scoring_pb2.SIGNAL_UNCERTAINTY,
-               "overlap": scoring_pb2.SIGNAL_OVERLAP, "plausibility": scoring_pb2.SIGNAL_PLAUSIBILITY}
-
 
 def _mode(value: int) -> str:
-    if value not in MODES:
-        raise InvalidInput("unknown scoring mode")
-    return MODES[value]
+    """The requested mode; "" (the service's default) when unspecified."""
+    return ScoringMode.from_proto(value) if value else ""
 
 
 def case_scores(document: dict) -> scoring_pb2.CaseScores:
     organs = sorted(document["organs"], key=lambda o: (-o["heat_sum"], -o["score"]))
     return scoring_pb2.CaseScores(
-        case_id=document["case_id"], model_set=document["model_set"], mode=MODE_ENUM[document["mode"]],
+        case_id=document["case_id"], model_set=document["model_set"], mode=ScoringMode(document["mode"]).to_proto(),
         priority=document["priority"],
         organs=[scoring_pb2.OrganScore(organ=ORGAN_IDS[o["organ"]], attention=o["score"], heat_sum=o["heat_sum"],
                                        flags=o["flags"]) for o in organs],
@@ -33,7 +27,7 @@ def case_scores(document: dict) -> scoring_pb2.CaseScores:
             box=common_pb2.BoundingBox(min_voxel=r["min_voxel"], max_voxel=r["max_voxel"], min_mm=r["min_mm"],
                                        max_mm=r["max_mm"]),
             volume_ml=r["volume_ml"], peak_heat=r["peak_heat"], mean_heat=r["mean_heat"],
-            dominant_signal=SIGNAL_ENUM[r["dominant_signal"]]) for r in document["regions"]])
+            dominant_signal=Signal(r["dominant_signal"]).to_proto()) for r in document["regions"]])
 
 
 class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from atlasloop.common.domain import LabelSource
 from atlasloop.common.objectstore import StoredObject
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.volume import Volume
@@ -121,7 +122,7 @@ class LabelRecord:
     def to_proto(self, bucket: str) -> storage_pb2.LabelVersionInfo:
         return storage_pb2.LabelVersionInfo(
             case_id=self.case_id, label_version=self.version,
-            source=common_pb2.LabelSource.Value(f"LABEL_SOURCE_{self.source.upper()}"),
+            source=LabelSource(self.source).to_proto(),
             parent_version=self.parent_version, model_set=self.model_set, round=self.round,
             object=common_pb2.ObjectRef(bucket=bucket, key=self.key, sha256=self.sha256, size_bytes=self.size_bytes),
             author=self.author, created_at=timestamp(self.created_at))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from atlasloop.common import ids, layout
+from atlasloop.common.domain import CaseFormat
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
@@ -34,7 +35,7 @@ from atlasloop.storage.writes import WriteGroup
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("nifti", "dicom_zip", "abdomenatlas_zip")
+FORMATS = tuple(CaseFormat)
 HU_PLAUSIBLE = (-4096.0, 40000.0)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from atlasloop.common import ids, layout
+from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.labels import census
@@ -14,7 +15,7 @@ from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.storage.case_meta import LabelRecord, now_iso
 from atlasloop.storage.writes import WriteGroup
 
-SOURCES = ("original", "ai", "human")
+SOURCES = tuple(LabelSource)
 
 
 class LabelVersions:

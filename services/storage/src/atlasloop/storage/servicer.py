@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
+from atlasloop.common.domain import CaseFormat, LabelSource, VolumeKind
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.storage.case_meta import object_ref
@@ -16,15 +17,7 @@ from atlasloop.storage.importer import ImportRequest
 from atlasloop.storage.staging import UploadHeader
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
-FORMATS = {
-    storage_pb2.CASE_FORMAT_UNSPECIFIED: "",
-    storage_pb2.CASE_FORMAT_NIFTI: "nifti",
-    storage_pb2.CASE_FORMAT_DICOM_ZIP: "dicom_zip",
-    storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP: "abdomenatlas_zip",
-}
-KINDS = {common_pb2.VOLUME_KIND_CT: "ct", common_pb2.VOLUME_KIND_LABEL: "label"}
-SOURCES = {common_pb2.LABEL_SOURCE_ORIGINAL: "original", common_pb2.LABEL_SOURCE_AI: "ai",
-           common_pb2.LABEL_SOURCE_HUMAN: "human"}
+DOWNLOADABLE = (VolumeKind.CT, VolumeKind.LABEL)
 
 
 def _expiry(seconds: int) -> Timestamp:
@@ -33,10 +26,11 @@ def _expiry(seconds: int) -> Timestamp:
     return stamp
 
 
-def _kind(value: int) -> str:
-    if value not in KINDS:
+def _kind(value: int) -> VolumeKind:
+    kind = VolumeKind.from_proto(value)
+    if kind not in DOWNLOADABLE:
         raise InvalidInput("kind must be VOLUME_KIND_CT or VOLUME_KIND_LABEL")
-    return KINDS[value]
+    return kind
 
 
 class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -60,10 +54,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.UploadVolumeResponse(upload_id=staged.upload_id, object=object_ref(staged.object))
 
     def ImportCase(self, request, context):
-        if request.format not in FORMATS:
-            raise InvalidInput("unknown case format")
+        case_format = CaseFormat.from_proto(request.format) if request.format else ""  # "": from the file name
         result = self._core.import_case(ImportRequest(
-            upload_id=request.upload_id, format=FORMATS[request.format], case_id=request.case_id,
+            upload_id=request.upload_id, format=case_format, case_id=request.case_id,
             label_upload_id=request.label_upload_id, allow_duplicate=request.allow_duplicate,
             source=request.source), current_principal().name)
         return storage_pb2.ImportCaseResponse(case_id=result.case.case_id, duplicate=result.duplicate,
@@ -90,9 +83,8 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
                                              next_page_token=token)
 
     def WriteLabelVersion(self, request, context):
-        if request.source not in SOURCES:
-            raise InvalidInput("label source must be original, ai or human")
-        record = self._core.write_label_version(request.case_id, request.upload_id, SOURCES[request.source],
+        record = self._core.write_label_version(request.case_id, request.upload_id,
+                                                LabelSource.from_proto(request.source),
                                                 request.parent_version, request.model_set, request.round,
                                                 current_principal().name)
         return storage_pb2.WriteLabelVersionResponse(version=record.to_proto(self._bucket))

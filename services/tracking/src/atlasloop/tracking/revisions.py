@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
+from atlasloop.common.domain import ErrorTag
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
@@ -107,7 +108,7 @@ def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, leas
             meta=new_meta("tracking"), case_id=case_id, revision_id=revision_id, label_version=stored.label_version,
             organs=[ORGAN_IDS[o] for o in organs], seconds_spent=seconds,
             tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[t.organ],
-                                           tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{t.tag.upper()}")) for t in tags])
+                                           tag=ErrorTag(t.tag).to_proto()) for t in tags])
         add_event(session, kafka, event, key=case_id)
     return RevisionResult(revision_id, stored.label_version, diffs)
 

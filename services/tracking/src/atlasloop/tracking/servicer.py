@@ -6,6 +6,7 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
+from atlasloop.common.domain import CaseState, ErrorTag, ReviewVerdict
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
@@ -13,8 +14,6 @@ from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.queue import LeaseInfo
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
-
-VERDICTS = {tracking_pb2.REVIEW_VERDICT_APPROVE: "approve", tracking_pb2.REVIEW_VERDICT_REJECT: "reject"}
 
 
 def _stamp(moment) -> Timestamp:
@@ -29,20 +28,16 @@ def _organ(value: int) -> str:
     return ORGANS[value]
 
 
-def _state(name: str) -> int:
-    return common_pb2.CaseState.Value(f"CASE_STATE_{name.upper()}")
-
-
 def _tags(messages) -> list[Tag]:
     tags = []
     for message in messages:
-        if message.tag == common_pb2.ERROR_TAG_UNSPECIFIED or message.tag not in common_pb2.ErrorTag.values():
+        if not message.tag:
             raise InvalidInput("every tag needs an error type from the taxonomy")
+        tag = ErrorTag.from_proto(message.tag)
         region = None
         if message.HasField("region"):
             region = {"min_voxel": list(message.region.min_voxel), "max_voxel": list(message.region.max_voxel)}
-        tags.append(Tag(_organ(message.organ), common_pb2.ErrorTag.Name(message.tag).removeprefix("ERROR_TAG_").lower(),
-                        region))
+        tags.append(Tag(_organ(message.organ), tag, region))
     return tags
 
 
@@ -53,7 +48,8 @@ def _lease(info: LeaseInfo) -> tracking_pb2.Lease:
 
 def _summary(case) -> tracking_pb2.CaseSummary:
     geometry = ParseDict(case.geometry or {}, common_pb2.Geometry(), ignore_unknown_fields=True)
-    return tracking_pb2.CaseSummary(case_id=case.id, project_id=case.project_id or "", state=_state(case.state),
+    return tracking_pb2.CaseSummary(case_id=case.id, project_id=case.project_id or "",
+                                    state=CaseState(case.state).to_proto(),
                                     priority=case.priority, current_label_version=case.current_label_version,
                                     geometry=geometry)
 
@@ -67,7 +63,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.CreateProjectResponse(project_id=project_id)
 
     def ListCases(self, request, context):
-        states = [common_pb2.CaseState.Name(s).removeprefix("CASE_STATE_").lower() for s in request.states]
+        states = [CaseState.from_proto(s) for s in request.states]
         cases, token = self._core.list_cases(request.project_id, states, request.page_size, request.page_token)
         return tracking_pb2.ListCasesResponse(cases=[_summary(c) for c in cases], next_page_token=token)
 
@@ -106,15 +102,16 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
                                           voxels_removed=d.voxels_removed, ml_added=d.ml_added,
                                           ml_removed=d.ml_removed, dice=d.dice) for d in result.diffs],
             suggested_tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[d.organ],
-                                                     tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{s.upper()}"))
+                                                     tag=ErrorTag(s).to_proto())
                             for d in result.diffs for s in d.suggested])
 
     def SubmitReview(self, request, context):
-        if request.verdict not in VERDICTS:
+        if not request.verdict:
             raise InvalidInput("verdict must be APPROVE or REJECT")
-        state = self._core.submit_review(request.revision_id, current_principal().name, VERDICTS[request.verdict],
+        state = self._core.submit_review(request.revision_id, current_principal().name,
+                                         ReviewVerdict.from_proto(request.verdict),
                                          request.reason, _tags(request.annotator_errors))
-        return tracking_pb2.SubmitReviewResponse(state=_state(state))
+        return tracking_pb2.SubmitReviewResponse(state=CaseState(state).to_proto())
 
     def GetStatistics(self, request, context):
         stats = self._core.statistics(request.project_id)

@@ -7,21 +7,23 @@ re-prediction after a new model set for cases whose labels are still AI-made.
 
 from __future__ import annotations
 
+from atlasloop.common.domain import CaseState as S
 from atlasloop.common.errors import Conflict
 
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "ingested": frozenset({"predicted"}),
-    "predicted": frozenset({"scored", "predicted"}),
-    "scored": frozenset({"queued", "predicted"}),
-    "queued": frozenset({"leased", "predicted"}),
-    "leased": frozenset({"queued", "revised"}),
-    "revised": frozenset({"approved", "queued"}),
-    "approved": frozenset(),
+TRANSITIONS: dict[S, frozenset[S]] = {
+    S.INGESTED: frozenset({S.PREDICTED}),
+    S.PREDICTED: frozenset({S.SCORED, S.PREDICTED}),
+    S.SCORED: frozenset({S.QUEUED, S.PREDICTED}),
+    S.QUEUED: frozenset({S.LEASED, S.PREDICTED}),
+    S.LEASED: frozenset({S.QUEUED, S.REVISED}),
+    S.REVISED: frozenset({S.APPROVED, S.QUEUED}),
+    S.APPROVED: frozenset(),
 }
 STATES = tuple(TRANSITIONS)
 
 
 def check(current: str, wanted: str) -> None:
-    if wanted not in TRANSITIONS.get(current, frozenset()):
-        allowed = ", ".join(sorted(TRANSITIONS.get(current, ()))) or "none"
+    allowed_states = TRANSITIONS.get(current, frozenset())  # type: ignore[call-overload]
+    if wanted not in allowed_states:
+        allowed = ", ".join(sorted(allowed_states)) or "none"
         raise Conflict(f"a case in state '{current}' cannot become '{wanted}' (allowed: {allowed})")
