@@ -21,9 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="skip the closed loop and its report")
     args = parser.parse_args(argv)
     print(f"machine: {describe()}")
-    for name, bench in [("imaging: cohort", imaging.cohort), ("imaging: preprocessing", imaging.preprocessing),
-                        ("imaging: surface metrics", imaging.surface_metrics),
-                        ("scoring: speed", scoring.speed), ("scoring: error detection", scoring.quality)]:
+    for name, bench in [
+        ("imaging: cohort", imaging.cohort),
+        ("imaging: preprocessing", imaging.preprocessing),
+        ("imaging: surface metrics", imaging.surface_metrics),
+        ("scoring: speed", scoring.speed),
+        ("scoring: error detection", scoring.quality),
+    ]:
         started = time.perf_counter()
         print(f"\n## {name}")
         for line in bench():
@@ -35,10 +39,15 @@ def main(argv: list[str] | None = None) -> int:
             stack.start_s3()
             stack.start_kafka()
             stack.start_ray()
-            for name, bench in [("object store", transport.object_store), ("events", transport.kafka),
-                                ("storage service", storage.transfer), ("tracking load", tracking.load),
-                                ("rendering", rendering.slices), ("inference", inference.ensemble),
-                                ("scale: control plane over 8,448 cases", scale.control_plane)]:
+            for name, bench in [
+                ("object store", transport.object_store),
+                ("events", transport.kafka),
+                ("storage service", storage.transfer),
+                ("tracking load", tracking.load),
+                ("rendering", rendering.slices),
+                ("inference", inference.ensemble),
+                ("scale: control plane over 8,448 cases", scale.control_plane),
+            ]:
                 started = time.perf_counter()
                 print(f"\n## {name}")
                 for line in bench(stack):

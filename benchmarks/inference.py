@@ -72,15 +72,27 @@ def ensemble(stack) -> list[str]:
     channel = grpc.insecure_channel(f"127.0.0.1:{storage.port}")
     stub = storage_pb2_grpc.StorageServiceStub(channel)
     admin = [("authorization", "Bearer adm")]
-    settings = InferenceSettings(s3=s3, kafka=kafka, ray=stack.ray_settings(),
-                                 storage_target=f"127.0.0.1:{storage.port}", storage_token="svc", num_cpus=0.25,
-                                 overlap=CFG.overlap, sw_batch_size=CFG.sw_batch_size, serve_app_name="bench-ensemble")
+    settings = InferenceSettings(
+        s3=s3,
+        kafka=kafka,
+        ray=stack.ray_settings(),
+        storage_target=f"127.0.0.1:{storage.port}",
+        storage_token="svc",
+        num_cpus=0.25,
+        overlap=CFG.overlap,
+        sw_batch_size=CFG.sw_batch_size,
+        serve_app_name="bench-ensemble",
+    )
     serving = Serving(settings, store)
     serving.deploy("bench")
     served = []
     for i in range(3):
-        stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_file(stub, REAL_CT, admin), case_id=f"b{i}",
-                                                      allow_duplicate=True), metadata=admin)
+        stub.ImportCase(
+            storage_pb2.ImportCaseRequest(
+                upload_id=upload_file(stub, REAL_CT, admin), case_id=f"b{i}", allow_duplicate=True
+            ),
+            metadata=admin,
+        )
         started = time.perf_counter()
         steps = list(serving.predict(f"b{i}"))
         served.append(time.perf_counter() - started)

@@ -52,16 +52,27 @@ def slices(stack) -> list[str]:
     settings = RenderingSettings(port=0, health_poll_s=60, s3=s3, auth={"dev_tokens": {"t": "b:annotator"}})
     service = GrpcService(build(settings), settings)
     service.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}",
-                                    options=[("grpc.max_receive_message_length", 32 * 2**20)])
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{service.port}", options=[("grpc.max_receive_message_length", 32 * 2**20)]
+    )
     stub = rendering_pb2_grpc.RenderingServiceStub(channel)
     md = [("authorization", "Bearer t")]
 
     def view(index: int) -> rendering_pb2.RenderSliceRequest:
-        return rendering_pb2.RenderSliceRequest(view=rendering_pb2.SliceView(
-            case_id="big", label_version="v1", plane=rendering_pb2.PLANE_AXIAL, index=index,
-            window=rendering_pb2.WINDOW_PRESET_ABDOMEN, label_style=rendering_pb2.LABEL_STYLE_CONTOUR,
-            heatmap_organ=5, region_boxes=True, orientation_letters=True, scale_bar=True))
+        return rendering_pb2.RenderSliceRequest(
+            view=rendering_pb2.SliceView(
+                case_id="big",
+                label_version="v1",
+                plane=rendering_pb2.PLANE_AXIAL,
+                index=index,
+                window=rendering_pb2.WINDOW_PRESET_ABDOMEN,
+                label_style=rendering_pb2.LABEL_STYLE_CONTOUR,
+                heatmap_organ=5,
+                region_boxes=True,
+                orientation_letters=True,
+                scale_bar=True,
+            )
+        )
 
     started = time.perf_counter()
     stub.RenderSlice(view(150), metadata=md)

@@ -37,11 +37,16 @@ CASES, QUEUED_SHARE, SCORING_SAMPLE = 8_448, 0.05, 24
 
 def _events(case_id: str, index: int):
     ingested = events_pb2.CaseIngested(meta=new_meta("storage"), case_id=case_id)
-    predicted = events_pb2.CasePredicted(meta=new_meta("inference"), case_id=case_id, model_set="set-1",
-                                         label_version=f"ai-{index}",
-                                         predictions_prefix=layout.predictions_prefix(case_id))
-    scored = events_pb2.CaseScored(meta=new_meta("scoring"), case_id=case_id, model_set="set-1",
-                                   priority=float((index * 7919) % CASES))
+    predicted = events_pb2.CasePredicted(
+        meta=new_meta("inference"),
+        case_id=case_id,
+        model_set="set-1",
+        label_version=f"ai-{index}",
+        predictions_prefix=layout.predictions_prefix(case_id),
+    )
+    scored = events_pb2.CaseScored(
+        meta=new_meta("scoring"), case_id=case_id, model_set="set-1", priority=float((index * 7919) % CASES)
+    )
     return ingested, predicted, scored
 
 
@@ -68,8 +73,9 @@ def control_plane(stack) -> list[str]:
         database = DatabaseSettings(url=stack.database_url().rsplit("/", 1)[0] + f"/{name}")
         kafka = stack.kafka_settings().model_copy(update={"topic_prefix": f"scale-{uuid.uuid4().hex[:6]}."})
         tokens = {"adm": "ops:admin", "ann": "ann:annotator"}
-        settings = TrackingSettings(port=0, health_poll_s=60, database=database, kafka=kafka,
-                                    auth={"dev_tokens": tokens})
+        settings = TrackingSettings(
+            port=0, health_poll_s=60, database=database, kafka=kafka, auth={"dev_tokens": tokens}
+        )
         engine = make_engine(database)
         migrate.upgrade(engine)
         producer = EventProducer(kafka, "scale-bench")
@@ -79,8 +85,10 @@ def control_plane(stack) -> list[str]:
             for index, events in enumerate(batches):
                 producer.publish(events[stage], key=f"c{index:05d}")
         published_s = time.perf_counter() - started
-        lines.append(f"published {3 * CASES} events in {published_s:.1f} s: {3 * CASES / published_s:,.0f} events/s "
-                     "(synchronous, each acknowledged)")
+        lines.append(
+            f"published {3 * CASES} events in {published_s:.1f} s: {3 * CASES / published_s:,.0f} events/s "
+            "(synchronous, each acknowledged)"
+        )
         tracking = _start(build_tracking(settings), settings)
         try:
             started = time.perf_counter()
@@ -92,19 +100,29 @@ def control_plane(stack) -> list[str]:
                     break
                 time.sleep(1)
             consumed_s = time.perf_counter() - started
-            lines.append(f"tracking consumed {3 * CASES} events into PostgreSQL in {consumed_s:.1f} s: "
-                         f"{3 * CASES / consumed_s:,.0f} events/s ({done} of {CASES} cases scored)")
+            lines.append(
+                f"tracking consumed {3 * CASES} events into PostgreSQL in {consumed_s:.1f} s: "
+                f"{3 * CASES / consumed_s:,.0f} events/s ({done} of {CASES} cases scored)"
+            )
             with engine.connect() as connection:
-                top = connection.execute(select(Case.id, Case.priority).order_by(Case.priority.desc())
-                                         .limit(int(QUEUED_SHARE * CASES))).all()
+                top = connection.execute(
+                    select(Case.id, Case.priority).order_by(Case.priority.desc()).limit(int(QUEUED_SHARE * CASES))
+                ).all()
             import grpc
 
             channel = grpc.insecure_channel(f"127.0.0.1:{tracking.port}")
             stub = tracking_pb2_grpc.TrackingServiceStub(channel)
             started = time.perf_counter()
-            stub.QueueCases(tracking_pb2.QueueCasesRequest(round=1, cases=[
-                tracking_pb2.QueuedCase(case_id=c, priority=p, organs=[common_pb2.ORGAN_LIVER]) for c, p in top]),
-                metadata=[("authorization", "Bearer adm")], timeout=600)
+            stub.QueueCases(
+                tracking_pb2.QueueCasesRequest(
+                    round=1,
+                    cases=[
+                        tracking_pb2.QueuedCase(case_id=c, priority=p, organs=[common_pb2.ORGAN_LIVER]) for c, p in top
+                    ],
+                ),
+                metadata=[("authorization", "Bearer adm")],
+                timeout=600,
+            )
             lines.append(f"queued the top {len(top)} cases (5%) in {time.perf_counter() - started:.2f} s")
             leases = []
             for _ in range(100):
@@ -118,18 +136,24 @@ def control_plane(stack) -> list[str]:
             producer.close()
         with psycopg.connect(admin_dsn.rsplit("/", 1)[0] + f"/{name}") as connection:
             size = connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        lines.append(f"database size after {CASES} cases: {size / 2**20:.1f} MiB "
-                     f"({size / CASES / 1024:.1f} KiB per case, audit and processed events included)")
+        lines.append(
+            f"database size after {CASES} cases: {size / 2**20:.1f} MiB "
+            f"({size / CASES / 1024:.1f} KiB per case, audit and processed events included)"
+        )
         engine.dispose()
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     score_s = scoring_seconds_per_case()
-    lines.append(f"scoring stored outputs (simulated 96x96x64 cases, improved mode): {score_s:.2f} s per case, "
-                 f"{CASES * score_s / 3600:.1f} CPU-hours for {CASES} cases at this size")
-    lines.append("projection for 8,448 full-size CTs (512x512x300), inference wall time = cases x t / GPUs "
-                 "(t: seconds per case per GPU for the 3-member paper-size ensemble; not measured here, no GPU "
-                 "was lent; the tiny ensemble takes 25.7 s per full-size case on this 2-core CPU):")
+    lines.append(
+        f"scoring stored outputs (simulated 96x96x64 cases, improved mode): {score_s:.2f} s per case, "
+        f"{CASES * score_s / 3600:.1f} CPU-hours for {CASES} cases at this size"
+    )
+    lines.append(
+        "projection for 8,448 full-size CTs (512x512x300), inference wall time = cases x t / GPUs "
+        "(t: seconds per case per GPU for the 3-member paper-size ensemble; not measured here, no GPU "
+        "was lent; the tiny ensemble takes 25.7 s per full-size case on this 2-core CPU):"
+    )
     for t in (10, 30, 60):
         cells = ", ".join(f"{gpus} GPUs {CASES * t / gpus / 3600:.1f} h" for gpus in (1, 8, 32))
         lines.append(f"  t = {t} s: {cells}")

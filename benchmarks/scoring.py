@@ -58,8 +58,11 @@ def _ours(soft, entropy, segs):
     pseudo = {o: Cropped.of(s) for o, s in segs.items()}
     results = []
     for organ in TARGETS:
-        results.append(reference.organ_attention(organ, [Cropped.of(a) for a in soft[organ]],
-                                                 [Cropped.of(a) for a in entropy[organ]], pseudo, SHAPE))
+        results.append(
+            reference.organ_attention(
+                organ, [Cropped.of(a) for a in soft[organ]], [Cropped.of(a) for a in entropy[organ]], pseudo, SHAPE
+            )
+        )
     return results
 
 
@@ -114,8 +117,12 @@ def quality(cases: int = 16) -> list[str]:
                 region = np.zeros(output.shape, bool)
                 if organ.attention.box:
                     region[slices(organ.attention.box)] = organ.attention.region
-                d = detect(region, output.pseudo[organ.organ].full(output.shape).astype(bool),
-                           labels.array == ORGAN_IDS[organ.organ], min_error_voxels=10)
+                d = detect(
+                    region,
+                    output.pseudo[organ.organ].full(output.shape).astype(bool),
+                    labels.array == ORGAN_IDS[organ.organ],
+                    min_error_voxels=10,
+                )
                 totals[mode] += d
                 if mode == "reference":
                     case_errors += d.error_voxels
@@ -125,8 +132,10 @@ def quality(cases: int = 16) -> list[str]:
     for mode, d in totals.items():
         order = np.argsort(-np.asarray(priorities[mode]), kind="stable")[:budget]
         reached = sum(errors[i] for i in order) / max(1, sum(errors))
-        lines.append(f"  {mode:<9} region sens {d.region_sensitivity:.2f} prec {d.region_precision:.2f} | "
-                     f"voxel sens {d.voxel_sensitivity:.2f} prec {d.voxel_precision:.2f} | "
-                     f"top {budget} cases hold {reached:.0%} of error voxels")
+        lines.append(
+            f"  {mode:<9} region sens {d.region_sensitivity:.2f} prec {d.region_precision:.2f} | "
+            f"voxel sens {d.voxel_sensitivity:.2f} prec {d.voxel_precision:.2f} | "
+            f"top {budget} cases hold {reached:.0%} of error voxels"
+        )
     lines.append(f"  random    top {budget} cases hold {budget / cases:.0%} of error voxels (expected)")
     return lines

@@ -31,17 +31,22 @@ def _ct(path: Path) -> Path:
 
 
 def transfer(stack) -> list[str]:
-    settings = StorageSettings(port=0, max_upload_bytes=2**30, health_poll_s=60,
-                               s3=stack.s3_settings(bucket="bench-storage"),
-                               kafka=stack.kafka_settings().model_copy(update={"topic_prefix": "bench."}),
-                               auth={"dev_tokens": {"t": "bench:admin"}})
+    settings = StorageSettings(
+        port=0,
+        max_upload_bytes=2**30,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket="bench-storage"),
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": "bench."}),
+        auth={"dev_tokens": {"t": "bench:admin"}},
+    )
     service = GrpcService(build(settings), settings)
     service.start()
     while not service.monitor.check_once():
         time.sleep(0.2)
     metadata = [("authorization", "Bearer t")]
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}",
-                                    options=[("grpc.max_receive_message_length", 16 * 2**20)])
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{service.port}", options=[("grpc.max_receive_message_length", 16 * 2**20)]
+    )
     stub = storage_pb2_grpc.StorageServiceStub(channel)
     raw = ObjectStore(settings.s3)
     lines = []
@@ -57,8 +62,9 @@ def transfer(stack) -> list[str]:
             raw.put_file(f"bench/raw-{i}.nii", path)
             raw_up.append(time.perf_counter() - started)
             started = time.perf_counter()
-            reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_id, allow_duplicate=True),
-                                    metadata=metadata, timeout=600)
+            reply = stub.ImportCase(
+                storage_pb2.ImportCaseRequest(upload_id=upload_id, allow_duplicate=True), metadata=metadata, timeout=600
+            )
             imp.append(time.perf_counter() - started)
             started = time.perf_counter()
             download_volume(stub, reply.case_id, Path(tmp) / "back.nii.gz", metadata)

@@ -55,15 +55,29 @@ def load(stack) -> list[str]:
     with psycopg.connect(admin_dsn, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     database = DatabaseSettings(url=stack.database_url().rsplit("/", 1)[0] + f"/{name}")
-    tokens = {f"tok-{i}": f"ann-{i}:annotator" for i in range(CLIENTS)} | {"svc": "tracking:service",
-                                                                           "adm": "ops:admin"}
+    tokens = {f"tok-{i}": f"ann-{i}:annotator" for i in range(CLIENTS)} | {
+        "svc": "tracking:service",
+        "adm": "ops:admin",
+    }
     kafka = stack.kafka_settings().model_copy(update={"topic_prefix": "bench-trk."})
-    storage_settings = StorageSettings(port=0, health_poll_s=60, s3=stack.s3_settings(bucket="bench-tracking"),
-                                       kafka=kafka, auth={"dev_tokens": tokens})
+    storage_settings = StorageSettings(
+        port=0,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket="bench-tracking"),
+        kafka=kafka,
+        auth={"dev_tokens": tokens},
+    )
     storage = _start(build_storage(storage_settings), storage_settings)
-    settings = TrackingSettings(port=0, health_poll_s=60, max_workers=64, database=database, kafka=kafka,
-                                storage_target=f"127.0.0.1:{storage.port}", storage_token="svc",
-                                auth={"dev_tokens": tokens})
+    settings = TrackingSettings(
+        port=0,
+        health_poll_s=60,
+        max_workers=64,
+        database=database,
+        kafka=kafka,
+        storage_target=f"127.0.0.1:{storage.port}",
+        storage_token="svc",
+        auth={"dev_tokens": tokens},
+    )
     engine = make_engine(database)
     migrate.upgrade(engine)
     channel = grpc.insecure_channel(f"127.0.0.1:{storage.port}")
@@ -75,29 +89,55 @@ def load(stack) -> list[str]:
         for i in range(STORED):  # small real cases in storage, with an AI label version each
             ct = rng.integers(-200, 200, (24, 24, 12)).astype(np.int16)
             save_nifti(Volume(ct, affine), Path(tmp) / "ct.nii.gz")
-            store_stub.ImportCase(storage_pb2.ImportCaseRequest(
-                upload_id=upload_file(store_stub, Path(tmp) / "ct.nii.gz", [("authorization", "Bearer adm")]),
-                case_id=f"c{i:05d}", allow_duplicate=True), metadata=[("authorization", "Bearer adm")])
+            store_stub.ImportCase(
+                storage_pb2.ImportCaseRequest(
+                    upload_id=upload_file(store_stub, Path(tmp) / "ct.nii.gz", [("authorization", "Bearer adm")]),
+                    case_id=f"c{i:05d}",
+                    allow_duplicate=True,
+                ),
+                metadata=[("authorization", "Bearer adm")],
+            )
             labels = np.zeros(ct.shape, np.uint8)
             labels[4:16, 4:16, 2:8] = 5
             save_nifti(Volume(labels, affine), Path(tmp) / "ai.nii.gz")
-            ai_versions[f"c{i:05d}"] = store_stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-                case_id=f"c{i:05d}", upload_id=upload_file(store_stub, Path(tmp) / "ai.nii.gz",
-                                                           [("authorization", "Bearer svc")]),
-                source=common_pb2.LABEL_SOURCE_AI), metadata=[("authorization", "Bearer svc")]).version.label_version
+            ai_versions[f"c{i:05d}"] = store_stub.WriteLabelVersion(
+                storage_pb2.WriteLabelVersionRequest(
+                    case_id=f"c{i:05d}",
+                    upload_id=upload_file(store_stub, Path(tmp) / "ai.nii.gz", [("authorization", "Bearer svc")]),
+                    source=common_pb2.LABEL_SOURCE_AI,
+                ),
+                metadata=[("authorization", "Bearer svc")],
+            ).version.label_version
         labels[4:18, 4:16, 2:8] = 5
         save_nifti(Volume(labels, affine), Path(tmp) / "revised.nii.gz")
         revised_path = Path(tmp) / "revised.nii.gz"
         with engine.begin() as connection:
-            connection.execute(insert(Case), [
-                {"id": f"c{i:05d}", "state": "queued", "round": 1, "priority": float(CASES - i), "geometry": {},
-                 "ai_label_version": ai_versions.get(f"c{i:05d}", f"ai-{i}"),
-                 "current_label_version": ai_versions.get(f"c{i:05d}", f"ai-{i}")} for i in range(CASES)])
-            connection.execute(insert(LabelVersion), [
-                {"version": v, "case_id": c, "source": "ai", "organ_provenance": {}} for c, v in ai_versions.items()])
-            connection.execute(insert(QueueEntry), [
-                {"case_id": f"c{i:05d}", "round": 1, "priority": float(CASES - i), "organs": ["liver"]}
-                for i in range(CASES)])
+            connection.execute(
+                insert(Case),
+                [
+                    {
+                        "id": f"c{i:05d}",
+                        "state": "queued",
+                        "round": 1,
+                        "priority": float(CASES - i),
+                        "geometry": {},
+                        "ai_label_version": ai_versions.get(f"c{i:05d}", f"ai-{i}"),
+                        "current_label_version": ai_versions.get(f"c{i:05d}", f"ai-{i}"),
+                    }
+                    for i in range(CASES)
+                ],
+            )
+            connection.execute(
+                insert(LabelVersion),
+                [{"version": v, "case_id": c, "source": "ai", "organ_provenance": {}} for c, v in ai_versions.items()],
+            )
+            connection.execute(
+                insert(QueueEntry),
+                [
+                    {"case_id": f"c{i:05d}", "round": 1, "priority": float(CASES - i), "organs": ["liver"]}
+                    for i in range(CASES)
+                ],
+            )
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("ANALYZE")  # as after any bulk load
         tracking = _start(build_tracking(settings), settings)
@@ -123,8 +163,12 @@ def load(stack) -> list[str]:
                 md = [("authorization", f"Bearer tok-{i}")]
                 upload_id = upload_file(store_stub, revised_path, md)
                 started = time.perf_counter()
-                stub.SubmitRevision(tracking_pb2.SubmitRevisionRequest(
-                    lease_id=lease_id, upload_id=upload_id, organs=[5], seconds_spent=60), metadata=md)
+                stub.SubmitRevision(
+                    tracking_pb2.SubmitRevisionRequest(
+                        lease_id=lease_id, upload_id=upload_id, organs=[5], seconds_spent=60
+                    ),
+                    metadata=md,
+                )
                 with lock:
                     submit_times.append(time.perf_counter() - started)
 

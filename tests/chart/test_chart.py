@@ -58,26 +58,35 @@ def pods(documents: list[dict]):
 
 
 def test_schema_refuses_a_wrong_value_type(helm):
-    result = subprocess.run([helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]),
-                             "--set", "services.storage.replicas=two"], capture_output=True, text=True)
+    result = subprocess.run(
+        [helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]), "--set", "services.storage.replicas=two"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "replicas" in result.stderr and "want integer" in result.stderr
-    result = subprocess.run([helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]),
-                             "--set", "kafka.securityProtocol=TELEPATHY"], capture_output=True, text=True)
+    result = subprocess.run(
+        [helm, "template", "atlasloop", str(CHART), "-f", str(CI[0]), "--set", "kafka.securityProtocol=TELEPATHY"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "securityProtocol" in result.stderr
 
 
 def test_gpu_install_requests_gpus_only_for_ray_workers(helm):
     documents = render(helm, CHART / "ci" / "gpu-8-values.yaml")
-    with_gpu = sorted(owner for owner, spec in pods(documents)
-                      for c in spec["containers"] if "nvidia.com/gpu" in c["resources"].get("limits", {}))
+    with_gpu = sorted(
+        owner
+        for owner, spec in pods(documents)
+        for c in spec["containers"]
+        if "nvidia.com/gpu" in c["resources"].get("limits", {})
+    )
     assert with_gpu == ["RayCluster/atlasloop-training/gpu", "RayService/atlasloop-inference/gpu"]
     for owner, spec in pods(documents):
         if owner.endswith("/gpu"):
             assert spec["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"  # merged with defaults
             assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     cpu_only = render(helm, CHART / "ci" / "cpu-small-values.yaml")
-    assert not [o for o, spec in pods(cpu_only) for c in spec["containers"]
-                if "nvidia.com/gpu" in str(c["resources"])]
+    assert not [o for o, spec in pods(cpu_only) for c in spec["containers"] if "nvidia.com/gpu" in str(c["resources"])]
 
 
 @pytest.mark.parametrize("values", CI, ids=[p.stem for p in CI])
@@ -116,8 +125,12 @@ def _strict(schema: dict) -> dict:
     """OpenAPI objects with properties reject unknown keys, as the API server's pruning would drop them."""
     if isinstance(schema, dict):
         schema = {k: _strict(v) for k, v in schema.items()}
-        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
     elif isinstance(schema, list):
         schema = [_strict(v) for v in schema]
@@ -126,8 +139,10 @@ def _strict(schema: dict) -> dict:
 
 @pytest.mark.parametrize("values", CI, ids=[p.stem for p in CI])
 def test_ray_resources_validate_against_kuberay_crds(helm, crds, values):
-    schemas = {"RayService": _strict(_served_schema(crds / "ray.io_rayservices.yaml")),
-               "RayCluster": _strict(_served_schema(crds / "ray.io_rayclusters.yaml"))}
+    schemas = {
+        "RayService": _strict(_served_schema(crds / "ray.io_rayservices.yaml")),
+        "RayCluster": _strict(_served_schema(crds / "ray.io_rayclusters.yaml")),
+    }
     documents = [d for d in render(helm, values) if d["kind"] in schemas]
     assert {d["kind"] for d in documents} == {"RayService", "RayCluster"}
     for doc in documents:
@@ -140,8 +155,15 @@ def test_ray_resources_validate_against_kuberay_crds(helm, crds, values):
 def test_crd_validation_catches_a_wrong_field(crds):
     schema = _strict(_served_schema(crds / "ray.io_rayclusters.yaml"))
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "x"},
-                             "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {}}, "bogus": 1}}, schema)
+        jsonschema.validate(
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "metadata": {"name": "x"},
+                "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {}}, "bogus": 1},
+            },
+            schema,
+        )
 
 
 def test_serve_replicas_reach_the_storage_service_without_credentials_in_the_rayservice(helm):

@@ -38,8 +38,7 @@ class EventCollector:
         self.deliveries = []
         self._stop = threading.Event()
         events.ensure_topics(settings, event_types)
-        self._consumer = events.EventConsumer(settings, f"collector-{uuid.uuid4().hex[:8]}", event_types,
-                                              self._record)
+        self._consumer = events.EventConsumer(settings, f"collector-{uuid.uuid4().hex[:8]}", event_types, self._record)
         self._thread = threading.Thread(target=self._consumer.run, args=(self._stop,), daemon=True)
         self._thread.start()
 

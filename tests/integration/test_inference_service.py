@@ -56,14 +56,26 @@ def test_ensemble_on_ray_serve_predicts_the_real_ct_once(ray_stack, unique, real
     storage_settings = StorageSettings(port=0, health_poll_s=60, s3=s3, kafka=kafka, auth={"dev_tokens": TOKENS})
     storage, storage_channel = start_in_process(build_storage(storage_settings), storage_settings)
     storage_stub = storage_pb2_grpc.StorageServiceStub(storage_channel)
-    case = storage_stub.ImportCase(storage_pb2.ImportCaseRequest(
-        upload_id=upload_file(storage_stub, real_ct_dir / "example_ct_sm.nii.gz", ADMIN), case_id="real-ct"),
-        metadata=ADMIN)
+    case = storage_stub.ImportCase(
+        storage_pb2.ImportCaseRequest(
+            upload_id=upload_file(storage_stub, real_ct_dir / "example_ct_sm.nii.gz", ADMIN), case_id="real-ct"
+        ),
+        metadata=ADMIN,
+    )
     predicted = EventCollector(kafka, [events_pb2.CasePredicted])
-    settings = InferenceSettings(port=0, health_poll_s=60, s3=s3, kafka=kafka, ray=stack.ray_settings(),
-                                 storage_target=f"127.0.0.1:{storage.port}", storage_token="svc",
-                                 serve_app_name=f"ensemble-{unique}", num_cpus=0.25, overlap=0.25,
-                                 auth={"dev_tokens": TOKENS})
+    settings = InferenceSettings(
+        port=0,
+        health_poll_s=60,
+        s3=s3,
+        kafka=kafka,
+        ray=stack.ray_settings(),
+        storage_target=f"127.0.0.1:{storage.port}",
+        storage_token="svc",
+        serve_app_name=f"ensemble-{unique}",
+        num_cpus=0.25,
+        overlap=0.25,
+        auth={"dev_tokens": TOKENS},
+    )
     service, channel = start_in_process(build_inference(settings), settings, timeout_s=300)
     try:
         producer = events.EventProducer(kafka, "test-storage")
@@ -78,8 +90,14 @@ def test_ensemble_on_ray_serve_predicts_the_real_ct_once(ray_stack, unique, real
         output = EnsembleOutput.from_bytes(store.get_bytes(received[0].predictions_prefix + "ensemble.npz"))
         assert len(output.members) == 3 and all(len(output.soft[m]) == 9 for m in output.members)
         assert all(c.data.dtype == np.uint8 for m in output.soft.values() for c in m.values())
-        download_volume(storage_stub, "real-ct", tmp_path / "ai.nii.gz", SVC, kind=common_pb2.VOLUME_KIND_LABEL,
-                        label_version=received[0].label_version)
+        download_volume(
+            storage_stub,
+            "real-ct",
+            tmp_path / "ai.nii.gz",
+            SVC,
+            kind=common_pb2.VOLUME_KIND_LABEL,
+            label_version=received[0].label_version,
+        )
         labels, ct = load_nifti(tmp_path / "ai.nii.gz"), load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
         assert labels.shape == ct.shape and np.allclose(labels.affine, ct.affine)
 

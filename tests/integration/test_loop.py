@@ -16,14 +16,29 @@ from atlasloop.loop.demo import Demo, DemoConfig, fresh_stack, start_stack
 from .conftest import EventCollector
 
 pytestmark = pytest.mark.integration
-ALL_EVENTS = [events_pb2.CaseIngested, events_pb2.CasePredicted, events_pb2.CaseScored, events_pb2.CaseQueued,
-              events_pb2.AnnotationRevised, events_pb2.AnnotationApproved, events_pb2.TrainingCompleted,
-              events_pb2.ModelPublished]
+ALL_EVENTS = [
+    events_pb2.CaseIngested,
+    events_pb2.CasePredicted,
+    events_pb2.CaseScored,
+    events_pb2.CaseQueued,
+    events_pb2.AnnotationRevised,
+    events_pb2.AnnotationApproved,
+    events_pb2.TrainingCompleted,
+    events_pb2.ModelPublished,
+]
 
 
 def test_two_rounds_tell_one_consistent_story(tmp_path):
-    config = DemoConfig(labelled_cases=4, unlabelled_cases=4, rounds=2, per_round=1, seeds=(0,), epochs=2,
-                        initial_epochs=3, steps_per_epoch=4)
+    config = DemoConfig(
+        labelled_cases=4,
+        unlabelled_cases=4,
+        rounds=2,
+        per_round=1,
+        seeds=(0,),
+        epochs=2,
+        initial_epochs=3,
+        steps_per_epoch=4,
+    )
     stack = fresh_stack(tmp_path / "run", Ports.for_tests(2), config)
     try:
         start_stack(stack, config)
@@ -39,8 +54,9 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
 
             published = [e.model_set for e in events if isinstance(e, events_pb2.ModelPublished)]
             runs = {r.run_id: r for r in client.runs()}
-            assert published == [r.published_model_set for r in sorted(runs.values(), key=lambda r: r.run_id)
-                                 if r.published_model_set]
+            assert published == [
+                r.published_model_set for r in sorted(runs.values(), key=lambda r: r.run_id) if r.published_model_set
+            ]
             for case_id in demo.unlabelled:
                 mine = [e for e in events if getattr(e, "case_id", None) == case_id]
                 kinds = [type(e).__name__ for e in mine]

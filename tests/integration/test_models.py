@@ -28,9 +28,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def registry(stack, unique, monkeypatch):
     settings = stack.s3_settings(bucket=f"models-{unique}")
-    for key, value in {"ENDPOINT": settings.endpoint, "BUCKET": settings.bucket,
-                       "ACCESS_KEY": settings.access_key.get_secret_value(),
-                       "SECRET_KEY": settings.secret_key.get_secret_value()}.items():
+    for key, value in {
+        "ENDPOINT": settings.endpoint,
+        "BUCKET": settings.bucket,
+        "ACCESS_KEY": settings.access_key.get_secret_value(),
+        "SECRET_KEY": settings.secret_key.get_secret_value(),
+    }.items():
         monkeypatch.setenv(f"ATLASLOOP_S3__{key}", value)
     store = ObjectStore(settings)
     store.check_bucket()
@@ -44,8 +47,25 @@ def test_imported_checkpoint_predicts_like_the_module(registry, tmp_path, archit
     module = build(config(architecture, "tiny")).eval()
     path = tmp_path / f"{architecture}.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in module.state_dict().items()}}, path)  # DDP-style
-    assert main(["models", "import", "--architecture", architecture, "--size", "tiny", "--weights", str(path),
-                 "--version", "v1", "--provenance", "trained_by=tests"]) == 0
+    assert (
+        main(
+            [
+                "models",
+                "import",
+                "--architecture",
+                architecture,
+                "--size",
+                "tiny",
+                "--weights",
+                str(path),
+                "--version",
+                "v1",
+                "--provenance",
+                "trained_by=tests",
+            ]
+        )
+        == 0
+    )
     loaded = registry_.load(architecture, "v1")
     assert loaded.manifest["provenance"] == {"trained_by": "tests", "source_file": path.name}
     image = np.random.default_rng(0).random((70, 66, 64), dtype=np.float32)
@@ -107,8 +127,13 @@ def test_a_models_spacing_sets_the_grid_it_predicts_on(registry, real_ct_dir):
     registry_, _ = registry
     coarse = PreprocessConfig(spacing_mm=3.0)
     for architecture in ("unet", "dynunet"):
-        registry_.register(architecture, "tiny", state_dict_bytes(build(config(architecture, "tiny"))),
-                           version="fast", preprocess=coarse)
+        registry_.register(
+            architecture,
+            "tiny",
+            state_dict_bytes(build(config(architecture, "tiny"))),
+            version="fast",
+            preprocess=coarse,
+        )
     registry_.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="fine")
     members = [registry_.load(a, "fast") for a in ("unet", "dynunet")]
     assert members[0].manifest["spacing_mm"] == 3.0 and members[0].preprocess == coarse

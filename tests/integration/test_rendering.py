@@ -104,27 +104,49 @@ def test_an_organ_without_attention_draws_nothing_and_one_with_attention_does(re
 
 def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, rendered_case):
     _, ct, _, store = rendered_case
-    settings = RenderingSettings(port=0, health_poll_s=60, s3=stack.s3_settings(bucket="rendering-tests"),
-                                 cache_bytes=64 * 2**20, auth={"dev_tokens": {"ann": "a:annotator"}})
+    settings = RenderingSettings(
+        port=0,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket="rendering-tests"),
+        cache_bytes=64 * 2**20,
+        auth={"dev_tokens": {"ann": "a:annotator"}},
+    )
     service, channel = start_in_process(build(settings), settings)
     md = [("authorization", "Bearer ann")]
     try:
         stub = rendering_pb2_grpc.RenderingServiceStub(channel)
-        view = rendering_pb2.SliceView(case_id=CASE, label_version="v1", plane=rendering_pb2.PLANE_CORONAL,
-                                       index=50, window=rendering_pb2.WINDOW_PRESET_ABDOMEN,
-                                       label_style=rendering_pb2.LABEL_STYLE_CONTOUR, orientation_letters=True,
-                                       scale_bar=True)
+        view = rendering_pb2.SliceView(
+            case_id=CASE,
+            label_version="v1",
+            plane=rendering_pb2.PLANE_CORONAL,
+            index=50,
+            window=rendering_pb2.WINDOW_PRESET_ABDOMEN,
+            label_style=rendering_pb2.LABEL_STYLE_CONTOUR,
+            orientation_letters=True,
+            scale_bar=True,
+        )
         reply = stub.RenderSlice(rendering_pb2.RenderSliceRequest(view=view), metadata=md)
         assert Image.open(io.BytesIO(reply.png)).size == (122, 30) and reply.index == 50
         world = ct.world([60, 50, 12])
-        at = stub.RenderSlice(rendering_pb2.RenderSliceRequest(view=rendering_pb2.SliceView(
-            case_id=CASE, plane=rendering_pb2.PLANE_AXIAL, world_mm=list(world))), metadata=md)
+        at = stub.RenderSlice(
+            rendering_pb2.RenderSliceRequest(
+                view=rendering_pb2.SliceView(case_id=CASE, plane=rendering_pb2.PLANE_AXIAL, world_mm=list(world))
+            ),
+            metadata=md,
+        )
         assert at.index == 12
-        stream = list(stub.StreamSalientSlices(rendering_pb2.StreamSalientSlicesRequest(
-            view=rendering_pb2.SliceView(case_id=CASE, plane=rendering_pb2.PLANE_AXIAL), count=4), metadata=md))
+        stream = list(
+            stub.StreamSalientSlices(
+                rendering_pb2.StreamSalientSlicesRequest(
+                    view=rendering_pb2.SliceView(case_id=CASE, plane=rendering_pb2.PLANE_AXIAL), count=4
+                ),
+                metadata=md,
+            )
+        )
         assert len(stream) == 4 and [s.score for s in stream] == sorted((s.score for s in stream), reverse=True)
-        sheet = stub.RenderContactSheet(rendering_pb2.RenderContactSheetRequest(case_id=CASE, label_version="v1",
-                                                                                tiles=9, tile_px=96), metadata=md)
+        sheet = stub.RenderContactSheet(
+            rendering_pb2.RenderContactSheetRequest(case_id=CASE, label_version="v1", tiles=9, tile_px=96), metadata=md
+        )
         assert Image.open(io.BytesIO(sheet.png)).size == (288, 288)
         for bad, code in [
             (dict(index=500), grpc.StatusCode.INVALID_ARGUMENT),
@@ -133,15 +155,22 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
             (dict(max_size_px=100_000), grpc.StatusCode.INVALID_ARGUMENT),
         ]:
             with pytest.raises(grpc.RpcError) as err:
-                stub.RenderSlice(rendering_pb2.RenderSliceRequest(view=rendering_pb2.SliceView(
-                    case_id=CASE, plane=rendering_pb2.PLANE_AXIAL, **bad)), metadata=md)
+                stub.RenderSlice(
+                    rendering_pb2.RenderSliceRequest(
+                        view=rendering_pb2.SliceView(case_id=CASE, plane=rendering_pb2.PLANE_AXIAL, **bad)
+                    ),
+                    metadata=md,
+                )
             assert err.value.code() == code, bad
-        exported = stub.ExportForViewer(rendering_pb2.ExportForViewerRequest(
-            case_id=CASE, label_version="v1", organs=[common_pb2.ORGAN_LIVER]), metadata=md)
+        exported = stub.ExportForViewer(
+            rendering_pb2.ExportForViewerRequest(case_id=CASE, label_version="v1", organs=[common_pb2.ORGAN_LIVER]),
+            metadata=md,
+        )
         keys = sorted(o.key.rsplit("/", 1)[1] for o in exported.objects)
         assert keys == ["AtlasLoop.ctbl", "attention_liver.nii.gz", "labels.nii.gz"]
-        assert b"5 liver 221 130 101 255" in store.get_bytes(next(o.key for o in exported.objects
-                                                                   if o.key.endswith(".ctbl")))
+        assert b"5 liver 221 130 101 255" in store.get_bytes(
+            next(o.key for o in exported.objects if o.key.endswith(".ctbl"))
+        )
         assert service.spec.register  # service still serving after refusals
     finally:
         channel.close()

@@ -25,9 +25,13 @@ SVC = [("authorization", "Bearer tok-svc")]
 
 
 def test_redelivered_prediction_scored_once_and_round_proposed(stack, unique):
-    settings = ScoringSettings(port=0, health_poll_s=60, s3=stack.s3_settings(bucket=f"scoring-{unique}"),
-                               kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"sc{unique}."}),
-                               auth={"dev_tokens": TOKENS})
+    settings = ScoringSettings(
+        port=0,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket=f"scoring-{unique}"),
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"sc{unique}."}),
+        auth={"dev_tokens": TOKENS},
+    )
     store = ObjectStore(settings.s3)
     store.check_bucket()
     for i in range(3):
@@ -39,8 +43,9 @@ def test_redelivered_prediction_scored_once_and_round_proposed(stack, unique):
     try:
         producer = events.EventProducer(settings.kafka, "test-inference")
         for i in range(3):
-            event = events_pb2.CasePredicted(meta=events.new_meta("inference"), case_id=f"case-{i}",
-                                             model_set="ms-0001")
+            event = events_pb2.CasePredicted(
+                meta=events.new_meta("inference"), case_id=f"case-{i}", model_set="ms-0001"
+            )
             producer.publish(event, key=event.case_id)
             if i == 0:
                 producer.publish(event, key=event.case_id)  # delivered twice
@@ -57,8 +62,10 @@ def test_redelivered_prediction_scored_once_and_round_proposed(stack, unique):
         assert len(proposal.cases) == 2
         priorities = sorted((e.priority for e in received), reverse=True)[:2]
         assert [c.priority for c in proposal.cases] == priorities
-        again = stub.ScoreCase(scoring_pb2.ScoreCaseRequest(case_id="case-1", mode=scoring_pb2.SCORING_MODE_IMPROVED),
-                               metadata=[("authorization", "Bearer tok-svc")]).scores
+        again = stub.ScoreCase(
+            scoring_pb2.ScoreCaseRequest(case_id="case-1", mode=scoring_pb2.SCORING_MODE_IMPROVED),
+            metadata=[("authorization", "Bearer tok-svc")],
+        ).scores
         assert again.mode == scoring_pb2.SCORING_MODE_IMPROVED
     finally:
         scored.close()

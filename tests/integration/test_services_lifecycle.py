@@ -51,8 +51,12 @@ def _wait_statuses(stack, expected, timeout_s=45.0):
 
 
 def _component_restart(stack, component):
-    starts = {"s3": stack.start_s3, "kafka": stack.start_kafka, "postgres": stack.start_private_postgres,
-              "ray": stack.start_ray}
+    starts = {
+        "s3": stack.start_s3,
+        "kafka": stack.start_kafka,
+        "postgres": stack.start_private_postgres,
+        "ray": stack.start_ray,
+    }
     stack.processes.stop(component)
     _wait_statuses(stack, {name: component not in NEEDS[name] for name in SERVICES})
     starts[component]()
@@ -72,8 +76,11 @@ def _wait_liveness(stack, name, wanted, timeout_s=60.0):
     while time.monotonic() < deadline:
         with grpc.insecure_channel(stack.service_target(name)) as channel:
             try:
-                status = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service="atlasloop.liveness"), timeout=2).status
+                status = (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(service="atlasloop.liveness"), timeout=2)
+                    .status
+                )
             except grpc.RpcError:
                 status = None
         if status == wanted:
@@ -133,7 +140,19 @@ def test_down_leaves_no_process_and_no_port(full_stack):
     assert full_stack.processes.names() == []
     assert [r.name for r in records if group_members(r.pid)] == []
     p = full_stack.ports
-    ports = [p.s3, p.s3_master, p.s3_volume, p.s3_filer, p.s3_admin, p.s3_admin_grpc, p.kafka, p.private_postgres,
-             p.ray, p.ray_client, p.ray_agent, *p.services.values()]
+    ports = [
+        p.s3,
+        p.s3_master,
+        p.s3_volume,
+        p.s3_filer,
+        p.s3_admin,
+        p.s3_admin_grpc,
+        p.kafka,
+        p.private_postgres,
+        p.ray,
+        p.ray_client,
+        p.ray_agent,
+        *p.services.values(),
+    ]
     assert [port for port in ports if _listening(port)] == []
     assert full_stack.down() == []  # idempotent

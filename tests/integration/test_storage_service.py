@@ -33,10 +33,13 @@ SERVICE = [("authorization", "Bearer tok-svc")]
 @pytest.fixture
 def storage(stack, unique):
     settings = StorageSettings(
-        port=0, max_upload_bytes=64 * 1024 * 1024, health_poll_s=60,
+        port=0,
+        max_upload_bytes=64 * 1024 * 1024,
+        health_poll_s=60,
         s3=stack.s3_settings(bucket=f"storage-{unique}"),
         kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"s{unique}."}),
-        auth={"dev_tokens": TOKENS})
+        auth={"dev_tokens": TOKENS},
+    )
     service, channel = start_in_process(build(settings), settings)
     collector = EventCollector(settings.kafka, [events_pb2.CaseIngested])
     from atlasloop.common.objectstore import ObjectStore
@@ -69,8 +72,13 @@ def _import(stub, path, **fields):
 
 def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip, real_ct_dir, tmp_path):
     stub, store, collector = storage
-    reply = _import(stub, atlas_zip, format=storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP, case_id="real-ct-01",
-                    source="TotalSegmentator test fixture")
+    reply = _import(
+        stub,
+        atlas_zip,
+        format=storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP,
+        case_id="real-ct-01",
+        source="TotalSegmentator test fixture",
+    )
     assert (reply.case_id, reply.duplicate) == ("real-ct-01", False)
     assert list(reply.info.geometry.shape) == [122, 101, 30] and reply.info.geometry.orientation == "RAS"
     assert (reply.info.hu_min, reply.info.hu_max) == (-1100, 1207)
@@ -81,11 +89,18 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     back = load_nifti(tmp_path / "ct.nii.gz")
     assert np.array_equal(back.array, original.array) and np.allclose(back.affine, original.affine)
 
-    versions = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id="real-ct-01"),
-                                      metadata=ADMIN).versions
+    versions = stub.ListLabelVersions(
+        storage_pb2.ListLabelVersionsRequest(case_id="real-ct-01"), metadata=ADMIN
+    ).versions
     assert [v.source for v in versions] == [common_pb2.LABEL_SOURCE_ORIGINAL]
-    download_volume(stub, "real-ct-01", tmp_path / "lab.nii.gz", ADMIN, kind=common_pb2.VOLUME_KIND_LABEL,
-                    label_version=versions[0].label_version)
+    download_volume(
+        stub,
+        "real-ct-01",
+        tmp_path / "lab.nii.gz",
+        ADMIN,
+        kind=common_pb2.VOLUME_KIND_LABEL,
+        label_version=versions[0].label_version,
+    )
     expected = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
     assert np.array_equal(load_nifti(tmp_path / "lab.nii.gz").array, expected)
 
@@ -167,9 +182,17 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
     written = []
     for parent in ("", None):
         upload_id = upload_file(stub, tmp_path / "ai.nii.gz", ADMIN)
-        reply = stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set="ms-1", round=1,
-            parent_version=written[-1] if parent is None else parent), metadata=SERVICE)
+        reply = stub.WriteLabelVersion(
+            storage_pb2.WriteLabelVersionRequest(
+                case_id=case_id,
+                upload_id=upload_id,
+                source=common_pb2.LABEL_SOURCE_AI,
+                model_set="ms-1",
+                round=1,
+                parent_version=written[-1] if parent is None else parent,
+            ),
+            metadata=SERVICE,
+        )
         written.append(reply.version.label_version)
     versions = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id), metadata=ADMIN)
     assert [v.label_version for v in versions.versions] == written and written[0] != written[1]
@@ -177,39 +200,50 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
     save_nifti(Volume(labels[:-1], ct.affine), tmp_path / "wrong.nii.gz")
     upload_id = upload_file(stub, tmp_path / "wrong.nii.gz", ADMIN)
     with pytest.raises(grpc.RpcError) as err:
-        stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN), metadata=SERVICE)
+        stub.WriteLabelVersion(
+            storage_pb2.WriteLabelVersionRequest(
+                case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
+            ),
+            metadata=SERVICE,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in err.value.details()
     save_nifti(Volume(np.full(ct.shape, 52, np.uint8), ct.affine), tmp_path / "foreign.nii.gz")
     upload_id = upload_file(stub, tmp_path / "foreign.nii.gz", ADMIN)
     with pytest.raises(grpc.RpcError) as err:
-        stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN), metadata=SERVICE)
+        stub.WriteLabelVersion(
+            storage_pb2.WriteLabelVersionRequest(
+                case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
+            ),
+            metadata=SERVICE,
+        )
     assert "outside the schema" in err.value.details()
-    assert len(stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id),
-                                      metadata=ADMIN).versions) == 2
+    assert (
+        len(stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id), metadata=ADMIN).versions) == 2
+    )
 
 
 def test_presigned_put_then_import_then_presigned_get(storage, real_ct_dir):
     stub, _, _ = storage
-    put = stub.PresignUpload(storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", expires_s=60),
-                             metadata=ADMIN)
+    put = stub.PresignUpload(storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", expires_s=60), metadata=ADMIN)
     data = (real_ct_dir / "example_ct_sm.nii.gz").read_bytes()
     with urllib.request.urlopen(urllib.request.Request(put.url, data=data, method="PUT"), timeout=30):
         pass
-    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=put.upload_id, case_id="via-http"),
-                            metadata=ADMIN)
-    get = stub.PresignDownload(storage_pb2.PresignDownloadRequest(case_id="via-http",
-                                                                  kind=common_pb2.VOLUME_KIND_CT), metadata=ADMIN)
+    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=put.upload_id, case_id="via-http"), metadata=ADMIN)
+    get = stub.PresignDownload(
+        storage_pb2.PresignDownloadRequest(case_id="via-http", kind=common_pb2.VOLUME_KIND_CT), metadata=ADMIN
+    )
     with urllib.request.urlopen(get.url, timeout=30) as response:
         assert hashlib.sha256(response.read()).hexdigest() == reply.info.ct.sha256
 
 
 def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
     settings = StorageSettings(
-        port=0, health_poll_s=60, s3=stack.s3_settings(bucket=f"storage-nb-{unique}"),
+        port=0,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket=f"storage-nb-{unique}"),
         kafka={"bootstrap_servers": "127.0.0.1:1", "publish_timeout_s": 2, "create_topics": False},
-        auth={"dev_tokens": TOKENS})
+        auth={"dev_tokens": TOKENS},
+    )
     from atlasloop.common.objectstore import ObjectStore
     from atlasloop.common.server import GrpcService
 

@@ -39,9 +39,14 @@ pytestmark = pytest.mark.integration
 
 
 def _core(stack, database, unique, storage_target="127.0.0.1:1", lease_s=1800, token="", double_reads=0.0):
-    settings = TrackingSettings(database=database, lease_s=lease_s, storage_target=storage_target,
-                                storage_token=token, double_read_fraction=double_reads,
-                                kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}))
+    settings = TrackingSettings(
+        database=database,
+        lease_s=lease_s,
+        storage_target=storage_target,
+        storage_token=token,
+        double_read_fraction=double_reads,
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}),
+    )
     engine = make_engine(database)
     migrate.upgrade(engine)
     return TrackingCore(settings, engine, StorageClient(storage_target, token))
@@ -51,10 +56,16 @@ def _scored_cases(core, count, model_set="ms-1"):
     for i in range(count):
         case_id = f"case-{i:04d}"
         core.apply_event(events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id=case_id))
-        core.apply_event(events_pb2.CasePredicted(meta=events.new_meta("inference"), case_id=case_id,
-                                                  model_set=model_set, label_version=f"ai-{i:04d}"))
-        core.apply_event(events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id=case_id,
-                                               model_set=model_set, priority=float(i)))
+        core.apply_event(
+            events_pb2.CasePredicted(
+                meta=events.new_meta("inference"), case_id=case_id, model_set=model_set, label_version=f"ai-{i:04d}"
+            )
+        )
+        core.apply_event(
+            events_pb2.CaseScored(
+                meta=events.new_meta("scoring"), case_id=case_id, model_set=model_set, priority=float(i)
+            )
+        )
     return [f"case-{i:04d}" for i in range(count)]
 
 
@@ -82,8 +93,15 @@ def test_eight_annotators_never_share_a_case(stack, fresh_database, unique):
         assert session.scalar(select(func.count()).select_from(Lease).where(Lease.active)) == 200
         # the database itself refuses a second active lease on one case
         with pytest.raises(DBAPIError):
-            session.add(Lease(id=str(uuid.uuid4()), case_id=cases[0], annotator="intruder",
-                              expires_at=Lease.__table__.c.expires_at.type.python_type.now(), active=True))
+            session.add(
+                Lease(
+                    id=str(uuid.uuid4()),
+                    case_id=cases[0],
+                    annotator="intruder",
+                    expires_at=Lease.__table__.c.expires_at.type.python_type.now(),
+                    active=True,
+                )
+            )
             session.flush()
 
 
@@ -101,19 +119,21 @@ def test_expired_lease_is_taken_over_and_the_old_holder_refused(stack, fresh_dat
     with pytest.raises(PermissionDenied):
         core.release_lease(second.lease_id, "alice")
     _, history = core.get_case(case_id)
-    assert [h.action for h in history][-3:] == ["state:queued->leased", "state:leased->queued",
-                                                "state:queued->leased"]
+    assert [h.action for h in history][-3:] == ["state:queued->leased", "state:leased->queued", "state:queued->leased"]
 
 
 def _relay(stack, database, unique, log_path=None):
-    env = {**os.environ,
-           "ATLASLOOP_TRACKING_DATABASE__URL": database.url,
-           "ATLASLOOP_TRACKING_KAFKA__BOOTSTRAP_SERVERS": stack.kafka_settings().bootstrap_servers,
-           "ATLASLOOP_TRACKING_KAFKA__TOPIC_PREFIX": f"t{unique}.",
-           "ATLASLOOP_TRACKING_KAFKA__PUBLISH_TIMEOUT_S": "3"}
+    env = {
+        **os.environ,
+        "ATLASLOOP_TRACKING_DATABASE__URL": database.url,
+        "ATLASLOOP_TRACKING_KAFKA__BOOTSTRAP_SERVERS": stack.kafka_settings().bootstrap_servers,
+        "ATLASLOOP_TRACKING_KAFKA__TOPIC_PREFIX": f"t{unique}.",
+        "ATLASLOOP_TRACKING_KAFKA__PUBLISH_TIMEOUT_S": "3",
+    }
     log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - handed to the child process
-    return subprocess.Popen([sys.executable, "-m", "atlasloop.tracking.relay"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "atlasloop.tracking.relay"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _sent(core):
@@ -177,10 +197,13 @@ def storage_service(stack, unique):
     from atlasloop.storage.app import build
     from atlasloop.storage.settings import StorageSettings
 
-    settings = StorageSettings(port=0, health_poll_s=60, s3=stack.s3_settings(bucket=f"trk-{unique}"),
-                               kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}),
-                               auth={"dev_tokens": {"svc": "tracking:service", "adm": "ops:admin",
-                                                    "ann": "alice:annotator"}})
+    settings = StorageSettings(
+        port=0,
+        health_poll_s=60,
+        s3=stack.s3_settings(bucket=f"trk-{unique}"),
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}),
+        auth={"dev_tokens": {"svc": "tracking:service", "adm": "ops:admin", "ann": "alice:annotator"}},
+    )
     service, channel = start_in_process(build(settings), settings)
     from atlasloop.storage.v1 import storage_pb2_grpc
 
@@ -189,31 +212,45 @@ def storage_service(stack, unique):
     service.stop(0)
 
 
-def test_revision_on_the_real_ct_suggests_missed_region(stack, fresh_database, unique, storage_service,
-                                                         real_ct_dir, tmp_path):
+def test_revision_on_the_real_ct_suggests_missed_region(
+    stack, fresh_database, unique, storage_service, real_ct_dir, tmp_path
+):
     target, storage = storage_service
     admin, annotator = [("authorization", "Bearer adm")], [("authorization", "Bearer ann")]
     core = _core(stack, fresh_database, unique, storage_target=target, token="svc", double_reads=1.0)
     seg = load_nifti(real_ct_dir / "example_seg.nii.gz")
     truth = from_totalsegmentator(seg.array)
-    reply = storage.ImportCase(storage_pb2.ImportCaseRequest(
-        upload_id=upload_file(storage, real_ct_dir / "example_ct_sm.nii.gz", admin), case_id="real-1"),
-        metadata=admin)
+    reply = storage.ImportCase(
+        storage_pb2.ImportCaseRequest(
+            upload_id=upload_file(storage, real_ct_dir / "example_ct_sm.nii.gz", admin), case_id="real-1"
+        ),
+        metadata=admin,
+    )
     ai = truth.copy()
     liver = np.argwhere(ai == ORGAN_IDS["liver"])
     lo = liver.min(axis=0)
-    ai[lo[0]:lo[0] + 14, :, :][ai[lo[0]:lo[0] + 14, :, :] == ORGAN_IDS["liver"]] = 0  # a slab of liver missed
+    ai[lo[0] : lo[0] + 14, :, :][ai[lo[0] : lo[0] + 14, :, :] == ORGAN_IDS["liver"]] = 0  # a slab of liver missed
     save_nifti(Volume(ai, seg.affine), tmp_path / "ai.nii.gz")
-    ai_version = storage.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-        case_id="real-1", upload_id=upload_file(storage, tmp_path / "ai.nii.gz", admin),
-        source=common_pb2.LABEL_SOURCE_AI, model_set="ms-1"),
-        metadata=[("authorization", "Bearer svc")]).version.label_version
-    core.apply_event(events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id="real-1",
-                                             geometry=reply.info.geometry))
-    core.apply_event(events_pb2.CasePredicted(meta=events.new_meta("inference"), case_id="real-1",
-                                              model_set="ms-1", label_version=ai_version))
-    core.apply_event(events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id="real-1", model_set="ms-1",
-                                           priority=5.0))
+    ai_version = storage.WriteLabelVersion(
+        storage_pb2.WriteLabelVersionRequest(
+            case_id="real-1",
+            upload_id=upload_file(storage, tmp_path / "ai.nii.gz", admin),
+            source=common_pb2.LABEL_SOURCE_AI,
+            model_set="ms-1",
+        ),
+        metadata=[("authorization", "Bearer svc")],
+    ).version.label_version
+    core.apply_event(
+        events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id="real-1", geometry=reply.info.geometry)
+    )
+    core.apply_event(
+        events_pb2.CasePredicted(
+            meta=events.new_meta("inference"), case_id="real-1", model_set="ms-1", label_version=ai_version
+        )
+    )
+    core.apply_event(
+        events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id="real-1", model_set="ms-1", priority=5.0)
+    )
     core.queue_cases(1, [("real-1", 5.0, ["liver"])], "ops")
     lease = core.next_case("alice")
     save_nifti(Volume(truth, seg.affine), tmp_path / "revised.nii.gz")
@@ -228,8 +265,9 @@ def test_revision_on_the_real_ct_suggests_missed_region(stack, fresh_database, u
     with core.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Revision)) == 0
 
-    result = core.submit_revision(lease.lease_id, "alice", upload, ["liver"],
-                                  [Tag("liver", "missed_region")], 420, "upper slab")
+    result = core.submit_revision(
+        lease.lease_id, "alice", upload, ["liver"], [Tag("liver", "missed_region")], 420, "upper slab"
+    )
     liver_diff = next(d for d in result.diffs if d.organ == "liver")
     assert "missed_region" in liver_diff.suggested and liver_diff.voxels_added > 0 and liver_diff.voxels_removed == 0
     assert all(not d.suggested for d in result.diffs if d.organ != "liver")
@@ -237,8 +275,13 @@ def test_revision_on_the_real_ct_suggests_missed_region(stack, fresh_database, u
     case, history = core.get_case("real-1")
     assert case.state == "approved" and case.current_label_version == result.label_version
     assert [h.action for h in history if h.action.startswith("state:")] == [
-        "state:ingested->predicted", "state:predicted->scored", "state:scored->queued",
-        "state:queued->leased", "state:leased->revised", "state:revised->approved"]
+        "state:ingested->predicted",
+        "state:predicted->scored",
+        "state:scored->queued",
+        "state:queued->leased",
+        "state:leased->revised",
+        "state:revised->approved",
+    ]
     stats = core.statistics()
     assert stats.minutes_per_round == {1: 7.0} and stats.revisions_per_annotator == {"alice": 1}
     assert next(r for r in stats.organs if r.organ == "liver").tag_counts == {"missed_region": 1}
@@ -274,10 +317,13 @@ def test_grpc_surface_queue_next_case_and_refusals(stack, fresh_database, unique
     from atlasloop.tracking.app import build
     from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
-    settings = TrackingSettings(port=0, health_poll_s=60, database=fresh_database,
-                                kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"g{unique}."}),
-                                auth={"dev_tokens": {"adm": "ops:admin", "ann": "alice:annotator",
-                                                     "rev": "rita:reviewer"}})
+    settings = TrackingSettings(
+        port=0,
+        health_poll_s=60,
+        database=fresh_database,
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"g{unique}."}),
+        auth={"dev_tokens": {"adm": "ops:admin", "ann": "alice:annotator", "rev": "rita:reviewer"}},
+    )
     service, channel = start_in_process(build(settings), settings)
     try:
         core = TrackingCore(settings, make_engine(fresh_database), StorageClient("127.0.0.1:1", ""))
@@ -285,8 +331,13 @@ def test_grpc_surface_queue_next_case_and_refusals(stack, fresh_database, unique
         stub = tracking_pb2_grpc.TrackingServiceStub(channel)
         adm, ann, rev = ([("authorization", f"Bearer {t}")] for t in ("adm", "ann", "rev"))
         assert stub.CreateProject(tracking_pb2.CreateProjectRequest(name="pilot"), metadata=adm).project_id
-        reply = stub.QueueCases(tracking_pb2.QueueCasesRequest(round=1, cases=[
-            tracking_pb2.QueuedCase(case_id="case-0001", priority=9, organs=[ORGAN_IDS["pancreas"]])]), metadata=adm)
+        reply = stub.QueueCases(
+            tracking_pb2.QueueCasesRequest(
+                round=1,
+                cases=[tracking_pb2.QueuedCase(case_id="case-0001", priority=9, organs=[ORGAN_IDS["pancreas"]])],
+            ),
+            metadata=adm,
+        )
         assert (reply.queued, reply.already_queued) == (1, 0)
         with pytest.raises(grpc.RpcError) as err:
             stub.NextCase(tracking_pb2.NextCaseRequest(), metadata=rev)
@@ -296,8 +347,9 @@ def test_grpc_surface_queue_next_case_and_refusals(stack, fresh_database, unique
         assert got.label_version == "ai-0001"
         assert not stub.NextCase(tracking_pb2.NextCaseRequest(), metadata=ann).HasField("lease")
         with pytest.raises(grpc.RpcError) as err:
-            stub.SubmitRevision(tracking_pb2.SubmitRevisionRequest(lease_id=got.lease.lease_id, seconds_spent=-5),
-                                metadata=ann)
+            stub.SubmitRevision(
+                tracking_pb2.SubmitRevisionRequest(lease_id=got.lease.lease_id, seconds_spent=-5), metadata=ann
+            )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "seconds_spent" in err.value.details()
         case = stub.GetCase(tracking_pb2.GetCaseRequest(case_id="case-0001"), metadata=ann)
         assert case.case.state == common_pb2.CASE_STATE_LEASED and case.history[-1].principal == "alice"

@@ -50,8 +50,12 @@ def _import(stub, tmp_path, case_id: str, seed: int, labelled: bool):
     ct_path = save_nifti(ct, tmp_path / f"{case_id}-ct.nii.gz")
     label_path = save_nifti(labels, tmp_path / f"{case_id}-labels.nii.gz")
     label_upload = upload_file(stub, label_path, ADMIN) if labelled else ""
-    stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_file(stub, ct_path, ADMIN), case_id=case_id,
-                                                  label_upload_id=label_upload), metadata=ADMIN)
+    stub.ImportCase(
+        storage_pb2.ImportCaseRequest(
+            upload_id=upload_file(stub, ct_path, ADMIN), case_id=case_id, label_upload_id=label_upload
+        ),
+        metadata=ADMIN,
+    )
     return label_path
 
 
@@ -74,8 +78,13 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
     registry = ModelRegistry(store)
     for seed, architecture in enumerate(("unet", "dynunet")):
         torch.manual_seed(seed)
-        registry.register(architecture, "tiny", state_dict_bytes(build(config(architecture, "tiny"))),
-                          {"bootstrap": "untrained"}, version="v0")
+        registry.register(
+            architecture,
+            "tiny",
+            state_dict_bytes(build(config(architecture, "tiny"))),
+            {"bootstrap": "untrained"},
+            version="v0",
+        )
     registry.create_set([("unet", "v0"), ("dynunet", "v0")], make_current=True, version="ms-0")
 
     storage_settings = StorageSettings(port=0, health_poll_s=60, s3=s3, kafka=kafka, auth={"dev_tokens": TOKENS})
@@ -85,22 +94,47 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
     for index, labelled in enumerate((True, True, False, False, False)):  # c0, c1 come with labels
         truth[f"c{index}"] = _import(storage_stub, tmp_path, f"c{index}", seed=index, labelled=labelled)
 
-    collector = EventCollector(kafka, [events_pb2.CasePredicted, events_pb2.TrainingRequested,
-                                       events_pb2.TrainingProgress, events_pb2.TrainingCompleted,
-                                       events_pb2.ModelPublished])
+    collector = EventCollector(
+        kafka,
+        [
+            events_pb2.CasePredicted,
+            events_pb2.TrainingRequested,
+            events_pb2.TrainingProgress,
+            events_pb2.TrainingCompleted,
+            events_pb2.ModelPublished,
+        ],
+    )
     inference_settings = InferenceSettings(
-        port=0, health_poll_s=60, s3=s3, kafka=kafka, ray=stack.ray_settings(),
-        storage_target=f"127.0.0.1:{storage.port}", storage_token="svc", serve_app_name=f"ensemble-{unique}",
-        num_cpus=0.25, overlap=0.25, auth={"dev_tokens": TOKENS})
-    inference, inference_channel = start_in_process(build_inference(inference_settings), inference_settings,
-                                                    timeout_s=300)
+        port=0,
+        health_poll_s=60,
+        s3=s3,
+        kafka=kafka,
+        ray=stack.ray_settings(),
+        storage_target=f"127.0.0.1:{storage.port}",
+        storage_token="svc",
+        serve_app_name=f"ensemble-{unique}",
+        num_cpus=0.25,
+        overlap=0.25,
+        auth={"dev_tokens": TOKENS},
+    )
+    inference, inference_channel = start_in_process(
+        build_inference(inference_settings), inference_settings, timeout_s=300
+    )
     training_settings = TrainingSettings(
-        port=0, health_poll_s=60, s3=s3, kafka=kafka, ray=stack.ray_settings(),
-        storage_target=f"127.0.0.1:{storage.port}", storage_token="svc",
+        port=0,
+        health_poll_s=60,
+        s3=s3,
+        kafka=kafka,
+        ray=stack.ray_settings(),
+        storage_target=f"127.0.0.1:{storage.port}",
+        storage_token="svc",
         triggers=TriggerPolicy(approved_threshold=2),
         gate=GatePolicy(margin=0.2, replay_eval_cases=0),
         recipe=Recipe(epochs=4, steps_per_epoch=10, batch_size=2, crop=48, learning_rate=3e-3),
-        num_workers=2, cpus_per_worker=0.5, auth={"dev_tokens": TOKENS})
+        num_workers=2,
+        cpus_per_worker=0.5,
+        auth={"dev_tokens": TOKENS},
+    )
     training, training_channel = start_in_process(build_training(training_settings), training_settings)
     stub = training_pb2_grpc.TrainingServiceStub(training_channel)
     try:
@@ -117,12 +151,22 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
         # arrive as events, one of them twice: the threshold of two fires one run.
         producer = events.EventProducer(kafka, "test-tracking")
         for case_id in ("c2", "c3"):
-            version = storage_stub.WriteLabelVersion(storage_pb2.WriteLabelVersionRequest(
-                case_id=case_id, upload_id=upload_file(storage_stub, truth[case_id], ADMIN),
-                source=common_pb2.LABEL_SOURCE_HUMAN, round=1), metadata=SVC).version.label_version
-            approved = events_pb2.AnnotationApproved(meta=events.new_meta("tracking"), case_id=case_id,
-                                                     revision_id=f"rev-{case_id}", label_version=version,
-                                                     organs=[common_pb2.ORGAN_LIVER])
+            version = storage_stub.WriteLabelVersion(
+                storage_pb2.WriteLabelVersionRequest(
+                    case_id=case_id,
+                    upload_id=upload_file(storage_stub, truth[case_id], ADMIN),
+                    source=common_pb2.LABEL_SOURCE_HUMAN,
+                    round=1,
+                ),
+                metadata=SVC,
+            ).version.label_version
+            approved = events_pb2.AnnotationApproved(
+                meta=events.new_meta("tracking"),
+                case_id=case_id,
+                revision_id=f"rev-{case_id}",
+                label_version=version,
+                organs=[common_pb2.ORGAN_LIVER],
+            )
             producer.publish(approved, key=case_id)
             if case_id == "c2":
                 producer.publish(approved, key=case_id)  # redelivered: still one approval
@@ -133,11 +177,14 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
         run_id = runs[0].run_id
         assert runs[0].trigger == "approved>=2"
         watched: list = []
-        watcher = threading.Thread(target=lambda: watched.extend(
-            stub.WatchRun(S.WatchRunRequest(run_id=run_id), metadata=ADMIN, timeout=600)), daemon=True)
+        watcher = threading.Thread(
+            target=lambda: watched.extend(stub.WatchRun(S.WatchRunRequest(run_id=run_id), metadata=ADMIN, timeout=600)),
+            daemon=True,
+        )
         watcher.start()
-        follow_ups = {stub.StartRun(S.StartRunRequest(reason=f"impatient {i}"), metadata=ADMIN).run.run_id
-                      for i in range(3)}
+        follow_ups = {
+            stub.StartRun(S.StartRunRequest(reason=f"impatient {i}"), metadata=ADMIN).run.run_id for i in range(3)
+        }
         assert len(follow_ups) == 1 and run_id not in follow_ups  # one follow-up, joined by the others
 
         run = _wait_run(stub, run_id)
@@ -166,12 +213,12 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
         # The inference service serves the new set and re-predicts the case still labelled by AI.
         new_set = run.published_model_set
         deadline = time.monotonic() + 300
-        while not [e for e in collector.received if isinstance(e, events_pb2.CasePredicted)
-                   and e.model_set == new_set]:
+        while not [e for e in collector.received if isinstance(e, events_pb2.CasePredicted) and e.model_set == new_set]:
             assert time.monotonic() < deadline, "no prediction with the new set"
             time.sleep(1)
-        repredicted = [e.case_id for e in collector.received
-                       if isinstance(e, events_pb2.CasePredicted) and e.model_set == new_set]
+        repredicted = [
+            e.case_id for e in collector.received if isinstance(e, events_pb2.CasePredicted) and e.model_set == new_set
+        ]
         assert repredicted == ["c4"]  # c0, c1 have original labels; c2, c3 human revisions
         inference_stub = inference_pb2_grpc.InferenceServiceStub(inference_channel)
         steps = list(inference_stub.Predict(inference_pb2.PredictRequest(case_id="c4"), metadata=SVC, timeout=120))
@@ -179,12 +226,18 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
 
         completed = [e for e in collector.received if isinstance(e, events_pb2.TrainingCompleted)]
         assert [(e.run_id, e.passed_gate) for e in completed if e.run_id == run_id] == [(run_id, True)]
-        assert len([e for e in collector.received if isinstance(e, events_pb2.TrainingProgress)
-                    and e.run_id == run_id]) == 8
+        assert (
+            len([e for e in collector.received if isinstance(e, events_pb2.TrainingProgress) and e.run_id == run_id])
+            == 8
+        )
 
         # A label version that cannot be read fails the run by name; the current set stays.
-        producer.publish(events_pb2.AnnotationApproved(meta=events.new_meta("tracking"), case_id="c4",
-                                                       revision_id="rev-bad", label_version="v-missing"), key="c4")
+        producer.publish(
+            events_pb2.AnnotationApproved(
+                meta=events.new_meta("tracking"), case_id="c4", revision_id="rev-bad", label_version="v-missing"
+            ),
+            key="c4",
+        )
         time.sleep(3)
         bad = _wait_run(stub, stub.StartRun(S.StartRunRequest(reason="bad label"), metadata=ADMIN).run.run_id, 120)
         assert bad.state == S.RUN_STATE_FAILED and "case c4 label version v-missing" in bad.reason
@@ -201,8 +254,11 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
         assert announced == [(new_set, run_id), ("ms-0", "")]
     finally:
         collector.close()
-        for service, channel in ((training, training_channel), (inference, inference_channel),
-                                 (storage, storage_channel)):
+        for service, channel in (
+            (training, training_channel),
+            (inference, inference_channel),
+            (storage, storage_channel),
+        ):
             channel.close()
             service.stop(0)
         from ray import serve

@@ -16,8 +16,7 @@ def test_inspect_real_labels_prints_organs_and_volumes(real_ct_dir, capsys):
     assert main(["inspect", str(real_ct_dir / "example_seg.nii.gz"), "--class-map", "totalsegmentator"]) == 0
     out = capsys.readouterr().out
     assert "liver" in out and "38,634" in out and "1043.1" in out  # 38,634 voxels of 27 mm^3
-    assert main(["inspect", str(real_ct_dir / "example_seg.nii.gz"), "--class-map", "totalsegmentator",
-                 "--json"]) == 0
+    assert main(["inspect", str(real_ct_dir / "example_seg.nii.gz"), "--class-map", "totalsegmentator", "--json"]) == 0
     organs = json.loads(capsys.readouterr().out)["organs"]
     assert len(organs) == 9 and organs["pancreas"] == {"voxels": 644, "ml": 17.39}
 
@@ -57,7 +56,25 @@ def test_metrics_json(tmp_path, capsys):
 
 
 def test_synth_writes_layout_and_preview(tmp_path):
-    assert main(["synth", "--cases", "2", "--out", str(tmp_path / "c"), "--seed", "3", "--spacing", "4",
-                 "--sites", "A,C", "--preview", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--cases",
+                "2",
+                "--out",
+                str(tmp_path / "c"),
+                "--seed",
+                "3",
+                "--spacing",
+                "4",
+                "--sites",
+                "A,C",
+                "--preview",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "c" / "case_00001" / "segmentations" / "pancreas.nii.gz").exists()
     assert (tmp_path / "p.png").stat().st_size > 1000

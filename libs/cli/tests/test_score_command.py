@@ -23,14 +23,20 @@ def _write_layout(root, name, seed, with_entropy=True):
     case = root / name
     for member in output.members:
         for organ in TARGETS:
-            save_nifti(Volume(output.soft[member][organ].full(output.shape), labels.affine),
-                       case / "backbones" / member / "soft_pred" / f"{organ}.nii.gz")
+            save_nifti(
+                Volume(output.soft[member][organ].full(output.shape), labels.affine),
+                case / "backbones" / member / "soft_pred" / f"{organ}.nii.gz",
+            )
             if with_entropy:
-                save_nifti(Volume(output.entropy[member][organ].full(output.shape), labels.affine),
-                           case / "backbones" / member / "entropy" / f"{organ}.nii.gz")
+                save_nifti(
+                    Volume(output.entropy[member][organ].full(output.shape), labels.affine),
+                    case / "backbones" / member / "entropy" / f"{organ}.nii.gz",
+                )
     for organ in TARGETS:
-        save_nifti(Volume(output.pseudo[organ].full(output.shape).astype(np.uint8), labels.affine),
-                   case / "average" / "segmentations" / f"{organ}.nii.gz")
+        save_nifti(
+            Volume(output.pseudo[organ].full(output.shape).astype(np.uint8), labels.affine),
+            case / "average" / "segmentations" / f"{organ}.nii.gz",
+        )
     return output
 
 
@@ -72,6 +78,8 @@ def test_one_member_scores_without_inconsistency(tmp_path):
         shutil.rmtree(tmp_path / "cases" / "c0" / "backbones" / extra)
     assert main(["score", str(tmp_path / "cases")]) == 0
     scores = json.loads((tmp_path / "cases" / "c0" / "average" / "attention" / "scores.json").read_text())
-    assert all(r["dominant_signal"] != "inconsistency" for r in json.loads(
-        (tmp_path / "cases" / "c0" / "average" / "attention" / "regions.json").read_text()))
+    assert all(
+        r["dominant_signal"] != "inconsistency"
+        for r in json.loads((tmp_path / "cases" / "c0" / "average" / "attention" / "regions.json").read_text())
+    )
     assert scores["priority"] >= 0

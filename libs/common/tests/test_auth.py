@@ -23,9 +23,12 @@ from atlasloop.training.v1 import training_pb2
 ALL_SERVICES = [
     module.DESCRIPTOR.services_by_name[name]
     for module, name in [
-        (storage_pb2, "StorageService"), (inference_pb2, "InferenceService"),
-        (scoring_pb2, "ScoringService"), (rendering_pb2, "RenderingService"),
-        (tracking_pb2, "TrackingService"), (training_pb2, "TrainingService"),
+        (storage_pb2, "StorageService"),
+        (inference_pb2, "InferenceService"),
+        (scoring_pb2, "ScoringService"),
+        (rendering_pb2, "RenderingService"),
+        (tracking_pb2, "TrackingService"),
+        (training_pb2, "TrainingService"),
     ]
 ]
 
@@ -56,8 +59,13 @@ def jwks(tmp_path):
 
 
 def _token(key, **claims):
-    base = {"sub": "carol", "roles": ["reviewer"], "iss": "https://idp.example", "aud": "atlasloop",
-            "exp": int(time.time()) + 60}
+    base = {
+        "sub": "carol",
+        "roles": ["reviewer"],
+        "iss": "https://idp.example",
+        "aud": "atlasloop",
+        "exp": int(time.time()) + 60,
+    }
     return jwt.encode(base | claims, key, algorithm="RS256", headers={"kid": "k1"})
 
 
@@ -67,11 +75,14 @@ def test_jwt_verified_against_local_key_set(jwks):
     assert principal == auth.Principal("carol", frozenset({auth.Role.REVIEWER}))
 
 
-@pytest.mark.parametrize("claims", [
-    {"exp": int(time.time()) - 10},
-    {"iss": "https://evil.example"},
-    {"aud": "someone-else"},
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": int(time.time()) - 10},
+        {"iss": "https://evil.example"},
+        {"aud": "someone-else"},
+    ],
+)
 def test_jwt_with_bad_claims_is_refused(jwks, claims):
     key, settings = jwks
     with pytest.raises(Unauthenticated):

@@ -9,8 +9,11 @@ from atlasloop.common import domain
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 
-ENUMS = [cls for cls in vars(domain).values()
-         if isinstance(cls, type) and issubclass(cls, domain.ProtoEnum) and cls is not domain.ProtoEnum]
+ENUMS = [
+    cls
+    for cls in vars(domain).values()
+    if isinstance(cls, type) and issubclass(cls, domain.ProtoEnum) and cls is not domain.ProtoEnum
+]
 
 
 @pytest.mark.parametrize("cls", ENUMS, ids=lambda c: c.__name__)
@@ -38,6 +41,7 @@ def test_unspecified_and_unknown_numbers_are_refused_with_the_choices():
 
 def test_an_enum_that_misses_a_proto_value_fails_at_definition():
     with pytest.raises(TypeError, match="differs from its proto enum"):
+
         @domain._bound(common_pb2.LabelSource, "LABEL_SOURCE_")
         class Partial(domain.ProtoEnum):
             AI = "ai"

@@ -11,8 +11,9 @@ from atlasloop.events.v1 import events_pb2
 
 
 def test_every_event_message_has_a_topic():
-    with_meta = {m.full_name for m in events_pb2.DESCRIPTOR.message_types_by_name.values()
-                 if "meta" in m.fields_by_name}
+    with_meta = {
+        m.full_name for m in events_pb2.DESCRIPTOR.message_types_by_name.values() if "meta" in m.fields_by_name
+    }
     assert with_meta == {cls.DESCRIPTOR.full_name for cls in events.TOPICS}
     assert len(set(events.TOPICS.values())) == len(events.TOPICS)
 

@@ -19,6 +19,7 @@ def test_not_serving_until_every_check_passes_and_back():
         def run():
             if not up[name]:
                 raise ConnectionError(f"{name} down")
+
         return run
 
     servicer = health.HealthServicer()

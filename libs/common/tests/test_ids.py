@@ -13,8 +13,9 @@ def test_good_case_ids(case_id):
     assert keys.validate_case_id(case_id) == case_id
 
 
-@pytest.mark.parametrize("case_id", ["", "../etc", "a/b", "a\\b", "..", "a..b", ".hidden", "-x", "x" * 65,
-                                     "case 1", "cäse", "a\x00b"])
+@pytest.mark.parametrize(
+    "case_id", ["", "../etc", "a/b", "a\\b", "..", "a..b", ".hidden", "-x", "x" * 65, "case 1", "cäse", "a\x00b"]
+)
 def test_bad_case_ids(case_id):
     with pytest.raises(InvalidInput, match="not valid"):
         keys.validate_case_id(case_id)

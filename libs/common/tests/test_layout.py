@@ -6,9 +6,15 @@ from atlasloop.common import layout
 
 
 def test_case_keys_live_under_the_case_prefix_and_give_the_case_back():
-    for key in (layout.ct_key("c1"), layout.meta_key("c1"), layout.label_key("c1", "v"),
-                layout.ensemble_key("c1", "s"), layout.attention_key("c1", "s", "reference"),
-                layout.scored_marker_key("c1", "s"), layout.export_prefix("c1", "")):
+    for key in (
+        layout.ct_key("c1"),
+        layout.meta_key("c1"),
+        layout.label_key("c1", "v"),
+        layout.ensemble_key("c1", "s"),
+        layout.attention_key("c1", "s", "reference"),
+        layout.scored_marker_key("c1", "s"),
+        layout.export_prefix("c1", ""),
+    ):
         assert key.startswith(layout.case_prefix("c1"))
         assert layout.case_id_of(key) == "c1"
 

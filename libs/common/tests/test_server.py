@@ -103,11 +103,13 @@ def test_health_and_reflection_need_no_token(server):
     service, channel = server
     service.monitor.check_once()
     reply = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service="atlasloop.storage.v1.StorageService"))
+        health_pb2.HealthCheckRequest(service="atlasloop.storage.v1.StorageService")
+    )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     live = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="atlasloop.liveness"))
     assert live.status == health_pb2.HealthCheckResponse.SERVING
     responses = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for s in next(responses).list_services_response.service}
     assert "atlasloop.storage.v1.StorageService" in names

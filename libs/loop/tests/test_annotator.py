@@ -20,7 +20,7 @@ def _case(shift: int = 0) -> tuple[Volume, Volume]:
     truth[25:35, 25:35, 5:15] = SPLEEN
     ai = truth.copy()
     ai[5:20, 5:20, 5:15] = 0
-    ai[5 + shift:20, 5:20, 5:15] = LIVER  # part of the liver missed
+    ai[5 + shift : 20, 5:20, 5:15] = LIVER  # part of the liver missed
     ai[25:35, 25:35, 5:15] = 0  # the spleen missed entirely
     affine = np.diag([2.0, 2.0, 3.0, 1.0])
     return Volume(ai, affine), Volume(truth, affine)

@@ -25,8 +25,9 @@ def test_both_modes_find_a_share_of_the_errors():
                 if organ.attention.box:
                     region[slices(organ.attention.box)] = organ.attention.region
                 truth = labels.array == ORGAN_IDS[organ.organ]
-                totals[mode] += detect(region, output.pseudo[organ.organ].full(output.shape).astype(bool), truth,
-                                       min_error_voxels=10)
+                totals[mode] += detect(
+                    region, output.pseudo[organ.organ].full(output.shape).astype(bool), truth, min_error_voxels=10
+                )
     for mode, d in totals.items():
         assert d.error_regions > 5, mode
         assert 0 < d.region_sensitivity <= 1 and 0 < d.region_precision <= 1, (mode, d)

@@ -26,8 +26,9 @@ def test_unknown_scorer_names_are_refused():
 
 def _prediction(masks: dict[str, np.ndarray], spacing=2.0):
     affine = np.diag([spacing, spacing, spacing, 1.0])
-    return plausibility.Prediction({k: Cropped.of(v) for k, v in masks.items()}, affine,
-                                   {k: Cropped.of(v) for k, v in masks.items()})
+    return plausibility.Prediction(
+        {k: Cropped.of(v) for k, v in masks.items()}, affine, {k: Cropped.of(v) for k, v in masks.items()}
+    )
 
 
 def _box(shape, lo, hi):

@@ -113,12 +113,16 @@ def test_matches_the_dense_specification_voxel_for_voxel(seed):
 
     truth_center = np.array([20, 18, 15])
     members = [blob(truth_center + rng.integers(-3, 4, 3), 9 + rng.uniform(-2, 2), 0.3) for _ in range(3)]
-    soft = [(np.where(ndimage.binary_dilation(p > 0.5, iterations=1), p, 0) * 255).astype(np.uint8)
-            for p in members]
+    soft = [(np.where(ndimage.binary_dilation(p > 0.5, iterations=1), p, 0) * 255).astype(np.uint8) for p in members]
     ent = [(np.where(p > 0, -p * np.log(np.where(p > 0, p, 1)), 0) * 255).astype(np.uint8) for p in members]
     segs = {"liver": np.mean(members, axis=0) > 0.5, "stomach": blob(truth_center + 8, 6, 0.1) > 0.5}
     stored, region = organ_attention_dense("liver", soft, ent, segs)
-    fast = reference.organ_attention("liver", [Cropped.of(s) for s in soft], [Cropped.of(e) for e in ent],
-                                     {k: Cropped.of(v) for k, v in segs.items()}, shape)
+    fast = reference.organ_attention(
+        "liver",
+        [Cropped.of(s) for s in soft],
+        [Cropped.of(e) for e in ent],
+        {k: Cropped.of(v) for k, v in segs.items()},
+        shape,
+    )
     assert np.array_equal(fast.full(shape), stored)
     assert fast.region_voxels == int(region.sum()) > 0

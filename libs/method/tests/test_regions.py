@@ -18,9 +18,13 @@ def test_two_components_sorted_by_heat_with_world_boxes():
     seg = {"liver": np.zeros(shape, bool), "stomach": np.zeros(shape, bool)}
     seg["liver"][18:26, 18:26, 18:26] = True
     seg["stomach"][22:28, 22:28, 22:28] = True  # overlap region 4^3
-    attention = reference.organ_attention("liver", [Cropped.of(a), Cropped.of(zero)],
-                                          [Cropped.of(zero), Cropped.of(zero)],
-                                          {k: Cropped.of(v) for k, v in seg.items()}, shape)
+    attention = reference.organ_attention(
+        "liver",
+        [Cropped.of(a), Cropped.of(zero)],
+        [Cropped.of(zero), Cropped.of(zero)],
+        {k: Cropped.of(v) for k, v in seg.items()},
+        shape,
+    )
     affine = np.diag([2.0, 2.0, 3.0, 1.0])
     affine[:3, 3] = [-10, -20, 5]
     regions = find_regions(attention, affine)

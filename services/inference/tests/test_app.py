@@ -9,7 +9,7 @@ from atlasloop.inference.settings import InferenceSettings
 def test_spec_serves_inference_and_checks_its_dependencies():
     spec = build(InferenceSettings())
     assert [s.full_name for s in spec.services] == ["atlasloop.inference.v1.InferenceService"]
-    assert [c.name for c in spec.checks] == ['s3:atlasloop', 'kafka', 'ray', 'model-set']
+    assert [c.name for c in spec.checks] == ["s3:atlasloop", "kafka", "ray", "model-set"]
 
 
 def test_serve_builder_takes_what_kuberay_does_not_pass_from_the_environment(monkeypatch):

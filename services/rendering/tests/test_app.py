@@ -9,4 +9,4 @@ from atlasloop.rendering.settings import RenderingSettings
 def test_spec_serves_rendering_and_checks_its_dependencies():
     spec = build(RenderingSettings())
     assert [s.full_name for s in spec.services] == ["atlasloop.rendering.v1.RenderingService"]
-    assert [c.name for c in spec.checks] == ['s3:atlasloop']
+    assert [c.name for c in spec.checks] == ["s3:atlasloop"]

@@ -15,6 +15,7 @@ def test_evicts_least_recently_used_by_bytes():
         def load():
             loads.append(n)
             return np.zeros(100, np.uint8)
+
         return load
 
     cache.get("a", loader("a"))

@@ -9,4 +9,4 @@ from atlasloop.scoring.settings import ScoringSettings
 def test_spec_serves_scoring_and_checks_its_dependencies():
     spec = build(ScoringSettings())
     assert [s.full_name for s in spec.services] == ["atlasloop.scoring.v1.ScoringService"]
-    assert [c.name for c in spec.checks] == ['s3:atlasloop', 'kafka']
+    assert [c.name for c in spec.checks] == ["s3:atlasloop", "kafka"]

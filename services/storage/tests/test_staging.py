@@ -47,11 +47,14 @@ def test_stream_longer_than_declared_refused_at_once():
     assert len(read) == 3  # stopped at the chunk that passed the declared size
 
 
-@pytest.mark.parametrize(("chunks", "message"), [
-    ([b"x" * 40], "ended early"),
-    ([b"y" * 100], "checksum mismatch"),
-    ([b"x" * 101], "chunk of 101 bytes"),
-])
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ([b"x" * 40], "ended early"),
+        ([b"y" * 100], "checksum mismatch"),
+        ([b"x" * 101], "chunk of 101 bytes"),
+    ],
+)
 def test_bad_streams_refused(chunks, message):
     with pytest.raises((InvalidInput, TooLarge), match=message):
         _staging(max_chunk=100).receive(_header(b"x" * 100), iter(chunks))

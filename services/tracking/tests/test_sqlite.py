@@ -21,10 +21,14 @@ def test_queue_and_leases_on_sqlite(tmp_path):
     for i in range(3):
         case_id = f"c{i}"
         assert core.apply_event(events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id=case_id))
-        core.apply_event(events_pb2.CasePredicted(meta=events.new_meta("inference"), case_id=case_id,
-                                                  model_set="ms", label_version=f"v{i}"))
-        core.apply_event(events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id=case_id, model_set="ms",
-                                               priority=float(i)))
+        core.apply_event(
+            events_pb2.CasePredicted(
+                meta=events.new_meta("inference"), case_id=case_id, model_set="ms", label_version=f"v{i}"
+            )
+        )
+        core.apply_event(
+            events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id=case_id, model_set="ms", priority=float(i))
+        )
     assert core.queue_cases(1, [(f"c{i}", float(i), ["liver"]) for i in range(3)], "ops") == (3, 0)
     assert core.queue_cases(1, [("c0", 0.0, [])], "ops") == (0, 1)
     first = core.next_case("alice")

@@ -31,8 +31,7 @@ def test_gate_passes_a_better_set_within_the_margin_and_refuses_no_gain():
 
 def test_gate_refuses_a_candidate_that_forgets_the_replay_labels():
     current = _scores(0.70)
-    decision = decide(current, _scores(0.80), margin=0.05, replay_current=_scores(0.90),
-                      replay_candidate=_scores(0.80))
+    decision = decide(current, _scores(0.80), margin=0.05, replay_current=_scores(0.90), replay_candidate=_scores(0.80))
     assert not decision.passed and "forgets" in decision.reason
 
 

@@ -40,8 +40,7 @@ def test_crops_have_the_crop_size_and_pad_small_volumes():
 def test_replay_fraction_mixes_revised_and_replay_examples():
     revised = [Example("new", "v", np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8))]
     replay = [Example("old", "v", np.ones((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8))]
-    sampler = Sampler(revised, replay, Recipe(replay_fraction=0.25, batch_size=1, crop=16, intensity_jitter=0),
-                      seed=3)
+    sampler = Sampler(revised, replay, Recipe(replay_fraction=0.25, batch_size=1, crop=16, intensity_jitter=0), seed=3)
     picks = [sampler._example().case_id for _ in range(2000)]
     assert 0.2 < picks.count("old") / len(picks) < 0.3
     assert {Sampler(revised, [], Recipe(), seed=1)._example().case_id for _ in range(20)} == {"new"}

@@ -11,8 +11,17 @@ from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.volume import load_nifti
 
 # From tests/data/real-ct/README.md.
-README_COUNTS = {"spleen": 9452, "kidney_right": 3947, "kidney_left": 3676, "gall_bladder": 1333, "liver": 38634,
-                 "stomach": 4675, "pancreas": 644, "aorta": 997, "postcava": 1368}
+README_COUNTS = {
+    "spleen": 9452,
+    "kidney_right": 3947,
+    "kidney_left": 3676,
+    "gall_bladder": 1333,
+    "liver": 38634,
+    "stomach": 4675,
+    "pancreas": 644,
+    "aorta": 997,
+    "postcava": 1368,
+}
 
 
 def test_schema_matches_the_proto_enum():

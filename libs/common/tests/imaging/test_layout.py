@@ -15,8 +15,9 @@ def _case():
     rng = np.random.default_rng(2)
     affine = np.diag([1.5, 1.5, 3.0, 1.0])
     labels = rng.integers(0, 10, size=(12, 10, 6)).astype(np.uint8)
-    return AtlasCase("case_a", Volume(rng.integers(-500, 500, (12, 10, 6)).astype(np.int16), affine),
-                     Volume(labels, affine))
+    return AtlasCase(
+        "case_a", Volume(rng.integers(-500, 500, (12, 10, 6)).astype(np.int16), affine), Volume(labels, affine)
+    )
 
 
 def test_write_then_read_case(tmp_path):

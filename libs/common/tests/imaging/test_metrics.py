@@ -29,10 +29,10 @@ def test_agree_with_monai(seed):
     spacing = (0.8, 1.1, 2.5)
     y_pred, y = _onehot(pred), _onehot(truth)
     monai_dice = compute_dice(y_pred, y, include_background=False).item()
-    monai_nsd = compute_surface_dice(y_pred, y, class_thresholds=[2.0], include_background=False,
-                                     spacing=spacing).item()
-    monai_hd95 = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95,
-                                            spacing=spacing).item()
+    monai_nsd = compute_surface_dice(
+        y_pred, y, class_thresholds=[2.0], include_background=False, spacing=spacing
+    ).item()
+    monai_hd95 = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=spacing).item()
     assert metrics.dice(pred, truth) == pytest.approx(monai_dice, abs=1e-6)
     assert metrics.nsd(pred, truth, spacing, 2.0) == pytest.approx(monai_nsd, abs=1e-6)
     assert metrics.hd95(pred, truth, spacing) == pytest.approx(monai_hd95, abs=1e-5)
@@ -42,8 +42,11 @@ def test_empty_cases_have_documented_values():
     empty, full = np.zeros((8, 8, 8), bool), np.zeros((8, 8, 8), bool)
     full[2:5, 2:5, 2:5] = True
     spacing = (1.0, 1.0, 1.0)
-    assert (metrics.dice(empty, empty), metrics.nsd(empty, empty, spacing, 1), metrics.hd95(empty, empty, spacing)) \
-        == (1.0, 1.0, 0.0)
+    assert (metrics.dice(empty, empty), metrics.nsd(empty, empty, spacing, 1), metrics.hd95(empty, empty, spacing)) == (
+        1.0,
+        1.0,
+        0.0,
+    )
     for a, b in ((empty, full), (full, empty)):
         assert metrics.dice(a, b) == 0.0 and metrics.nsd(a, b, spacing, 1) == 0.0
         assert math.isinf(metrics.hd95(a, b, spacing))

@@ -12,7 +12,7 @@ from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 
 def _chunks(data: bytes, size: int):
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 @pytest.mark.parametrize(("name", "chunk"), [("ct.nii.gz", 1000), ("ct.nii.gz", 7), ("ct.nii", 4096)])

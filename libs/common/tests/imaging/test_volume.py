@@ -34,12 +34,15 @@ def test_trailing_singleton_fourth_axis_is_dropped(tmp_path):
     assert load_nifti(tmp_path / "v.nii").shape == (4, 5, 6)
 
 
-@pytest.mark.parametrize(("array", "affine", "message"), [
-    (np.zeros((4, 5), np.int16), np.eye(4), "3-D"),
-    (np.zeros((4, 5, 6, 2), np.int16), np.eye(4), "3-D"),
-    (np.zeros((4, 5, 6), np.float32) * np.nan, np.eye(4), "NaN"),
-    (np.zeros((4, 5, 6), np.int16), np.diag([1.0, 0.0, 1.0, 1.0]), "invertible"),
-])
+@pytest.mark.parametrize(
+    ("array", "affine", "message"),
+    [
+        (np.zeros((4, 5), np.int16), np.eye(4), "3-D"),
+        (np.zeros((4, 5, 6, 2), np.int16), np.eye(4), "3-D"),
+        (np.zeros((4, 5, 6), np.float32) * np.nan, np.eye(4), "NaN"),
+        (np.zeros((4, 5, 6), np.int16), np.diag([1.0, 0.0, 1.0, 1.0]), "invertible"),
+    ],
+)
 def test_unusable_images_are_refused(tmp_path, array, affine, message):
     path = tmp_path / "bad.nii.gz"
     header = nib.Nifti1Header()
@@ -54,8 +57,9 @@ def test_unusable_images_are_refused(tmp_path, array, affine, message):
 
 
 def test_truncated_gzip_is_refused(tmp_path):
-    path = save_nifti(Volume(np.arange(40 * 40 * 40, dtype=np.int16).reshape(40, 40, 40), np.eye(4)),
-                      tmp_path / "ct.nii.gz")
+    path = save_nifti(
+        Volume(np.arange(40 * 40 * 40, dtype=np.int16).reshape(40, 40, 40), np.eye(4)), tmp_path / "ct.nii.gz"
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"ct\.nii\.gz"):

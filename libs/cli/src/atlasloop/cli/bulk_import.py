@@ -58,8 +58,13 @@ def discover(folder: Path) -> tuple[list[Candidate], list[Outcome]]:
         elif entry.is_file() and name.lower().endswith(".zip"):
             with zipfile.ZipFile(entry) as archive:
                 atlas = any(n.endswith("ct.nii.gz") for n in archive.namelist())
-            cases.append(Candidate(entry.stem, entry, storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP if atlas
-                                   else storage_pb2.CASE_FORMAT_DICOM_ZIP))
+            cases.append(
+                Candidate(
+                    entry.stem,
+                    entry,
+                    storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP if atlas else storage_pb2.CASE_FORMAT_DICOM_ZIP,
+                )
+            )
         elif entry.is_dir() and (entry / "ct.nii.gz").exists():
             cases.append(Candidate(name, entry, storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP))
         elif entry.is_dir() and any(_is_dicom(p) for p in list(entry.rglob("*"))[:20] if p.is_file()):
@@ -76,18 +81,26 @@ def _zip_folder(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def import_one(stub: storage_pb2_grpc.StorageServiceStub, metadata, candidate: Candidate, keep_names: bool,
-               allow_duplicate: bool) -> Outcome:
+def import_one(
+    stub: storage_pb2_grpc.StorageServiceStub, metadata, candidate: Candidate, keep_names: bool, allow_duplicate: bool
+) -> Outcome:
     try:
         with tempfile.TemporaryDirectory(prefix="atlasloop-bulk-") as tmp:
             path = candidate.path
             if path.is_dir():
                 path = _zip_folder(path, Path(tmp) / f"{candidate.name}.zip")
             upload_id = upload_file(stub, path, metadata)
-            reply = stub.ImportCase(storage_pb2.ImportCaseRequest(
-                upload_id=upload_id, format=candidate.format, case_id=candidate.name if keep_names else "",
-                allow_duplicate=allow_duplicate, source=f"atlasloop import: {candidate.path.name}"),
-                metadata=metadata, timeout=600)
+            reply = stub.ImportCase(
+                storage_pb2.ImportCaseRequest(
+                    upload_id=upload_id,
+                    format=candidate.format,
+                    case_id=candidate.name if keep_names else "",
+                    allow_duplicate=allow_duplicate,
+                    source=f"atlasloop import: {candidate.path.name}",
+                ),
+                metadata=metadata,
+                timeout=600,
+            )
         return Outcome(candidate.name, "duplicate" if reply.duplicate else "imported", reply.case_id)
     except grpc.RpcError as exc:
         return Outcome(candidate.name, "refused", reason=f"{exc.code().name}: {exc.details()}")
@@ -110,10 +123,13 @@ def run(args: argparse.Namespace) -> int:
     cases, outcomes = discover(args.folder)
     channel, metadata = connect(args, "admin")
     stub = storage_pb2_grpc.StorageServiceStub(channel)
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool, \
-            tqdm(total=len(cases), unit="case", desc="import", disable=args.json) as bar:
-        futures = [pool.submit(import_one, stub, metadata, c, not args.generate_ids, args.allow_duplicates)
-                   for c in cases]
+    with (
+        ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool,
+        tqdm(total=len(cases), unit="case", desc="import", disable=args.json) as bar,
+    ):
+        futures = [
+            pool.submit(import_one, stub, metadata, c, not args.generate_ids, args.allow_duplicates) for c in cases
+        ]
         for future in as_completed(futures):
             outcomes.append(future.result())
             bar.update(1)

@@ -20,8 +20,11 @@ from atlasloop.client.tokens import TokenFile
 
 def add_connection_arguments(parser: argparse.ArgumentParser, service: str) -> None:
     parser.add_argument("--target", default=target_from_env(service), help=f"{service} service address (host:port)")
-    parser.add_argument("--token", default=os.environ.get("ATLASLOOP_TOKEN"),
-                        help="bearer token (default: the dev token from .run/tokens.json)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("ATLASLOOP_TOKEN"),
+        help="bearer token (default: the dev token from .run/tokens.json)",
+    )
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), help=argparse.SUPPRESS)
 
 

@@ -25,8 +25,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     inspect = commands.add_parser("inspect", help="geometry, HU range, label census with organ volumes")
     inspect.add_argument("file")
     inspect.add_argument("--labels", action="store_true", help="treat the file as a label map")
-    inspect.add_argument("--class-map", choices=sorted(CLASS_MAPS), default="atlas",
-                         help="ids of the label map (implies --labels for totalsegmentator)")
+    inspect.add_argument(
+        "--class-map",
+        choices=sorted(CLASS_MAPS),
+        default="atlas",
+        help="ids of the label map (implies --labels for totalsegmentator)",
+    )
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(run=run_inspect)
 
@@ -41,8 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     volume = read_ct(args.input)
     save_nifti_atomic(volume, args.output)
-    print(f"{args.output}: {'x'.join(map(str, volume.shape))} voxels, {volume.orientation}, "
-          f"spacing {', '.join(f'{s:.3g}' for s in volume.spacing)} mm")
+    print(
+        f"{args.output}: {'x'.join(map(str, volume.shape))} voxels, {volume.orientation}, "
+        f"spacing {', '.join(f'{s:.3g}' for s in volume.spacing)} mm"
+    )
     return 0
 
 
@@ -94,8 +100,12 @@ def run_metrics(args: argparse.Namespace) -> int:
     pred, truth = load_nifti(args.pred), load_nifti(args.gt)
     if pred.shape != truth.shape or not np.allclose(pred.affine, truth.affine, atol=1e-3):
         raise ImageError(args.pred, f"grid {pred.shape} does not match the ground truth's {truth.shape}")
-    rows = organ_metrics(schema.validate_label_map(pred.array, args.pred),
-                         schema.validate_label_map(truth.array, args.gt), truth.spacing, args.tolerance_mm)
+    rows = organ_metrics(
+        schema.validate_label_map(pred.array, args.pred),
+        schema.validate_label_map(truth.array, args.gt),
+        truth.spacing,
+        args.tolerance_mm,
+    )
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0

@@ -53,9 +53,18 @@ def _next(args, client: Client) -> int:
         print("the queue is empty")
         return 1
     organs = ", ".join(ORGANS.get(o, "?") for o in reply.organs)
-    print(json.dumps({"lease_id": reply.lease.lease_id, "case_id": reply.lease.case_id,
-                      "label_version": reply.label_version, "organs": organs,
-                      "expires_at": reply.lease.expires_at.ToJsonString()}, indent=2))
+    print(
+        json.dumps(
+            {
+                "lease_id": reply.lease.lease_id,
+                "case_id": reply.lease.case_id,
+                "label_version": reply.label_version,
+                "organs": organs,
+                "expires_at": reply.lease.expires_at.ToJsonString(),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -69,13 +78,21 @@ def _revise(args, client: Client) -> int:
     tags = []
     for item in args.tag or []:
         organ, _, tag = item.partition(":")
-        tags.append(common_pb2.OrganErrorTag(organ=ORGAN_IDS[organ],
-                                             tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{tag.upper()}")))
+        tags.append(
+            common_pb2.OrganErrorTag(organ=ORGAN_IDS[organ], tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{tag.upper()}"))
+        )
     organs = [ORGAN_IDS[o] for o in args.organs.split(",")] if args.organs else []
     reply = client.submit_revision(args.lease_id, load_nifti(args.labels), organs, tags, args.minutes * 60, args.note)
-    print(json.dumps({"revision_id": reply.revision_id, "label_version": reply.label_version,
-                      "changed": {ORGANS.get(d.organ, "?"): round(d.ml_added + d.ml_removed, 2) for d in reply.diffs}},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "revision_id": reply.revision_id,
+                "label_version": reply.label_version,
+                "changed": {ORGANS.get(d.organ, "?"): round(d.ml_added + d.ml_removed, 2) for d in reply.diffs},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -86,8 +103,9 @@ def _review(args, client: Client) -> int:
 
 
 def _train(args, client: Client) -> int:
-    run = client.start_run(args.reason, from_originals=args.from_originals, epochs=args.epochs,
-                           learning_rate=args.learning_rate)
+    run = client.start_run(
+        args.reason, from_originals=args.from_originals, epochs=args.epochs, learning_rate=args.learning_rate
+    )
     print(run.run_id)
     return _watch(argparse.Namespace(run_id=run.run_id), client) if args.watch else 0
 
@@ -112,8 +130,10 @@ def _runs(args, client: Client) -> int:
 def _stats(args, client: Client) -> int:
     stats = client.statistics()
     for entry in stats.organs:
-        print(f"round {entry.round}\t{ORGANS.get(entry.organ, '?')}\trevised {entry.cases_revised}\t"
-              f"mean Dice {entry.mean_dice:.3f}\ttags {dict(entry.tag_counts)}")
+        print(
+            f"round {entry.round}\t{ORGANS.get(entry.organ, '?')}\trevised {entry.cases_revised}\t"
+            f"mean Dice {entry.mean_dice:.3f}\ttags {dict(entry.tag_counts)}"
+        )
     for round_, minutes in sorted(stats.minutes_per_round.items()):
         print(f"round {round_}: {minutes:.1f} min")
     return 0

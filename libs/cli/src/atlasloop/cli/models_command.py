@@ -21,8 +21,9 @@ from atlasloop.common.settings import S3Settings
 
 class CliS3(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATLASLOOP_", env_nested_delimiter="__", extra="ignore")
-    s3: S3Settings = Field(default_factory=lambda: S3Settings(access_key="atlasloop",
-                                                              secret_key="atlasloop-local-secret"))
+    s3: S3Settings = Field(
+        default_factory=lambda: S3Settings(access_key="atlasloop", secret_key="atlasloop-local-secret")
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,8 +51,9 @@ def _registry():
     try:
         from atlasloop.models.registry import ModelRegistry
     except ImportError as exc:
-        raise SystemExit(f"atlasloop models needs the model runtime ({exc.name} is missing): "
-                         "pip install 'atlasloop-cli[models]'") from None
+        raise SystemExit(
+            f"atlasloop models needs the model runtime ({exc.name} is missing): pip install 'atlasloop-cli[models]'"
+        ) from None
 
     store = ObjectStore(CliS3().s3)
     store.check_bucket()
@@ -65,8 +67,14 @@ def run_import(args: argparse.Namespace) -> int:
     provenance.setdefault("source_file", args.weights.name)
     from atlasloop.imaging.preprocess import PreprocessConfig
 
-    manifest = _registry().register(args.architecture, args.size, args.weights.read_bytes(), provenance,
-                                    version=args.version, preprocess=PreprocessConfig(spacing_mm=args.spacing_mm))
+    manifest = _registry().register(
+        args.architecture,
+        args.size,
+        args.weights.read_bytes(),
+        provenance,
+        version=args.version,
+        preprocess=PreprocessConfig(spacing_mm=args.spacing_mm),
+    )
     print(f"registered {manifest.architecture}@{manifest.version} (sha256 {manifest.weights_sha256[:12]})")
     return 0
 

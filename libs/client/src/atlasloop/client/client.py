@@ -29,9 +29,14 @@ def channel_options() -> list[tuple[str, int]]:
     """Message size limits every client channel uses (a rendered contact sheet runs to megabytes)."""
     return [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
 
-STUBS = {"storage": storage_pb2_grpc.StorageServiceStub, "scoring": scoring_pb2_grpc.ScoringServiceStub,
-         "rendering": rendering_pb2_grpc.RenderingServiceStub, "tracking": tracking_pb2_grpc.TrackingServiceStub,
-         "training": training_pb2_grpc.TrainingServiceStub}
+
+STUBS = {
+    "storage": storage_pb2_grpc.StorageServiceStub,
+    "scoring": scoring_pb2_grpc.ScoringServiceStub,
+    "rendering": rendering_pb2_grpc.RenderingServiceStub,
+    "tracking": tracking_pb2_grpc.TrackingServiceStub,
+    "training": training_pb2_grpc.TrainingServiceStub,
+}
 
 
 class Client:
@@ -40,7 +45,8 @@ class Client:
     def __init__(self, targets: Mapping[str, str], tokens: Mapping[str, str], timeout_s: float = 300) -> None:
         self._channels = {name: grpc.insecure_channel(targets[name], options=channel_options()) for name in STUBS}
         self.storage, self.scoring, self.rendering, self.tracking, self.training = (
-            STUBS[name](self._channels[name]) for name in STUBS)
+            STUBS[name](self._channels[name]) for name in STUBS
+        )
         self._tokens = dict(tokens)
         self.timeout_s = timeout_s
 
@@ -56,32 +62,53 @@ class Client:
     def import_case(self, ct: Path, case_id: str, labels: Path | None = None, source: str = "") -> str:
         meta = self._as("admin")
         label_upload = upload_file(self.storage, labels, meta) if labels else ""
-        reply = self.storage.ImportCase(storage_pb2.ImportCaseRequest(
-            upload_id=upload_file(self.storage, ct, meta), case_id=case_id, label_upload_id=label_upload,
-            source=source), metadata=meta, timeout=self.timeout_s)
+        reply = self.storage.ImportCase(
+            storage_pb2.ImportCaseRequest(
+                upload_id=upload_file(self.storage, ct, meta),
+                case_id=case_id,
+                label_upload_id=label_upload,
+                source=source,
+            ),
+            metadata=meta,
+            timeout=self.timeout_s,
+        )
         return reply.info.case_id
 
     def label_versions(self, case_id: str) -> list[storage_pb2.LabelVersionInfo]:
-        return list(self.storage.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id),
-                                                   metadata=self._as("annotator"), timeout=self.timeout_s).versions)
+        return list(
+            self.storage.ListLabelVersions(
+                storage_pb2.ListLabelVersionsRequest(case_id=case_id),
+                metadata=self._as("annotator"),
+                timeout=self.timeout_s,
+            ).versions
+        )
 
     def labels(self, case_id: str, version: str, role: str = "annotator") -> Volume:
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             path = Path(tmp) / "labels.nii.gz"
-            download_volume(self.storage, case_id, path, self._as(role), kind=common_pb2.VOLUME_KIND_LABEL,
-                            label_version=version)
+            download_volume(
+                self.storage, case_id, path, self._as(role), kind=common_pb2.VOLUME_KIND_LABEL, label_version=version
+            )
             return load_nifti(path)
 
     # ---- scoring and the queue ----
 
     def propose_round(self, round_: int, max_cases: int) -> list[scoring_pb2.RankedCase]:
-        return list(self.scoring.ProposeRound(scoring_pb2.ProposeRoundRequest(round=round_, max_cases=max_cases),
-                                              metadata=self._as("admin"), timeout=self.timeout_s).cases)
+        return list(
+            self.scoring.ProposeRound(
+                scoring_pb2.ProposeRoundRequest(round=round_, max_cases=max_cases),
+                metadata=self._as("admin"),
+                timeout=self.timeout_s,
+            ).cases
+        )
 
     def queue(self, round_: int, cases: list[scoring_pb2.RankedCase]) -> tracking_pb2.QueueCasesResponse:
         queued = [tracking_pb2.QueuedCase(case_id=c.case_id, priority=c.priority, organs=c.organs) for c in cases]
-        return self.tracking.QueueCases(tracking_pb2.QueueCasesRequest(round=round_, cases=queued),
-                                        metadata=self._as("admin"), timeout=self.timeout_s)
+        return self.tracking.QueueCases(
+            tracking_pb2.QueueCasesRequest(round=round_, cases=queued),
+            metadata=self._as("admin"),
+            timeout=self.timeout_s,
+        )
 
     def queueable(self, ranked: list[scoring_pb2.RankedCase]) -> list[scoring_pb2.RankedCase]:
         """Of a ranking, the cases waiting for a human (state SCORED): the scoring service ranks
@@ -92,20 +119,26 @@ class Client:
     def cases(self, states: list[int] | None = None) -> list[tracking_pb2.CaseSummary]:
         found, token = [], ""
         while True:
-            reply = self.tracking.ListCases(tracking_pb2.ListCasesRequest(states=states or [], page_size=500,
-                                                                          page_token=token),
-                                            metadata=self._as("reviewer"), timeout=self.timeout_s)
+            reply = self.tracking.ListCases(
+                tracking_pb2.ListCasesRequest(states=states or [], page_size=500, page_token=token),
+                metadata=self._as("reviewer"),
+                timeout=self.timeout_s,
+            )
             found += reply.cases
             if not (token := reply.next_page_token):
                 return found
 
     def history(self, case_id: str) -> tracking_pb2.GetCaseResponse:
-        return self.tracking.GetCase(tracking_pb2.GetCaseRequest(case_id=case_id), metadata=self._as("reviewer"),
-                                     timeout=self.timeout_s)
+        return self.tracking.GetCase(
+            tracking_pb2.GetCaseRequest(case_id=case_id), metadata=self._as("reviewer"), timeout=self.timeout_s
+        )
 
     def scores(self, case_id: str, model_set: str = "") -> scoring_pb2.CaseScores:
-        return self.scoring.GetCaseScores(scoring_pb2.GetCaseScoresRequest(case_id=case_id, model_set=model_set),
-                                          metadata=self._as("annotator"), timeout=self.timeout_s).scores
+        return self.scoring.GetCaseScores(
+            scoring_pb2.GetCaseScoresRequest(case_id=case_id, model_set=model_set),
+            metadata=self._as("annotator"),
+            timeout=self.timeout_s,
+        ).scores
 
     def salient_slices(self, case_id: str, label_version: str, out: Path, count: int = 4) -> list[Path]:
         """The most salient slices with heatmap and label contours, as PNG files (what a viewer
@@ -114,8 +147,9 @@ class Client:
         view = rendering_pb2.SliceView(case_id=case_id, label_version=label_version, region_boxes=True)
         request = rendering_pb2.StreamSalientSlicesRequest(view=view, count=count)
         written = []
-        for reply in self.rendering.StreamSalientSlices(request, metadata=self._as("annotator"),
-                                                        timeout=self.timeout_s):
+        for reply in self.rendering.StreamSalientSlices(
+            request, metadata=self._as("annotator"), timeout=self.timeout_s
+        ):
             path = out / f"{case_id}-slice{reply.index:03d}.png"
             path.write_bytes(reply.png)
             written.append(path)
@@ -125,46 +159,66 @@ class Client:
 
     def next_case(self) -> tracking_pb2.NextCaseResponse | None:
         """A lease on the next queued case; None when the queue is empty (an empty reply)."""
-        reply = self.tracking.NextCase(tracking_pb2.NextCaseRequest(), metadata=self._as("annotator"),
-                                       timeout=self.timeout_s)
+        reply = self.tracking.NextCase(
+            tracking_pb2.NextCaseRequest(), metadata=self._as("annotator"), timeout=self.timeout_s
+        )
         return reply if reply.lease.case_id else None
 
-    def submit_revision(self, lease_id: str, labels: Volume, organs: list[int],
-                        tags: list[common_pb2.OrganErrorTag], seconds: float,
-                        note: str = "") -> tracking_pb2.SubmitRevisionResponse:
+    def submit_revision(
+        self,
+        lease_id: str,
+        labels: Volume,
+        organs: list[int],
+        tags: list[common_pb2.OrganErrorTag],
+        seconds: float,
+        note: str = "",
+    ) -> tracking_pb2.SubmitRevisionResponse:
         meta = self._as("annotator")
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             upload_id = upload_file(self.storage, save_nifti(labels, Path(tmp) / "revised.nii.gz"), meta)
-        return self.tracking.SubmitRevision(tracking_pb2.SubmitRevisionRequest(
-            lease_id=lease_id, upload_id=upload_id, organs=organs, tags=tags, seconds_spent=seconds, note=note),
-            metadata=meta, timeout=self.timeout_s)
+        return self.tracking.SubmitRevision(
+            tracking_pb2.SubmitRevisionRequest(
+                lease_id=lease_id, upload_id=upload_id, organs=organs, tags=tags, seconds_spent=seconds, note=note
+            ),
+            metadata=meta,
+            timeout=self.timeout_s,
+        )
 
     def review(self, revision_id: str, approve: bool, reason: str = "") -> tracking_pb2.SubmitReviewResponse:
         verdict = tracking_pb2.REVIEW_VERDICT_APPROVE if approve else tracking_pb2.REVIEW_VERDICT_REJECT
-        return self.tracking.SubmitReview(tracking_pb2.SubmitReviewRequest(revision_id=revision_id, verdict=verdict,
-                                                                           reason=reason),
-                                          metadata=self._as("reviewer"), timeout=self.timeout_s)
+        return self.tracking.SubmitReview(
+            tracking_pb2.SubmitReviewRequest(revision_id=revision_id, verdict=verdict, reason=reason),
+            metadata=self._as("reviewer"),
+            timeout=self.timeout_s,
+        )
 
     def statistics(self) -> tracking_pb2.GetStatisticsResponse:
-        return self.tracking.GetStatistics(tracking_pb2.GetStatisticsRequest(), metadata=self._as("reviewer"),
-                                           timeout=self.timeout_s)
+        return self.tracking.GetStatistics(
+            tracking_pb2.GetStatisticsRequest(), metadata=self._as("reviewer"), timeout=self.timeout_s
+        )
 
     # ---- training ----
 
-    def start_run(self, reason: str, from_originals: bool = False, epochs: int = 0,
-                  learning_rate: float = 0.0) -> training_pb2.Run:
+    def start_run(
+        self, reason: str, from_originals: bool = False, epochs: int = 0, learning_rate: float = 0.0
+    ) -> training_pb2.Run:
         overrides = training_pb2.RecipeOverrides(epochs=epochs, learning_rate=learning_rate)
         request = training_pb2.StartRunRequest(reason=reason, from_originals=from_originals, overrides=overrides)
         return self.training.StartRun(request, metadata=self._as("admin"), timeout=self.timeout_s).run
 
     def run(self, run_id: str) -> training_pb2.Run:
-        return self.training.GetRun(training_pb2.GetRunRequest(run_id=run_id), metadata=self._as("admin"),
-                                    timeout=self.timeout_s).run
+        return self.training.GetRun(
+            training_pb2.GetRunRequest(run_id=run_id), metadata=self._as("admin"), timeout=self.timeout_s
+        ).run
 
     def runs(self) -> list[training_pb2.Run]:
-        return list(self.training.ListRuns(training_pb2.ListRunsRequest(page_size=100), metadata=self._as("admin"),
-                                           timeout=self.timeout_s).runs)
+        return list(
+            self.training.ListRuns(
+                training_pb2.ListRunsRequest(page_size=100), metadata=self._as("admin"), timeout=self.timeout_s
+            ).runs
+        )
 
     def watch(self, run_id: str, timeout_s: float = 3600) -> Iterator[training_pb2.WatchRunResponse]:
-        yield from self.training.WatchRun(training_pb2.WatchRunRequest(run_id=run_id), metadata=self._as("admin"),
-                                          timeout=timeout_s)
+        yield from self.training.WatchRun(
+            training_pb2.WatchRunRequest(run_id=run_id), metadata=self._as("admin"), timeout=timeout_s
+        )

@@ -44,9 +44,7 @@ class Principal:
     roles: frozenset[Role]
 
 
-_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "atlasloop_principal", default=None
-)
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("atlasloop_principal", default=None)
 
 
 def current_principal() -> Principal:
@@ -142,9 +140,7 @@ def role_policy(services: Iterable[ServiceDescriptor]) -> dict[str, frozenset[Ro
             declared = method.GetOptions().Extensions[common_pb2.required_roles]
             if not declared:
                 raise InvalidInput(f"{service.full_name}.{method.name} declares no required_roles")
-            policy[f"/{service.full_name}/{method.name}"] = frozenset(
-                Role.from_proto(r) for r in declared
-            )
+            policy[f"/{service.full_name}/{method.name}"] = frozenset(Role.from_proto(r) for r in declared)
     return policy
 
 

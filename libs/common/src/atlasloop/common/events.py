@@ -63,8 +63,9 @@ def ensure_topics(settings: KafkaSettings, event_types: Iterable[type[ProtoMessa
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [topic_for(t, settings) for t in event_types]
-    missing = [NewTopic(t, num_partitions=settings.partitions, replication_factor=1)
-               for t in wanted if t not in existing]
+    missing = [
+        NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in wanted if t not in existing
+    ]
     if not missing:
         return
     for topic, future in admin.create_topics(missing).items():
@@ -104,14 +105,16 @@ class EventProducer:
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self._settings = settings
-        self._producer = Producer({
-            "bootstrap.servers": settings.bootstrap_servers,
-            "client.id": client_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "security.protocol": settings.security_protocol,
-            "message.timeout.ms": int(settings.publish_timeout_s * 1000 * 0.75),
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "client.id": client_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "security.protocol": settings.security_protocol,
+                "message.timeout.ms": int(settings.publish_timeout_s * 1000 * 0.75),
+            }
+        )
 
     def publish(self, event: ProtoMessage, key: str) -> None:
         self.publish_raw(topic_for(type(event), self._settings), key, *encode(event))
@@ -151,25 +154,32 @@ Handler = Callable[[ProtoMessage, Delivery], None]
 class EventConsumer:
     """A consumer-group member that commits each offset after its handler succeeded."""
 
-    def __init__(self, settings: KafkaSettings, group_id: str,
-                 event_types: Iterable[type[ProtoMessage]], handler: Handler,
-                 retry_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        event_types: Iterable[type[ProtoMessage]],
+        handler: Handler,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
         self._handler = handler
         self._backoff = retry_backoff_s
         event_types = list(event_types)
         if settings.create_topics:  # subscribing to a topic that does not exist yet would idle until a refresh
             ensure_topics(settings, event_types)
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "security.protocol": settings.security_protocol,
-            # Notice topics created after subscribing (by an operator or another service) in seconds,
-            # not after librdkafka's default five minutes.
-            "topic.metadata.refresh.interval.ms": 5000,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "security.protocol": settings.security_protocol,
+                # Notice topics created after subscribing (by an operator or another service) in seconds,
+                # not after librdkafka's default five minutes.
+                "topic.metadata.refresh.interval.ms": 5000,
+            }
+        )
         self._consumer.subscribe([topic_for(t, settings) for t in event_types])
 
     def poll_once(self, timeout_s: float = 1.0) -> bool:
@@ -181,8 +191,7 @@ class EventConsumer:
             if message.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", extra={"error": str(message.error())})
             return False
-        delivery = Delivery(message.topic(), message.partition(), message.offset(),
-                            (message.key() or b"").decode())
+        delivery = Delivery(message.topic(), message.partition(), message.offset(), (message.key() or b"").decode())
         try:
             event = decode(message.value(), message.headers())
         except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
@@ -227,8 +236,14 @@ class ConsumerThread:
     before its broker still consumes once the broker answers; ``stop`` leaves the group cleanly.
     """
 
-    def __init__(self, settings: KafkaSettings, group_id: str, event_types: Iterable[type[ProtoMessage]],
-                 handler: Handler, retry_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        event_types: Iterable[type[ProtoMessage]],
+        handler: Handler,
+        retry_s: float = 2.0,
+    ) -> None:
         self._args = (settings, group_id, list(event_types), handler)
         self._retry_s = retry_s
         self._stop = threading.Event()

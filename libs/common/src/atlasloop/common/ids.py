@@ -17,8 +17,10 @@ VERSION_ID = re.compile(r"^[0-9]{8}T[0-9]{12}-[0-9a-f]{8}$")
 def validate_case_id(case_id: str) -> str:
     """Letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit, no '..'."""
     if not CASE_ID.match(case_id) or ".." in case_id:
-        raise InvalidInput(f"case id {case_id[:80]!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
-                           "starting with a letter or digit, without '..'")
+        raise InvalidInput(
+            f"case id {case_id[:80]!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
     return case_id
 
 

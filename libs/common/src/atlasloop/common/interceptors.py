@@ -96,9 +96,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticate the bearer token and enforce the RPC's declared roles."""
 
-    def __init__(
-        self, authenticator: auth.Authenticator, policy: dict[str, frozenset[auth.Role]]
-    ) -> None:
+    def __init__(self, authenticator: auth.Authenticator, policy: dict[str, frozenset[auth.Role]]) -> None:
         self._authenticator = authenticator
         self._policy = policy
 

@@ -38,6 +38,7 @@ HELD_OUT = "training/held-out.json"
 
 # ---- cases ----
 
+
 def case_prefix(case_id: str) -> str:
     return f"{CASES}{case_id}/"
 
@@ -68,6 +69,7 @@ def label_meta_key(case_id: str, version: str) -> str:
 
 
 # ---- predictions (inference) and attention (scoring) ----
+
 
 def predictions_prefix(case_id: str) -> str:
     """Every model set's predictions of a case: one sub-prefix per set."""
@@ -129,6 +131,7 @@ def sub_names(prefix: str, listed: list[str]) -> list[str]:
 
 # ---- uploads ----
 
+
 def staging_key(upload_id: str) -> str:
     return f"{STAGING}{upload_id}"
 
@@ -142,6 +145,7 @@ def content_index_key(content_sha256: str) -> str:
 
 
 # ---- the model registry ----
+
 
 def model_prefix(architecture: str, version: str) -> str:
     return f"{MODELS}{architecture}/{version}/"
@@ -160,6 +164,7 @@ def model_set_key(version: str) -> str:
 
 
 # ---- training ----
+
 
 def run_prefix(run_id: str) -> str:
     return f"{TRAINING_RUNS}{run_id}/"

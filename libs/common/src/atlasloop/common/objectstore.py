@@ -112,15 +112,26 @@ class ObjectStore:
                 raise
         log.info("created bucket", extra={"bucket": self.bucket})
 
-    def put_stream(self, key: str, stream: BinaryIO, length: int = -1, sha256: str | None = None,
-                   content_type: str = "application/octet-stream",
-                   metadata: dict[str, str] | None = None) -> StoredObject:
+    def put_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        length: int = -1,
+        sha256: str | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> StoredObject:
         """Upload a stream (multipart when large); returns its checksum as received."""
         reader = HashingReader(stream)
         metadata = {**(metadata or {}), **({SHA256_META: sha256} if sha256 else {})} or None
         self.client.put_object(
-            self.bucket, key, reader, length=length, part_size=PART_SIZE,
-            content_type=content_type, metadata=metadata,
+            self.bucket,
+            key,
+            reader,
+            length=length,
+            part_size=PART_SIZE,
+            content_type=content_type,
+            metadata=metadata,
         )
         return StoredObject(self.bucket, key, reader.sha256.hexdigest(), reader.size)
 
@@ -146,8 +157,11 @@ class ObjectStore:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 raise NotFound(f"object {key!r} does not exist") from None
             raise
-        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (info.metadata or {}).items()
-                if k.lower().startswith("x-amz-meta-")}
+        meta = {
+            k.lower().removeprefix("x-amz-meta-"): v
+            for k, v in (info.metadata or {}).items()
+            if k.lower().startswith("x-amz-meta-")
+        }
         return StoredObject(self.bucket, key, meta.get(SHA256_META, ""), int(info.size or 0), meta)
 
     def exists(self, key: str) -> bool:

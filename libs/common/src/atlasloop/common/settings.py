@@ -32,8 +32,10 @@ class S3Settings(BaseModel):
     def with_secrets(self) -> dict[str, object]:
         """Plain values, keys included, for a process that rebuilds these settings (a Ray task or
         replica); never log or store the result."""
-        return self.model_dump(mode="json") | {"access_key": self.access_key.get_secret_value(),
-                                               "secret_key": self.secret_key.get_secret_value()}
+        return self.model_dump(mode="json") | {
+            "access_key": self.access_key.get_secret_value(),
+            "secret_key": self.secret_key.get_secret_value(),
+        }
 
 
 class KafkaSettings(BaseModel):

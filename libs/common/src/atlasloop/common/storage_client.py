@@ -31,11 +31,19 @@ class StorageClient:
         except grpc.RpcError as exc:
             raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
 
-    def write_human_version(self, case_id: str, upload_id: str, parent: str,
-                            round_: int) -> storage_pb2.LabelVersionInfo:
-        reply = self._call(self._stub.WriteLabelVersion, storage_pb2.WriteLabelVersionRequest(
-            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN, parent_version=parent,
-            round=round_))
+    def write_human_version(
+        self, case_id: str, upload_id: str, parent: str, round_: int
+    ) -> storage_pb2.LabelVersionInfo:
+        reply = self._call(
+            self._stub.WriteLabelVersion,
+            storage_pb2.WriteLabelVersionRequest(
+                case_id=case_id,
+                upload_id=upload_id,
+                source=common_pb2.LABEL_SOURCE_HUMAN,
+                parent_version=parent,
+                round=round_,
+            ),
+        )
         return reply.version
 
     def write_ai_version(self, case_id: str, labels: Path, model_set: str) -> str:
@@ -44,24 +52,30 @@ class StorageClient:
             upload_id = upload_file(self._stub, labels, self._metadata)
         except grpc.RpcError as exc:
             raise _CODES.get(exc.code(), NotReady)(f"storage service: {exc.details()}") from None
-        reply = self._call(self._stub.WriteLabelVersion, storage_pb2.WriteLabelVersionRequest(
-            case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set=model_set))
+        reply = self._call(
+            self._stub.WriteLabelVersion,
+            storage_pb2.WriteLabelVersionRequest(
+                case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set=model_set
+            ),
+        )
         return str(reply.version.label_version)
 
     def case_ids(self, page_size: int = 500) -> Iterator[str]:
         """Every case id, page by page."""
         token = ""
         while True:
-            reply = self._call(self._stub.ListCases, storage_pb2.ListCasesRequest(page_size=page_size,
-                                                                                  page_token=token))
+            reply = self._call(
+                self._stub.ListCases, storage_pb2.ListCasesRequest(page_size=page_size, page_token=token)
+            )
             yield from (case.case_id for case in reply.cases)
             if not (token := reply.next_page_token):
                 return
 
     def label_versions(self, case_id: str) -> list[storage_pb2.LabelVersionInfo]:
         """A case's label versions, oldest first."""
-        return list(self._call(self._stub.ListLabelVersions,
-                               storage_pb2.ListLabelVersionsRequest(case_id=case_id)).versions)
+        return list(
+            self._call(self._stub.ListLabelVersions, storage_pb2.ListLabelVersionsRequest(case_id=case_id)).versions
+        )
 
     def load_labels(self, case_id: str, version: str) -> Volume:
         return self._load(case_id, common_pb2.VOLUME_KIND_LABEL, version)

@@ -21,30 +21,45 @@ DEFAULT_CHUNK = 1024 * 1024
 Metadata = Sequence[tuple[str, str]]
 
 
-def upload_requests(path: Path, chunk_bytes: int = DEFAULT_CHUNK,
-                    file_name: str | None = None) -> Iterator[storage_pb2.UploadVolumeRequest]:
+def upload_requests(
+    path: Path, chunk_bytes: int = DEFAULT_CHUNK, file_name: str | None = None
+) -> Iterator[storage_pb2.UploadVolumeRequest]:
     """The header, then the file in chunks."""
-    header = storage_pb2.UploadHeader(file_name=file_name or path.name, size_bytes=path.stat().st_size,
-                                      sha256=sha256_file(path))
+    header = storage_pb2.UploadHeader(
+        file_name=file_name or path.name, size_bytes=path.stat().st_size, sha256=sha256_file(path)
+    )
     yield storage_pb2.UploadVolumeRequest(header=header)
     with path.open("rb") as handle:
         while chunk := handle.read(chunk_bytes):
             yield storage_pb2.UploadVolumeRequest(data=chunk)
 
 
-def upload_file(stub: storage_pb2_grpc.StorageServiceStub, path: Path, metadata: Metadata,
-                chunk_bytes: int = DEFAULT_CHUNK, timeout_s: float = 600) -> str:
+def upload_file(
+    stub: storage_pb2_grpc.StorageServiceStub,
+    path: Path,
+    metadata: Metadata,
+    chunk_bytes: int = DEFAULT_CHUNK,
+    timeout_s: float = 600,
+) -> str:
     """Upload ``path`` into staging; returns the upload id."""
     reply = stub.UploadVolume(upload_requests(path, chunk_bytes), metadata=metadata, timeout=timeout_s)
     return reply.upload_id
 
 
-def download_volume(stub: storage_pb2_grpc.StorageServiceStub, case_id: str, dest: Path, metadata: Metadata,
-                    kind: int = common_pb2.VOLUME_KIND_CT, label_version: str = "",
-                    chunk_bytes: int = 0, timeout_s: float = 600) -> common_pb2.ObjectRef:
+def download_volume(
+    stub: storage_pb2_grpc.StorageServiceStub,
+    case_id: str,
+    dest: Path,
+    metadata: Metadata,
+    kind: int = common_pb2.VOLUME_KIND_CT,
+    label_version: str = "",
+    chunk_bytes: int = 0,
+    timeout_s: float = 600,
+) -> common_pb2.ObjectRef:
     """Stream a case volume into ``dest``; returns the object reference after verifying it."""
-    request = storage_pb2.DownloadVolumeRequest(case_id=case_id, kind=kind, label_version=label_version,
-                                                chunk_bytes=chunk_bytes)
+    request = storage_pb2.DownloadVolumeRequest(
+        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes
+    )
     digest = hashlib.sha256()
     header: common_pb2.ObjectRef | None = None
     trailer = ""

@@ -95,8 +95,10 @@ class Cropped:
         """The same crop on a larger grid where this one's origin lies at ``offset``."""
         if self.box is None:
             return self
-        return Cropped(tuple((lo + o, hi + o) for (lo, hi), o in zip(self.box, offset, strict=True)),  # type: ignore[arg-type]
-                       self.data)
+        return Cropped(
+            tuple((lo + o, hi + o) for (lo, hi), o in zip(self.box, offset, strict=True)),  # type: ignore[arg-type]
+            self.data,
+        )
 
     def full(self, shape: tuple[int, int, int]) -> np.ndarray:
         return self.read(((0, shape[0]), (0, shape[1]), (0, shape[2])))
@@ -114,8 +116,11 @@ class EnsembleOutput:
     pseudo: dict[str, Cropped] = field(default_factory=dict)  # structure -> bool (targets and others)
 
     def to_bytes(self) -> bytes:
-        arrays: dict[str, np.ndarray] = {"shape": np.asarray(self.shape), "affine": self.affine,
-                                         "members": np.asarray(self.members)}
+        arrays: dict[str, np.ndarray] = {
+            "shape": np.asarray(self.shape),
+            "affine": self.affine,
+            "members": np.asarray(self.members),
+        }
         for kind, table in (("soft", self.soft), ("entropy", self.entropy)):
             for member, organs in table.items():
                 for organ, crop in organs.items():
@@ -129,8 +134,11 @@ class EnsembleOutput:
     @classmethod
     def from_bytes(cls, data: bytes) -> EnsembleOutput:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            out = cls(tuple(int(v) for v in archive["shape"]), archive["affine"],  # type: ignore[arg-type]
-                      [str(m) for m in archive["members"]])
+            out = cls(
+                tuple(int(v) for v in archive["shape"]),
+                archive["affine"],  # type: ignore[arg-type]
+                [str(m) for m in archive["members"]],
+            )
             for name in archive.files:
                 if not name.endswith("/data"):
                     continue

@@ -91,8 +91,11 @@ def _geometry(
         step = float(np.median(steps))
         if np.any(np.abs(steps - step) > 0.01 * step + 1e-3):
             gap = int(np.argmax(np.abs(steps - step)))
-            raise ImageError(source, f"slices are not evenly spaced: {steps[gap]:.3f} mm after slice {gap} "
-                                     f"where {step:.3f} mm is usual (missing slices?)")
+            raise ImageError(
+                source,
+                f"slices are not evenly spaced: {steps[gap]:.3f} mm after slice {gap} "
+                f"where {step:.3f} mm is usual (missing slices?)",
+            )
         slice_vec = (positions[order[-1]] - positions[order[0]]) / (len(headers) - 1)
     else:
         thickness = float(headers[0][1].get("SliceThickness", 1.0) or 1.0)

@@ -19,8 +19,15 @@ from atlasloop.imaging.volume import Volume
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_series(volume: Volume, folder: Path, modality: str = "CT", series_uid: str | None = None,
-                 shuffle_names: bool = True, slope: float = 1.0, intercept: float | None = None) -> list[Path]:
+def write_series(
+    volume: Volume,
+    folder: Path,
+    modality: str = "CT",
+    series_uid: str | None = None,
+    shuffle_names: bool = True,
+    slope: float = 1.0,
+    intercept: float | None = None,
+) -> list[Path]:
     """Write the series; ``shuffle_names`` scrambles file names so readers cannot rely on them."""
     folder.mkdir(parents=True, exist_ok=True)
     if intercept is None:  # stored values are unsigned: the intercept is at or below the minimum

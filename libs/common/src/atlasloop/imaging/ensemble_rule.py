@@ -45,8 +45,9 @@ def add_organ(labels: np.ndarray, label: int, mean: np.ndarray) -> np.ndarray:
     return mask
 
 
-def pseudo_label(mean: Mapping[str, np.ndarray], shape: tuple[int, ...],
-                 masks: dict[str, Cropped] | None = None) -> np.ndarray:
+def pseudo_label(
+    mean: Mapping[str, np.ndarray], shape: tuple[int, ...], masks: dict[str, Cropped] | None = None
+) -> np.ndarray:
     """The label map from every organ's mean probability; ``masks`` collects each organ's
     cropped mask when given."""
     labels = np.zeros(shape, np.uint8)

@@ -123,5 +123,4 @@ def from_totalsegmentator(array: np.ndarray) -> np.ndarray:
 def census(array: np.ndarray, voxel_volume_ml: float) -> dict[str, tuple[int, float]]:
     """Voxel count and volume (mL) per present organ, in id order."""
     counts = np.bincount(array.ravel(), minlength=NUM_CLASSES)
-    return {ORGANS[i]: (int(counts[i]), float(counts[i] * voxel_volume_ml))
-            for i in ORGANS if counts[i] > 0}
+    return {ORGANS[i]: (int(counts[i]), float(counts[i] * voxel_volume_ml)) for i in ORGANS if counts[i] > 0}

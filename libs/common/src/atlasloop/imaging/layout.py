@@ -70,6 +70,7 @@ def write_case(case: AtlasCase, root: str | Path, masks: bool = True) -> Path:
         save_nifti(labels, folder / COMBINED_FILE)
         if masks:
             for label, name in ORGANS.items():
-                save_nifti(labels.with_array((labels.array == label).astype(np.uint8)),
-                           folder / MASK_DIR / f"{name}.nii.gz")
+                save_nifti(
+                    labels.with_array((labels.array == label).astype(np.uint8)), folder / MASK_DIR / f"{name}.nii.gz"
+                )
     return folder

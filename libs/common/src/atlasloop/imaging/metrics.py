@@ -75,8 +75,9 @@ def _empty_case(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float] | No
     return None
 
 
-def surface_scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...],
-                   tolerance_mm: float) -> tuple[float, float]:
+def surface_scores(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], tolerance_mm: float
+) -> tuple[float, float]:
     """(NSD at ``tolerance_mm``, HD95) from one computation of the surface distances."""
     empty = _empty_case(pred, truth)
     if empty is not None:
@@ -109,8 +110,13 @@ class OrganMetrics:
         return asdict(self)
 
 
-def organ_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float],
-                  tolerance_mm: float = 2.0, organs: dict[int, str] | None = None) -> list[OrganMetrics]:
+def organ_metrics(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: tuple[float, float, float],
+    tolerance_mm: float = 2.0,
+    organs: dict[int, str] | None = None,
+) -> list[OrganMetrics]:
     """Metrics for every organ of the schema, computed on the two label maps."""
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} are on different grids")
@@ -119,6 +125,7 @@ def organ_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, flo
     for label, name in (organs or ORGANS).items():
         p, t = pred == label, truth == label
         nsd_value, hd95_value = surface_scores(p, t, spacing, tolerance_mm)
-        results.append(OrganMetrics(name, dice(p, t), nsd_value, hd95_value,
-                                    float(p.sum()) * voxel_ml, float(t.sum()) * voxel_ml))
+        results.append(
+            OrganMetrics(name, dice(p, t), nsd_value, hd95_value, float(p.sum()) * voxel_ml, float(t.sum()) * voxel_ml)
+        )
     return results

@@ -64,8 +64,9 @@ class Preprocessed:
     grid: GridTransform
 
 
-def model_grid(native_shape: tuple[int, int, int], native_affine: np.ndarray,
-               spacing_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+def model_grid(
+    native_shape: tuple[int, int, int], native_affine: np.ndarray, spacing_mm: float
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """The full RAS-aligned model grid covering the native volume."""
     transform = ornt_transform(io_orientation(native_affine), axcodes2ornt("RAS"))
     ras_affine = native_affine @ inv_ornt_aff(transform, native_shape)
@@ -80,13 +81,28 @@ def model_grid(native_shape: tuple[int, int, int], native_affine: np.ndarray,
     return shape, affine  # type: ignore[return-value]
 
 
-def resample(array: np.ndarray, src_affine: np.ndarray, dst_shape: tuple[int, ...], dst_affine: np.ndarray,
-             order: int, dtype: np.dtype | type = np.float32, cval: float = 0.0) -> np.ndarray:
+def resample(
+    array: np.ndarray,
+    src_affine: np.ndarray,
+    dst_shape: tuple[int, ...],
+    dst_affine: np.ndarray,
+    order: int,
+    dtype: np.dtype | type = np.float32,
+    cval: float = 0.0,
+) -> np.ndarray:
     """``array`` (on ``src_affine``) sampled at the voxel centres of the destination grid."""
     dst_to_src = np.linalg.inv(src_affine) @ dst_affine
     out = np.empty(dst_shape, dtype=dtype)
-    ndimage.affine_transform(array, dst_to_src[:3, :3], offset=dst_to_src[:3, 3], output=out,
-                             order=order, mode="constant", cval=cval, prefilter=False)
+    ndimage.affine_transform(
+        array,
+        dst_to_src[:3, :3],
+        offset=dst_to_src[:3, 3],
+        output=out,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
     return out
 
 
@@ -125,12 +141,12 @@ def preprocess_image(ct: Volume, config: PreprocessConfig | None = None) -> Prep
 
 def labels_to_model(labels: Volume, grid: GridTransform) -> np.ndarray:
     """A native label map on the cropped model grid (nearest neighbour)."""
-    return resample(labels.array, labels.affine, grid.cropped_shape, grid.cropped_affine, order=0,
-                    dtype=np.uint8)
+    return resample(labels.array, labels.affine, grid.cropped_shape, grid.cropped_affine, order=0, dtype=np.uint8)
 
 
-def to_native(model_array: np.ndarray, grid: GridTransform, order: int = 0,
-              dtype: np.dtype | type | None = None) -> Volume:
+def to_native(
+    model_array: np.ndarray, grid: GridTransform, order: int = 0, dtype: np.dtype | type | None = None
+) -> Volume:
     """A map on the cropped model grid back on the native grid and orientation.
 
     ``order=0`` (nearest) for labels and quantised probabilities, ``order=1`` for probabilities
@@ -138,6 +154,12 @@ def to_native(model_array: np.ndarray, grid: GridTransform, order: int = 0,
     """
     if tuple(model_array.shape) != grid.cropped_shape:
         raise ValueError(f"map shape {model_array.shape} is not the model grid {grid.cropped_shape}")
-    out = resample(model_array, grid.cropped_affine, grid.native_shape, grid.native_affine, order=order,
-                   dtype=dtype or model_array.dtype)
+    out = resample(
+        model_array,
+        grid.cropped_affine,
+        grid.native_shape,
+        grid.native_affine,
+        order=order,
+        dtype=dtype or model_array.dtype,
+    )
     return Volume(out, grid.native_affine.copy())

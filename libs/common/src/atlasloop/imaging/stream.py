@@ -68,7 +68,7 @@ def load_nifti_chunks(chunks: Iterator[bytes], source: str, max_voxels: int = MA
             out = np.empty(int(np.prod(shape)) * dtype.itemsize, np.uint8)
             data, head = bytes(head[offset:]), bytearray()
         take = min(len(data), out.size - filled)
-        out[filled:filled + take] = np.frombuffer(data, np.uint8, count=take)
+        out[filled : filled + take] = np.frombuffer(data, np.uint8, count=take)
         filled += take
     if out is None or header is None:
         raise ImageError(source, "ended before the NIfTI header was complete")

@@ -61,8 +61,9 @@ class Volume:
         return Volume(array, self.affine.copy())
 
 
-def check_geometry(shape: tuple[int, ...], affine: np.ndarray, source: str | Path | None,
-                   max_voxels: int = MAX_VOXELS) -> None:
+def check_geometry(
+    shape: tuple[int, ...], affine: np.ndarray, source: str | Path | None, max_voxels: int = MAX_VOXELS
+) -> None:
     """Refuse non-3-D shapes, absurd sizes and affines that cannot map voxels to the world."""
     if len(shape) != 3:
         raise ImageError(source, f"expected a 3-D image, got {len(shape)}-D with shape {tuple(shape)}")

@@ -15,8 +15,16 @@ from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 
-PLAUSIBLE_ML = {"liver": (700, 2600), "spleen": (60, 500), "kidney_left": (50, 320), "kidney_right": (50, 320),
-                "stomach": (80, 600), "pancreas": (20, 160), "aorta": (30, 200), "postcava": (30, 220)}
+PLAUSIBLE_ML = {
+    "liver": (700, 2600),
+    "spleen": (60, 500),
+    "kidney_left": (50, 320),
+    "kidney_right": (50, 320),
+    "stomach": (80, 600),
+    "pancreas": (20, 160),
+    "aorta": (30, 200),
+    "postcava": (30, 220),
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,10 @@ def test_cases_are_anatomically_plausible(cohort):
                 assert low <= volumes[organ] <= high, (entry["case"], organ, volumes[organ])
         # RAS world x grows to the patient's right: the liver lies right of the spleen, whatever
         # orientation the site stores.
-        world = {o: case.labels.world(np.argwhere(case.labels.array == ORGAN_IDS[o]).mean(axis=0))
-                 for o in ("liver", "spleen")}
+        world = {
+            o: case.labels.world(np.argwhere(case.labels.array == ORGAN_IDS[o]).mean(axis=0))
+            for o in ("liver", "spleen")
+        }
         assert world["liver"][0] > world["spleen"][0]
         assert case.ct.array.min() >= -1024 and case.ct.array.max() <= 3071
 

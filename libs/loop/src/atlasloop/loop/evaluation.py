@@ -28,8 +28,9 @@ from atlasloop.imaging.volume import Volume
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator
 
 
-def organ_quality(labels: Mapping[str, Volume], truth: Mapping[str, Volume],
-                  tolerance_mm: float = 2.0) -> dict[str, dict[str, float]]:
+def organ_quality(
+    labels: Mapping[str, Volume], truth: Mapping[str, Volume], tolerance_mm: float = 2.0
+) -> dict[str, dict[str, float]]:
     """Per organ, mean Dice and NSD over the cases whose truth has that organ."""
     out = {}
     for label, organ in ORGANS.items():
@@ -48,8 +49,12 @@ def organ_quality(labels: Mapping[str, Volume], truth: Mapping[str, Volume],
 
 def mean_dice(labels: Mapping[str, Volume], truth: Mapping[str, Volume]) -> float:
     """Dataset Dice: mean over cases and the organs present in each case's truth."""
-    values = [dice(labels[c].array == label, t.array == label)
-              for c, t in truth.items() for label in ORGANS if (t.array == label).any()]
+    values = [
+        dice(labels[c].array == label, t.array == label)
+        for c, t in truth.items()
+        for label in ORGANS
+        if (t.array == label).any()
+    ]
     return float(np.mean(values)) if values else 0.0
 
 
@@ -61,8 +66,9 @@ class Detection:
     box_voxels: int
 
 
-def detection(ai: Mapping[str, Volume], truth: Mapping[str, Volume],
-              regions: Mapping[str, Sequence[NativeBox]]) -> Detection:
+def detection(
+    ai: Mapping[str, Volume], truth: Mapping[str, Volume], regions: Mapping[str, Sequence[NativeBox]]
+) -> Detection:
     """How well attention regions cover the AI labels' true errors (voxel level, native grid)."""
     errors_in = errors = boxed = 0
     for case_id, t in truth.items():
@@ -84,9 +90,16 @@ class Curve:
     dice: list[float]  # dataset Dice after each case
 
 
-def revise_in_order(order: Sequence[str], ai: Mapping[str, Volume], truth: Mapping[str, Volume],
-                    regions: Callable[[str], list[NativeBox] | None], annotator: SimulatedAnnotator,
-                    strategy: str, seed: int, budget_min: float) -> Curve:
+def revise_in_order(
+    order: Sequence[str],
+    ai: Mapping[str, Volume],
+    truth: Mapping[str, Volume],
+    regions: Callable[[str], list[NativeBox] | None],
+    annotator: SimulatedAnnotator,
+    strategy: str,
+    seed: int,
+    budget_min: float,
+) -> Curve:
     labels = dict(ai)
     curve = Curve(strategy, seed, [0.0], [mean_dice(labels, truth)])
     for case_id in order:
@@ -113,16 +126,23 @@ class Plan:
     regions: Mapping[str, list[NativeBox]]
 
 
-def compare(ai: Mapping[str, Volume], truth: Mapping[str, Volume], plans: Mapping[str, Plan],
-            seeds: Sequence[int], budget_min: float) -> list[Curve]:
+def compare(
+    ai: Mapping[str, Volume],
+    truth: Mapping[str, Volume],
+    plans: Mapping[str, Plan],
+    seeds: Sequence[int],
+    budget_min: float,
+) -> list[Curve]:
     """Every guided plan and ``random`` (random order, full read), once per seed."""
     curves = []
     for seed in seeds:
         random_order = list(np.random.default_rng(seed).permutation(sorted(truth)))
         runs: dict[str, tuple[Sequence[str], Callable[[str], list[NativeBox] | None]]] = {
-            name: (plan.order, lambda c, plan=plan: plan.regions.get(c, [])) for name, plan in plans.items()}
+            name: (plan.order, lambda c, plan=plan: plan.regions.get(c, [])) for name, plan in plans.items()
+        }
         runs["random"] = (random_order, lambda c: None)
         for strategy, (order, regions) in runs.items():
-            curves.append(revise_in_order(order, ai, truth, regions, SimulatedAnnotator(seed=seed), strategy,
-                                          seed, budget_min))
+            curves.append(
+                revise_in_order(order, ai, truth, regions, SimulatedAnnotator(seed=seed), strategy, seed, budget_min)
+            )
     return curves

@@ -8,9 +8,12 @@ import numpy as np
 
 from atlasloop.imaging.labels import ORGANS
 
-STRATEGIES = {"attention": "attention-guided (the method, reference scoring)",
-              "improved": "attention-guided, improved scoring", "uncertainty": "uncertainty only",
-              "random": "random cases, full read"}
+STRATEGIES = {
+    "attention": "attention-guided (the method, reference scoring)",
+    "improved": "attention-guided, improved scoring",
+    "uncertainty": "uncertainty only",
+    "random": "random cases, full read",
+}
 
 
 def _grid_dice(curve: dict, grid: np.ndarray) -> np.ndarray:
@@ -19,11 +22,16 @@ def _grid_dice(curve: dict, grid: np.ndarray) -> np.ndarray:
 
 
 def strategy_table(comparison: list[dict], budgets: list[float]) -> tuple[list[str], dict]:
-    by = {s: [c for c in comparison if c["strategy"] == s] for s in STRATEGIES if any(c["strategy"] == s
-                                                                                     for c in comparison)}
+    by = {
+        s: [c for c in comparison if c["strategy"] == s]
+        for s in STRATEGIES
+        if any(c["strategy"] == s for c in comparison)
+    }
     stats = {}
-    rows = ["| strategy | " + " | ".join(f"Dice at {b:.0f} min" for b in budgets) + " |",
-            "|---|" + "---|" * len(budgets)]
+    rows = [
+        "| strategy | " + " | ".join(f"Dice at {b:.0f} min" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
     for strategy, curves in by.items():
         values = np.array([[_grid_dice(c, np.array([b]))[0] for b in budgets] for c in curves])
         stats[strategy] = values
@@ -72,8 +80,12 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
     width = 0.8 / len(rounds)
     for i, r in enumerate(rounds):
-        ax.bar(np.arange(len(organs)) + i * width, [r["quality"].get(o, {}).get("dice", 0) for o in organs], width,
-               label=f"after round {r['round']}" if r["round"] else "before round 1")
+        ax.bar(
+            np.arange(len(organs)) + i * width,
+            [r["quality"].get(o, {}).get("dice", 0) for o in organs],
+            width,
+            label=f"after round {r['round']}" if r["round"] else "before round 1",
+        )
     ax.set_xticks(np.arange(len(organs)) + width * (len(rounds) - 1) / 2, organs, rotation=30, fontsize=8)
     ax.set_ylabel("Dice of the dataset's labels")
     ax.set_ylim(0, 1)
@@ -116,58 +128,94 @@ def write_report(results: dict, out: Path) -> Path:
         "Dice and NSD (2 mm) of each case's current label (human revision if any, else the newest AI label) "
         "against the ground truth, averaged over cases that contain the organ.",
         "",
-        "| organ | " + " | ".join(f"{'after round ' + str(r['round']) if r['round'] else 'before round 1'} "
-                                  "Dice / NSD" for r in rounds) + " |",
+        "| organ | "
+        + " | ".join(
+            f"{'after round ' + str(r['round']) if r['round'] else 'before round 1'} Dice / NSD" for r in rounds
+        )
+        + " |",
         "|---|" + "---|" * len(rounds),
     ]
     for organ in ORGANS.values():
-        cells = [f"{r['quality'][organ]['dice']:.3f} / {r['quality'][organ]['nsd']:.3f}" if organ in r["quality"]
-                 else "-" for r in rounds]
+        cells = [
+            f"{r['quality'][organ]['dice']:.3f} / {r['quality'][organ]['nsd']:.3f}" if organ in r["quality"] else "-"
+            for r in rounds
+        ]
         lines.append(f"| {organ} | " + " | ".join(cells) + " |")
-    lines += ["| **dataset mean Dice** | " + " | ".join(f"**{r['mean_dice']:.3f}**" for r in rounds) + " |", "",
-              "![Dice per organ per round](rounds.png)", "", "## Rounds", "",
-              "| round | model set used | cases revised | human minutes | error tags | training run | gate |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| **dataset mean Dice** | " + " | ".join(f"**{r['mean_dice']:.3f}**" for r in rounds) + " |",
+        "",
+        "![Dice per organ per round](rounds.png)",
+        "",
+        "## Rounds",
+        "",
+        "| round | model set used | cases revised | human minutes | error tags | training run | gate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rounds[:-1]:  # each record holds the state a round started from, and what it did
         run = r["run"]
-        lines.append(f"| {r['round'] + 1} | {r['model_set']} | {', '.join(r['revised'])} | {r['minutes']:.1f} | "
-                     f"{', '.join(f'{k}: {v}' for k, v in sorted(r['tags'].items()))} | {run.get('run_id', '')} "
-                     f"({run.get('seconds', 0):.0f} s) | {run.get('state', '')}: {run.get('reason', '')} |")
+        lines.append(
+            f"| {r['round'] + 1} | {r['model_set']} | {', '.join(r['revised'])} | {r['minutes']:.1f} | "
+            f"{', '.join(f'{k}: {v}' for k, v in sorted(r['tags'].items()))} | {run.get('run_id', '')} "
+            f"({run.get('seconds', 0):.0f} s) | {run.get('state', '')}: {run.get('reason', '')} |"
+        )
     initial = results["initial_run"]
-    lines += ["", f"Initial training on the labelled sites: {initial['state']} in {initial['seconds']:.0f} s; "
-              f"held-out mean Dice {np.mean(list(initial['current'].values()) or [0]):.3f} (untrained) -> "
-              f"{np.mean(list(initial['candidate'].values()) or [0]):.3f}.", "",
-              "## Revision strategies at the same human minutes", "",
-              f"All strategies start from the same AI labels (before round 1) and use the same simulated annotator; "
-              f"seeds {seeds} change the random order and the regions the annotator overlooks (10%). "
-              f"One round of the loop spends {budget:.1f} minutes.", "", *table, "",
-              f"**Attention-guided minus random at one round's minutes: {gap.mean():+.3f} ± {gap.std():.3f} "
-              f"Dice (mean ± std over {len(seeds)} seeds; per seed {', '.join(f'{g:+.3f}' for g in gap)}).** "
-              f"At two rounds' minutes: {gap2.mean():+.3f} ± {gap2.std():.3f}; averaged over every budget from 0 to "
-              f"two rounds' minutes: {area.mean():+.3f} ± {area.std():.3f}. "
-              f"Attention minus uncertainty-only at one round: {gap_unc.mean():+.3f} ± {gap_unc.std():.3f}; "
-              f"improved minus reference scoring: {gap_imp.mean():+.3f} ± {gap_imp.std():.3f}.", "",
-              "![Minutes vs Dice](strategies.png)", "",
-              "## Attention against the true errors", "",
-              "Voxel level, on the AI labels before round 1: sensitivity = share of wrongly labelled voxels inside "
-              "an attention region; precision = share of region voxels that are wrong.", "",
-              "| regions from | sensitivity | precision | error voxels | region voxels |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Initial training on the labelled sites: {initial['state']} in {initial['seconds']:.0f} s; "
+        f"held-out mean Dice {np.mean(list(initial['current'].values()) or [0]):.3f} (untrained) -> "
+        f"{np.mean(list(initial['candidate'].values()) or [0]):.3f}.",
+        "",
+        "## Revision strategies at the same human minutes",
+        "",
+        f"All strategies start from the same AI labels (before round 1) and use the same simulated annotator; "
+        f"seeds {seeds} change the random order and the regions the annotator overlooks (10%). "
+        f"One round of the loop spends {budget:.1f} minutes.",
+        "",
+        *table,
+        "",
+        f"**Attention-guided minus random at one round's minutes: {gap.mean():+.3f} ± {gap.std():.3f} "
+        f"Dice (mean ± std over {len(seeds)} seeds; per seed {', '.join(f'{g:+.3f}' for g in gap)}).** "
+        f"At two rounds' minutes: {gap2.mean():+.3f} ± {gap2.std():.3f}; averaged over every budget from 0 to "
+        f"two rounds' minutes: {area.mean():+.3f} ± {area.std():.3f}. "
+        f"Attention minus uncertainty-only at one round: {gap_unc.mean():+.3f} ± {gap_unc.std():.3f}; "
+        f"improved minus reference scoring: {gap_imp.mean():+.3f} ± {gap_imp.std():.3f}.",
+        "",
+        "![Minutes vs Dice](strategies.png)",
+        "",
+        "## Attention against the true errors",
+        "",
+        "Voxel level, on the AI labels before round 1: sensitivity = share of wrongly labelled voxels inside "
+        "an attention region; precision = share of region voxels that are wrong.",
+        "",
+        "| regions from | sensitivity | precision | error voxels | region voxels |",
+        "|---|---|---|---|---|",
+    ]
     for name, d in rounds[0]["detection"].items():
-        lines.append(f"| {name} | {d['sensitivity']:.3f} | {d['precision']:.3f} | {d['error_voxels']} | "
-                     f"{d['box_voxels']} |")
+        lines.append(
+            f"| {name} | {d['sensitivity']:.3f} | {d['precision']:.3f} | {d['error_voxels']} | {d['box_voxels']} |"
+        )
     lines += ["", "## Error tags (tracking statistics)", "", "| tag | count |", "|---|---|"]
     lines += [f"| {tag} | {n} |" for tag, n in sorted(results["tag_counts"].items())]
-    lines += ["", "## Time saved", "",
-              f"Human minutes spent: {spent:.1f} on {revised} of {unlabelled} cases. Labelling the {unlabelled} cases "
-              f"from scratch: {unlabelled} x {len(ORGANS)} organs x {effort['scratch_organ']:.0f} min = "
-              f"{scratch:.0f} min. Saved: {scratch - spent:.0f} min ({(1 - spent / scratch) * 100:.1f}%), "
-              f"at dataset Dice {rounds[-1]['mean_dice']:.3f} instead of a full manual read.", "",
-              "Assumptions (effort model, `atlasloop.loop.annotator`): opening a case "
-              f"{effort['open_case']} min, inspecting one organ on one slice {effort['inspect_slice']} min, "
-              f"correcting one organ on one slice {effort['edit_slice']} min; from scratch "
-              f"{effort['scratch_organ']} min per organ (the published 30-60). The annotator replaces labels with the "
-              "ground truth where it looks, so its corrections are perfect where made.", "",
-              "## Timings", "", "| step | seconds |", "|---|---|"]
+    lines += [
+        "",
+        "## Time saved",
+        "",
+        f"Human minutes spent: {spent:.1f} on {revised} of {unlabelled} cases. Labelling the {unlabelled} cases "
+        f"from scratch: {unlabelled} x {len(ORGANS)} organs x {effort['scratch_organ']:.0f} min = "
+        f"{scratch:.0f} min. Saved: {scratch - spent:.0f} min ({(1 - spent / scratch) * 100:.1f}%), "
+        f"at dataset Dice {rounds[-1]['mean_dice']:.3f} instead of a full manual read.",
+        "",
+        "Assumptions (effort model, `atlasloop.loop.annotator`): opening a case "
+        f"{effort['open_case']} min, inspecting one organ on one slice {effort['inspect_slice']} min, "
+        f"correcting one organ on one slice {effort['edit_slice']} min; from scratch "
+        f"{effort['scratch_organ']} min per organ (the published 30-60). The annotator replaces labels with the "
+        "ground truth where it looks, so its corrections are perfect where made.",
+        "",
+        "## Timings",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["timings"].items()]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

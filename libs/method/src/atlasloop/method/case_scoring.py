@@ -41,10 +41,20 @@ class CaseResult:
 
     def as_json(self) -> dict:
         return {
-            "case_id": self.case_id, "mode": self.mode, "priority": self.priority,
+            "case_id": self.case_id,
+            "mode": self.mode,
+            "priority": self.priority,
             "organ_order": self.organ_order(),
-            "organs": [{"organ": o.organ, "score": o.score, "heat_sum": o.heat_sum,
-                        "region_voxels": o.attention.region_voxels, "flags": o.flags} for o in self.organs],
+            "organs": [
+                {
+                    "organ": o.organ,
+                    "score": o.score,
+                    "heat_sum": o.heat_sum,
+                    "region_voxels": o.attention.region_voxels,
+                    "flags": o.flags,
+                }
+                for o in self.organs
+            ],
             "regions": [r.as_json() for r in self.regions],
         }
 
@@ -74,8 +84,9 @@ def _check(output: EnsembleOutput) -> None:
                 raise InvalidInput(f"member {member!r} {organ}: soft maps must be uint8 (0..255)")
 
 
-def score_case(case_id: str, output: EnsembleOutput, mode: str = "reference",
-               config: ImprovedConfig | None = None) -> CaseResult:
+def score_case(
+    case_id: str, output: EnsembleOutput, mode: str = "reference", config: ImprovedConfig | None = None
+) -> CaseResult:
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
     _check(output)
@@ -99,8 +110,11 @@ def score_case(case_id: str, output: EnsembleOutput, mode: str = "reference",
             crop = output.pseudo.get(organ)
             organ_ml = float(np.count_nonzero(crop.data)) * voxel_ml if crop is not None and crop.box else 0.0
             evidence = OrganEvidence(attention, probs, organ_ml, voxel_ml, flags.get(organ, []))
-            organs.append(OrganResult(organ, attention, organ_score(evidence, config.weights), attention.stored_sum,
-                                      flags.get(organ, [])))
+            organs.append(
+                OrganResult(
+                    organ, attention, organ_score(evidence, config.weights), attention.stored_sum, flags.get(organ, [])
+                )
+            )
             regions += find_regions(attention, output.affine)
         priority = float(sum(o.score for o in organs))
     regions.sort(key=lambda r: -r.heat_sum)

@@ -51,8 +51,15 @@ class Detection:
         return Detection(*(a + b for a, b in zip(self._fields(), other._fields(), strict=True)))
 
     def _fields(self) -> tuple[int, ...]:
-        return (self.error_voxels, self.attention_voxels, self.hit_voxels, self.error_regions, self.found_regions,
-                self.attention_regions, self.correct_regions)
+        return (
+            self.error_voxels,
+            self.attention_voxels,
+            self.hit_voxels,
+            self.error_regions,
+            self.found_regions,
+            self.attention_regions,
+            self.correct_regions,
+        )
 
 
 NOTHING = Detection(0, 0, 0, 0, 0, 0, 0)
@@ -74,5 +81,6 @@ def detect(attention: np.ndarray, prediction: np.ndarray, truth: np.ndarray, min
     att_labels, n_att = ndimage.label(attention, structure=FULL)
     near_error = ndimage.binary_dilation(error, structure=FULL) if error.any() else error
     correct = len(set(np.unique(att_labels[near_error])) - {0})
-    return Detection(int(error.sum()), int(attention.sum()), int((attention & error).sum()), n_err, found, n_att,
-                     correct)
+    return Detection(
+        int(error.sum()), int(attention.sum()), int((attention & error).sum()), n_err, found, n_att, correct
+    )

@@ -63,12 +63,18 @@ class ImprovedConfig:
         unknown = [s for s in self.signals if s not in SIGNAL_MAPS and s != "overlap"]
         unknown += [s for s in self.weights if s not in CASE_SCORERS]
         if unknown:
-            raise ValueError(f"unknown scorers {unknown}; maps: {sorted(SIGNAL_MAPS)}, overlap; "
-                             f"case scorers: {sorted(CASE_SCORERS)}")
+            raise ValueError(
+                f"unknown scorers {unknown}; maps: {sorted(SIGNAL_MAPS)}, overlap; case scorers: {sorted(CASE_SCORERS)}"
+            )
 
 
-def improved_attention(organ: str, soft: Sequence[Cropped], pseudo: Mapping[str, Cropped],
-                       shape: tuple[int, int, int], config: ImprovedConfig) -> tuple[OrganAttention, np.ndarray]:
+def improved_attention(
+    organ: str,
+    soft: Sequence[Cropped],
+    pseudo: Mapping[str, Cropped],
+    shape: tuple[int, int, int],
+    config: ImprovedConfig,
+) -> tuple[OrganAttention, np.ndarray]:
     """The improved attention of one organ and the members' probabilities in its box."""
     box = organ_box(organ, soft, [], pseudo, shape)
     if box is None:
@@ -92,8 +98,9 @@ def improved_attention(organ: str, soft: Sequence[Cropped], pseudo: Mapping[str,
     heat = heat / peak if peak > 0 else heat
     zero = np.zeros_like(heat)
     uncertainty = parts.get("binary_entropy", zero) + parts.get("mutual_information", zero)
-    return OrganAttention(organ, box, parts.get("inconsistency", zero), uncertainty,
-                          parts.get("overlap", zero).astype(bool), region, heat), probs
+    return OrganAttention(
+        organ, box, parts.get("inconsistency", zero), uncertainty, parts.get("overlap", zero).astype(bool), region, heat
+    ), probs
 
 
 @dataclass
@@ -136,7 +143,10 @@ def _plausibility(e: OrganEvidence) -> float:
 
 
 CASE_SCORERS: dict[str, Callable[[OrganEvidence], float]] = {
-    "voxels": _voxels, "mm3": _mm3, "organ_fraction": _organ_fraction, "disagreement": _disagreement,
+    "voxels": _voxels,
+    "mm3": _mm3,
+    "organ_fraction": _organ_fraction,
+    "disagreement": _disagreement,
     "plausibility": _plausibility,
 }
 

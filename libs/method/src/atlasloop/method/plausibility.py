@@ -14,14 +14,25 @@ from atlasloop.imaging.compact import Box, Cropped, grow, union_box
 
 # Plausible adult volumes in mL (about the 1st and 99th percentiles of abdominal CT studies).
 VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
-    "liver": (700, 3000), "spleen": (40, 700), "kidney_left": (60, 350), "kidney_right": (60, 350),
-    "stomach": (40, 1500), "pancreas": (20, 180), "gall_bladder": (3, 150), "aorta": (15, 300),
+    "liver": (700, 3000),
+    "spleen": (40, 700),
+    "kidney_left": (60, 350),
+    "kidney_right": (60, 350),
+    "stomach": (40, 1500),
+    "pancreas": (20, 180),
+    "gall_bladder": (3, 150),
+    "aorta": (15, 300),
     "postcava": (10, 300),
 }
 OPTIONAL = frozenset({"gall_bladder"})  # may be absent (cholecystectomy)
 # Pairs that do not touch in normal anatomy.
-NO_CONTACT = (("kidney_left", "kidney_right"), ("spleen", "kidney_right"), ("liver", "kidney_left"),
-              ("gall_bladder", "spleen"), ("liver", "spleen"))
+NO_CONTACT = (
+    ("kidney_left", "kidney_right"),
+    ("spleen", "kidney_right"),
+    ("liver", "kidney_left"),
+    ("gall_bladder", "spleen"),
+    ("liver", "spleen"),
+)
 # (left structure, right structure): in RAS the patient's left has the smaller x.
 LATERAL = (("kidney_left", "kidney_right"), ("spleen", "liver"))
 
@@ -110,7 +121,11 @@ def contact(p: Prediction) -> Flags:
 
 
 CHECKS: dict[str, Callable[[Prediction], Flags]] = {
-    "missing": missing, "volume": volume, "fragments": fragments, "laterality": laterality, "contact": contact,
+    "missing": missing,
+    "volume": volume,
+    "fragments": fragments,
+    "laterality": laterality,
+    "contact": contact,
 }
 
 

@@ -79,8 +79,14 @@ def empty(organ: str) -> OrganAttention:
     return OrganAttention(organ, None, z, z, z.astype(bool), z.astype(bool), z)
 
 
-def organ_box(organ: str, soft: Sequence[Cropped], entropy: Sequence[Cropped], pseudo: Mapping[str, Cropped],
-              shape: tuple[int, int, int], margin: int = 2) -> Box | None:
+def organ_box(
+    organ: str,
+    soft: Sequence[Cropped],
+    entropy: Sequence[Cropped],
+    pseudo: Mapping[str, Cropped],
+    shape: tuple[int, int, int],
+    margin: int = 2,
+) -> Box | None:
     own = pseudo.get(organ)
     box = union_box([c.box for c in (*soft, *entropy)] + [own.box if own else None])
     return grow(box, margin, shape) if box is not None else None
@@ -115,8 +121,13 @@ def overlap(organ: str, pseudo: Mapping[str, Cropped], box: Box) -> np.ndarray:
     return hits
 
 
-def organ_attention(organ: str, soft: Sequence[Cropped], entropy: Sequence[Cropped],
-                    pseudo: Mapping[str, Cropped], shape: tuple[int, int, int]) -> OrganAttention:
+def organ_attention(
+    organ: str,
+    soft: Sequence[Cropped],
+    entropy: Sequence[Cropped],
+    pseudo: Mapping[str, Cropped],
+    shape: tuple[int, int, int],
+) -> OrganAttention:
     """The reference attention of one organ from its members' stored maps."""
     if not entropy:
         raise ValueError(f"{organ}: no member maps")

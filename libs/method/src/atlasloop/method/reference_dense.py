@@ -23,8 +23,9 @@ def _post_process(raw: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     return values, mask
 
 
-def organ_attention_dense(organ: str, soft: Sequence[np.ndarray], entropy: Sequence[np.ndarray],
-                          segmentations: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def organ_attention_dense(
+    organ: str, soft: Sequence[np.ndarray], entropy: Sequence[np.ndarray], segmentations: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """(stored uint8 attention, binary region) of one organ on the whole grid."""
     shape = entropy[0].shape
     entropy_map = np.zeros(shape)

@@ -49,10 +49,20 @@ def find_regions(attention: OrganAttention, affine: np.ndarray, plausibility: np
         lo = offset + [s.start for s in box]
         hi = offset + [s.stop - 1 for s in box]
         corners = np.array([lo, hi], dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3]
-        found.append(Region(
-            attention.organ, tuple(int(v) for v in lo), tuple(int(v) for v in hi),  # type: ignore[arg-type]
-            tuple(float(v) for v in corners.min(axis=0)), tuple(float(v) for v in corners.max(axis=0)),  # type: ignore[arg-type]
-            int(mask.sum()), float(mask.sum()) * voxel_ml, float(heat.max()), float(heat.mean()), float(heat.sum()),
-            SIGNALS[int(np.argmax(strengths))]))
+        found.append(
+            Region(
+                attention.organ,
+                tuple(int(v) for v in lo),
+                tuple(int(v) for v in hi),  # type: ignore[arg-type]
+                tuple(float(v) for v in corners.min(axis=0)),
+                tuple(float(v) for v in corners.max(axis=0)),  # type: ignore[arg-type]
+                int(mask.sum()),
+                float(mask.sum()) * voxel_ml,
+                float(heat.max()),
+                float(heat.mean()),
+                float(heat.sum()),
+                SIGNALS[int(np.argmax(strengths))],
+            )
+        )
     del count
     return sorted(found, key=lambda r: -r.heat_sum)

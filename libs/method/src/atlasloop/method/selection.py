@@ -37,8 +37,10 @@ def select(candidates: Sequence[Candidate], count: int, quotas: Mapping[str, int
         raise InvalidInput("quotas must be >= 0")
     chosen: dict[str, Candidate] = {}
     for organ, wanted in quotas.items():
-        ranked = sorted((c for c in candidates if c.organ_scores.get(organ, 0) > 0 and c.case_id not in chosen),
-                        key=lambda c: -c.organ_scores[organ])
+        ranked = sorted(
+            (c for c in candidates if c.organ_scores.get(organ, 0) > 0 and c.case_id not in chosen),
+            key=lambda c: -c.organ_scores[organ],
+        )
         for candidate in ranked[:wanted]:
             chosen[candidate.case_id] = candidate
     for candidate in sorted(candidates, key=lambda c: -c.priority):

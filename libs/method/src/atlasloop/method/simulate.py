@@ -58,8 +58,9 @@ def _member_probabilities(mask: np.ndarray, rng: np.random.Generator, model: Err
     radius = max(2.0, model.blob_fraction * extent)
     sdf = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
     base = 1.5 * sdf
-    shared, shared_sign = (_error(rng, mask, radius) if rng.random() < model.shared_error_rate
-                           else (np.zeros(mask.shape), 0))
+    shared, shared_sign = (
+        _error(rng, mask, radius) if rng.random() < model.shared_error_rate else (np.zeros(mask.shape), 0)
+    )
     probs = []
     for _ in range(model.members):
         # Members share the error but not its strength: similar, not identical, mistakes.
@@ -72,8 +73,9 @@ def _member_probabilities(mask: np.ndarray, rng: np.random.Generator, model: Err
     return probs
 
 
-def simulate(truth: np.ndarray, affine: np.ndarray, rng: np.random.Generator,
-             model: ErrorModel | None = None) -> EnsembleOutput:
+def simulate(
+    truth: np.ndarray, affine: np.ndarray, rng: np.random.Generator, model: ErrorModel | None = None
+) -> EnsembleOutput:
     model = model or ErrorModel()
     members = [f"member{m}" for m in range(model.members)]
     shape = tuple(truth.shape)

@@ -9,7 +9,24 @@ TARGETS: tuple[str, ...] = tuple(ORGANS.values())
 
 # The reference's overlap list: 20 non-vessel structures, never aorta or postcava.
 OVERLAP_STRUCTURES: tuple[str, ...] = (
-    "spleen", "kidney_right", "kidney_left", "gall_bladder", "esophagus", "liver", "stomach", "pancreas",
-    "adrenal_gland_right", "adrenal_gland_left", "duodenum", "lung_right", "lung_left", "colon", "intestine",
-    "rectum", "bladder", "prostate", "femur_left", "femur_right",
+    "spleen",
+    "kidney_right",
+    "kidney_left",
+    "gall_bladder",
+    "esophagus",
+    "liver",
+    "stomach",
+    "pancreas",
+    "adrenal_gland_right",
+    "adrenal_gland_left",
+    "duodenum",
+    "lung_right",
+    "lung_left",
+    "colon",
+    "intestine",
+    "rectum",
+    "bladder",
+    "prostate",
+    "femur_left",
+    "femur_right",
 )

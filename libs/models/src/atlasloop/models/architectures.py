@@ -54,27 +54,53 @@ def _segresnet(kw: dict) -> nn.Module:
 
 
 BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
-    "swin_unetr": _swin, "dynunet": _dynunet, "unet": _unet, "segresnet": _segresnet,
+    "swin_unetr": _swin,
+    "dynunet": _dynunet,
+    "unet": _unet,
+    "segresnet": _segresnet,
 }
 CONFIGS: dict[tuple[str, str], ArchitectureConfig] = {
-    ("swin_unetr", "paper"): ArchitectureConfig("swin_unetr", "paper", 96, {
-        "feature_size": 48, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]}),
-    ("swin_unetr", "tiny"): ArchitectureConfig("swin_unetr", "tiny", 64, {
-        "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4]}),
-    ("dynunet", "paper"): ArchitectureConfig("dynunet", "paper", 96, {  # nnU-Net 3d_fullres-like
-        "kernel_size": [3, 3, 3, 3, 3, 3], "strides": [1, 2, 2, 2, 2, 2], "upsample_kernel_size": [2, 2, 2, 2, 2],
-        "filters": [32, 64, 128, 256, 320, 320], "res_block": False}),
-    ("dynunet", "tiny"): ArchitectureConfig("dynunet", "tiny", 64, {
-        "kernel_size": [3, 3, 3, 3], "strides": [1, 2, 2, 2], "upsample_kernel_size": [2, 2, 2],
-        "filters": [8, 16, 32, 64]}),
-    ("unet", "paper"): ArchitectureConfig("unet", "paper", 96, {
-        "channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2}),
-    ("unet", "tiny"): ArchitectureConfig("unet", "tiny", 64, {
-        "channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1}),
-    ("segresnet", "paper"): ArchitectureConfig("segresnet", "paper", 96, {
-        "init_filters": 16, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]}),
-    ("segresnet", "tiny"): ArchitectureConfig("segresnet", "tiny", 64, {
-        "init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}),
+    ("swin_unetr", "paper"): ArchitectureConfig(
+        "swin_unetr", "paper", 96, {"feature_size": 48, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]}
+    ),
+    ("swin_unetr", "tiny"): ArchitectureConfig(
+        "swin_unetr", "tiny", 64, {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4]}
+    ),
+    ("dynunet", "paper"): ArchitectureConfig(
+        "dynunet",
+        "paper",
+        96,
+        {  # nnU-Net 3d_fullres-like
+            "kernel_size": [3, 3, 3, 3, 3, 3],
+            "strides": [1, 2, 2, 2, 2, 2],
+            "upsample_kernel_size": [2, 2, 2, 2, 2],
+            "filters": [32, 64, 128, 256, 320, 320],
+            "res_block": False,
+        },
+    ),
+    ("dynunet", "tiny"): ArchitectureConfig(
+        "dynunet",
+        "tiny",
+        64,
+        {
+            "kernel_size": [3, 3, 3, 3],
+            "strides": [1, 2, 2, 2],
+            "upsample_kernel_size": [2, 2, 2],
+            "filters": [8, 16, 32, 64],
+        },
+    ),
+    ("unet", "paper"): ArchitectureConfig(
+        "unet", "paper", 96, {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2}
+    ),
+    ("unet", "tiny"): ArchitectureConfig(
+        "unet", "tiny", 64, {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1}
+    ),
+    ("segresnet", "paper"): ArchitectureConfig(
+        "segresnet", "paper", 96, {"init_filters": 16, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]}
+    ),
+    ("segresnet", "tiny"): ArchitectureConfig(
+        "segresnet", "tiny", 64, {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
+    ),
 }
 
 
@@ -83,8 +109,9 @@ def config(architecture: str, size: str) -> ArchitectureConfig:
         return CONFIGS[(architecture, size)]
     except KeyError:
         names = sorted({a for a, _ in CONFIGS})
-        raise InvalidInput(f"unknown architecture/size {architecture}/{size}; architectures: {', '.join(names)}; "
-                           "sizes: tiny, paper") from None
+        raise InvalidInput(
+            f"unknown architecture/size {architecture}/{size}; architectures: {', '.join(names)}; sizes: tiny, paper"
+        ) from None
 
 
 def build(cfg: ArchitectureConfig) -> nn.Module:

@@ -31,7 +31,13 @@ def bootstrap_set(registry: ModelRegistry, spacing_mm: float = 1.5) -> str:
     for seed, architecture in enumerate(ARCHITECTURES):
         torch.manual_seed(seed)
         weights = state_dict_bytes(build(config(architecture, "tiny")))
-        registry.register(architecture, "tiny", weights, {"bootstrap": "untrained; replace by training"},
-                          version=BOOTSTRAP, preprocess=PreprocessConfig(spacing_mm=spacing_mm))
+        registry.register(
+            architecture,
+            "tiny",
+            weights,
+            {"bootstrap": "untrained; replace by training"},
+            version=BOOTSTRAP,
+            preprocess=PreprocessConfig(spacing_mm=spacing_mm),
+        )
         members.append((architecture, BOOTSTRAP))
     return registry.create_set(members, make_current=True, version=BOOTSTRAP).version

@@ -62,13 +62,22 @@ def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceCo
     patch = model.config.patch
     x = torch.from_numpy(image)[None, None].to(device)
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        logits = sliding_window_inference(x, (patch, patch, patch), cfg.sw_batch_size, module, overlap=cfg.overlap,
-                                          mode="gaussian", sw_device=device, device=torch.device("cpu"))
+        logits = sliding_window_inference(
+            x,
+            (patch, patch, patch),
+            cfg.sw_batch_size,
+            module,
+            overlap=cfg.overlap,
+            mode="gaussian",
+            sw_device=device,
+            device=torch.device("cpu"),
+        )
     return torch.sigmoid(logits[0].float())
 
 
-def run_member(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig,
-               negligible: float = NEGLIGIBLE) -> MemberOutput:
+def run_member(
+    model: LoadedModel, image: np.ndarray, cfg: InferenceConfig, negligible: float = NEGLIGIBLE
+) -> MemberOutput:
     """One member on one preprocessed image; ``negligible=0`` keeps every probability for the mean."""
     started = time.perf_counter()
     probs = member_probabilities(model, image, cfg).numpy()
@@ -82,8 +91,9 @@ def run_member(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig,
     return out
 
 
-def combine(shape: tuple[int, int, int], affine: np.ndarray,
-            members: Sequence[MemberOutput]) -> tuple[EnsembleOutput, np.ndarray]:
+def combine(
+    shape: tuple[int, int, int], affine: np.ndarray, members: Sequence[MemberOutput]
+) -> tuple[EnsembleOutput, np.ndarray]:
     """The compact ensemble output and the pseudo-label map, both on the model grid."""
     output = EnsembleOutput(shape, affine, [m.member for m in members])
     labels = np.zeros(shape, np.uint8)
@@ -106,8 +116,12 @@ def ensemble_labels(members: Sequence[LoadedModel], image: np.ndarray, cfg: Infe
     return combine(image.shape, np.eye(4), outputs)[1]  # type: ignore[arg-type]
 
 
-def predict(ct: Volume, members: Sequence[LoadedModel], cfg: InferenceConfig | None = None,
-            on_member: Callable[[LoadedModel], None] | None = None) -> Prediction:
+def predict(
+    ct: Volume,
+    members: Sequence[LoadedModel],
+    cfg: InferenceConfig | None = None,
+    on_member: Callable[[LoadedModel], None] | None = None,
+) -> Prediction:
     """The whole prediction of one CT in this process (the Serve deployments split it by member)."""
     cfg = cfg or InferenceConfig()
     pre = preprocess_image(ct, shared_preprocess([m.manifest for m in members]))

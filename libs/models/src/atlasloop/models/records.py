@@ -72,8 +72,11 @@ class ModelSet:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> ModelSet:
-        return cls(str(document["version"]), tuple(MemberRef(**m) for m in document["members"]),
-                   str(document.get("created_at", "")))
+        return cls(
+            str(document["version"]),
+            tuple(MemberRef(**m) for m in document["members"]),
+            str(document.get("created_at", "")),
+        )
 
 
 @dataclass
@@ -101,7 +104,6 @@ def shared_preprocess(manifests: list[Manifest]) -> PreprocessConfig:
         raise InvalidInput("a model set needs at least one member")
     configs = {m.preprocess for m in manifests}
     if len(configs) > 1:
-        grids = ", ".join(f"{m.architecture}@{m.version}: {m.spacing_mm} mm, HU {list(m.hu_window)}"
-                          for m in manifests)
+        grids = ", ".join(f"{m.architecture}@{m.version}: {m.spacing_mm} mm, HU {list(m.hu_window)}" for m in manifests)
         raise InvalidInput(f"ensemble members disagree on their input spacing or HU window ({grids})")
     return configs.pop()

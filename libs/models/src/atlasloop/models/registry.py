@@ -32,24 +32,41 @@ class ModelRegistry:
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
 
-    def register(self, architecture: str, size: str, weights: bytes, provenance: dict | None = None,
-                 metrics: dict | None = None, version: str = "",
-                 preprocess: PreprocessConfig | None = None) -> Manifest:
+    def register(
+        self,
+        architecture: str,
+        size: str,
+        weights: bytes,
+        provenance: dict | None = None,
+        metrics: dict | None = None,
+        version: str = "",
+        preprocess: PreprocessConfig | None = None,
+    ) -> Manifest:
         cfg = config(architecture, size)
         preprocess = preprocess or PreprocessConfig()
         if not 0.25 <= preprocess.spacing_mm <= 8.0 or preprocess.hu_min >= preprocess.hu_max:
-            raise InvalidInput(f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
-                               f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable")
+            raise InvalidInput(
+                f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
+                f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable"
+            )
         load_checkpoint(cfg, weights, "weights")  # refuse before storing anything
         version = version or new_version()
         if self._store.exists(layout.manifest_key(architecture, version)):
             raise InvalidInput(f"model version {architecture}/{version} exists already")
         stored = self._store.put_bytes(layout.weights_key(architecture, version), weights)
         manifest = Manifest(
-            architecture=architecture, version=version, config=cfg.as_json(), label_schema=dict(SCHEMA),
-            spacing_mm=preprocess.spacing_mm, hu_window=(preprocess.hu_min, preprocess.hu_max),
-            weights_sha256=stored.sha256, weights_bytes=stored.size_bytes,
-            provenance=provenance or {}, metrics=metrics or {}, created_at=datetime.now(UTC).isoformat())
+            architecture=architecture,
+            version=version,
+            config=cfg.as_json(),
+            label_schema=dict(SCHEMA),
+            spacing_mm=preprocess.spacing_mm,
+            hu_window=(preprocess.hu_min, preprocess.hu_max),
+            weights_sha256=stored.sha256,
+            weights_bytes=stored.size_bytes,
+            provenance=provenance or {},
+            metrics=metrics or {},
+            created_at=datetime.now(UTC).isoformat(),
+        )
         # written last: the version exists from now on
         self._store.put_json(layout.manifest_key(architecture, version), manifest.as_json())
         return manifest
@@ -70,8 +87,10 @@ class ModelRegistry:
             raise InvalidInput(f"{architecture}/{version} was trained on another label schema")
         cfg = config(manifest.config["architecture"], manifest.config["size"])
         if cfg.as_json() != manifest.config:
-            raise InvalidInput(f"{architecture}/{version}: its configuration does not match this release's "
-                               f"{cfg.architecture}/{cfg.size}")
+            raise InvalidInput(
+                f"{architecture}/{version}: its configuration does not match this release's "
+                f"{cfg.architecture}/{cfg.size}"
+            )
         weights = self.weights(architecture, version)
         if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
             raise InvalidInput(f"{architecture}/{version}: weights do not match their recorded SHA-256")
@@ -89,8 +108,9 @@ class ModelRegistry:
         if any(m.label_schema != manifests[0].label_schema for m in manifests):
             raise InvalidInput("model set members disagree on the label schema")
         shared_preprocess(manifests)
-        document = ModelSet(version or new_version(), tuple(MemberRef(a, v) for a, v in members),
-                            datetime.now(UTC).isoformat())
+        document = ModelSet(
+            version or new_version(), tuple(MemberRef(a, v) for a, v in members), datetime.now(UTC).isoformat()
+        )
         self._store.put_json(layout.model_set_key(document.version), document.as_json())
         if make_current:
             self.set_current(document.version)

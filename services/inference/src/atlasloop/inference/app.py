@@ -53,11 +53,16 @@ def build(settings: InferenceSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     serving = Serving(settings, store)
     core = InferenceCore(serving, store, owns_serve_app=settings.deploy_serve)
-    core.sweeper = sweeper = Sweeper(lambda: StorageClient(settings.storage_target, settings.storage_token),
-                                     core.predict_case)
+    core.sweeper = sweeper = Sweeper(
+        lambda: StorageClient(settings.storage_target, settings.storage_token), core.predict_case
+    )
     servicer = InferenceServiceServicer(core)
-    consumer = ConsumerThread(settings.kafka, "inference", [events_pb2.CaseIngested, events_pb2.ModelPublished],
-                              lambda event, _delivery: core.on_event(event, settings.predict_labelled))
+    consumer = ConsumerThread(
+        settings.kafka,
+        "inference",
+        [events_pb2.CaseIngested, events_pb2.ModelPublished],
+        lambda event, _delivery: core.on_event(event, settings.predict_labelled),
+    )
 
     def register(server: grpc.Server) -> None:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
@@ -66,8 +71,12 @@ def build(settings: InferenceSettings) -> ServiceSpec:
         name="inference",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address),
-                serving_check(serving, settings.deploy_serve)],
+        checks=[
+            s3_bucket_check(store),
+            kafka_check(settings.kafka),
+            ray_check(settings.ray.address),
+            serving_check(serving, settings.deploy_serve),
+        ],
         on_start=[consumer.start, sweeper.start] if settings.consume_events else [],
         on_stop=[consumer.stop, sweeper.stop],
     )

@@ -69,8 +69,13 @@ class InferenceCore:
                 architecture, _, version = step["member"].partition("@")
                 yield MemberFinished(MemberRef(architecture, version), step["seconds"])
             else:
-                yield EnsembleFinished(step["model_set"], step["predictions_prefix"], step["label_version"],
-                                       step["seconds"], step.get("repeated", False))
+                yield EnsembleFinished(
+                    step["model_set"],
+                    step["predictions_prefix"],
+                    step["label_version"],
+                    step["seconds"],
+                    step.get("repeated", False),
+                )
 
     def predict_case(self, case_id: str) -> EnsembleFinished | None:
         """Predict ``case_id`` to the end, one caller at a time per case (events and the sweep)."""
@@ -83,11 +88,22 @@ class InferenceCore:
                     finished = step
         if finished is None:
             return None
-        log.info("case predicted", extra={"case_id": case_id, "model_set": finished["model_set"],
-                                          "seconds": round(finished["seconds"], 2),
-                                          "repeated": finished.get("repeated", False)})
-        return EnsembleFinished(finished["model_set"], finished["predictions_prefix"], finished["label_version"],
-                                finished["seconds"], finished.get("repeated", False))
+        log.info(
+            "case predicted",
+            extra={
+                "case_id": case_id,
+                "model_set": finished["model_set"],
+                "seconds": round(finished["seconds"], 2),
+                "repeated": finished.get("repeated", False),
+            },
+        )
+        return EnsembleFinished(
+            finished["model_set"],
+            finished["predictions_prefix"],
+            finished["label_version"],
+            finished["seconds"],
+            finished.get("repeated", False),
+        )
 
     def on_event(self, event: object, predict_labelled: bool) -> None:
         if isinstance(event, events_pb2.CaseIngested):
@@ -101,8 +117,10 @@ class InferenceCore:
                 if self.sweeper is not None:
                     self.sweeper.request()
             else:  # under KubeRay the RayService's serveConfig names the set; the operator rolls it
-                log.warning("model set published; this service does not own the Serve application",
-                            extra={"model_set": event.model_set})
+                log.warning(
+                    "model set published; this service does not own the Serve application",
+                    extra={"model_set": event.model_set},
+                )
 
     def model_sets(self) -> list[ModelSetInfo]:
         registry = self.serving.registry
@@ -110,6 +128,11 @@ class InferenceCore:
             current = registry.current()
         except NotFound:
             current = ""
-        return [ModelSetInfo(s.version, tuple((m, registry.manifest(m.architecture, m.version).size)
-                                              for m in s.members), s.version == current)
-                for s in registry.model_sets()]
+        return [
+            ModelSetInfo(
+                s.version,
+                tuple((m, registry.manifest(m.architecture, m.version).size) for m in s.members),
+                s.version == current,
+            )
+            for s in registry.model_sets()
+        ]

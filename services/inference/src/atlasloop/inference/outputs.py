@@ -39,8 +39,12 @@ class OutputWriter:
             version = self._storage.write_ai_version(case_id, save_nifti(labels, Path(tmp) / "ai.nii.gz"), model_set)
         meta = new_meta("inference")
         meta.event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{case_id}/{model_set}"))  # redelivery keeps the id
-        self._producer.publish(events_pb2.CasePredicted(meta=meta, case_id=case_id, model_set=model_set,
-                                                        predictions_prefix=prefix, label_version=version), key=case_id)
+        self._producer.publish(
+            events_pb2.CasePredicted(
+                meta=meta, case_id=case_id, model_set=model_set, predictions_prefix=prefix, label_version=version
+            ),
+            key=case_id,
+        )
         record = {"label_version": version, "predictions_prefix": prefix, "event_id": meta.event_id}
         self._store.put_json(layout.prediction_record_key(case_id, model_set), record)
         return record

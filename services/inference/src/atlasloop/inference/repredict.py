@@ -43,8 +43,9 @@ class Sweeper:
     """Runs ``repredict`` in the background whenever asked; requests made during a sweep
     coalesce into one more sweep. A failed sweep is retried after ``retry_s``."""
 
-    def __init__(self, client: Callable[[], StorageClient], predict: Callable[[str], object],
-                 retry_s: float = 10.0) -> None:
+    def __init__(
+        self, client: Callable[[], StorageClient], predict: Callable[[str], object], retry_s: float = 10.0
+    ) -> None:
         self._client, self._predict, self._retry_s = client, predict, retry_s
         self._wanted, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="repredict-sweep", daemon=True)

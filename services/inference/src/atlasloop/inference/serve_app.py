@@ -75,8 +75,12 @@ class Ensemble:
         self.preprocess = PreprocessConfig(**preprocess)  # the members' shared input grid
         self._args = AppArgs(**args)
         self._store = ObjectStore(S3Settings(**self._args.s3))
-        self._writer = OutputWriter(self._store, EventProducer(KafkaSettings(**self._args.kafka), "inference"),
-                                    self._args.storage_target, self._args.storage_token)
+        self._writer = OutputWriter(
+            self._store,
+            EventProducer(KafkaSettings(**self._args.kafka), "inference"),
+            self._args.storage_target,
+            self._args.storage_token,
+        )
 
     def check_health(self) -> None:
         if not self.members:
@@ -98,10 +102,16 @@ class Ensemble:
             yield {"kind": "member", "member": result.member, "seconds": result.seconds}
         results = [call.result() for call in calls]  # the set's order, whatever order they finished in
         output, labels = combine(pre.image.shape, pre.grid.cropped_affine, results)
-        record = await asyncio.to_thread(self._writer.write, case_id, self.model_set, output.to_bytes(),
-                                         to_native(labels, pre.grid, order=0))
-        yield {"kind": "ensemble", **record, "model_set": self.model_set,
-               "seconds": time.perf_counter() - started, "repeated": False}
+        record = await asyncio.to_thread(
+            self._writer.write, case_id, self.model_set, output.to_bytes(), to_native(labels, pre.grid, order=0)
+        )
+        yield {
+            "kind": "ensemble",
+            **record,
+            "model_set": self.model_set,
+            "seconds": time.perf_counter() - started,
+            "repeated": False,
+        }
 
     async def _call(self, member, image):
         return await member.predict.remote(image)
@@ -116,10 +126,17 @@ def _gpu() -> bool:
 def app_args(settings: InferenceSettings, model_set: str = "") -> dict:
     """The builder's arguments from the service's settings."""
     s = settings
-    return {"s3": s.s3.with_secrets(),
-            "kafka": s.kafka.model_dump(mode="json"), "storage_target": s.storage_target,
-            "storage_token": s.storage_token, "model_set": model_set, "num_cpus": s.num_cpus,
-            "num_gpus": s.num_gpus, "overlap": s.overlap, "sw_batch_size": s.sw_batch_size}
+    return {
+        "s3": s.s3.with_secrets(),
+        "kafka": s.kafka.model_dump(mode="json"),
+        "storage_target": s.storage_target,
+        "storage_token": s.storage_token,
+        "model_set": model_set,
+        "num_cpus": s.num_cpus,
+        "num_gpus": s.num_gpus,
+        "overlap": s.overlap,
+        "sw_batch_size": s.sw_batch_size,
+    }
 
 
 def resolve_args(args: dict) -> AppArgs:
@@ -139,9 +156,11 @@ def app(args: dict) -> Application:
     members, manifests = [], []
     for member in registry.model_set(model_set).members:
         manifests.append(registry.manifest(member.architecture, member.version))
-        deployment = Member.options(name=member.architecture, ray_actor_options={
-            "num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus})
-        members.append(deployment.bind(parsed.s3, member.architecture, member.version, parsed.overlap,
-                                       parsed.sw_batch_size))
+        deployment = Member.options(
+            name=member.architecture, ray_actor_options={"num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus}
+        )
+        members.append(
+            deployment.bind(parsed.s3, member.architecture, member.version, parsed.overlap, parsed.sw_batch_size)
+        )
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
     return ingress.bind(members, model_set, asdict(parsed), asdict(shared_preprocess(manifests)))

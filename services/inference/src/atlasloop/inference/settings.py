@@ -12,9 +12,7 @@ from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, Se
 class InferenceSettings(ServiceSettings):
     """Where the inference service listens and the dependencies it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_INFERENCE_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_INFERENCE_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["inference"]
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
@@ -26,9 +24,13 @@ class InferenceSettings(ServiceSettings):
     num_gpus: float = Field(default=0.0, description="GPUs per member replica.")
     overlap: float = 0.5
     sw_batch_size: int = 2
-    predict_labelled: bool = Field(default=True, description=(
-        "Predict cases imported with labels too (their predictions can reveal errors in the original "
-        "labels, as the method found in public datasets); off when only unlabelled cases need pseudo-labels."))
+    predict_labelled: bool = Field(
+        default=True,
+        description=(
+            "Predict cases imported with labels too (their predictions can reveal errors in the original "
+            "labels, as the method found in public datasets); off when only unlabelled cases need pseudo-labels."
+        ),
+    )
     consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -18,8 +18,12 @@ SERVICE = rendering_pb2.DESCRIPTOR.services_by_name["RenderingService"]
 
 def build(settings: RenderingSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
-    core = RenderingCore(VolumeSource(store, settings.cache_bytes, settings.attention_mode), store,
-                         settings.max_size_px, settings.max_salient)
+    core = RenderingCore(
+        VolumeSource(store, settings.cache_bytes, settings.attention_mode),
+        store,
+        settings.max_size_px,
+        settings.max_salient,
+    )
     servicer = RenderingServiceServicer(core)
 
     def register(server: grpc.Server) -> None:

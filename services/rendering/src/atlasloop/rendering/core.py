@@ -128,8 +128,15 @@ class RenderingCore:
         heat[np.ix_(row_sel, col_sel)] = values.reshape(rr.shape) / 255.0
         return heat
 
-    def _boxes(self, attention: AttentionSet, ct: RasVolume, geometry: SliceGeometry, shape: tuple[int, int],
-               size: tuple[int, int], organ: str) -> list[tuple[tuple[float, float, float, float], str]]:
+    def _boxes(
+        self,
+        attention: AttentionSet,
+        ct: RasVolume,
+        geometry: SliceGeometry,
+        shape: tuple[int, int],
+        size: tuple[int, int],
+        organ: str,
+    ) -> list[tuple[tuple[float, float, float, float], str]]:
         axis = PLANE_AXIS[geometry.plane]
         out = []
         for region in attention.regions:
@@ -211,8 +218,16 @@ class RenderingCore:
         rows = int(np.ceil(len(indices) / columns))
         sheet = Image.new("RGB", (columns * tile_px, rows * tile_px), "black")
         for n, index in enumerate(indices):
-            picture, _ = self.render(View(case_id, label_version, "axial", int(index),
-                                          label_style="fill" if label_version else "", max_size=tile_px))
+            picture, _ = self.render(
+                View(
+                    case_id,
+                    label_version,
+                    "axial",
+                    int(index),
+                    label_style="fill" if label_version else "",
+                    max_size=tile_px,
+                )
+            )
             tile = Image.open(io.BytesIO(picture))
             x, y = (n % columns) * tile_px, (n // columns) * tile_px
             sheet.paste(tile, (x + (tile_px - tile.width) // 2, y + (tile_px - tile.height) // 2))
@@ -240,8 +255,9 @@ class RenderingCore:
             path = save_nifti(Volume(data, ct_affine), work / f"attention_{organ}.nii.gz")
             written.append(self._store.put_file(prefix + path.name, path))
         table = "# AtlasLoop colour table for 3D Slicer (index name R G B A)\n0 background 0 0 0 0\n"
-        table += "".join(f"{label} {name} {' '.join(map(str, ORGAN_COLORS[name]))} 255\n"
-                         for label, name in ORGANS.items())
+        table += "".join(
+            f"{label} {name} {' '.join(map(str, ORGAN_COLORS[name]))} 255\n" for label, name in ORGANS.items()
+        )
         written.append(self._store.put_bytes(prefix + "AtlasLoop.ctbl", table.encode(), "text/plain"))
         return written
 

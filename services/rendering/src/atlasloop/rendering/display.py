@@ -74,8 +74,9 @@ class SliceGeometry:
         return grid[0], grid[1], grid[2]
 
 
-def slice_geometry(shape: tuple[int, int, int], spacing: np.ndarray, plane: str, index: int,
-                   neurological: bool = False) -> SliceGeometry:
+def slice_geometry(
+    shape: tuple[int, int, int], spacing: np.ndarray, plane: str, index: int, neurological: bool = False
+) -> SliceGeometry:
     if plane not in PLANE_AXIS:
         raise InvalidInput(f"plane must be one of {', '.join(PLANE_AXIS)}")
     axis = PLANE_AXIS[plane]
@@ -88,8 +89,17 @@ def slice_geometry(shape: tuple[int, int, int], spacing: np.ndarray, plane: str,
     if neurological and plane != "sagittal":
         cols = cols[::-1]
         left, right = right, left
-    return SliceGeometry(plane, index, float(spacing[row_axis]), float(spacing[col_axis]), row_axis, col_axis,
-                         rows, cols, (left, right, top, bottom))
+    return SliceGeometry(
+        plane,
+        index,
+        float(spacing[row_axis]),
+        float(spacing[col_axis]),
+        row_axis,
+        col_axis,
+        rows,
+        cols,
+        (left, right, top, bottom),
+    )
 
 
 def take(volume: np.ndarray, geometry: SliceGeometry) -> np.ndarray:

@@ -84,8 +84,12 @@ def draw_heat(rgb: np.ndarray, heat: np.ndarray, size: tuple[int, int]) -> None:
     rgb[shown] = (1 - alpha) * rgb[shown] + alpha * colors
 
 
-def annotate(image: Image.Image, letters: tuple[str, str, str, str] | None, mm_per_pixel: float | None,
-             boxes: list[tuple[tuple[float, float, float, float], str]]) -> None:
+def annotate(
+    image: Image.Image,
+    letters: tuple[str, str, str, str] | None,
+    mm_per_pixel: float | None,
+    boxes: list[tuple[tuple[float, float, float, float], str]],
+) -> None:
     draw = ImageDraw.Draw(image)
     w, h = image.size
     for (x0, y0, x1, y1), text in boxes:

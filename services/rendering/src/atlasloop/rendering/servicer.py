@@ -28,12 +28,22 @@ def view_of(message: rendering_pb2.SliceView) -> View:
     if message.world_mm and len(message.world_mm) != 3:
         raise InvalidInput("world_mm needs three values (x, y, z in mm)")
     return View(
-        case_id=message.case_id, label_version=message.label_version, plane=plane,
-        index=message.index, world_mm=tuple(message.world_mm) if message.world_mm else None,  # type: ignore[arg-type]
-        preset=preset, level=message.window_level, width=message.window_width,
-        label_style=style, heatmap_organ=_organ(message.heatmap_organ),
-        region_boxes=message.region_boxes, scale_bar=message.scale_bar, letters=message.orientation_letters,
-        neurological=message.neurological, max_size=message.max_size_px)
+        case_id=message.case_id,
+        label_version=message.label_version,
+        plane=plane,
+        index=message.index,
+        world_mm=tuple(message.world_mm) if message.world_mm else None,  # type: ignore[arg-type]
+        preset=preset,
+        level=message.window_level,
+        width=message.window_width,
+        label_style=style,
+        heatmap_organ=_organ(message.heatmap_organ),
+        region_boxes=message.region_boxes,
+        scale_bar=message.scale_bar,
+        letters=message.orientation_letters,
+        neurological=message.neurological,
+        max_size=message.max_size_px,
+    )
 
 
 class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
@@ -47,18 +57,24 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
     def StreamSalientSlices(self, request, context):
         organs = [_organ(o) for o in request.organs]
         for picture, index, score, organ in self._core.salient(view_of(request.view), request.count, organs):
-            yield rendering_pb2.StreamSalientSlicesResponse(png=picture, index=index, score=score,
-                                                            organ=list(ORGANS.values()).index(organ) + 1)
+            yield rendering_pb2.StreamSalientSlicesResponse(
+                png=picture, index=index, score=score, organ=list(ORGANS.values()).index(organ) + 1
+            )
 
     def RenderContactSheet(self, request, context):
-        picture = self._core.contact_sheet(request.case_id, request.label_version, request.tiles or 16,
-                                           request.tile_px or 128)
+        picture = self._core.contact_sheet(
+            request.case_id, request.label_version, request.tiles or 16, request.tile_px or 128
+        )
         return rendering_pb2.RenderContactSheetResponse(png=picture)
 
     def ExportForViewer(self, request, context):
         with tempfile.TemporaryDirectory(prefix="atlasloop-export-") as tmp:
-            written = self._core.export(request.case_id, request.label_version,
-                                        [_organ(o) for o in request.organs], Path(tmp))
-        return rendering_pb2.ExportForViewerResponse(objects=[
-            common_pb2.ObjectRef(bucket=w.bucket, key=w.key, sha256=w.sha256, size_bytes=w.size_bytes)
-            for w in written])
+            written = self._core.export(
+                request.case_id, request.label_version, [_organ(o) for o in request.organs], Path(tmp)
+            )
+        return rendering_pb2.ExportForViewerResponse(
+            objects=[
+                common_pb2.ObjectRef(bucket=w.bucket, key=w.key, sha256=w.sha256, size_bytes=w.size_bytes)
+                for w in written
+            ]
+        )

@@ -12,9 +12,7 @@ from atlasloop.common.settings import S3Settings, ServiceSettings
 class RenderingSettings(ServiceSettings):
     """Where the rendering service listens and the dependencies it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_RENDERING_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_RENDERING_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["rendering"]
     cache_bytes: int = Field(default=2 * 1024**3, description="Volume cache limit (LRU by bytes).")

@@ -58,13 +58,13 @@ class VolumeSource:
                 future.result()
 
     def ct(self, case_id: str) -> RasVolume:
-        return self.cache.get(("ct", case_id), lambda: self._nifti(layout.ct_key(case_id),
-                                                                   f"case {case_id!r}"))
+        return self.cache.get(("ct", case_id), lambda: self._nifti(layout.ct_key(case_id), f"case {case_id!r}"))
 
     def labels(self, case_id: str, version: str) -> RasVolume:
         key = layout.label_key(case_id, version)
-        return self.cache.get(("labels", case_id, version),
-                              lambda: self._nifti(key, f"label version {version!r} of case {case_id!r}"))
+        return self.cache.get(
+            ("labels", case_id, version), lambda: self._nifti(key, f"label version {version!r} of case {case_id!r}")
+        )
 
     def latest_model_set(self, case_id: str) -> str:
         prefix = layout.attention_sets_prefix(case_id)
@@ -75,8 +75,9 @@ class VolumeSource:
 
     def attention(self, case_id: str, model_set: str = "") -> AttentionSet:
         model_set = model_set or self.latest_model_set(case_id)
-        return self.cache.get(("attention", case_id, model_set, self._mode),
-                              lambda: self._load_attention(case_id, model_set))
+        return self.cache.get(
+            ("attention", case_id, model_set, self._mode), lambda: self._load_attention(case_id, model_set)
+        )
 
     def _load_attention(self, case_id: str, model_set: str) -> AttentionSet:
         try:

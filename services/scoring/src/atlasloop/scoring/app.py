@@ -22,8 +22,12 @@ def build(settings: ScoringSettings) -> ServiceSpec:
     producer = EventProducer(settings.kafka, "scoring")
     core = ScoringCore(store, producer, settings.mode)
     servicer = ScoringServiceServicer(core)
-    consumer = ConsumerThread(settings.kafka, "scoring", [events_pb2.CasePredicted],
-                              lambda event, _delivery: core.on_case_predicted(event.case_id, event.model_set))
+    consumer = ConsumerThread(
+        settings.kafka,
+        "scoring",
+        [events_pb2.CasePredicted],
+        lambda event, _delivery: core.on_case_predicted(event.case_id, event.model_set),
+    )
 
     def register(server: grpc.Server) -> None:
         scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server)

@@ -77,22 +77,35 @@ class ScoringCore:
         return True
 
     def _write(self, case_id: str, model_set: str, mode: str, output: EnsembleOutput, result: CaseResult) -> None:
-        maps = AttentionMaps(output.shape, output.affine, {o.organ: Cropped(o.attention.box, o.attention.stored)
-                                                           for o in result.organs})
+        maps = AttentionMaps(
+            output.shape, output.affine, {o.organ: Cropped(o.attention.box, o.attention.stored) for o in result.organs}
+        )
         self._store.put_bytes(layout.attention_key(case_id, model_set, mode), maps.to_bytes())
         document = result.as_json() | {"model_set": model_set}
         self._store.put_json(layout.scores_key(case_id, model_set, mode), document)
-        self._store.put_json(layout.score_index_key(model_set, mode, case_id), {
-            "case_id": case_id, "priority": result.priority, "organ_order": result.organ_order(),
-            "organ_scores": {o.organ: o.score for o in result.organs}})
+        self._store.put_json(
+            layout.score_index_key(model_set, mode, case_id),
+            {
+                "case_id": case_id,
+                "priority": result.priority,
+                "organ_order": result.organ_order(),
+                "organ_scores": {o.organ: o.score for o in result.organs},
+            },
+        )
 
     def _publish(self, case_id: str, model_set: str, result: CaseResult) -> None:
         meta = new_meta("scoring")
         meta.event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{case_id}/{model_set}"))
-        organs = [events_pb2.OrganPriority(organ=ORGAN_IDS[o.organ], attention=o.score, heat_sum=o.heat_sum)
-                  for o in sorted(result.organs, key=lambda o: (-o.heat_sum, -o.score))]
-        self._producer.publish(events_pb2.CaseScored(meta=meta, case_id=case_id, model_set=model_set,
-                                                     priority=result.priority, organs=organs), key=case_id)
+        organs = [
+            events_pb2.OrganPriority(organ=ORGAN_IDS[o.organ], attention=o.score, heat_sum=o.heat_sum)
+            for o in sorted(result.organs, key=lambda o: (-o.heat_sum, -o.score))
+        ]
+        self._producer.publish(
+            events_pb2.CaseScored(
+                meta=meta, case_id=case_id, model_set=model_set, priority=result.priority, organs=organs
+            ),
+            key=case_id,
+        )
         self._store.put_json(layout.scored_marker_key(case_id, model_set), {"event_id": meta.event_id})
 
     def stored(self, case_id: str, model_set: str = "", mode: str = "") -> StoredScores:
@@ -104,8 +117,9 @@ class ScoringCore:
             raise NotFound(f"case {case_id!r} has not been scored for model set {model_set!r}") from None
         return StoredScores(case_id, model_set, mode, document)  # type: ignore[arg-type]
 
-    def propose(self, model_set: str, mode: str, fraction: float, max_cases: int,
-                quotas: dict[str, int]) -> list[Candidate]:
+    def propose(
+        self, model_set: str, mode: str, fraction: float, max_cases: int, quotas: dict[str, int]
+    ) -> list[Candidate]:
         mode = mode or self.default_mode
         if not model_set:
             sets = layout.sub_names(layout.SCORES, list(self._store.list_prefixes(layout.SCORES)))
@@ -115,8 +129,14 @@ class ScoringCore:
         candidates = []
         for key in self._store.list_keys(layout.score_index_prefix(model_set, mode)):
             entry = self._store.get_json(key)
-            candidates.append(Candidate(entry["case_id"], float(entry["priority"]), entry["organ_scores"],  # type: ignore[index]
-                                        tuple(entry["organ_order"])))  # type: ignore[index]
+            candidates.append(
+                Candidate(
+                    entry["case_id"],
+                    float(entry["priority"]),
+                    entry["organ_scores"],  # type: ignore[index]
+                    tuple(entry["organ_order"]),
+                )
+            )  # type: ignore[index]
         if not candidates:
             return []
         return select(candidates, budget(len(candidates), fraction, max_cases), quotas)

@@ -18,16 +18,30 @@ def _mode(value: int) -> str:
 def case_scores(document: dict) -> scoring_pb2.CaseScores:
     organs = sorted(document["organs"], key=lambda o: (-o["heat_sum"], -o["score"]))
     return scoring_pb2.CaseScores(
-        case_id=document["case_id"], model_set=document["model_set"], mode=ScoringMode(document["mode"]).to_proto(),
+        case_id=document["case_id"],
+        model_set=document["model_set"],
+        mode=ScoringMode(document["mode"]).to_proto(),
         priority=document["priority"],
-        organs=[scoring_pb2.OrganScore(organ=ORGAN_IDS[o["organ"]], attention=o["score"], heat_sum=o["heat_sum"],
-                                       flags=o["flags"]) for o in organs],
-        regions=[scoring_pb2.AttentionRegion(
-            organ=ORGAN_IDS[r["organ"]],
-            box=common_pb2.BoundingBox(min_voxel=r["min_voxel"], max_voxel=r["max_voxel"], min_mm=r["min_mm"],
-                                       max_mm=r["max_mm"]),
-            volume_ml=r["volume_ml"], peak_heat=r["peak_heat"], mean_heat=r["mean_heat"],
-            dominant_signal=Signal(r["dominant_signal"]).to_proto()) for r in document["regions"]])
+        organs=[
+            scoring_pb2.OrganScore(
+                organ=ORGAN_IDS[o["organ"]], attention=o["score"], heat_sum=o["heat_sum"], flags=o["flags"]
+            )
+            for o in organs
+        ],
+        regions=[
+            scoring_pb2.AttentionRegion(
+                organ=ORGAN_IDS[r["organ"]],
+                box=common_pb2.BoundingBox(
+                    min_voxel=r["min_voxel"], max_voxel=r["max_voxel"], min_mm=r["min_mm"], max_mm=r["max_mm"]
+                ),
+                volume_ml=r["volume_ml"],
+                peak_heat=r["peak_heat"],
+                mean_heat=r["mean_heat"],
+                dominant_signal=Signal(r["dominant_signal"]).to_proto(),
+            )
+            for r in document["regions"]
+        ],
+    )
 
 
 class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
@@ -51,6 +65,11 @@ class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 raise InvalidInput("quota organ must be one of the schema's organs")
             quotas[ORGANS[quota.organ]] = quota.cases
         chosen = self._core.propose("", _mode(request.mode), request.fraction, request.max_cases, quotas)
-        return scoring_pb2.ProposeRoundResponse(cases=[
-            scoring_pb2.RankedCase(case_id=c.case_id, priority=c.priority,
-                                   organs=[ORGAN_IDS[o] for o in c.organ_order]) for c in chosen])
+        return scoring_pb2.ProposeRoundResponse(
+            cases=[
+                scoring_pb2.RankedCase(
+                    case_id=c.case_id, priority=c.priority, organs=[ORGAN_IDS[o] for o in c.organ_order]
+                )
+                for c in chosen
+            ]
+        )

@@ -12,9 +12,7 @@ from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
 class ScoringSettings(ServiceSettings):
     """Where the scoring service listens and the dependencies it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_SCORING_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_SCORING_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["scoring"]
     mode: str = Field(default="reference", description="Mode whose priorities case.scored carries: reference|improved")

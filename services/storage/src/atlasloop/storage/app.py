@@ -49,7 +49,10 @@ def build(settings: StorageSettings) -> ServiceSpec:
         name="storage",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), versioning_check(store, settings.bucket_versioning),
-                kafka_check(settings.kafka)],
+        checks=[
+            s3_bucket_check(store),
+            versioning_check(store, settings.bucket_versioning),
+            kafka_check(settings.kafka),
+        ],
         on_stop=[producer.close],
     )

@@ -25,16 +25,22 @@ class Geometry:
 
     @classmethod
     def of(cls, volume: Volume) -> Geometry:
-        return cls(list(volume.shape), [round(s, 6) for s in volume.spacing],
-                   [float(v) for v in volume.affine.ravel()], volume.orientation)
+        return cls(
+            list(volume.shape),
+            [round(s, 6) for s in volume.spacing],
+            [float(v) for v in volume.affine.ravel()],
+            volume.orientation,
+        )
 
     def matches(self, volume: Volume, atol_mm: float = 1e-3) -> bool:
         return list(volume.shape) == self.shape and np.allclose(
-            volume.affine, np.asarray(self.affine).reshape(4, 4), atol=atol_mm)
+            volume.affine, np.asarray(self.affine).reshape(4, 4), atol=atol_mm
+        )
 
     def to_proto(self) -> common_pb2.Geometry:
-        return common_pb2.Geometry(shape=self.shape, spacing_mm=self.spacing_mm, affine=self.affine,
-                                   orientation=self.orientation)
+        return common_pb2.Geometry(
+            shape=self.shape, spacing_mm=self.spacing_mm, affine=self.affine, orientation=self.orientation
+        )
 
 
 def content_sha256(volume: Volume) -> str:
@@ -58,8 +64,9 @@ def timestamp(iso: str) -> Timestamp:
 
 
 def object_ref(stored: StoredObject) -> common_pb2.ObjectRef:
-    return common_pb2.ObjectRef(bucket=stored.bucket, key=stored.key, sha256=stored.sha256,
-                                size_bytes=stored.size_bytes)
+    return common_pb2.ObjectRef(
+        bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size_bytes=stored.size_bytes
+    )
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,16 @@ class CaseRecord:
 
     def to_proto(self, bucket: str) -> storage_pb2.CaseInfo:
         return storage_pb2.CaseInfo(
-            case_id=self.case_id, geometry=self.geometry.to_proto(), hu_min=self.hu_min, hu_max=self.hu_max,
+            case_id=self.case_id,
+            geometry=self.geometry.to_proto(),
+            hu_min=self.hu_min,
+            hu_max=self.hu_max,
             source=self.source,
-            ct=common_pb2.ObjectRef(bucket=bucket, key=self.ct_key, sha256=self.ct_sha256,
-                                    size_bytes=self.ct_size_bytes),
-            imported_at=timestamp(self.imported_at))
+            ct=common_pb2.ObjectRef(
+                bucket=bucket, key=self.ct_key, sha256=self.ct_sha256, size_bytes=self.ct_size_bytes
+            ),
+            imported_at=timestamp(self.imported_at),
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +133,13 @@ class LabelRecord:
 
     def to_proto(self, bucket: str) -> storage_pb2.LabelVersionInfo:
         return storage_pb2.LabelVersionInfo(
-            case_id=self.case_id, label_version=self.version,
+            case_id=self.case_id,
+            label_version=self.version,
             source=LabelSource(self.source).to_proto(),
-            parent_version=self.parent_version, model_set=self.model_set, round=self.round,
+            parent_version=self.parent_version,
+            model_set=self.model_set,
+            round=self.round,
             object=common_pb2.ObjectRef(bucket=bucket, key=self.key, sha256=self.sha256, size_bytes=self.size_bytes),
-            author=self.author, created_at=timestamp(self.created_at))
+            author=self.author,
+            created_at=timestamp(self.created_at),
+        )

@@ -50,7 +50,8 @@ class Catalog:
             if len(records) == size:
                 break
         more = len(records) == size and any(
-            True for _ in self._store.list_prefixes(layout.CASES, layout.case_prefix(last)))
+            True for _ in self._store.list_prefixes(layout.CASES, layout.case_prefix(last))
+        )
         return records, (last if more else "")
 
     def volume(self, case_id: str, kind: str, version: str) -> VolumeObject:

@@ -39,21 +39,24 @@ class StorageCore:
     def import_case(self, request: ImportRequest, author: str) -> ImportResult:
         return self.importer.import_case(request, author)
 
-    def write_label_version(self, case_id: str, upload_id: str, source: str, parent: str, model_set: str,
-                            round_: int, author: str) -> LabelRecord:
+    def write_label_version(
+        self, case_id: str, upload_id: str, source: str, parent: str, model_set: str, round_: int, author: str
+    ) -> LabelRecord:
         case = self.catalog.get(case_id)
         if parent:
             self.labels.get(case_id, parent)
-        with tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp, \
-                self.staging.fetched(ids.validate_upload_id(upload_id)) as path:
+        with (
+            tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp,
+            self.staging.fetched(ids.validate_upload_id(upload_id)) as path,
+        ):
             labels = load_nifti(path)
             if not case.geometry.matches(labels):
-                raise ImageError(path.name, f"label grid {labels.shape} does not match the case's CT "
-                                            f"{tuple(case.geometry.shape)}")
+                raise ImageError(
+                    path.name, f"label grid {labels.shape} does not match the case's CT {tuple(case.geometry.shape)}"
+                )
             labels = labels.with_array(validate_label_map(labels.array, path.name))
             with WriteGroup(self.store) as group:
-                record = self.labels.write(group, case_id, labels, source, parent, model_set, round_, author,
-                                           Path(tmp))
+                record = self.labels.write(group, case_id, labels, source, parent, model_set, round_, author, Path(tmp))
         self.staging.discard(upload_id)
         return record
 

@@ -78,8 +78,9 @@ def recognise(file_name: str) -> str:
 
 
 class CaseImporter:
-    def __init__(self, store: ObjectStore, staging: Staging, labels: LabelVersions, producer: EventProducer,
-                 max_bytes: int) -> None:
+    def __init__(
+        self, store: ObjectStore, staging: Staging, labels: LabelVersions, producer: EventProducer, max_bytes: int
+    ) -> None:
         self._store = store
         self._staging = staging
         self._labels = labels
@@ -139,8 +140,16 @@ class CaseImporter:
         except NotFound:
             return None
 
-    def _write(self, case_id: str, ct: Volume, labels: Volume | None, digest: str, request: ImportRequest,
-               author: str, work: Path) -> CaseRecord:
+    def _write(
+        self,
+        case_id: str,
+        ct: Volume,
+        labels: Volume | None,
+        digest: str,
+        request: ImportRequest,
+        author: str,
+        work: Path,
+    ) -> CaseRecord:
         ct_path = save_nifti(ct, work / "ct.nii.gz")
         with WriteGroup(self._store) as group:
             original = ""
@@ -148,15 +157,29 @@ class CaseImporter:
                 original = self._labels.write(group, case_id, labels, "original", "", "", 0, author, work).version
             stored = group.put_file(layout.ct_key(case_id), ct_path)
             record = CaseRecord(
-                case_id=case_id, geometry=Geometry.of(ct), hu_min=float(ct.array.min()),
-                hu_max=float(ct.array.max()), source=request.source[:500], ct_key=stored.key,
-                ct_sha256=stored.sha256, ct_size_bytes=stored.size_bytes, content_sha256=digest,
-                original_label_version=original, imported_by=author, imported_at=now_iso())
+                case_id=case_id,
+                geometry=Geometry.of(ct),
+                hu_min=float(ct.array.min()),
+                hu_max=float(ct.array.max()),
+                source=request.source[:500],
+                ct_key=stored.key,
+                ct_sha256=stored.sha256,
+                ct_size_bytes=stored.size_bytes,
+                content_sha256=digest,
+                original_label_version=original,
+                imported_by=author,
+                imported_at=now_iso(),
+            )
             group.put_json(layout.meta_key(case_id), record.as_json())
             if not request.allow_duplicate or not self._store.exists(layout.content_index_key(digest)):
                 group.put_json(layout.content_index_key(digest), {"case_id": case_id})
-            event = events_pb2.CaseIngested(meta=new_meta("storage"), case_id=case_id, ct=object_ref(stored),
-                                            geometry=record.geometry.to_proto(), original_label_version=original)
+            event = events_pb2.CaseIngested(
+                meta=new_meta("storage"),
+                case_id=case_id,
+                ct=object_ref(stored),
+                geometry=record.geometry.to_proto(),
+                original_label_version=original,
+            )
             self._producer.publish(event, key=case_id)
         log.info("case imported", extra={"case_id": case_id, "labels": bool(original)})
         return record

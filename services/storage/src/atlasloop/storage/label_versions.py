@@ -22,8 +22,18 @@ class LabelVersions:
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
 
-    def write(self, group: WriteGroup, case_id: str, labels: Volume, source: str, parent: str, model_set: str,
-              round_: int, author: str, work: Path) -> LabelRecord:
+    def write(
+        self,
+        group: WriteGroup,
+        case_id: str,
+        labels: Volume,
+        source: str,
+        parent: str,
+        model_set: str,
+        round_: int,
+        author: str,
+        work: Path,
+    ) -> LabelRecord:
         """Store ``labels`` (already validated against the case) as a new version; json last."""
         if source not in SOURCES:
             raise InvalidInput(f"label source must be one of {', '.join(SOURCES)}")
@@ -33,8 +43,20 @@ class LabelVersions:
         path = save_nifti(labels.with_array(labels.array.astype(np.uint8, copy=False)), work / f"{version}.nii.gz")
         stored = group.put_file(layout.label_key(case_id, version), path)
         counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}
-        record = LabelRecord(case_id, version, source, parent, model_set, round_, stored.key, stored.sha256,
-                             stored.size_bytes, author, now_iso(), counts)
+        record = LabelRecord(
+            case_id,
+            version,
+            source,
+            parent,
+            model_set,
+            round_,
+            stored.key,
+            stored.sha256,
+            stored.size_bytes,
+            author,
+            now_iso(),
+            counts,
+        )
         group.put_json(layout.label_meta_key(case_id, version), record.as_json())
         return record
 
@@ -47,6 +69,9 @@ class LabelVersions:
 
     def list(self, case_id: str) -> list[LabelRecord]:
         prefix = layout.labels_prefix(case_id)
-        records = [LabelRecord.from_json(self._store.get_json(key))  # type: ignore[arg-type]
-                   for key in self._store.list_keys(prefix) if key.endswith(".json")]
+        records = [
+            LabelRecord.from_json(self._store.get_json(key))  # type: ignore[arg-type]
+            for key in self._store.list_keys(prefix)
+            if key.endswith(".json")
+        ]
         return sorted(records, key=lambda r: r.version)

@@ -55,20 +55,30 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def ImportCase(self, request, context):
         case_format = CaseFormat.from_proto(request.format) if request.format else ""  # "": from the file name
-        result = self._core.import_case(ImportRequest(
-            upload_id=request.upload_id, format=case_format, case_id=request.case_id,
-            label_upload_id=request.label_upload_id, allow_duplicate=request.allow_duplicate,
-            source=request.source), current_principal().name)
-        return storage_pb2.ImportCaseResponse(case_id=result.case.case_id, duplicate=result.duplicate,
-                                              info=result.case.to_proto(self._bucket))
+        result = self._core.import_case(
+            ImportRequest(
+                upload_id=request.upload_id,
+                format=case_format,
+                case_id=request.case_id,
+                label_upload_id=request.label_upload_id,
+                allow_duplicate=request.allow_duplicate,
+                source=request.source,
+            ),
+            current_principal().name,
+        )
+        return storage_pb2.ImportCaseResponse(
+            case_id=result.case.case_id, duplicate=result.duplicate, info=result.case.to_proto(self._bucket)
+        )
 
     def DownloadVolume(self, request, context):
-        parts = self._core.download(request.case_id, _kind(request.kind), request.label_version,
-                                    request.chunk_bytes)
+        parts = self._core.download(request.case_id, _kind(request.kind), request.label_version, request.chunk_bytes)
         for part, value in parts:
             if part == "header":
-                yield storage_pb2.DownloadVolumeResponse(header=common_pb2.ObjectRef(
-                    bucket=self._bucket, key=value.key, sha256=value.sha256, size_bytes=value.size_bytes))
+                yield storage_pb2.DownloadVolumeResponse(
+                    header=common_pb2.ObjectRef(
+                        bucket=self._bucket, key=value.key, sha256=value.sha256, size_bytes=value.size_bytes
+                    )
+                )
             elif part == "data":
                 yield storage_pb2.DownloadVolumeResponse(data=value)
             else:
@@ -79,14 +89,18 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def ListCases(self, request, context):
         records, token = self._core.list_cases(request.page_size, request.page_token)
-        return storage_pb2.ListCasesResponse(cases=[r.to_proto(self._bucket) for r in records],
-                                             next_page_token=token)
+        return storage_pb2.ListCasesResponse(cases=[r.to_proto(self._bucket) for r in records], next_page_token=token)
 
     def WriteLabelVersion(self, request, context):
-        record = self._core.write_label_version(request.case_id, request.upload_id,
-                                                LabelSource.from_proto(request.source),
-                                                request.parent_version, request.model_set, request.round,
-                                                current_principal().name)
+        record = self._core.write_label_version(
+            request.case_id,
+            request.upload_id,
+            LabelSource.from_proto(request.source),
+            request.parent_version,
+            request.model_set,
+            request.round,
+            current_principal().name,
+        )
         return storage_pb2.WriteLabelVersionResponse(version=record.to_proto(self._bucket))
 
     def ListLabelVersions(self, request, context):
@@ -94,8 +108,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.ListLabelVersionsResponse(versions=[r.to_proto(self._bucket) for r in records])
 
     def PresignDownload(self, request, context):
-        url, seconds = self._core.presign_download(request.case_id, _kind(request.kind), request.label_version,
-                                                   request.expires_s)
+        url, seconds = self._core.presign_download(
+            request.case_id, _kind(request.kind), request.label_version, request.expires_s
+        )
         return storage_pb2.PresignDownloadResponse(url=url, expires_at=_expiry(seconds))
 
     def PresignUpload(self, request, context):

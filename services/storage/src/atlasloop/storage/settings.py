@@ -12,9 +12,7 @@ from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
 class StorageSettings(ServiceSettings):
     """Where the storage service listens and the dependencies it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_STORAGE_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_STORAGE_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["storage"]
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest file an upload may carry.")

@@ -41,8 +41,9 @@ class StagedUpload:
 class Staging:
     """Receives uploads, hands out presigned PUTs, and fetches staged files for import."""
 
-    def __init__(self, store: ObjectStore, max_upload_bytes: int, max_chunk_bytes: int,
-                 temp_dir: str | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, max_upload_bytes: int, max_chunk_bytes: int, temp_dir: str | None = None
+    ) -> None:
         self._store = store
         self._max = max_upload_bytes
         self._max_chunk = max_chunk_bytes
@@ -80,8 +81,9 @@ class Staging:
                 raise InvalidInput("checksum mismatch: the bytes received do not have the SHA-256 in the header")
             handle.flush()
             upload_id = ids.new_upload_id()
-            stored = self._store.put_file(layout.staging_key(upload_id), Path(handle.name),
-                                          metadata={"file-name": header.file_name})
+            stored = self._store.put_file(
+                layout.staging_key(upload_id), Path(handle.name), metadata={"file-name": header.file_name}
+            )
         return StagedUpload(upload_id, header.file_name, stored)
 
     def presign_put(self, file_name: str, expires: timedelta) -> tuple[str, str]:

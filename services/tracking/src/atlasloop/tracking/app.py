@@ -43,8 +43,9 @@ def build(settings: TrackingSettings) -> ServiceSpec:
     servicer = TrackingServiceServicer(core)
     producer = EventProducer(settings.kafka, "tracking")
     relay = OutboxRelay(core.sessions, producer)
-    events_in = ConsumerThread(settings.kafka, "tracking", list(HANDLERS),
-                               lambda event, _delivery: core.apply_event(event))
+    events_in = ConsumerThread(
+        settings.kafka, "tracking", list(HANDLERS), lambda event, _delivery: core.apply_event(event)
+    )
 
     def register(server: grpc.Server) -> None:
         tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)

@@ -45,8 +45,9 @@ class TrackingCore:
             case = session.get(Case, case_id)
             if case is None:
                 raise NotFound(f"case {case_id!r} does not exist")
-            history = session.scalars(select(AuditEntry).where(AuditEntry.case_id == case_id)
-                                      .order_by(AuditEntry.id)).all()
+            history = session.scalars(
+                select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(AuditEntry.id)
+            ).all()
             return case, list(history)
 
     def list_cases(self, project_id: str, states: list[str], page_size: int, token: str) -> tuple[list[Case], str]:
@@ -83,15 +84,42 @@ class TrackingCore:
     def release_lease(self, lease_id: str, annotator: str) -> None:
         queue.release(self.sessions, lease_id, annotator)
 
-    def submit_revision(self, lease_id: str, annotator: str, upload_id: str, organs: list[str],
-                        tags: list[revisions.Tag], seconds: float, note: str) -> revisions.RevisionResult:
-        return revisions.submit_revision(self.sessions, self.storage, self.settings.kafka, lease_id, annotator,
-                                         upload_id, organs, tags, seconds, note)
+    def submit_revision(
+        self,
+        lease_id: str,
+        annotator: str,
+        upload_id: str,
+        organs: list[str],
+        tags: list[revisions.Tag],
+        seconds: float,
+        note: str,
+    ) -> revisions.RevisionResult:
+        return revisions.submit_revision(
+            self.sessions,
+            self.storage,
+            self.settings.kafka,
+            lease_id,
+            annotator,
+            upload_id,
+            organs,
+            tags,
+            seconds,
+            note,
+        )
 
-    def submit_review(self, revision_id: str, reviewer: str, verdict: str, reason: str,
-                      annotator_errors: list[revisions.Tag]) -> str:
-        return revisions.submit_review(self.sessions, self.settings.kafka, revision_id, reviewer, verdict, reason,
-                                       annotator_errors, self.settings.double_read_fraction)
+    def submit_review(
+        self, revision_id: str, reviewer: str, verdict: str, reason: str, annotator_errors: list[revisions.Tag]
+    ) -> str:
+        return revisions.submit_review(
+            self.sessions,
+            self.settings.kafka,
+            revision_id,
+            reviewer,
+            verdict,
+            reason,
+            annotator_errors,
+            self.settings.double_read_fraction,
+        )
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)

@@ -55,12 +55,25 @@ def _depth(component: np.ndarray, away_from: np.ndarray) -> float:
     return float(distance[component].max())
 
 
-def organ_diff(ai: np.ndarray, revised: np.ndarray, label: int, voxel_ml: float, axial_axis: int = 2,
-               depth_voxels: float = 2.5, min_voxels: int = 8) -> OrganDiff:
+def organ_diff(
+    ai: np.ndarray,
+    revised: np.ndarray,
+    label: int,
+    voxel_ml: float,
+    axial_axis: int = 2,
+    depth_voxels: float = 2.5,
+    min_voxels: int = 8,
+) -> OrganDiff:
     a, r = ai == label, revised == label
     added, removed = r & ~a, a & ~r
-    out = OrganDiff(ORGANS[label], int(added.sum()), int(removed.sum()), float(added.sum()) * voxel_ml,
-                    float(removed.sum()) * voxel_ml, dice(a, r))
+    out = OrganDiff(
+        ORGANS[label],
+        int(added.sum()),
+        int(removed.sum()),
+        float(added.sum()) * voxel_ml,
+        float(removed.sum()) * voxel_ml,
+        dice(a, r),
+    )
     if not added.any() and not removed.any():
         return out
     if not a.any():

@@ -44,8 +44,14 @@ def _case_ingested(session: Session, e: events_pb2.CaseIngested) -> None:
     session.add(case)
     audit(session, SYSTEM, "case:ingested", e.case_id)
     if e.original_label_version:
-        session.add(LabelVersion(version=e.original_label_version, case_id=e.case_id, source="original",
-                                 organ_provenance=dict.fromkeys(ORGANS.values(), "original")))
+        session.add(
+            LabelVersion(
+                version=e.original_label_version,
+                case_id=e.case_id,
+                source="original",
+                organ_provenance=dict.fromkeys(ORGANS.values(), "original"),
+            )
+        )
         case.current_label_version = e.original_label_version
 
 
@@ -66,9 +72,17 @@ def _case_predicted(session: Session, e: events_pb2.CasePredicted) -> None:
         _not_yet(e, "the case's ingestion")
         return
     if e.label_version and session.get(LabelVersion, e.label_version) is None:
-        session.add(LabelVersion(version=e.label_version, case_id=case.id, source="ai", model_set=e.model_set,
-                                 round=case.round, parent_version=case.ai_label_version,
-                                 organ_provenance=dict.fromkeys(ORGANS.values(), "ai")))
+        session.add(
+            LabelVersion(
+                version=e.label_version,
+                case_id=case.id,
+                source="ai",
+                model_set=e.model_set,
+                round=case.round,
+                parent_version=case.ai_label_version,
+                organ_provenance=dict.fromkeys(ORGANS.values(), "ai"),
+            )
+        )
     if case.state in REPREDICTABLE:
         case.ai_label_version = e.label_version
         case.model_set = e.model_set
@@ -85,20 +99,33 @@ def _case_scored(session: Session, e: events_pb2.CaseScored) -> None:
     if case is None:
         _not_yet(e, "the case's ingestion")
         return
-    if case.state in REPREDICTABLE and case.model_set != e.model_set and not session.scalars(
-            select(LabelVersion).where(LabelVersion.case_id == case.id,
-                                       LabelVersion.model_set == e.model_set)).first():
+    if (
+        case.state in REPREDICTABLE
+        and case.model_set != e.model_set
+        and not session.scalars(
+            select(LabelVersion).where(LabelVersion.case_id == case.id, LabelVersion.model_set == e.model_set)
+        ).first()
+    ):
         _not_yet(e, "its prediction")
         return
     for organ in e.organs:
         name = ORGANS.get(organ.organ)
         if name is None:
             continue
-        score = session.scalars(select(Score).where(Score.case_id == case.id, Score.model_set == e.model_set,
-                                                    Score.organ == name)).first()
+        score = session.scalars(
+            select(Score).where(Score.case_id == case.id, Score.model_set == e.model_set, Score.organ == name)
+        ).first()
         if score is None:
-            session.add(Score(case_id=case.id, model_set=e.model_set, round=case.round, organ=name,
-                              attention=organ.attention, heat_sum=organ.heat_sum))
+            session.add(
+                Score(
+                    case_id=case.id,
+                    model_set=e.model_set,
+                    round=case.round,
+                    organ=name,
+                    attention=organ.attention,
+                    heat_sum=organ.heat_sum,
+                )
+            )
         else:
             score.attention, score.heat_sum = organ.attention, organ.heat_sum
     if case.state == "predicted" and case.model_set == e.model_set:

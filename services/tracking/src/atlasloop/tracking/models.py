@@ -119,8 +119,13 @@ class Lease(Base):
     __tablename__ = "leases"
     __table_args__ = (
         # The database, not the process, guarantees one holder per case: at most one active lease.
-        Index("ux_leases_one_active_per_case", "case_id", unique=True,
-              postgresql_where=text("active"), sqlite_where=text("active")),
+        Index(
+            "ux_leases_one_active_per_case",
+            "case_id",
+            unique=True,
+            postgresql_where=text("active"),
+            sqlite_where=text("active"),
+        ),
         Index("ix_leases_active_expiry", "expires_at", postgresql_where=text("active"), sqlite_where=text("active")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -28,13 +28,21 @@ log = logging.getLogger(__name__)
 def add_event(session: Session, settings: KafkaSettings, event: Message, key: str) -> None:
     """Stage ``event`` in the caller's transaction."""
     payload, _ = encode(event)
-    session.add(OutboxEvent(event_id=event.meta.event_id, topic=topic_for(type(event), settings), key=key,  # type: ignore[attr-defined]
-                            event_type=event.DESCRIPTOR.full_name, payload=payload))
+    session.add(
+        OutboxEvent(
+            event_id=event.meta.event_id,
+            topic=topic_for(type(event), settings),
+            key=key,  # type: ignore[attr-defined]
+            event_type=event.DESCRIPTOR.full_name,
+            payload=payload,
+        )
+    )
 
 
 class OutboxRelay:
-    def __init__(self, sessions: sessionmaker[Session], producer: EventProducer, batch: int = 20,
-                 idle_s: float = 0.5) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], producer: EventProducer, batch: int = 20, idle_s: float = 0.5
+    ) -> None:
         self._sessions = sessions
         self._producer = producer
         self._batch = batch
@@ -54,8 +62,12 @@ class OutboxRelay:
             if postgres and not session.execute(text("SELECT pg_try_advisory_xact_lock(727275)")).scalar():
                 return 0
             rows = session.scalars(
-                select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id)
-                .limit(self._batch).with_for_update(skip_locked=True)).all()
+                select(OutboxEvent)
+                .where(OutboxEvent.sent_at.is_(None))
+                .order_by(OutboxEvent.id)
+                .limit(self._batch)
+                .with_for_update(skip_locked=True)
+            ).all()
             for row in rows:
                 headers = [("event-type", row.event_type.encode()), ("event-id", row.event_id.encode())]
                 try:

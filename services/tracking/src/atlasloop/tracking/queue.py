@@ -45,8 +45,13 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
-def queue_cases(sessions: sessionmaker[Session], kafka: KafkaSettings, round_: int,
-                cases: list[tuple[str, float, list[str]]], principal: str) -> tuple[int, int]:
+def queue_cases(
+    sessions: sessionmaker[Session],
+    kafka: KafkaSettings,
+    round_: int,
+    cases: list[tuple[str, float, list[str]]],
+    principal: str,
+) -> tuple[int, int]:
     if round_ < 1:
         raise InvalidInput("round must be >= 1")
     queued = already = 0
@@ -56,16 +61,21 @@ def queue_cases(sessions: sessionmaker[Session], kafka: KafkaSettings, round_: i
             if unknown:
                 raise InvalidInput(f"unknown organs {unknown}")
             case = locked_case(session, case_id)
-            existing = session.scalars(select(QueueEntry).where(QueueEntry.case_id == case_id,
-                                                                QueueEntry.round == round_)).first()
+            existing = session.scalars(
+                select(QueueEntry).where(QueueEntry.case_id == case_id, QueueEntry.round == round_)
+            ).first()
             if existing is not None:
                 already += 1
                 continue
             transition(session, case, "queued", principal, round=round_, priority=priority)
             case.round, case.priority = round_, priority
             session.add(QueueEntry(case_id=case_id, round=round_, priority=priority, organs=list(organs)))
-            add_event(session, kafka, events_pb2.CaseQueued(meta=new_meta("tracking"), case_id=case_id,
-                                                            round=round_, priority=priority), key=case_id)
+            add_event(
+                session,
+                kafka,
+                events_pb2.CaseQueued(meta=new_meta("tracking"), case_id=case_id, round=round_, priority=priority),
+                key=case_id,
+            )
             queued += 1
     return queued, already
 
@@ -81,21 +91,29 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
                 old.active, old.ended = False, "expired"
             transition(session, case, "queued", "system:lease-expiry")
             session.flush()
-        lease = Lease(id=str(uuid.uuid4()), case_id=case.id, annotator=annotator, acquired_at=now,
-                      expires_at=now + timedelta(seconds=lease_s), active=True)
+        lease = Lease(
+            id=str(uuid.uuid4()),
+            case_id=case.id,
+            annotator=annotator,
+            acquired_at=now,
+            expires_at=now + timedelta(seconds=lease_s),
+            active=True,
+        )
         session.add(lease)
         transition(session, case, "leased", annotator, lease_id=lease.id)
-        return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs),
-                         case.current_label_version)
+        return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.current_label_version)
 
 
 def _queued(session: Session, project_id: str):
     """The highest-priority queued case of its round, walking the priority index, skipping locked rows."""
-    query = (select(Case, QueueEntry)
-             .join(Case, and_(Case.id == QueueEntry.case_id, Case.round == QueueEntry.round))
-             .where(Case.state == "queued")
-             .order_by(QueueEntry.priority.desc(), QueueEntry.case_id)
-             .limit(1).with_for_update(of=Case, skip_locked=True))
+    query = (
+        select(Case, QueueEntry)
+        .join(Case, and_(Case.id == QueueEntry.case_id, Case.round == QueueEntry.round))
+        .where(Case.state == "queued")
+        .order_by(QueueEntry.priority.desc(), QueueEntry.case_id)
+        .limit(1)
+        .with_for_update(of=Case, skip_locked=True)
+    )
     if project_id:
         query = query.where(Case.project_id == project_id)
     return session.execute(query).first()
@@ -107,12 +125,20 @@ def _double_read(session: Session, annotator: str, lease_s: int, now: datetime, 
     The case keeps its state; the lease (one holder at a time, as for revisions) is the only hold.
     The second reader starts from the AI label, so the reading is independent of the first.
     """
-    query = (select(Case, DoubleRead)
-             .join(DoubleRead, DoubleRead.case_id == Case.id)
-             .outerjoin(Lease, and_(Lease.case_id == Case.id, Lease.active))
-             .where(DoubleRead.done.is_(False), DoubleRead.first_annotator != annotator, Case.state == "approved",
-                    or_(Lease.id.is_(None), Lease.expires_at < now))
-             .order_by(DoubleRead.priority.desc(), Case.id).limit(1).with_for_update(of=Case, skip_locked=True))
+    query = (
+        select(Case, DoubleRead)
+        .join(DoubleRead, DoubleRead.case_id == Case.id)
+        .outerjoin(Lease, and_(Lease.case_id == Case.id, Lease.active))
+        .where(
+            DoubleRead.done.is_(False),
+            DoubleRead.first_annotator != annotator,
+            Case.state == "approved",
+            or_(Lease.id.is_(None), Lease.expires_at < now),
+        )
+        .order_by(DoubleRead.priority.desc(), Case.id)
+        .limit(1)
+        .with_for_update(of=Case, skip_locked=True)
+    )
     if project_id:
         query = query.where(Case.project_id == project_id)
     row = session.execute(query).first()
@@ -122,21 +148,32 @@ def _double_read(session: Session, annotator: str, lease_s: int, now: datetime, 
     for old in session.scalars(select(Lease).where(Lease.case_id == case.id, Lease.active)):
         old.active, old.ended = False, "expired"
     session.flush()
-    lease = Lease(id=str(uuid.uuid4()), case_id=case.id, annotator=annotator, acquired_at=now,
-                  expires_at=now + timedelta(seconds=lease_s), active=True)
+    lease = Lease(
+        id=str(uuid.uuid4()),
+        case_id=case.id,
+        annotator=annotator,
+        acquired_at=now,
+        expires_at=now + timedelta(seconds=lease_s),
+        active=True,
+    )
     session.add(lease)
     audit(session, annotator, "double_read:leased", case.id, lease_id=lease.id)
-    return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.ai_label_version,
-                     double_read=True)
+    return LeaseInfo(
+        lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.ai_label_version, double_read=True
+    )
 
 
 def _expired(session: Session, now: datetime, project_id: str):
     """A case whose lease ran out (found through the partial index on active leases' expiry)."""
-    query = (select(Case, QueueEntry)
-             .join(Lease, and_(Lease.case_id == Case.id, Lease.active))
-             .join(QueueEntry, and_(QueueEntry.case_id == Case.id, QueueEntry.round == Case.round))
-             .where(Lease.expires_at < now, Case.state == "leased")
-             .order_by(Lease.expires_at).limit(1).with_for_update(of=Case, skip_locked=True))
+    query = (
+        select(Case, QueueEntry)
+        .join(Lease, and_(Lease.case_id == Case.id, Lease.active))
+        .join(QueueEntry, and_(QueueEntry.case_id == Case.id, QueueEntry.round == Case.round))
+        .where(Lease.expires_at < now, Case.state == "leased")
+        .order_by(Lease.expires_at)
+        .limit(1)
+        .with_for_update(of=Case, skip_locked=True)
+    )
     if project_id:
         query = query.where(Case.project_id == project_id)
     return session.execute(query).first()

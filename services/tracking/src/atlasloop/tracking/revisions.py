@@ -31,8 +31,19 @@ from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
 from atlasloop.tracking.records import audit, locked_case, transition
 
-AI_TAGS = frozenset({"missed_region", "leakage", "organ_confusion", "laterality_swap", "fragment",
-                     "missing_organ", "hallucinated_organ", "boundary", "extent_protocol"})
+AI_TAGS = frozenset(
+    {
+        "missed_region",
+        "leakage",
+        "organ_confusion",
+        "laterality_swap",
+        "fragment",
+        "missing_organ",
+        "hallucinated_organ",
+        "boundary",
+        "extent_protocol",
+    }
+)
 ANNOTATOR_TAGS = frozenset({"annotator_miss", "annotator_inconsistency", "annotator_slip"})
 
 
@@ -58,8 +69,18 @@ def check_tags(tags: list[Tag], allowed: frozenset[str]) -> None:
             raise InvalidInput(f"tag {tag.tag!r} is not in the taxonomy ({', '.join(sorted(allowed))})")
 
 
-def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, lease_id: str, annotator: str,
-                    upload_id: str, organs: list[str], tags: list[Tag], seconds: float, note: str) -> RevisionResult:
+def submit_revision(
+    sessions,
+    storage: StorageClient,
+    kafka: KafkaSettings,
+    lease_id: str,
+    annotator: str,
+    upload_id: str,
+    organs: list[str],
+    tags: list[Tag],
+    seconds: float,
+    note: str,
+) -> RevisionResult:
     if not np.isfinite(seconds) or seconds < 0:
         raise InvalidInput("seconds_spent must be a finite number >= 0")
     unknown = [o for o in organs if o not in ORGAN_IDS]
@@ -84,31 +105,70 @@ def submit_revision(sessions, storage: StorageClient, kafka: KafkaSettings, leas
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)
         case = locked_case(session, case_id)
-        provenance = {organ: (f"human:{revision_id}" if organ in organs or any(
-            d.organ == organ and (d.voxels_added or d.voxels_removed) for d in diffs) else "ai")
-            for organ in ORGANS.values()}
-        session.add(LabelVersion(version=stored.label_version, case_id=case_id, source="human", parent_version=parent,
-                                 round=round_, object_key=stored.object.key, sha256=stored.object.sha256,
-                                 organ_provenance=provenance, author=annotator))
+        provenance = {
+            organ: (
+                f"human:{revision_id}"
+                if organ in organs or any(d.organ == organ and (d.voxels_added or d.voxels_removed) for d in diffs)
+                else "ai"
+            )
+            for organ in ORGANS.values()
+        }
+        session.add(
+            LabelVersion(
+                version=stored.label_version,
+                case_id=case_id,
+                source="human",
+                parent_version=parent,
+                round=round_,
+                object_key=stored.object.key,
+                sha256=stored.object.sha256,
+                organ_provenance=provenance,
+                author=annotator,
+            )
+        )
         session.flush()
-        session.add(Revision(id=revision_id, case_id=case_id, lease_id=lease.id, annotator=annotator, round=round_,
-                             label_version=stored.label_version, parent_version=parent, organs=list(organs),
-                             diffs=[d.as_json() for d in diffs], seconds_spent=seconds, note=note[:4000]))
+        session.add(
+            Revision(
+                id=revision_id,
+                case_id=case_id,
+                lease_id=lease.id,
+                annotator=annotator,
+                round=round_,
+                label_version=stored.label_version,
+                parent_version=parent,
+                organs=list(organs),
+                diffs=[d.as_json() for d in diffs],
+                seconds_spent=seconds,
+                note=note[:4000],
+            )
+        )
         session.flush()
         confirmed = {(t.organ, t.tag) for t in tags}
         suggested = {(d.organ, s) for d in diffs for s in d.suggested}
         for organ, tag in sorted(confirmed | suggested):
             region = next((t.region for t in tags if (t.organ, t.tag) == (organ, tag)), None)
-            session.add(RevisionTag(revision_id=revision_id, organ=organ, tag=tag, region=region,
-                                    suggested=(organ, tag) in suggested, confirmed=(organ, tag) in confirmed))
+            session.add(
+                RevisionTag(
+                    revision_id=revision_id,
+                    organ=organ,
+                    tag=tag,
+                    region=region,
+                    suggested=(organ, tag) in suggested,
+                    confirmed=(organ, tag) in confirmed,
+                )
+            )
         lease.active, lease.ended = False, "submitted"
         case.current_label_version = stored.label_version
         transition(session, case, "revised", annotator, revision_id=revision_id, seconds=seconds)
         event = events_pb2.AnnotationRevised(
-            meta=new_meta("tracking"), case_id=case_id, revision_id=revision_id, label_version=stored.label_version,
-            organs=[ORGAN_IDS[o] for o in organs], seconds_spent=seconds,
-            tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[t.organ],
-                                           tag=ErrorTag(t.tag).to_proto()) for t in tags])
+            meta=new_meta("tracking"),
+            case_id=case_id,
+            revision_id=revision_id,
+            label_version=stored.label_version,
+            organs=[ORGAN_IDS[o] for o in organs],
+            seconds_spent=seconds,
+            tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[t.organ], tag=ErrorTag(t.tag).to_proto()) for t in tags],
+        )
         add_event(session, kafka, event, key=case_id)
     return RevisionResult(revision_id, stored.label_version, diffs)
 
@@ -118,8 +178,16 @@ def sampled_for_double_read(case_id: str, fraction: float) -> bool:
     return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
 
 
-def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: str, verdict: str, reason: str,
-                  annotator_errors: list[Tag], double_read_fraction: float = 0.0) -> str:
+def submit_review(
+    sessions,
+    kafka: KafkaSettings,
+    revision_id: str,
+    reviewer: str,
+    verdict: str,
+    reason: str,
+    annotator_errors: list[Tag],
+    double_read_fraction: float = 0.0,
+) -> str:
     if verdict not in ("approve", "reject"):
         raise InvalidInput("verdict must be approve or reject")
     if verdict == "reject" and not reason.strip():
@@ -134,18 +202,41 @@ def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: st
         if revision.annotator == reviewer:
             raise Conflict("annotators do not review their own revisions")
         case = locked_case(session, revision.case_id)
-        session.add(Review(revision_id=revision_id, reviewer=reviewer, verdict=verdict, reason=reason[:4000],
-                           annotator_errors=[{"organ": t.organ, "tag": t.tag} for t in annotator_errors]))
+        session.add(
+            Review(
+                revision_id=revision_id,
+                reviewer=reviewer,
+                verdict=verdict,
+                reason=reason[:4000],
+                annotator_errors=[{"organ": t.organ, "tag": t.tag} for t in annotator_errors],
+            )
+        )
         if verdict == "approve":
             revision.review_state = "approved"
             transition(session, case, "approved", reviewer, revision_id=revision_id)
-            add_event(session, kafka, events_pb2.AnnotationApproved(
-                meta=new_meta("tracking"), case_id=case.id, revision_id=revision_id,
-                label_version=revision.label_version, organs=[ORGAN_IDS[o] for o in revision.organs]), key=case.id)
+            add_event(
+                session,
+                kafka,
+                events_pb2.AnnotationApproved(
+                    meta=new_meta("tracking"),
+                    case_id=case.id,
+                    revision_id=revision_id,
+                    label_version=revision.label_version,
+                    organs=[ORGAN_IDS[o] for o in revision.organs],
+                ),
+                key=case.id,
+            )
             if sampled_for_double_read(case.id, double_read_fraction):
-                session.add(DoubleRead(case_id=case.id, round=revision.round, priority=case.priority,
-                                       organs=list(revision.organs), first_revision_id=revision.id,
-                                       first_annotator=revision.annotator))
+                session.add(
+                    DoubleRead(
+                        case_id=case.id,
+                        round=revision.round,
+                        priority=case.priority,
+                        organs=list(revision.organs),
+                        first_revision_id=revision.id,
+                        first_annotator=revision.annotator,
+                    )
+                )
                 audit(session, reviewer, "double_read:queued", case.id, revision_id=revision.id)
         else:
             revision.review_state = "rejected"
@@ -153,15 +244,24 @@ def submit_review(sessions, kafka: KafkaSettings, revision_id: str, reviewer: st
         return case.state
 
 
-def _double_read(sessions, storage: StorageClient, lease_id: str, annotator: str, upload_id: str,
-                 organs: list[str], seconds: float, note: str) -> RevisionResult:
+def _double_read(
+    sessions,
+    storage: StorageClient,
+    lease_id: str,
+    annotator: str,
+    upload_id: str,
+    organs: list[str],
+    seconds: float,
+    note: str,
+) -> RevisionResult:
     """Record a second reading of an approved case and its per-organ agreement with the approved
     label. The dataset's label and the case's state do not change; no loop event is emitted."""
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)
         case = session.get(Case, lease.case_id)
-        entry = session.scalars(select(DoubleRead).where(DoubleRead.case_id == case.id, DoubleRead.done.is_(False))
-                                ).first()
+        entry = session.scalars(
+            select(DoubleRead).where(DoubleRead.case_id == case.id, DoubleRead.done.is_(False))
+        ).first()
         if entry is None:
             raise Conflict(f"case {case.id!r} has no open double read")
         case_id, approved, ai_version, round_ = case.id, case.current_label_version, case.ai_label_version, case.round
@@ -175,23 +275,54 @@ def _double_read(sessions, storage: StorageClient, lease_id: str, annotator: str
     revision_id = str(uuid.uuid4())
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)
-        entry = session.scalars(select(DoubleRead).where(DoubleRead.case_id == case_id, DoubleRead.done.is_(False))
-                                .with_for_update()).one()
-        session.add(LabelVersion(version=stored.label_version, case_id=case_id, source="human",
-                                 parent_version=ai_version, round=round_, object_key=stored.object.key,
-                                 sha256=stored.object.sha256,
-                                 organ_provenance={"double_read_of": first_revision}, author=annotator))
+        entry = session.scalars(
+            select(DoubleRead).where(DoubleRead.case_id == case_id, DoubleRead.done.is_(False)).with_for_update()
+        ).one()
+        session.add(
+            LabelVersion(
+                version=stored.label_version,
+                case_id=case_id,
+                source="human",
+                parent_version=ai_version,
+                round=round_,
+                object_key=stored.object.key,
+                sha256=stored.object.sha256,
+                organ_provenance={"double_read_of": first_revision},
+                author=annotator,
+            )
+        )
         session.flush()
-        session.add(Revision(id=revision_id, case_id=case_id, lease_id=lease.id, annotator=annotator, round=round_,
-                             label_version=stored.label_version, parent_version=ai_version, organs=list(organs),
-                             diffs=[d.as_json() for d in diffs], seconds_spent=seconds, note=note[:4000],
-                             review_state="none", kind="double_read"))
+        session.add(
+            Revision(
+                id=revision_id,
+                case_id=case_id,
+                lease_id=lease.id,
+                annotator=annotator,
+                round=round_,
+                label_version=stored.label_version,
+                parent_version=ai_version,
+                organs=list(organs),
+                diffs=[d.as_json() for d in diffs],
+                seconds_spent=seconds,
+                note=note[:4000],
+                review_state="none",
+                kind="double_read",
+            )
+        )
         session.flush()
         for label, organ in ORGANS.items():
             a, b = first.array == label, second.array == label
             if a.any() or b.any():
-                session.add(Agreement(case_id=case_id, round=round_, first_revision_id=first_revision,
-                                      second_revision_id=revision_id, organ=organ, dice=dice(a, b)))
+                session.add(
+                    Agreement(
+                        case_id=case_id,
+                        round=round_,
+                        first_revision_id=first_revision,
+                        second_revision_id=revision_id,
+                        organ=organ,
+                        dice=dice(a, b),
+                    )
+                )
         entry.done = True
         lease.active, lease.ended = False, "submitted"
         audit(session, annotator, "double_read:submitted", case_id, revision_id=revision_id)

@@ -42,16 +42,21 @@ def _tags(messages) -> list[Tag]:
 
 
 def _lease(info: LeaseInfo) -> tracking_pb2.Lease:
-    return tracking_pb2.Lease(lease_id=info.lease_id, case_id=info.case_id, annotator=info.annotator,
-                              expires_at=_stamp(info.expires_at))
+    return tracking_pb2.Lease(
+        lease_id=info.lease_id, case_id=info.case_id, annotator=info.annotator, expires_at=_stamp(info.expires_at)
+    )
 
 
 def _summary(case) -> tracking_pb2.CaseSummary:
     geometry = ParseDict(case.geometry or {}, common_pb2.Geometry(), ignore_unknown_fields=True)
-    return tracking_pb2.CaseSummary(case_id=case.id, project_id=case.project_id or "",
-                                    state=CaseState(case.state).to_proto(),
-                                    priority=case.priority, current_label_version=case.current_label_version,
-                                    geometry=geometry)
+    return tracking_pb2.CaseSummary(
+        case_id=case.id,
+        project_id=case.project_id or "",
+        state=CaseState(case.state).to_proto(),
+        priority=case.priority,
+        current_label_version=case.current_label_version,
+        geometry=geometry,
+    )
 
 
 class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
@@ -69,8 +74,12 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     def GetCase(self, request, context):
         case, history = self._core.get_case(request.case_id)
-        return tracking_pb2.GetCaseResponse(case=_summary(case), history=[
-            tracking_pb2.HistoryEntry(action=h.action, principal=h.principal, at=_stamp(h.at)) for h in history])
+        return tracking_pb2.GetCaseResponse(
+            case=_summary(case),
+            history=[
+                tracking_pb2.HistoryEntry(action=h.action, principal=h.principal, at=_stamp(h.at)) for h in history
+            ],
+        )
 
     def QueueCases(self, request, context):
         cases = [(c.case_id, c.priority, [_organ(o) for o in c.organs]) for c in request.cases]
@@ -81,44 +90,81 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         info = self._core.next_case(current_principal().name, request.project_id)
         if info is None:
             return tracking_pb2.NextCaseResponse()
-        return tracking_pb2.NextCaseResponse(lease=_lease(info), organs=[ORGAN_IDS[o] for o in info.organs],
-                                             label_version=info.label_version, double_read=info.double_read)
+        return tracking_pb2.NextCaseResponse(
+            lease=_lease(info),
+            organs=[ORGAN_IDS[o] for o in info.organs],
+            label_version=info.label_version,
+            double_read=info.double_read,
+        )
 
     def RenewLease(self, request, context):
-        return tracking_pb2.RenewLeaseResponse(lease=_lease(self._core.renew_lease(request.lease_id,
-                                                                                   current_principal().name)))
+        return tracking_pb2.RenewLeaseResponse(
+            lease=_lease(self._core.renew_lease(request.lease_id, current_principal().name))
+        )
 
     def ReleaseLease(self, request, context):
         self._core.release_lease(request.lease_id, current_principal().name)
         return tracking_pb2.ReleaseLeaseResponse()
 
     def SubmitRevision(self, request, context):
-        result = self._core.submit_revision(request.lease_id, current_principal().name, request.upload_id,
-                                            [_organ(o) for o in request.organs], _tags(request.tags),
-                                            request.seconds_spent, request.note)
+        result = self._core.submit_revision(
+            request.lease_id,
+            current_principal().name,
+            request.upload_id,
+            [_organ(o) for o in request.organs],
+            _tags(request.tags),
+            request.seconds_spent,
+            request.note,
+        )
         return tracking_pb2.SubmitRevisionResponse(
-            revision_id=result.revision_id, label_version=result.label_version,
-            diffs=[tracking_pb2.OrganDiff(organ=ORGAN_IDS[d.organ], voxels_added=d.voxels_added,
-                                          voxels_removed=d.voxels_removed, ml_added=d.ml_added,
-                                          ml_removed=d.ml_removed, dice=d.dice) for d in result.diffs],
-            suggested_tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[d.organ],
-                                                     tag=ErrorTag(s).to_proto())
-                            for d in result.diffs for s in d.suggested])
+            revision_id=result.revision_id,
+            label_version=result.label_version,
+            diffs=[
+                tracking_pb2.OrganDiff(
+                    organ=ORGAN_IDS[d.organ],
+                    voxels_added=d.voxels_added,
+                    voxels_removed=d.voxels_removed,
+                    ml_added=d.ml_added,
+                    ml_removed=d.ml_removed,
+                    dice=d.dice,
+                )
+                for d in result.diffs
+            ],
+            suggested_tags=[
+                common_pb2.OrganErrorTag(organ=ORGAN_IDS[d.organ], tag=ErrorTag(s).to_proto())
+                for d in result.diffs
+                for s in d.suggested
+            ],
+        )
 
     def SubmitReview(self, request, context):
         if not request.verdict:
             raise InvalidInput("verdict must be APPROVE or REJECT")
-        state = self._core.submit_review(request.revision_id, current_principal().name,
-                                         ReviewVerdict.from_proto(request.verdict),
-                                         request.reason, _tags(request.annotator_errors))
+        state = self._core.submit_review(
+            request.revision_id,
+            current_principal().name,
+            ReviewVerdict.from_proto(request.verdict),
+            request.reason,
+            _tags(request.annotator_errors),
+        )
         return tracking_pb2.SubmitReviewResponse(state=CaseState(state).to_proto())
 
     def GetStatistics(self, request, context):
         stats = self._core.statistics(request.project_id)
         return tracking_pb2.GetStatisticsResponse(
-            organs=[tracking_pb2.OrganRoundStatistics(round=r.round, organ=ORGAN_IDS[r.organ],
-                                                      cases_revised=r.cases_revised, voxels_changed=r.voxels_changed,
-                                                      mean_dice=r.mean_dice, tag_counts=r.tag_counts,
-                                                      double_reads=r.double_reads, double_read_dice=r.double_read_dice)
-                    for r in stats.organs],
-            minutes_per_round=stats.minutes_per_round, revisions_per_annotator=stats.revisions_per_annotator)
+            organs=[
+                tracking_pb2.OrganRoundStatistics(
+                    round=r.round,
+                    organ=ORGAN_IDS[r.organ],
+                    cases_revised=r.cases_revised,
+                    voxels_changed=r.voxels_changed,
+                    mean_dice=r.mean_dice,
+                    tag_counts=r.tag_counts,
+                    double_reads=r.double_reads,
+                    double_read_dice=r.double_read_dice,
+                )
+                for r in stats.organs
+            ],
+            minutes_per_round=stats.minutes_per_round,
+            revisions_per_annotator=stats.revisions_per_annotator,
+        )

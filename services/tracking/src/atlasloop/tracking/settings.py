@@ -12,14 +12,13 @@ from atlasloop.common.settings import DatabaseSettings, KafkaSettings, ServiceSe
 class TrackingSettings(ServiceSettings):
     """Where the tracking service listens and the dependencies it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_TRACKING_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_TRACKING_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["tracking"]
     lease_s: int = Field(default=1800, description="How long a lease lasts unless renewed.")
-    double_read_fraction: float = Field(default=0.1, ge=0, le=1,
-                                        description="Share of approved cases read again by a second annotator.")
+    double_read_fraction: float = Field(
+        default=0.1, ge=0, le=1, description="Share of approved cases read again by a second annotator."
+    )
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     consume_events: bool = True

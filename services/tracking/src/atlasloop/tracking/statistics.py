@@ -44,8 +44,9 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
         if project_id:
             query = query.join(Case, Case.id == Revision.case_id).where(Case.project_id == project_id)
         revisions = session.scalars(query).all()
-        tags = session.execute(select(RevisionTag.revision_id, RevisionTag.organ, RevisionTag.tag)
-                               .where(RevisionTag.confirmed)).all()
+        tags = session.execute(
+            select(RevisionTag.revision_id, RevisionTag.organ, RevisionTag.tag).where(RevisionTag.confirmed)
+        ).all()
         agreements = session.execute(select(Agreement.round, Agreement.organ, Agreement.dice)).all()
     rounds_of = {r.id: r.round for r in revisions}
     table: dict[tuple[int, str], OrganRound] = {}

@@ -27,8 +27,12 @@ def build(settings: TrainingSettings) -> ServiceSpec:
     scheduler = Scheduler(job)
     triggers = Triggers(scheduler, settings.triggers)
     servicer = TrainingServiceServicer(scheduler)
-    consumer = ConsumerThread(settings.kafka, "training", [events_pb2.AnnotationApproved],
-                              lambda event, _delivery: triggers.on_approved(event))
+    consumer = ConsumerThread(
+        settings.kafka,
+        "training",
+        [events_pb2.AnnotationApproved],
+        lambda event, _delivery: triggers.on_approved(event),
+    )
 
     def register(server: grpc.Server) -> None:
         training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)

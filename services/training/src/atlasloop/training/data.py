@@ -29,8 +29,12 @@ def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessCon
     if int(labels.array.max(initial=0)) >= NUM_CLASSES:
         raise InvalidInput(f"{where}: label ids outside the schema (max {int(labels.array.max())})")
     pre = preprocess_image(ct, preprocess)
-    return Example(ref.case_id, ref.label_version, pre.image.astype(np.float16),  # half the memory
-                   labels_to_model(labels, pre.grid))
+    return Example(
+        ref.case_id,
+        ref.label_version,
+        pre.image.astype(np.float16),  # half the memory
+        labels_to_model(labels, pre.grid),
+    )
 
 
 def load_examples(client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig) -> list[Example]:

@@ -68,8 +68,9 @@ def _train_loop(cfg: dict) -> None:
                 dist.all_reduce(total)
                 loss = float(total.item()) / world
             if rank == 0:
-                cfg["progress"].put({"architecture": architecture, "epoch": epoch, "loss": loss,
-                                     "seconds": time.monotonic() - started})
+                cfg["progress"].put(
+                    {"architecture": architecture, "epoch": epoch, "loss": loss, "seconds": time.monotonic() - started}
+                )
 
         losses = train_epochs(model, sampler, recipe, on_epoch, device=device)
         final[architecture] = losses[-1]
@@ -77,14 +78,26 @@ def _train_loop(cfg: dict) -> None:
             trained = model.module if hasattr(model, "module") else model
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, buffer)
-            ObjectStore(S3Settings(**cfg["s3"])).put_bytes(layout.candidate_key(cfg["run_id"], architecture),
-                                                           buffer.getvalue())
+            ObjectStore(S3Settings(**cfg["s3"])).put_bytes(
+                layout.candidate_key(cfg["run_id"], architecture), buffer.getvalue()
+            )
     ray.train.report({"final_loss": final})
 
 
-def fit_members(*, run_id: str, members: list[MemberJob], examples_ref, recipe: Recipe, progress, s3: dict,
-                num_workers: int, use_gpu: bool, cpus_per_worker: float, storage_path: str,
-                torch_threads: int = 0) -> None:
+def fit_members(
+    *,
+    run_id: str,
+    members: list[MemberJob],
+    examples_ref,
+    recipe: Recipe,
+    progress,
+    s3: dict,
+    num_workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    storage_path: str,
+    torch_threads: int = 0,
+) -> None:
     """Train every member in one Ray Train run: the worker group starts once (about 15 s here) for
     the whole set. Raises on a failed or diverged run."""
     from ray.train import RunConfig, ScalingConfig
@@ -93,11 +106,18 @@ def fit_members(*, run_id: str, members: list[MemberJob], examples_ref, recipe: 
     resources = {"CPU": cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"run_id": run_id, "members": members, "examples": examples_ref,
-                           "recipe": recipe.model_dump(), "progress": progress, "s3": s3,
-                           "threads": torch_threads or max(1, round(cpus_per_worker))},
+        train_loop_config={
+            "run_id": run_id,
+            "members": members,
+            "examples": examples_ref,
+            "recipe": recipe.model_dump(),
+            "progress": progress,
+            "s3": s3,
+            "threads": torch_threads or max(1, round(cpus_per_worker)),
+        },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run_id,
-                             storage_path=storage_path or os.path.join(tempfile.gettempdir(), "atlasloop-ray-train")),
+        run_config=RunConfig(
+            name=run_id, storage_path=storage_path or os.path.join(tempfile.gettempdir(), "atlasloop-ray-train")
+        ),
     )
     trainer.fit()

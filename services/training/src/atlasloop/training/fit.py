@@ -21,8 +21,15 @@ class FitFailed(Exception):
     """Ray Train did not finish; the cause is the worker's error."""
 
 
-def fit(run: RunRecord, members: list[MemberJob], revised: list[Example], replay: list[Example],
-        recipe: Recipe, settings: TrainingSettings, on_epoch: EpochReport) -> None:
+def fit(
+    run: RunRecord,
+    members: list[MemberJob],
+    revised: list[Example],
+    replay: list[Example],
+    recipe: Recipe,
+    settings: TrainingSettings,
+    on_epoch: EpochReport,
+) -> None:
     """Train every member; candidates land at ``layout.candidate_key(run, architecture)``."""
     import ray
     from ray.util.queue import Empty, Queue
@@ -34,10 +41,19 @@ def fit(run: RunRecord, members: list[MemberJob], revised: list[Example], replay
 
     def run_fit() -> None:
         try:
-            fit_members(run_id=run.run_id, members=members, examples_ref=examples_ref, recipe=recipe,
-                        progress=progress, s3=settings.s3.with_secrets(), num_workers=settings.num_workers,
-                        use_gpu=settings.use_gpu, cpus_per_worker=settings.cpus_per_worker,
-                        storage_path=settings.train_storage_path, torch_threads=settings.torch_threads)
+            fit_members(
+                run_id=run.run_id,
+                members=members,
+                examples_ref=examples_ref,
+                recipe=recipe,
+                progress=progress,
+                s3=settings.s3.with_secrets(),
+                num_workers=settings.num_workers,
+                use_gpu=settings.use_gpu,
+                cpus_per_worker=settings.cpus_per_worker,
+                storage_path=settings.train_storage_path,
+                torch_threads=settings.torch_threads,
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
             outcome["error"] = exc
 

@@ -31,8 +31,9 @@ from atlasloop.training.runs import OrganScore
 Scores = dict[str, OrganScore]
 
 
-def evaluate(members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig,
-             tolerance_mm: float = 2.0) -> Scores:
+def evaluate(
+    members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig, tolerance_mm: float = 2.0
+) -> Scores:
     """Per-organ Dice and NSD of the ensemble, averaged over ``examples``."""
     if not examples:
         raise ValueError("no cases to evaluate on")
@@ -59,21 +60,38 @@ class Decision:
     reason: str
 
 
-def decide(current: Scores, candidate: Scores, margin: float, min_improvement: float = 0.0,
-           replay_current: Scores | None = None, replay_candidate: Scores | None = None) -> Decision:
-    drops = [(organ, current[organ].dice, candidate[organ].dice) for organ in current
-             if candidate[organ].dice < current[organ].dice - margin]
+def decide(
+    current: Scores,
+    candidate: Scores,
+    margin: float,
+    min_improvement: float = 0.0,
+    replay_current: Scores | None = None,
+    replay_candidate: Scores | None = None,
+) -> Decision:
+    drops = [
+        (organ, current[organ].dice, candidate[organ].dice)
+        for organ in current
+        if candidate[organ].dice < current[organ].dice - margin
+    ]
     if drops:
         organ, before, after = max(drops, key=lambda d: d[1] - d[2])
-        return Decision(False, f"{organ} Dice drops from {before:.3f} to {after:.3f} on the held-out set "
-                               f"(margin {margin:.3f}); {len(drops)} organ(s) past the margin")
+        return Decision(
+            False,
+            f"{organ} Dice drops from {before:.3f} to {after:.3f} on the held-out set "
+            f"(margin {margin:.3f}); {len(drops)} organ(s) past the margin",
+        )
     if replay_current is not None and replay_candidate is not None:
         before, after = mean_dice(replay_current), mean_dice(replay_candidate)
         if after < before - margin:
-            return Decision(False, f"mean Dice on the replay set drops from {before:.3f} to {after:.3f} "
-                                   f"(margin {margin:.3f}): the candidate forgets")
+            return Decision(
+                False,
+                f"mean Dice on the replay set drops from {before:.3f} to {after:.3f} "
+                f"(margin {margin:.3f}): the candidate forgets",
+            )
     before, after = overall(current), overall(candidate)
     if after <= before + min_improvement:
-        return Decision(False, f"not better overall on the held-out set: {after:.4f} vs {before:.4f} "
-                               f"(needs > {min_improvement:+.4f})")
+        return Decision(
+            False,
+            f"not better overall on the held-out set: {after:.4f} vs {before:.4f} (needs > {min_improvement:+.4f})",
+        )
     return Decision(True, f"better overall on the held-out set: {after:.4f} vs {before:.4f}")

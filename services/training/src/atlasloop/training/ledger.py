@@ -117,8 +117,9 @@ def original_labels(client: StorageClient) -> list[LabelRef]:
     """Each case's imported original label version, where it has one."""
     refs = []
     for case_id in client.case_ids():
-        originals = [v for v in client.label_versions(case_id)
-                     if LabelSource.from_proto(v.source) is LabelSource.ORIGINAL]
+        originals = [
+            v for v in client.label_versions(case_id) if LabelSource.from_proto(v.source) is LabelSource.ORIGINAL
+        ]
         if originals:
             refs.append(LabelRef(case_id, originals[-1].label_version))
     return refs

@@ -29,23 +29,34 @@ class Publisher:
 
     def publish_set(self, run: RunRecord, candidates: list[LoadedModel], recipe: Recipe) -> str:
         """Register every candidate (weights from the run's candidate keys) and make their set current."""
-        provenance = {"run_id": run.run_id, "base_model_set": run.base_model_set, "trigger": run.trigger,
-                      "label_versions": run.label_versions, "revisions": run.revisions,
-                      "recipe": recipe.model_dump()}
+        provenance = {
+            "run_id": run.run_id,
+            "base_model_set": run.base_model_set,
+            "trigger": run.trigger,
+            "label_versions": run.label_versions,
+            "revisions": run.revisions,
+            "recipe": recipe.model_dump(),
+        }
         metrics = {"held_out": {o: {"dice": s.dice, "nsd": s.nsd} for o, s in run.candidate_metrics.items()}}
         members = []
         for candidate in candidates:
             weights = self._store.get_bytes(layout.candidate_key(run.run_id, candidate.architecture))
-            self._registry.register(candidate.architecture, candidate.config.size, weights,
-                                    provenance | {"base_version": candidate.manifest.provenance["base_version"]},
-                                    metrics, version=run.run_id, preprocess=candidate.preprocess)
+            self._registry.register(
+                candidate.architecture,
+                candidate.config.size,
+                weights,
+                provenance | {"base_version": candidate.manifest.provenance["base_version"]},
+                metrics,
+                version=run.run_id,
+                preprocess=candidate.preprocess,
+            )
             members.append((candidate.architecture, run.run_id))
-        return self._registry.create_set(members, make_current=True,
-                                         version=candidate_set_version(run.run_id)).version
+        return self._registry.create_set(members, make_current=True, version=candidate_set_version(run.run_id)).version
 
     def announce(self, model_set: str, run_id: str) -> None:
-        self._producer.publish(events_pb2.ModelPublished(meta=new_meta("training"), model_set=model_set,
-                                                         run_id=run_id), key="model-set")
+        self._producer.publish(
+            events_pb2.ModelPublished(meta=new_meta("training"), model_set=model_set, run_id=run_id), key="model-set"
+        )
 
     def rollback(self, model_set: str, reason: str) -> str:
         if not reason:

@@ -108,8 +108,9 @@ def crop(example: Example, centre: np.ndarray, size: int) -> tuple[np.ndarray, n
     return image, labels
 
 
-def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray,
-            recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, recipe: Recipe
+) -> tuple[np.ndarray, np.ndarray]:
     for axis in recipe.flip_axes:
         if rng.random() < 0.5:
             image, labels = np.flip(image, axis), np.flip(labels, axis)
@@ -137,8 +138,7 @@ class Sampler:
         images, labels = [], []
         for _ in range(self.recipe.batch_size):
             example = self._example()
-            image, label = crop(example, _centre(self.rng, example, self.recipe.foreground_fraction),
-                                self.recipe.crop)
+            image, label = crop(example, _centre(self.rng, example, self.recipe.foreground_fraction), self.recipe.crop)
             image, label = augment(self.rng, image, label, self.recipe)
             images.append(image)
             labels.append(label)
@@ -154,9 +154,13 @@ def first_output(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output[0]
 
 
-def train_epochs(module: nn.Module, sampler: Sampler, recipe: Recipe,
-                 on_epoch: Callable[[int, float], None] | None = None,
-                 device: torch.device | None = None) -> list[float]:
+def train_epochs(
+    module: nn.Module,
+    sampler: Sampler,
+    recipe: Recipe,
+    on_epoch: Callable[[int, float], None] | None = None,
+    device: torch.device | None = None,
+) -> list[float]:
     """Train ``module`` in place; returns the mean loss of each epoch. Raises Diverged on NaN/inf."""
     device = device or torch.device("cpu")
     module.to(device).train()

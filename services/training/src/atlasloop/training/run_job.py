@@ -43,8 +43,13 @@ GATE_INFERENCE = InferenceConfig(overlap=0.25, sw_batch_size=2)
 
 
 class RunJob:
-    def __init__(self, settings: TrainingSettings, store: ObjectStore, producer: EventProducer,
-                 client: Callable[[], StorageClient]) -> None:
+    def __init__(
+        self,
+        settings: TrainingSettings,
+        store: ObjectStore,
+        producer: EventProducer,
+        client: Callable[[], StorageClient],
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = ModelRegistry(store)
@@ -90,8 +95,10 @@ class RunJob:
         revised, replay = load_examples(client, chosen.revised, grid), load_examples(client, chosen.replay, grid)
         if not revised and not replay:
             raise InvalidInput("no labelled cases outside the held-out set to train on")
-        jobs = [MemberJob(m.architecture, m.config.size, m.version, self.registry.weights(m.architecture, m.version))
-                for m in current]
+        jobs = [
+            MemberJob(m.architecture, m.config.size, m.version, self.registry.weights(m.architecture, m.version))
+            for m in current
+        ]
         try:
             fit(run, jobs, revised, replay, self.recipe(run), self.settings, lambda *r: self._epoch(run, *r))
         except FitFailed as exc:
@@ -105,8 +112,12 @@ class RunJob:
     def _epoch(self, run: RunRecord, architecture: str, epoch: int, loss: float, eta_s: float) -> None:
         run.losses.setdefault(architecture, []).append(loss)
         self.progress.note(run, architecture=architecture, epoch=epoch, loss=loss, eta_s=eta_s)
-        self.publish_event(events_pb2.TrainingProgress(meta=new_meta("training"), run_id=run.run_id,
-                                                       architecture=architecture, epoch=epoch, loss=loss), run.run_id)
+        self.publish_event(
+            events_pb2.TrainingProgress(
+                meta=new_meta("training"), run_id=run.run_id, architecture=architecture, epoch=epoch, loss=loss
+            ),
+            run.run_id,
+        )
 
     def _candidate(self, run: RunRecord, base: LoadedModel) -> LoadedModel:
         key = layout.candidate_key(run.run_id, base.architecture)
@@ -114,8 +125,14 @@ class RunJob:
         manifest = replace(base.manifest, version=run.run_id, provenance={"base_version": base.version})
         return LoadedModel(base.architecture, run.run_id, base.config, module, manifest)
 
-    def _gate_and_publish(self, run: RunRecord, current: list[LoadedModel], candidates: list[LoadedModel],
-                          held_out: list[Example], replay: list[Example]) -> None:
+    def _gate_and_publish(
+        self,
+        run: RunRecord,
+        current: list[LoadedModel],
+        candidates: list[LoadedModel],
+        held_out: list[Example],
+        replay: list[Example],
+    ) -> None:
         policy = self.settings.gate
         tol = policy.nsd_tolerance_mm
         before = gate.evaluate(current, held_out, GATE_INFERENCE, tol)
@@ -156,9 +173,12 @@ class RunJob:
         run.finished_at = datetime.now(UTC).isoformat()
         self.runs.save(run)
         log.info("training run ended", extra={"run_id": run.run_id, "state": state.value, "reason": reason})
-        self.publish_event(events_pb2.TrainingCompleted(meta=new_meta("training"), run_id=run.run_id,
-                                                        passed_gate=state is RunState.PUBLISHED, reason=reason),
-                           run.run_id)
+        self.publish_event(
+            events_pb2.TrainingCompleted(
+                meta=new_meta("training"), run_id=run.run_id, passed_gate=state is RunState.PUBLISHED, reason=reason
+            ),
+            run.run_id,
+        )
         self.progress.note(run, reason=reason)
 
     def publish_event(self, event: object, key: str) -> None:

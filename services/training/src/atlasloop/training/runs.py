@@ -50,8 +50,10 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RunRecord:
-        scores = {k: {o: OrganScore(**s) for o, s in document.get(k, {}).items()}
-                  for k in ("current_metrics", "candidate_metrics")}
+        scores = {
+            k: {o: OrganScore(**s) for o, s in document.get(k, {}).items()}
+            for k in ("current_metrics", "candidate_metrics")
+        }
         # records written before the state enum used upper-case names
         return cls(**(document | scores | {"state": RunState(str(document["state"]).lower())}))
 

@@ -46,8 +46,9 @@ class Scheduler:
                 return run
             run = RunRecord(new_run_id(), trigger, from_originals=from_originals, overrides=overrides or {})
             self.runs.save(run)
-            self.job.publish_event(events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id,
-                                                                trigger=trigger), run.run_id)
+            self.job.publish_event(
+                events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id, trigger=trigger), run.run_id
+            )
             self.job.progress.note(run)
             if self._active:
                 self._follow_up = run.run_id
@@ -97,8 +98,11 @@ class Scheduler:
                 self.job.finish(run, RunState.PUBLISHED, "published before a restart of the training service")
                 self.job.publisher.announce(candidate, run.run_id)
             else:
-                self.job.finish(run, RunState.FAILED,
-                                f"interrupted in state {run.state.value.upper()} by a restart of the training service")
+                self.job.finish(
+                    run,
+                    RunState.FAILED,
+                    f"interrupted in state {run.state.value.upper()} by a restart of the training service",
+                )
         for run_id in sorted(queued):
             self._request_existing(run_id)
 

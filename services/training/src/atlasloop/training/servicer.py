@@ -25,10 +25,18 @@ def run_to_proto(run: RunRecord) -> training_pb2.Run:
     created = Timestamp()
     created.FromDatetime(datetime.fromisoformat(run.created_at))
     return training_pb2.Run(
-        run_id=run.run_id, state=run.state.to_proto(), trigger=run.trigger, base_model_set=run.base_model_set,
-        published_model_set=run.published_model_set, reason=run.reason,
-        current_metrics=_metrics(run.current_metrics), candidate_metrics=_metrics(run.candidate_metrics),
-        created_at=created, seconds=run.seconds, label_versions=run.label_versions)
+        run_id=run.run_id,
+        state=run.state.to_proto(),
+        trigger=run.trigger,
+        base_model_set=run.base_model_set,
+        published_model_set=run.published_model_set,
+        reason=run.reason,
+        current_metrics=_metrics(run.current_metrics),
+        candidate_metrics=_metrics(run.candidate_metrics),
+        created_at=created,
+        seconds=run.seconds,
+        label_versions=run.label_versions,
+    )
 
 
 class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
@@ -48,8 +56,11 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
             Recipe.model_validate(self._scheduler.job.settings.recipe.model_dump() | overrides)
         except ValidationError as exc:
             raise InvalidInput(f"recipe overrides: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
-        return training_pb2.StartRunResponse(run=run_to_proto(self._scheduler.request(
-            f"manual:{reason}", from_originals=request.from_originals, overrides=overrides)))
+        return training_pb2.StartRunResponse(
+            run=run_to_proto(
+                self._scheduler.request(f"manual:{reason}", from_originals=request.from_originals, overrides=overrides)
+            )
+        )
 
     def GetRun(self, request, context):
         return training_pb2.GetRunResponse(run=run_to_proto(self._scheduler.runs.get(request.run_id)))
@@ -63,7 +74,7 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
         except ValueError:
             raise InvalidInput("page_token is not one this service issued") from None
         runs = self._scheduler.runs.list()
-        page = runs[start:start + size]
+        page = runs[start : start + size]
         token = str(start + size) if start + size < len(runs) else ""
         return training_pb2.ListRunsResponse(runs=[run_to_proto(r) for r in page], next_page_token=token)
 
@@ -72,11 +83,18 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
             if not context.is_active():
                 return
             yield training_pb2.WatchRunResponse(
-                run_id=request.run_id, state=update.state.to_proto(), architecture=update.architecture,
-                epoch=update.epoch, loss=update.loss, validation=_metrics(update.validation), eta_s=update.eta_s)
+                run_id=request.run_id,
+                state=update.state.to_proto(),
+                architecture=update.architecture,
+                epoch=update.epoch,
+                loss=update.loss,
+                validation=_metrics(update.validation),
+                eta_s=update.eta_s,
+            )
 
     def RollbackModelSet(self, request, context):
         if not request.model_set:
             raise InvalidInput("model_set is empty")
         return training_pb2.RollbackModelSetResponse(
-            model_set=self._scheduler.rollback(request.model_set, request.reason.strip()))
+            model_set=self._scheduler.rollback(request.model_set, request.reason.strip())
+        )

@@ -14,8 +14,9 @@ class TriggerPolicy(BaseModel):
     """When approved revisions start a run; any rule that holds fires it."""
 
     approved_threshold: int = Field(default=20, ge=0, description="New approved revisions since the last run; 0 = off.")
-    organ_thresholds: dict[str, int] = Field(default_factory=dict,
-                                             description="Organ -> new approved revisions touching it.")
+    organ_thresholds: dict[str, int] = Field(
+        default_factory=dict, description="Organ -> new approved revisions touching it."
+    )
     schedule_s: float = Field(default=0.0, ge=0, description="Run every so often when anything is pending; 0 = off.")
 
 
@@ -33,9 +34,7 @@ class GatePolicy(BaseModel):
 class TrainingSettings(ServiceSettings):
     """Where the training service listens, its policies and its recipe."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ATLASLOOP_TRAINING_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ATLASLOOP_TRAINING_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["training"]
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")

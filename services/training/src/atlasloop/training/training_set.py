@@ -44,8 +44,9 @@ def choose(ledger: Ledger, client: StorageClient, settings: TrainingSettings, fr
     if not revised and not from_originals:
         raise InvalidInput("no approved revisions since the last run: nothing new to train on")
     revised_cases = {ref.case_id for ref in revised}
-    replay = [ref for ref in latest_labels(client, ledger.consumed().values())
-              if ref.case_id not in held | revised_cases]
+    replay = [
+        ref for ref in latest_labels(client, ledger.consumed().values()) if ref.case_id not in held | revised_cases
+    ]
     if len(replay) > s.replay_max_cases:
         replay = sorted(random.Random(s.recipe.seed).sample(replay, s.replay_max_cases), key=lambda r: r.case_id)
     return TrainingSet(held_out, revised, replay, sorted(pending))

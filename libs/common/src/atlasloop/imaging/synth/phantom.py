@@ -17,9 +17,17 @@ from atlasloop.imaging.synth.shapes import Field
 from atlasloop.imaging.synth.sites import PHASE_HU, Site
 from atlasloop.imaging.volume import Volume
 
-TISSUE_OF = {"gall_bladder": "gall_bladder", "kidney_left": "kidney", "kidney_right": "kidney", "liver": "liver",
-             "pancreas": "pancreas", "spleen": "spleen", "stomach": "stomach", "aorta": "vessel",
-             "postcava": "vessel"}
+TISSUE_OF = {
+    "gall_bladder": "gall_bladder",
+    "kidney_left": "kidney",
+    "kidney_right": "kidney",
+    "liver": "liver",
+    "pancreas": "pancreas",
+    "spleen": "spleen",
+    "stomach": "stomach",
+    "aorta": "vessel",
+    "postcava": "vessel",
+}
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: int) -> np.ndarray:
@@ -38,8 +46,9 @@ def _field(rng: np.random.Generator, shape: tuple[int, int, int], axes: tuple[np
     return Field(x, y, z, axes, [_smooth_noise(rng, shape, 7) for _ in range(3)])  # type: ignore[arg-type]
 
 
-def render(rng: np.random.Generator, site: Site, spacing_mm: float,
-           anatomy: Anatomy | None = None, scale: float = 1.0) -> tuple[Volume, Volume]:
+def render(
+    rng: np.random.Generator, site: Site, spacing_mm: float, anatomy: Anatomy | None = None, scale: float = 1.0
+) -> tuple[Volume, Volume]:
     """(CT in HU as int16, labels as uint8), both in the site's stored orientation.
 
     ``scale`` shrinks the whole body (anatomy and field of view) while keeping the voxel spacing
@@ -54,9 +63,11 @@ def render(rng: np.random.Generator, site: Site, spacing_mm: float,
     half = site.fov_mm / 2
     center_y = -10.0
     step, step_z = spacing_mm / scale, dz / scale  # in the anatomy's (adult) millimetres
-    axes = (np.arange(-half, half + 1e-6, step, dtype=np.float32),
-            np.arange(center_y - half, center_y + half + 1e-6, step, dtype=np.float32),
-            np.arange(zlo, zhi + 1e-6, step_z, dtype=np.float32))
+    axes = (
+        np.arange(-half, half + 1e-6, step, dtype=np.float32),
+        np.arange(center_y - half, center_y + half + 1e-6, step, dtype=np.float32),
+        np.arange(zlo, zhi + 1e-6, step_z, dtype=np.float32),
+    )
     shape = tuple(len(a) for a in axes)
     f = _field(rng, shape, axes)  # type: ignore[arg-type]
     hu_of = PHASE_HU[site.phase]
@@ -74,8 +85,13 @@ def render(rng: np.random.Generator, site: Site, spacing_mm: float,
         for shape_ in shapes:
             region, mask = shape_.mask(f)
             mask &= inner[region]
-            value = {"lung": -850.0, "muscle": hu_of["muscle"], "marrow": hu_of["marrow"],
-                     "bowel": hu_of["bowel"], "duodenum": hu_of["stomach"]}[name]
+            value = {
+                "lung": -850.0,
+                "muscle": hu_of["muscle"],
+                "marrow": hu_of["marrow"],
+                "bowel": hu_of["bowel"],
+                "duodenum": hu_of["stomach"],
+            }[name]
             tissue[region][mask] = value
             if name == "marrow":
                 shell = mask & ~ndimage.binary_erosion(mask, iterations=2)

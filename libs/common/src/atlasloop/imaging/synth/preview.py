@@ -18,8 +18,9 @@ def to_ras(volume: Volume) -> np.ndarray:
     return apply_orientation(volume.array, transform)
 
 
-def axial_overlay(ct: Volume, labels: Volume, level: float = 40, width: float = 400, alpha: float = 0.45,
-                  pixel_mm: float = 1.0) -> Image.Image:
+def axial_overlay(
+    ct: Volume, labels: Volume, level: float = 40, width: float = 400, alpha: float = 0.45, pixel_mm: float = 1.0
+) -> Image.Image:
     """The axial slice with the most organs, radiological convention (patient left on image right)."""
     hu, lab = to_ras(ct), to_ras(labels)
     per_slice = [(len(np.unique(lab[:, :, k])), int((lab[:, :, k] > 0).sum())) for k in range(lab.shape[2])]

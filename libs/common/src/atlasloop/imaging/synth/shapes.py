@@ -36,8 +36,10 @@ class Field:
             if step > 0:
                 start, stop = np.searchsorted(coords, a), np.searchsorted(coords, b, side="right")
             else:
-                start, stop = len(coords) - np.searchsorted(coords[::-1], b, side="right"), \
-                    len(coords) - np.searchsorted(coords[::-1], a)
+                start, stop = (
+                    len(coords) - np.searchsorted(coords[::-1], b, side="right"),
+                    len(coords) - np.searchsorted(coords[::-1], a),
+                )
             slices.append(slice(int(start), int(stop)))
         return tuple(slices)  # type: ignore[return-value]
 
@@ -52,8 +54,7 @@ class Ellipsoid:
     def mask(self, f: Field) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         c, r = np.asarray(self.center), np.asarray(self.radii)
         region = f.box(c - r * (1 + self.roughness), c + r * (1 + self.roughness))
-        d = (((f.x[region] - c[0]) / r[0]) ** 2 + ((f.y[region] - c[1]) / r[1]) ** 2
-             + ((f.z[region] - c[2]) / r[2]) ** 2)
+        d = ((f.x[region] - c[0]) / r[0]) ** 2 + ((f.y[region] - c[1]) / r[1]) ** 2 + ((f.z[region] - c[2]) / r[2]) ** 2
         limit = 1.0 + self.roughness * f.noise[self.noise_index % len(f.noise)][region]
         return region, d <= limit * limit
 
