@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlasloop.common.v1 import common_pb2
+from atlasloop.common.domain import ErrorTag
 from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.volume import Volume
 from atlasloop.loop.annotator import EffortModel, NativeBox, SimulatedAnnotator, axial_axis, native_box
@@ -34,10 +34,10 @@ def test_guided_revision_fixes_only_inside_regions_and_tags_what_it_fixed():
     assert np.array_equal(revision.labels.array == LIVER, truth.array == LIVER)
     assert not (revision.labels.array == SPLEEN).any()  # not looked at, not fixed
     assert revision.organs == ["liver"]
-    assert revision.tags == [("liver", common_pb2.ERROR_TAG_MISSED_REGION)]
+    assert revision.tags == [("liver", ErrorTag.MISSED_REGION)]
     everywhere = annotator.revise(ai, truth, None)
     assert np.array_equal(everywhere.labels.array, truth.array)
-    assert ("spleen", common_pb2.ERROR_TAG_MISSING_ORGAN) in everywhere.tags
+    assert ("spleen", ErrorTag.MISSING_ORGAN) in everywhere.tags
     assert everywhere.minutes > revision.minutes  # more slices read and edited
 
 

@@ -30,7 +30,7 @@ NIFTI = (".nii", ".nii.gz")
 class Candidate:
     name: str
     path: Path
-    format: int  # storage_pb2.CaseFormat
+    format: storage_pb2.CaseFormat
 
 
 @dataclass

@@ -15,9 +15,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from atlasloop.client import Client, TokenFile, targets_from_env
-from atlasloop.common.domain import Role
+from atlasloop.common.domain import ErrorTag, Role, organ_to_proto
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.volume import load_nifti
 
 
@@ -78,10 +78,8 @@ def _revise(args, client: Client) -> int:
     tags = []
     for item in args.tag or []:
         organ, _, tag = item.partition(":")
-        tags.append(
-            common_pb2.OrganErrorTag(organ=ORGAN_IDS[organ], tag=common_pb2.ErrorTag.Value(f"ERROR_TAG_{tag.upper()}"))
-        )
-    organs = [ORGAN_IDS[o] for o in args.organs.split(",")] if args.organs else []
+        tags.append(common_pb2.OrganErrorTag(organ=organ_to_proto(organ), tag=ErrorTag.parse(tag).to_proto()))
+    organs = [organ_to_proto(o) for o in args.organs.split(",")] if args.organs else []
     reply = client.submit_revision(args.lease_id, load_nifti(args.labels), organs, tags, args.minutes * 60, args.note)
     print(
         json.dumps(

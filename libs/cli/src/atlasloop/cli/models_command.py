@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from atlasloop.common.objectstore import ObjectStore
@@ -22,7 +22,9 @@ from atlasloop.common.settings import S3Settings
 class CliS3(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATLASLOOP_", env_nested_delimiter="__", extra="ignore")
     s3: S3Settings = Field(
-        default_factory=lambda: S3Settings(access_key="atlasloop", secret_key="atlasloop-local-secret")
+        default_factory=lambda: S3Settings(
+            access_key=SecretStr("atlasloop"), secret_key=SecretStr("atlasloop-local-secret")
+        )
     )
 
 
@@ -83,7 +85,7 @@ def run_set(args: argparse.Namespace) -> int:
     members = [tuple(m.split("@", 1)) for m in args.members]
     if any(len(m) != 2 for m in members):
         raise SystemExit("atlasloop models set: members are ARCHITECTURE@VERSION")
-    document = _registry().create_set(members, make_current=args.current)  # type: ignore[arg-type]
+    document = _registry().create_set(members, make_current=args.current)
     print(f"model set {document.version}{' (current)' if args.current else ''}")
     return 0
 

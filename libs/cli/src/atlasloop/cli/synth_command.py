@@ -50,7 +50,7 @@ def run_synth(args: argparse.Namespace) -> int:
         )
     print(f"{len(entries)} cases in {args.out} ({time.perf_counter() - started:.1f} s)")
     if args.preview:
-        first = {}
+        first: dict[str, str] = {}
         for entry in entries:
             first.setdefault(entry["site"], entry["case"])
         panels = []

@@ -30,23 +30,20 @@ def channel_options() -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
 
 
-STUBS = {
-    "storage": storage_pb2_grpc.StorageServiceStub,
-    "scoring": scoring_pb2_grpc.ScoringServiceStub,
-    "rendering": rendering_pb2_grpc.RenderingServiceStub,
-    "tracking": tracking_pb2_grpc.TrackingServiceStub,
-    "training": training_pb2_grpc.TrainingServiceStub,
-}
-
-
 class Client:
     """``targets``: service name -> host:port; ``tokens``: role -> bearer token."""
 
     def __init__(self, targets: Mapping[str, str], tokens: Mapping[str, str], timeout_s: float = 300) -> None:
-        self._channels = {name: grpc.insecure_channel(targets[name], options=channel_options()) for name in STUBS}
-        self.storage, self.scoring, self.rendering, self.tracking, self.training = (
-            STUBS[name](self._channels[name]) for name in STUBS
-        )
+        def channel(name: str) -> grpc.Channel:
+            return grpc.insecure_channel(targets[name], options=channel_options())
+
+        self._channels = [channel(name) for name in ("storage", "scoring", "rendering", "tracking", "training")]
+        storage, scoring, rendering, tracking, training = self._channels
+        self.storage = storage_pb2_grpc.StorageServiceStub(storage)
+        self.scoring = scoring_pb2_grpc.ScoringServiceStub(scoring)
+        self.rendering = rendering_pb2_grpc.RenderingServiceStub(rendering)
+        self.tracking = tracking_pb2_grpc.TrackingServiceStub(tracking)
+        self.training = training_pb2_grpc.TrainingServiceStub(training)
         self._tokens = dict(tokens)
         self.timeout_s = timeout_s
 
@@ -54,7 +51,7 @@ class Client:
         return [("authorization", f"Bearer {self._tokens[role]}")]
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in self._channels:
             channel.close()
 
     # ---- cases and volumes ----
@@ -116,7 +113,7 @@ class Client:
         waiting = {c.case_id for c in self.cases([common_pb2.CASE_STATE_SCORED])}
         return [c for c in ranked if c.case_id in waiting]
 
-    def cases(self, states: list[int] | None = None) -> list[tracking_pb2.CaseSummary]:
+    def cases(self, states: list[common_pb2.CaseState] | None = None) -> list[tracking_pb2.CaseSummary]:
         found, token = [], ""
         while True:
             reply = self.tracking.ListCases(
@@ -168,7 +165,7 @@ class Client:
         self,
         lease_id: str,
         labels: Volume,
-        organs: list[int],
+        organs: list[common_pb2.Organ],
         tags: list[common_pb2.OrganErrorTag],
         seconds: float,
         note: str = "",

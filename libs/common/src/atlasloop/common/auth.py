@@ -137,7 +137,7 @@ def role_policy(services: Iterable[ServiceDescriptor]) -> dict[str, frozenset[Ro
     policy: dict[str, frozenset[Role]] = {}
     for service in services:
         for method in service.methods:
-            declared = method.GetOptions().Extensions[common_pb2.required_roles]
+            declared: list[int] = list(method.GetOptions().Extensions[common_pb2.required_roles])  # type: ignore[index]
             if not declared:
                 raise InvalidInput(f"{service.full_name}.{method.name} declares no required_roles")
             policy[f"/{service.full_name}/{method.name}"] = frozenset(Role.from_proto(r) for r in declared)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.rendering.v1 import rendering_pb2
 from atlasloop.scoring.v1 import scoring_pb2
 from atlasloop.storage.v1 import storage_pb2
@@ -49,9 +50,10 @@ class ProtoEnum(StrEnum):
         except ValueError:
             raise InvalidInput(f"{text[:40]!r} is not a valid {_label(cls)}; give one of: {', '.join(cls)}") from None
 
-    def to_proto(self) -> int:
+    def to_proto(self) -> Any:
+        """The value of the bound proto enum (typed ``Any``: each enum binds a different class)."""
         proto, prefix = _BINDINGS[type(self)]
-        return int(proto.Value(prefix + self.value.upper()))
+        return proto.Value(prefix + self.value.upper())
 
 
 def _label(cls: type) -> str:
@@ -178,3 +180,17 @@ class RunState(ProtoEnum):
     @property
     def terminal(self) -> bool:
         return self in (RunState.PUBLISHED, RunState.REJECTED, RunState.FAILED)
+
+
+def organ_to_proto(name: str) -> common_pb2.Organ:
+    """The proto ``Organ`` of a schema organ name (the enum's numbers are the schema's label ids)."""
+    return cast(common_pb2.Organ, ORGAN_IDS[name])
+
+
+def organ_from_proto(value: int, allow_unspecified: bool = False) -> str:
+    """The schema organ name of a proto ``Organ``; "" for UNSPECIFIED only where that is allowed."""
+    if value == common_pb2.ORGAN_UNSPECIFIED and allow_unspecified:
+        return ""
+    if value not in ORGANS:
+        raise InvalidInput(f"organ {value} is not one of the schema's organs ({', '.join(ORGAN_IDS)})")
+    return ORGANS[value]

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -127,7 +128,7 @@ class EventProducer:
         def delivered(error: KafkaError | None, _message: Message) -> None:
             outcome["error"] = error
 
-        self._producer.produce(topic, value=value, key=key.encode(), headers=headers, on_delivery=delivered)
+        self._producer.produce(topic, value=value, key=key.encode(), headers=list(headers), on_delivery=delivered)
         self._producer.flush(timeout_s)
         if "error" not in outcome:
             raise NotReady(f"broker did not acknowledge an event on {topic} within {timeout_s:.0f} s")
@@ -148,7 +149,7 @@ class Delivery:
     key: str
 
 
-Handler = Callable[[ProtoMessage, Delivery], None]
+Handler = Callable[[Any, Delivery], object]  # any event message; what it returns is ignored
 
 
 class EventConsumer:
@@ -187,13 +188,21 @@ class EventConsumer:
         message = self._consumer.poll(timeout_s)
         if message is None:
             return False
-        if message.error():
-            if message.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", extra={"error": str(message.error())})
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(error)})
             return False
-        delivery = Delivery(message.topic(), message.partition(), message.offset(), (message.key() or b"").decode())
+        key = message.key() or b""
+        delivery = Delivery(
+            str(message.topic()),
+            int(message.partition() or 0),
+            int(message.offset() or 0),
+            key.decode() if isinstance(key, bytes) else key,
+        )
         try:
-            event = decode(message.value(), message.headers())
+            headers = [(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)]  # type: ignore[str-unpack]
+            event = decode(message.value() or b"", headers)
         except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
             log.error("skipping undecodable event", extra={"reason": str(exc), "offset": delivery.offset})
             self._commit(message)

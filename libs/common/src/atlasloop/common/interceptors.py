@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Any]
 
 
-def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[[Behaviour, bool], Behaviour]):
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], guard: Callable[[Behaviour, bool], Behaviour]) -> Any:
     """Rebuild ``handler`` with its behaviour passed through ``guard(behaviour, streams_out)``."""
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
@@ -46,7 +47,7 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Callable[[Behaviour, bool], Beh
             handler.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        guard(handler.stream_stream, True),
+        guard(handler.stream_stream, True),  # type: ignore[arg-type]
         handler.request_deserializer,
         handler.response_serializer,
     )
@@ -65,7 +66,7 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Map :class:`AtlasError` subclasses to their status codes."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -74,7 +75,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def guard(behaviour: Behaviour, streams_out: bool) -> Behaviour:
             if streams_out:
 
-                def streaming(request, context) -> Iterator[Any]:
+                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                     try:
                         yield from behaviour(request, context)
                     except Exception as exc:  # noqa: BLE001 - mapped, logged, never swallowed
@@ -82,7 +83,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
                 return streaming
 
-            def unary(request, context):
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return behaviour(request, context)
                 except Exception as exc:  # noqa: BLE001 - mapped, logged, never swallowed
@@ -102,7 +103,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _principal(self, details: grpc.HandlerCallDetails) -> auth.Principal:
         metadata = dict(details.invocation_metadata or ())
-        header = metadata.get("authorization", "")
+        header = str(metadata.get("authorization", ""))
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
@@ -110,7 +111,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         auth.authorize(principal, self._policy[details.method], details.method)
         return principal
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
@@ -121,7 +122,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def guard(behaviour: Behaviour, streams_out: bool) -> Behaviour:
             if streams_out:
 
-                def streaming(request, context) -> Iterator[Any]:
+                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                     token = auth.set_current_principal(self._principal(handler_call_details))
                     try:
                         yield from behaviour(request, context)
@@ -130,7 +131,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
                 return streaming
 
-            def unary(request, context):
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 token = auth.set_current_principal(self._principal(handler_call_details))
                 try:
                     return behaviour(request, context)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import urllib3
 from minio import Minio
@@ -123,15 +123,17 @@ class ObjectStore:
     ) -> StoredObject:
         """Upload a stream (multipart when large); returns its checksum as received."""
         reader = HashingReader(stream)
-        metadata = {**(metadata or {}), **({SHA256_META: sha256} if sha256 else {})} or None
+        headers: dict[str, str | list[str] | tuple[str]] = {**(metadata or {})}
+        if sha256:
+            headers[SHA256_META] = sha256
         self.client.put_object(
             self.bucket,
             key,
-            reader,
+            reader,  # type: ignore[arg-type]  # read(n) is all minio uses of a stream
             length=length,
             part_size=PART_SIZE,
             content_type=content_type,
-            metadata=metadata,
+            metadata=headers or None,
         )
         return StoredObject(self.bucket, key, reader.sha256.hexdigest(), reader.size)
 
@@ -147,7 +149,7 @@ class ObjectStore:
     def put_json(self, key: str, value: object) -> StoredObject:
         return self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
 
-    def get_json(self, key: str) -> object:
+    def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
 
     def stat(self, key: str) -> StoredObject:

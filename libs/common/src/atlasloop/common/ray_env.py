@@ -33,5 +33,5 @@ def join_ray(address: str, namespace: str) -> None:
 
     if not ray.is_initialized():
         host = address.rsplit(":", 1)[0]
-        loopback = {"_node_ip_address": host} if host in ("127.0.0.1", "localhost") else {}
-        ray.init(address=address, namespace=namespace, log_to_driver=False, **loopback)
+        loopback = host in ("127.0.0.1", "localhost")
+        ray.init(address=address, namespace=namespace, log_to_driver=False, _node_ip_address=host if loopback else None)

@@ -11,11 +11,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atlasloop.common.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from atlasloop.common.objectstore import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class ReadinessCheck:
     probe: Callable[[], None]
 
 
-def s3_bucket_check(store) -> ReadinessCheck:
+def s3_bucket_check(store: ObjectStore) -> ReadinessCheck:
     """The service's bucket exists and answers (``store`` is an ObjectStore)."""
     return ReadinessCheck(f"s3:{store.bucket}", store.check_bucket)
 
@@ -49,7 +55,7 @@ def kafka_check(settings: KafkaSettings, timeout_s: float = 2.0) -> ReadinessChe
     return ReadinessCheck("kafka", probe)
 
 
-def database_check(engine) -> ReadinessCheck:
+def database_check(engine: Engine) -> ReadinessCheck:
     """The database answers ``SELECT 1`` (``engine`` is an SQLAlchemy engine)."""
     from sqlalchemy import text
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -28,6 +29,9 @@ from atlasloop.common.readiness import ReadinessCheck
 from atlasloop.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
 @dataclass
@@ -87,7 +91,7 @@ class GrpcService:
         log.info("stopped")
 
 
-def run_service(build: Callable[[ServiceSettings], ServiceSpec], settings: ServiceSettings) -> None:
+def run_service(build: Callable[[SettingsT], ServiceSpec], settings: SettingsT) -> None:
     """Run a service until SIGTERM or SIGINT, then drain and stop."""
     configure_logging(settings_service_name(settings), settings.log_level)
     service = GrpcService(build(settings), settings)

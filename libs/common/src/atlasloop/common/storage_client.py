@@ -5,10 +5,12 @@ INVALID_ARGUMENT keep their meaning; anything else is NotReady, a dependency pro
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from atlasloop.common.errors import InvalidInput, NotFound, NotReady
 from atlasloop.common.transfer import download_volume, upload_file
@@ -25,7 +27,7 @@ class StorageClient:
         self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._metadata = [("authorization", f"Bearer {token}")]
 
-    def _call(self, function, request):
+    def _call(self, function: Callable[..., Any], request: Message) -> Any:
         try:
             return function(request, metadata=self._metadata, timeout=120)
         except grpc.RpcError as exc:
@@ -44,7 +46,7 @@ class StorageClient:
                 round=round_,
             ),
         )
-        return reply.version
+        return cast(storage_pb2.LabelVersionInfo, reply.version)
 
     def write_ai_version(self, case_id: str, labels: Path, model_set: str) -> str:
         """Upload a label map the ensemble made and store it as an AI label version."""
@@ -83,7 +85,7 @@ class StorageClient:
     def load_ct(self, case_id: str) -> Volume:
         return self._load(case_id, common_pb2.VOLUME_KIND_CT, "")
 
-    def _load(self, case_id: str, kind: int, version: str) -> Volume:
+    def _load(self, case_id: str, kind: common_pb2.VolumeKind, version: str) -> Volume:
         with tempfile.TemporaryDirectory(prefix="atlasloop-storage-client-") as tmp:
             path = Path(tmp) / "volume.nii.gz"
             try:

@@ -43,7 +43,7 @@ def upload_file(
 ) -> str:
     """Upload ``path`` into staging; returns the upload id."""
     reply = stub.UploadVolume(upload_requests(path, chunk_bytes), metadata=metadata, timeout=timeout_s)
-    return reply.upload_id
+    return str(reply.upload_id)
 
 
 def download_volume(
@@ -51,7 +51,7 @@ def download_volume(
     case_id: str,
     dest: Path,
     metadata: Metadata,
-    kind: int = common_pb2.VOLUME_KIND_CT,
+    kind: common_pb2.VolumeKind = common_pb2.VOLUME_KIND_CT,
     label_version: str = "",
     chunk_bytes: int = 0,
     timeout_s: float = 600,

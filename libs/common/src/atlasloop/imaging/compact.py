@@ -20,7 +20,7 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 def quantise(probability: np.ndarray) -> np.ndarray:
     """[0, 1] floats to uint8 the way the reference stores them: x255, then truncation."""
-    return (np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.asarray(np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def entropy_term(probability: np.ndarray) -> np.ndarray:
@@ -128,15 +128,15 @@ class EnsembleOutput:
         for organ, crop in self.pseudo.items():
             _put(arrays, f"pseudo/{organ}", crop)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # names are never allow_pickle
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnsembleOutput:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             out = cls(
-                tuple(int(v) for v in archive["shape"]),
-                archive["affine"],  # type: ignore[arg-type]
+                _shape(archive["shape"]),
+                archive["affine"],
                 [str(m) for m in archive["members"]],
             )
             for name in archive.files:
@@ -171,18 +171,23 @@ class AttentionMaps:
         for organ, crop in self.organs.items():
             _put(arrays, organ, crop)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # names are never allow_pickle
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AttentionMaps:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            maps = cls(tuple(int(v) for v in archive["shape"]), archive["affine"])  # type: ignore[arg-type]
+            maps = cls(_shape(archive["shape"]), archive["affine"])
             for name in archive.files:
                 if name.endswith("/data"):
                     organ = name.removesuffix("/data")
                     maps.organs[organ] = Cropped(_box(archive[f"{organ}/box"]), archive[name])
         return maps
+
+
+def _shape(array: np.ndarray) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in array)
+    return x, y, z
 
 
 def _box(array: np.ndarray) -> Box | None:

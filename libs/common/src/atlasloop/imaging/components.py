@@ -15,4 +15,4 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return mask.astype(bool, copy=False)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    return np.asarray(labels == int(np.argmax(sizes)))

@@ -131,7 +131,7 @@ def read_dicom_series(source: str | Path) -> Volume:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         slices[index[name]] = (pixels * slope + intercept).T  # (row, col) -> (i=col, j=row)
-    hu = np.stack(slices, axis=-1)
+    hu = np.stack([s for s in slices if s is not None], axis=-1)  # every slot is filled above
     if np.all(hu == np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767:
         hu = hu.astype(np.int16)
     else:

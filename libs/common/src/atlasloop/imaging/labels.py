@@ -8,6 +8,7 @@ are, and the numbering of ``atlasloop.common.v1.Organ``. Importers map other cla
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def validate_label_map(array: np.ndarray, source: object = None) -> np.ndarray:
+def validate_label_map(array: np.ndarray, source: str | Path | None = None) -> np.ndarray:
     """Return the map as uint8 after checking every id is in the schema."""
     if array.dtype.kind == "f" and (not np.all(np.isfinite(array)) or not np.all(array == np.round(array))):
         raise ImageError(source, "label map holds non-integer values")

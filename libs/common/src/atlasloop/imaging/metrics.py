@@ -46,7 +46,7 @@ def _crop(pred: np.ndarray, truth: np.ndarray, margin: int) -> tuple[np.ndarray,
 
 def surface(mask: np.ndarray) -> np.ndarray:
     """Voxels of the mask with a 6-neighbour outside it (or outside the image)."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+    return np.asarray(mask & ~ndimage.binary_erosion(mask, border_value=0))
 
 
 def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:

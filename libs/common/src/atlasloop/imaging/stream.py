@@ -31,7 +31,8 @@ def _header(data: bytes, source: str) -> nib.Nifti1Header | None:
     if len(data) < size:
         return None
     try:
-        return klass.from_fileobj(io.BytesIO(data[:size]))
+        header: nib.Nifti1Header = klass.from_fileobj(io.BytesIO(data[:size]))
+        return header
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for a bad header
         raise ImageError(source, f"not a readable NIfTI header ({exc})") from None
 

@@ -11,6 +11,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,7 +56,7 @@ class Volume:
     def world(self, ijk: np.ndarray) -> np.ndarray:
         """World coordinates (mm) of voxel indices, shape (..., 3)."""
         ijk = np.asarray(ijk, dtype=np.float64)
-        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return np.asarray(ijk @ self.affine[:3, :3].T + self.affine[:3, 3])
 
     def with_array(self, array: np.ndarray) -> Volume:
         return Volume(array, self.affine.copy())
@@ -84,7 +85,7 @@ def load_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, dtype: np.dtype |
     """Read a ``.nii`` or ``.nii.gz`` CT or label map, validated before the voxels are read."""
     path = Path(path)
     try:
-        image = nib.load(path)
+        image: Any = nib.load(path)  # a Nifti1/Nifti2 image: shape, affine, dataobj
     except FileNotFoundError:
         raise ImageError(path, "file does not exist") from None
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from atlasloop.client.tokens import TokenFile
 from atlasloop.common.ray_env import RAY_ENV
-from atlasloop.common.readiness import grpc_health_check
+from atlasloop.common.readiness import ReadinessCheck, grpc_health_check
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
 from atlasloop.devstack.ports import SERVICES, Ports
 from atlasloop.devstack.processes import ProcessTable
@@ -310,7 +310,7 @@ class Stack:
                 argv.append(f"--num-cpus={num_cpus}")
             self.processes.start("ray", argv, env=ray_environment())
         check = grpc_health_check("ray", self.ray_settings().address)
-        wait_until("Ray head", lambda: check.probe() is None, timeout_s, self.processes.log_file("ray"))
+        wait_until("Ray head", answers(check), timeout_s, self.processes.log_file("ray"))
 
     def ray_temp_dir(self) -> Path:
         # Ray puts unix sockets under this folder; their paths must stay under 107 bytes.
@@ -358,7 +358,7 @@ class Stack:
 
     def wait_service(self, name: str, timeout_s: float = 240) -> None:
         check = grpc_health_check(name, self.service_target(name))
-        wait_until(f"service {name}", lambda: check.probe() is None, timeout_s, self.processes.log_file(name))
+        wait_until(f"service {name}", answers(check), timeout_s, self.processes.log_file(name))
 
     # ---- everything ----
 
@@ -432,6 +432,16 @@ def _nobody_can_run(path: Path) -> bool:
 
     probe = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-x", str(path)]
     return subprocess.run(probe, check=False, capture_output=True).returncode == 0
+
+
+def answers(check: ReadinessCheck) -> Callable[[], bool]:
+    """A readiness check as ``wait_until`` polls it: True once the probe passes (it raises until then)."""
+
+    def ready() -> bool:
+        check.probe()
+        return True
+
+    return ready
 
 
 def ray_environment() -> dict[str, str]:

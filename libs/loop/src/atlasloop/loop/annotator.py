@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlasloop.common.v1 import common_pb2
+from atlasloop.common.domain import ErrorTag
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.volume import Volume
 
@@ -78,7 +78,7 @@ def _slices_of(mask: np.ndarray, axis: int) -> int:
 class Revision:
     labels: Volume
     organs: list[str]
-    tags: list[tuple[str, int]]  # (organ, ErrorTag)
+    tags: list[tuple[str, ErrorTag]]  # (organ, what was wrong)
     minutes: float
     inspected_slices: int
     edited_slices: int
@@ -86,15 +86,15 @@ class Revision:
     changed_voxels: dict[str, int] = field(default_factory=dict)
 
 
-def _tag(before: np.ndarray, after: np.ndarray) -> int:
+def _tag(before: np.ndarray, after: np.ndarray) -> ErrorTag:
     added, removed = int((after & ~before).sum()), int((before & ~after).sum())
     if not before.any():
-        return common_pb2.ERROR_TAG_MISSING_ORGAN
+        return ErrorTag.MISSING_ORGAN
     if not after.any():
-        return common_pb2.ERROR_TAG_HALLUCINATED_ORGAN
+        return ErrorTag.HALLUCINATED_ORGAN
     if added + removed < 0.05 * max(int(after.sum()), 1):
-        return common_pb2.ERROR_TAG_BOUNDARY
-    return common_pb2.ERROR_TAG_MISSED_REGION if added >= removed else common_pb2.ERROR_TAG_LEAKAGE
+        return ErrorTag.BOUNDARY
+    return ErrorTag.MISSED_REGION if added >= removed else ErrorTag.LEAKAGE
 
 
 class SimulatedAnnotator:

@@ -29,12 +29,13 @@ from tqdm import tqdm
 
 from atlasloop.client import Client
 from atlasloop.common import layout
+from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import SERVICES, Ports
 from atlasloop.devstack.stack import Stack
 from atlasloop.imaging.compact import EnsembleOutput
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.volume import Volume
@@ -140,6 +141,7 @@ class Demo:
                 source=f"synthetic site {entry['site']}",
             )
             if not labelled:
+                assert case.labels is not None  # the synthetic cohort writes every case's truth
                 self.unlabelled.append(entry["case"])
                 self.truth[entry["case"]] = case.labels
 
@@ -169,7 +171,7 @@ class Demo:
         }
 
     def current_set(self) -> str:
-        return str(self.store.get_json(layout.CURRENT_MODEL_SET)["version"])  # type: ignore[index]
+        return str(self.store.get_json(layout.CURRENT_MODEL_SET)["version"])
 
     def wait_scored(self, cases: list[str], timeout_s: float = 900) -> None:
         """Until every case is predicted with the current set and scored."""
@@ -271,11 +273,11 @@ class Demo:
             case_id = lease.lease.case_id
             ai = self.client.labels(case_id, lease.label_version)
             revision = self.annotator.revise(ai, self.truth[case_id], self.regions(case_id, model_set, ai))
-            tags = [common_pb2.OrganErrorTag(organ=ORGAN_IDS[o], tag=t) for o, t in revision.tags]
+            tags = [common_pb2.OrganErrorTag(organ=organ_to_proto(o), tag=t.to_proto()) for o, t in revision.tags]
             reply = self.client.submit_revision(
                 lease.lease.lease_id,
                 revision.labels,
-                [ORGAN_IDS[o] for o in revision.organs],
+                [organ_to_proto(o) for o in revision.organs],
                 tags,
                 revision.minutes * 60,
                 note="simulated annotator, attention-guided",
@@ -284,8 +286,7 @@ class Demo:
             record.minutes += revision.minutes
             record.revised.append(case_id)
             for _organ, tag in revision.tags:
-                name = common_pb2.ErrorTag.Name(tag).removeprefix("ERROR_TAG_").lower()
-                record.tags[name] = record.tags.get(name, 0) + 1
+                record.tags[tag.value] = record.tags.get(tag.value, 0) + 1
             self.say(f"  {case_id}: {revision.minutes:.1f} min, organs {revision.organs}")
 
     def triggered_run(self, after: set[str], timeout_s: float = 120) -> str:

@@ -125,6 +125,9 @@ class Plan:
     order: Sequence[str]
     regions: Mapping[str, list[NativeBox]]
 
+    def regions_of(self, case_id: str) -> list[NativeBox]:
+        return list(self.regions.get(case_id, []))
+
 
 def compare(
     ai: Mapping[str, Volume],
@@ -138,11 +141,16 @@ def compare(
     for seed in seeds:
         random_order = list(np.random.default_rng(seed).permutation(sorted(truth)))
         runs: dict[str, tuple[Sequence[str], Callable[[str], list[NativeBox] | None]]] = {
-            name: (plan.order, lambda c, plan=plan: plan.regions.get(c, [])) for name, plan in plans.items()
+            name: (plan.order, plan.regions_of) for name, plan in plans.items()
         }
-        runs["random"] = (random_order, lambda c: None)
+        runs["random"] = (random_order, no_regions)
         for strategy, (order, regions) in runs.items():
             curves.append(
                 revise_in_order(order, ai, truth, regions, SimulatedAnnotator(seed=seed), strategy, seed, budget_min)
             )
     return curves
+
+
+def no_regions(case_id: str) -> None:
+    """A full read: no region guides the annotator."""
+    return None

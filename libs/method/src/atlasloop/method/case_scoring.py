@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class CaseResult:
         present = [o for o in self.organs if o.heat_sum != 0 or (self.mode == "improved" and o.score > 0)]
         return [o.organ for o in sorted(present, key=lambda o: (-o.heat_sum, -o.score))]
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "case_id": self.case_id,
             "mode": self.mode,

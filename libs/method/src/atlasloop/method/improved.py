@@ -24,7 +24,7 @@ from atlasloop.method.reference import OrganAttention, empty, opening, organ_box
 
 def _binary_entropy_bits(p: np.ndarray) -> np.ndarray:
     p = np.clip(p.astype(np.float64), 1e-12, 1 - 1e-12)
-    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.asarray(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
 
 
 def inconsistency_map(probs: np.ndarray) -> np.ndarray:
@@ -38,7 +38,9 @@ def binary_entropy_map(probs: np.ndarray) -> np.ndarray:
 def mutual_information_map(probs: np.ndarray) -> np.ndarray:
     if len(probs) < 2:
         return np.zeros(probs.shape[1:])
-    return np.clip(_binary_entropy_bits(probs.mean(axis=0)) - _binary_entropy_bits(probs).mean(axis=0), 0, None)
+    return np.asarray(
+        np.clip(_binary_entropy_bits(probs.mean(axis=0)) - _binary_entropy_bits(probs).mean(axis=0), 0, None)
+    )
 
 
 SIGNAL_MAPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -58,7 +58,7 @@ def read_case(folder: Path) -> EnsembleOutput:
             soft, affine = _uint8(soft_path, shape)
             if output is None:
                 shape = soft.shape
-                output = EnsembleOutput(tuple(soft.shape), affine, models)  # type: ignore[arg-type]
+                output = EnsembleOutput(soft.shape, affine, models)
             output.soft.setdefault(model, {})[organ] = Cropped.of(soft)
             entropy_path = folder / "backbones" / model / "entropy" / f"{organ}.nii.gz"
             if entropy_path.exists():

@@ -41,7 +41,7 @@ def opening(mask: np.ndarray, iterations: int = 2) -> np.ndarray:
     if iterations == 0:
         return mask
     eroded = ndimage.binary_erosion(mask, structure=FULL, iterations=iterations)
-    return ndimage.binary_dilation(eroded, structure=FULL, iterations=iterations)
+    return np.asarray(ndimage.binary_dilation(eroded, structure=FULL, iterations=iterations))
 
 
 @dataclass

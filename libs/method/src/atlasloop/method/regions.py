@@ -4,6 +4,7 @@ viewer can jump from one to the next (most heat first)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -27,7 +28,7 @@ class Region:
     heat_sum: float
     dominant_signal: str
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -52,10 +53,10 @@ def find_regions(attention: OrganAttention, affine: np.ndarray, plausibility: np
         found.append(
             Region(
                 attention.organ,
-                tuple(int(v) for v in lo),
-                tuple(int(v) for v in hi),  # type: ignore[arg-type]
-                tuple(float(v) for v in corners.min(axis=0)),
-                tuple(float(v) for v in corners.max(axis=0)),  # type: ignore[arg-type]
+                _ints(lo),
+                _ints(hi),
+                _floats(corners.min(axis=0)),
+                _floats(corners.max(axis=0)),
                 int(mask.sum()),
                 float(mask.sum()) * voxel_ml,
                 float(heat.max()),
@@ -66,3 +67,13 @@ def find_regions(attention: OrganAttention, affine: np.ndarray, plausibility: np
         )
     del count
     return sorted(found, key=lambda r: -r.heat_sum)
+
+
+def _ints(values: np.ndarray) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in values)
+    return x, y, z
+
+
+def _floats(values: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z

@@ -34,7 +34,7 @@ class ErrorModel:
 def _blob(shape: tuple[int, ...], center: np.ndarray, radius: float) -> np.ndarray:
     grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     d2 = sum(((g - c) / max(radius, 1.0)) ** 2 for g, c in zip(grids, center, strict=True))
-    return np.exp(-d2 * 1.5)
+    return np.asarray(np.exp(-d2 * 1.5))
 
 
 def _error(rng: np.random.Generator, organ_mask: np.ndarray, radius: float) -> tuple[np.ndarray, int]:
@@ -78,8 +78,9 @@ def simulate(
 ) -> EnsembleOutput:
     model = model or ErrorModel()
     members = [f"member{m}" for m in range(model.members)]
-    shape = tuple(truth.shape)
-    output = EnsembleOutput(shape, affine, members)  # type: ignore[arg-type]
+    x, y, z = truth.shape
+    shape = (int(x), int(y), int(z))
+    output = EnsembleOutput(shape, affine, members)
     for label, organ in ORGANS.items():
         mask = truth == label
         box = nonzero_box(mask)

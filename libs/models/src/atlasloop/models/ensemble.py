@@ -113,7 +113,7 @@ def ensemble_labels(members: Sequence[LoadedModel], image: np.ndarray, cfg: Infe
     """The ensemble's label map for one preprocessed image, on the model grid, from the exact mean
     (the gate scores it against human labels)."""
     outputs = [run_member(m, image, cfg, negligible=0.0) for m in members]
-    return combine(image.shape, np.eye(4), outputs)[1]  # type: ignore[arg-type]
+    return combine(image.shape, np.eye(4), outputs)[1]
 
 
 def predict(
@@ -130,5 +130,5 @@ def predict(
         outputs.append(run_member(model, pre.image, cfg))
         if on_member is not None:
             on_member(model)
-    output, labels = combine(pre.image.shape, pre.grid.cropped_affine, outputs)  # type: ignore[arg-type]
+    output, labels = combine(pre.image.shape, pre.grid.cropped_affine, outputs)
     return Prediction(output, to_native(labels, pre.grid, order=0))

@@ -76,7 +76,7 @@ class ModelRegistry:
             document = self._store.get_json(layout.manifest_key(architecture, version))
         except NotFound:
             raise NotFound(f"model version {architecture}/{version} does not exist") from None
-        return Manifest.from_json(document)  # type: ignore[arg-type]
+        return Manifest.from_json(document)
 
     def weights(self, architecture: str, version: str) -> bytes:
         return self._store.get_bytes(layout.weights_key(architecture, version))
@@ -122,18 +122,18 @@ class ModelRegistry:
 
     def current(self) -> str:
         try:
-            return str(self._store.get_json(layout.CURRENT_MODEL_SET)["version"])  # type: ignore[index]
+            return str(self._store.get_json(layout.CURRENT_MODEL_SET)["version"])
         except NotFound:
             raise NotFound("no current model set; import models and create one") from None
 
     def model_set(self, version: str) -> ModelSet:
         try:
-            return ModelSet.from_json(self._store.get_json(layout.model_set_key(version)))  # type: ignore[arg-type]
+            return ModelSet.from_json(self._store.get_json(layout.model_set_key(version)))
         except NotFound:
             raise NotFound(f"model set {version!r} does not exist") from None
 
     def model_sets(self) -> list[ModelSet]:
         """Every model set, newest first."""
         keys = [k for k in self._store.list_keys(layout.MODEL_SETS) if k != layout.CURRENT_MODEL_SET]
-        sets = (ModelSet.from_json(self._store.get_json(k)) for k in keys)  # type: ignore[arg-type]
+        sets = (ModelSet.from_json(self._store.get_json(k)) for k in keys)
         return sorted(sets, key=lambda s: s.version, reverse=True)

@@ -28,7 +28,7 @@ class OutputWriter:
     def done(self, case_id: str, model_set: str) -> dict[str, Any] | None:
         """The record of an earlier, complete prediction (outputs durable and announced)."""
         try:
-            return self._store.get_json(layout.prediction_record_key(case_id, model_set))  # type: ignore[return-value]
+            return self._store.get_json(layout.prediction_record_key(case_id, model_set))
         except NotFound:
             return None
 

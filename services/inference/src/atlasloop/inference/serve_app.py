@@ -156,11 +156,11 @@ def app(args: dict) -> Application:
     members, manifests = [], []
     for member in registry.model_set(model_set).members:
         manifests.append(registry.manifest(member.architecture, member.version))
-        deployment = Member.options(
+        deployment = Member.options(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
             name=member.architecture, ray_actor_options={"num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus}
         )
         members.append(
             deployment.bind(parsed.s3, member.architecture, member.version, parsed.overlap, parsed.sw_batch_size)
         )
-    ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})
+    ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})  # type: ignore[attr-defined]
     return ingress.bind(members, model_set, asdict(parsed), asdict(shared_preprocess(manifests)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 from atlasloop.common.errors import NotFound, NotReady
 from atlasloop.common.objectstore import ObjectStore
@@ -71,4 +72,4 @@ class Serving:
             raise NotFound("case id is empty")
         self.connect()
         handle = serve.get_app_handle(self.settings.serve_app_name)
-        yield from handle.options(stream=True).run.remote(case_id)
+        yield from cast(Iterator[dict], handle.options(stream=True).run.remote(case_id))

@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -265,5 +266,6 @@ class RenderingCore:
         """The CT's stored grid (its own orientation), as viewers load it."""
         path = work / "ct.nii.gz"
         self._store.download_file(layout.ct_key(case_id), path)
-        header = nib.load(path)
-        return tuple(int(n) for n in header.shape[:3]), header.affine  # type: ignore[return-value]
+        header: Any = nib.load(path)  # a NIfTI image: shape and affine from its header
+        x, y, z = (int(n) for n in header.shape[:3])
+        return (x, y, z), header.affine

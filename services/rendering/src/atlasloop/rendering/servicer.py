@@ -5,20 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from atlasloop.common.domain import LabelStyle, Plane, WindowPreset
+from atlasloop.common.domain import LabelStyle, Plane, WindowPreset, organ_from_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.rendering.core import RenderingCore, View
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
-
-
-def _organ(value: int) -> str:
-    if value == common_pb2.ORGAN_UNSPECIFIED:
-        return ""
-    if value not in ORGANS:
-        raise InvalidInput(f"organ {value} is not one of the schema's organs")
-    return ORGANS[value]
 
 
 def view_of(message: rendering_pb2.SliceView) -> View:
@@ -37,7 +29,7 @@ def view_of(message: rendering_pb2.SliceView) -> View:
         level=message.window_level,
         width=message.window_width,
         label_style=style,
-        heatmap_organ=_organ(message.heatmap_organ),
+        heatmap_organ=organ_from_proto(message.heatmap_organ, allow_unspecified=True),
         region_boxes=message.region_boxes,
         scale_bar=message.scale_bar,
         letters=message.orientation_letters,
@@ -55,7 +47,7 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
         return rendering_pb2.RenderSliceResponse(png=picture, index=index)
 
     def StreamSalientSlices(self, request, context):
-        organs = [_organ(o) for o in request.organs]
+        organs = [organ_from_proto(o) for o in request.organs]
         for picture, index, score, organ in self._core.salient(view_of(request.view), request.count, organs):
             yield rendering_pb2.StreamSalientSlicesResponse(
                 png=picture, index=index, score=score, organ=list(ORGANS.values()).index(organ) + 1
@@ -70,7 +62,7 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
     def ExportForViewer(self, request, context):
         with tempfile.TemporaryDirectory(prefix="atlasloop-export-") as tmp:
             written = self._core.export(
-                request.case_id, request.label_version, [_organ(o) for o in request.organs], Path(tmp)
+                request.case_id, request.label_version, [organ_from_proto(o) for o in request.organs], Path(tmp)
             )
         return rendering_pb2.ExportForViewerResponse(
             objects=[

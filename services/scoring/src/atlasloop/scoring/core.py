@@ -13,12 +13,12 @@ import uuid
 from dataclasses import dataclass
 
 from atlasloop.common import layout
+from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.compact import AttentionMaps, Cropped, EnsembleOutput
-from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.method.case_scoring import MODES, CaseResult, score_case
 from atlasloop.method.selection import Candidate, budget, select
 
@@ -97,7 +97,7 @@ class ScoringCore:
         meta = new_meta("scoring")
         meta.event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{case_id}/{model_set}"))
         organs = [
-            events_pb2.OrganPriority(organ=ORGAN_IDS[o.organ], attention=o.score, heat_sum=o.heat_sum)
+            events_pb2.OrganPriority(organ=organ_to_proto(o.organ), attention=o.score, heat_sum=o.heat_sum)
             for o in sorted(result.organs, key=lambda o: (-o.heat_sum, -o.score))
         ]
         self._producer.publish(
@@ -115,7 +115,7 @@ class ScoringCore:
             document = self._store.get_json(layout.scores_key(case_id, model_set, mode))
         except NotFound:
             raise NotFound(f"case {case_id!r} has not been scored for model set {model_set!r}") from None
-        return StoredScores(case_id, model_set, mode, document)  # type: ignore[arg-type]
+        return StoredScores(case_id, model_set, mode, document)
 
     def propose(
         self, model_set: str, mode: str, fraction: float, max_cases: int, quotas: dict[str, int]
@@ -133,10 +133,10 @@ class ScoringCore:
                 Candidate(
                     entry["case_id"],
                     float(entry["priority"]),
-                    entry["organ_scores"],  # type: ignore[index]
+                    entry["organ_scores"],
                     tuple(entry["organ_order"]),
                 )
-            )  # type: ignore[index]
+            )
         if not candidates:
             return []
         return select(candidates, budget(len(candidates), fraction, max_cases), quotas)

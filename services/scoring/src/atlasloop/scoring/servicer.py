@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from atlasloop.common.domain import ScoringMode, Signal
+from atlasloop.common.domain import ScoringMode, Signal, organ_to_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.labels import ORGANS
 from atlasloop.scoring.core import ScoringCore
 from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
@@ -24,13 +24,13 @@ def case_scores(document: dict) -> scoring_pb2.CaseScores:
         priority=document["priority"],
         organs=[
             scoring_pb2.OrganScore(
-                organ=ORGAN_IDS[o["organ"]], attention=o["score"], heat_sum=o["heat_sum"], flags=o["flags"]
+                organ=organ_to_proto(o["organ"]), attention=o["score"], heat_sum=o["heat_sum"], flags=o["flags"]
             )
             for o in organs
         ],
         regions=[
             scoring_pb2.AttentionRegion(
-                organ=ORGAN_IDS[r["organ"]],
+                organ=organ_to_proto(r["organ"]),
                 box=common_pb2.BoundingBox(
                     min_voxel=r["min_voxel"], max_voxel=r["max_voxel"], min_mm=r["min_mm"], max_mm=r["max_mm"]
                 ),
@@ -68,7 +68,7 @@ class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.ProposeRoundResponse(
             cases=[
                 scoring_pb2.RankedCase(
-                    case_id=c.case_id, priority=c.priority, organs=[ORGAN_IDS[o] for o in c.organ_order]
+                    case_id=c.case_id, priority=c.priority, organs=[organ_to_proto(o) for o in c.organ_order]
                 )
                 for c in chosen
             ]

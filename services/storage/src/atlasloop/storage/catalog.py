@@ -28,7 +28,7 @@ class Catalog:
     def get(self, case_id: str) -> CaseRecord:
         ids.validate_case_id(case_id)
         try:
-            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))  # type: ignore[arg-type]
+            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))
         except NotFound:
             raise NotFound(f"case {case_id!r} does not exist") from None
 

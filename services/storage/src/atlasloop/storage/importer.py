@@ -135,8 +135,8 @@ class CaseImporter:
 
     def _existing(self, digest: str) -> CaseRecord | None:
         try:
-            case_id = str(self._store.get_json(layout.content_index_key(digest))["case_id"])  # type: ignore[index]
-            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))  # type: ignore[arg-type]
+            case_id = str(self._store.get_json(layout.content_index_key(digest))["case_id"])
+            return CaseRecord.from_json(self._store.get_json(layout.meta_key(case_id)))
         except NotFound:
             return None
 

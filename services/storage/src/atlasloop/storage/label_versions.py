@@ -63,14 +63,14 @@ class LabelVersions:
     def get(self, case_id: str, version: str) -> LabelRecord:
         ids.validate_version(version)
         try:
-            return LabelRecord.from_json(self._store.get_json(layout.label_meta_key(case_id, version)))  # type: ignore[arg-type]
+            return LabelRecord.from_json(self._store.get_json(layout.label_meta_key(case_id, version)))
         except NotFound:
             raise NotFound(f"case {case_id!r} has no label version {version!r}") from None
 
     def list(self, case_id: str) -> list[LabelRecord]:
         prefix = layout.labels_prefix(case_id)
         records = [
-            LabelRecord.from_json(self._store.get_json(key))  # type: ignore[arg-type]
+            LabelRecord.from_json(self._store.get_json(key))
             for key in self._store.list_keys(prefix)
             if key.endswith(".json")
         ]

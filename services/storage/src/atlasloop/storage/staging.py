@@ -103,7 +103,7 @@ class Staging:
             sidecar = self._store.get_json(key + ".json")
         except NotFound:
             raise NotFound(f"upload {upload_id} has no file name") from None
-        return str(sidecar["file_name"])  # type: ignore[index]
+        return str(sidecar["file_name"])
 
     @contextmanager
     def fetched(self, upload_id: str) -> Iterator[Path]:

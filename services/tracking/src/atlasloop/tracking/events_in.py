@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import select
@@ -144,7 +146,7 @@ def _model_published(session: Session, e: events_pb2.ModelPublished) -> None:
     audit(session, SYSTEM, "model:published", None, model_set=e.model_set, run_id=e.run_id)
 
 
-HANDLERS = {
+HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     events_pb2.CaseIngested: _case_ingested,
     events_pb2.CasePredicted: _case_predicted,
     events_pb2.CaseScored: _case_scored,

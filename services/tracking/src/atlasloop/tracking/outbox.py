@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
-from google.protobuf.message import Message
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,14 +25,14 @@ from atlasloop.tracking.models import OutboxEvent
 log = logging.getLogger(__name__)
 
 
-def add_event(session: Session, settings: KafkaSettings, event: Message, key: str) -> None:
+def add_event(session: Session, settings: KafkaSettings, event: Any, key: str) -> None:
     """Stage ``event`` in the caller's transaction."""
     payload, _ = encode(event)
     session.add(
         OutboxEvent(
             event_id=event.meta.event_id,
             topic=topic_for(type(event), settings),
-            key=key,  # type: ignore[attr-defined]
+            key=key,
             event_type=event.DESCRIPTOR.full_name,
             payload=payload,
         )
@@ -58,7 +58,7 @@ class OutboxRelay:
         """
         sent = 0
         with self._sessions.begin() as session:
-            postgres = session.bind.dialect.name == "postgresql"
+            postgres = session.get_bind().dialect.name == "postgresql"
             if postgres and not session.execute(text("SELECT pg_try_advisory_xact_lock(727275)")).scalar():
                 return 0
             rows = session.scalars(

@@ -101,6 +101,7 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
         )
         session.add(lease)
         transition(session, case, "leased", annotator, lease_id=lease.id)
+        assert entry is not None  # found together with its case
         return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.current_label_version)
 
 
@@ -196,7 +197,7 @@ def renew(sessions: sessionmaker[Session], lease_id: str, annotator: str, lease_
         lease = held_lease(session, lease_id, annotator)
         lease.expires_at = _now() + timedelta(seconds=lease_s)
         audit(session, annotator, "lease:renewed", lease.case_id, lease_id=lease.id)
-        case = session.get(Case, lease.case_id)
+        case = session.get_one(Case, lease.case_id)
         return LeaseInfo(lease.id, lease.case_id, annotator, lease.expires_at, [], case.current_label_version)
 
 

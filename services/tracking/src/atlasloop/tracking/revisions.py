@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from atlasloop.common.domain import ErrorTag
+from atlasloop.common.domain import ErrorTag, organ_to_proto
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
@@ -165,9 +165,11 @@ def submit_revision(
             case_id=case_id,
             revision_id=revision_id,
             label_version=stored.label_version,
-            organs=[ORGAN_IDS[o] for o in organs],
+            organs=[organ_to_proto(o) for o in organs],
             seconds_spent=seconds,
-            tags=[common_pb2.OrganErrorTag(organ=ORGAN_IDS[t.organ], tag=ErrorTag(t.tag).to_proto()) for t in tags],
+            tags=[
+                common_pb2.OrganErrorTag(organ=organ_to_proto(t.organ), tag=ErrorTag(t.tag).to_proto()) for t in tags
+            ],
         )
         add_event(session, kafka, event, key=case_id)
     return RevisionResult(revision_id, stored.label_version, diffs)
@@ -222,7 +224,7 @@ def submit_review(
                     case_id=case.id,
                     revision_id=revision_id,
                     label_version=revision.label_version,
-                    organs=[ORGAN_IDS[o] for o in revision.organs],
+                    organs=[organ_to_proto(o) for o in revision.organs],
                 ),
                 key=case.id,
             )

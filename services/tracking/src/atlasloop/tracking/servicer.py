@@ -6,10 +6,9 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
-from atlasloop.common.domain import CaseState, ErrorTag, ReviewVerdict
+from atlasloop.common.domain import CaseState, ErrorTag, ReviewVerdict, organ_from_proto, organ_to_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.queue import LeaseInfo
 from atlasloop.tracking.revisions import Tag
@@ -22,12 +21,6 @@ def _stamp(moment) -> Timestamp:
     return stamp
 
 
-def _organ(value: int) -> str:
-    if value not in ORGANS:
-        raise InvalidInput(f"organ {value} is not one of the schema's organs")
-    return ORGANS[value]
-
-
 def _tags(messages) -> list[Tag]:
     tags = []
     for message in messages:
@@ -37,7 +30,7 @@ def _tags(messages) -> list[Tag]:
         region = None
         if message.HasField("region"):
             region = {"min_voxel": list(message.region.min_voxel), "max_voxel": list(message.region.max_voxel)}
-        tags.append(Tag(_organ(message.organ), tag, region))
+        tags.append(Tag(organ_from_proto(message.organ), tag, region))
     return tags
 
 
@@ -82,7 +75,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         )
 
     def QueueCases(self, request, context):
-        cases = [(c.case_id, c.priority, [_organ(o) for o in c.organs]) for c in request.cases]
+        cases = [(c.case_id, c.priority, [organ_from_proto(o) for o in c.organs]) for c in request.cases]
         queued, already = self._core.queue_cases(request.round, cases, current_principal().name)
         return tracking_pb2.QueueCasesResponse(queued=queued, already_queued=already)
 
@@ -92,7 +85,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             return tracking_pb2.NextCaseResponse()
         return tracking_pb2.NextCaseResponse(
             lease=_lease(info),
-            organs=[ORGAN_IDS[o] for o in info.organs],
+            organs=[organ_to_proto(o) for o in info.organs],
             label_version=info.label_version,
             double_read=info.double_read,
         )
@@ -111,7 +104,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             request.lease_id,
             current_principal().name,
             request.upload_id,
-            [_organ(o) for o in request.organs],
+            [organ_from_proto(o) for o in request.organs],
             _tags(request.tags),
             request.seconds_spent,
             request.note,
@@ -121,7 +114,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             label_version=result.label_version,
             diffs=[
                 tracking_pb2.OrganDiff(
-                    organ=ORGAN_IDS[d.organ],
+                    organ=organ_to_proto(d.organ),
                     voxels_added=d.voxels_added,
                     voxels_removed=d.voxels_removed,
                     ml_added=d.ml_added,
@@ -131,7 +124,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
                 for d in result.diffs
             ],
             suggested_tags=[
-                common_pb2.OrganErrorTag(organ=ORGAN_IDS[d.organ], tag=ErrorTag(s).to_proto())
+                common_pb2.OrganErrorTag(organ=organ_to_proto(d.organ), tag=ErrorTag(s).to_proto())
                 for d in result.diffs
                 for s in d.suggested
             ],
@@ -155,7 +148,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             organs=[
                 tracking_pb2.OrganRoundStatistics(
                     round=r.round,
-                    organ=ORGAN_IDS[r.organ],
+                    organ=organ_to_proto(r.organ),
                     cases_revised=r.cases_revised,
                     voxels_changed=r.voxels_changed,
                     mean_dice=r.mean_dice,

@@ -75,7 +75,7 @@ def _train_loop(cfg: dict) -> None:
         losses = train_epochs(model, sampler, recipe, on_epoch, device=device)
         final[architecture] = losses[-1]
         if rank == 0:
-            trained = model.module if hasattr(model, "module") else model
+            trained: torch.nn.Module = model.module if isinstance(model.module, torch.nn.Module) else model
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, buffer)
             ObjectStore(S3Settings(**cfg["s3"])).put_bytes(

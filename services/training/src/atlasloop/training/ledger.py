@@ -67,7 +67,7 @@ class Ledger:
             document = self._store.get_json(layout.LEDGER)
         except NotFound:
             return {}
-        return {k: Approval.from_json(v) for k, v in document["approved"].items()}  # type: ignore[index]
+        return {k: Approval.from_json(v) for k, v in document["approved"].items()}
 
     def _write(self, approved: dict[str, Approval]) -> None:
         self._store.put_json(layout.LEDGER, {"approved": {k: a.as_json() for k, a in approved.items()}})
@@ -101,7 +101,7 @@ class Ledger:
         """The frozen held-out set; chosen and stored on first use."""
         with self._lock:
             try:
-                return [LabelRef(**r) for r in self._store.get_json(layout.HELD_OUT)["cases"]]  # type: ignore[index]
+                return [LabelRef(**r) for r in self._store.get_json(layout.HELD_OUT)["cases"]]
             except NotFound:
                 pass
             labelled = latest_labels(client, self._read().values())

@@ -69,7 +69,7 @@ class RunStore:
         if not run_id or "/" in run_id:
             raise NotFound(f"run {run_id!r} does not exist")
         try:
-            return RunRecord.from_json(self._store.get_json(layout.run_key(run_id)))  # type: ignore[arg-type]
+            return RunRecord.from_json(self._store.get_json(layout.run_key(run_id)))
         except NotFound:
             raise NotFound(f"run {run_id!r} does not exist") from None
 

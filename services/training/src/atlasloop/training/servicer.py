@@ -7,8 +7,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ValidationError
 
+from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.errors import InvalidInput
-from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.training.recipe import Recipe
 from atlasloop.training.runs import OrganScore, RunRecord
 from atlasloop.training.scheduler import Scheduler
@@ -18,7 +18,9 @@ MAX_PAGE = 100
 
 
 def _metrics(metrics: dict[str, OrganScore]) -> list[training_pb2.OrganMetric]:
-    return [training_pb2.OrganMetric(organ=ORGAN_IDS[organ], dice=m.dice, nsd=m.nsd) for organ, m in metrics.items()]
+    return [
+        training_pb2.OrganMetric(organ=organ_to_proto(organ), dice=m.dice, nsd=m.nsd) for organ, m in metrics.items()
+    ]
 
 
 def run_to_proto(run: RunRecord) -> training_pb2.Run:

@@ -60,7 +60,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
     a.tissues.append(("marrow", [Ellipsoid((0, -70 * s, 0), (19 * s, 17 * s, 400), 0.03, 1)]))
     a.tissues.append(("bone_shell", []))  # drawn from the marrow's outline by the renderer
-    bowel = []
+    bowel: list[Ellipsoid | Tube] = []
     for _ in range(int(rng.integers(14, 22))):
         c = (float(rng.uniform(-90, 90)), float(rng.uniform(-20, 80)), float(rng.uniform(zlo + 10, -5)))
         bowel.append(Ellipsoid(c, scale((18, 16, 20)), 0.2, n(-1)))

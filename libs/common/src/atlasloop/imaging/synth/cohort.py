@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def generate_cohort(
     masks: bool = True,
     scale: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Cases ``case_00000``... round-robin over ``sites``; deterministic for (seed, case index)."""
     unknown = [s for s in sites if s not in SITES]
     if unknown:

@@ -35,7 +35,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: 
     coarse = rng.standard_normal((cells, cells, cells)).astype(np.float32)
     zoom = [s / cells for s in shape]
     field = ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)
-    return np.clip(field[: shape[0], : shape[1], : shape[2]] / 1.5, -1.0, 1.0)
+    return np.asarray(np.clip(field[: shape[0], : shape[1], : shape[2]] / 1.5, -1.0, 1.0))
 
 
 def _field(rng: np.random.Generator, shape: tuple[int, int, int], axes: tuple[np.ndarray, ...]) -> Field:

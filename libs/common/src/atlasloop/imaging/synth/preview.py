@@ -15,7 +15,7 @@ from atlasloop.imaging.volume import Volume
 
 def to_ras(volume: Volume) -> np.ndarray:
     transform = ornt_transform(io_orientation(volume.affine), axcodes2ornt("RAS"))
-    return apply_orientation(volume.array, transform)
+    return np.asarray(apply_orientation(volume.array, transform))
 
 
 def axial_overlay(

@@ -25,7 +25,8 @@ class Field:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.x.shape  # type: ignore[return-value]
+        x, y, z = self.x.shape
+        return int(x), int(y), int(z)
 
     def box(self, lo: np.ndarray, hi: np.ndarray, pad_mm: float = 12.0) -> tuple[slice, slice, slice]:
         """Index ranges covering [lo, hi] mm (plus the deformation's reach) on each axis."""
