@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.down()
     if not args.no_demo:  # after the benchmark stack is down: the loop's timings are its own
-        from atlasloop.loop.demo import DemoConfig, run_demo
+        from atlasloop.loop.config import DemoConfig
+        from atlasloop.loop.demo import run_demo
 
         started = time.perf_counter()
         print("\n## closed loop (make demo)")

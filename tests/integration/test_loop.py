@@ -11,7 +11,9 @@ import pytest
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.events.v1 import events_pb2
-from atlasloop.loop.demo import Demo, DemoConfig, fresh_stack, start_stack
+from atlasloop.loop.config import DemoConfig
+from atlasloop.loop.demo import Demo
+from atlasloop.loop.demo_stack import fresh_stack, start_stack
 
 from .conftest import EventCollector
 

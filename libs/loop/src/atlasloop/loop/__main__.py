@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from atlasloop.loop.demo import DemoConfig, run_demo
+from atlasloop.loop.config import DemoConfig
+from atlasloop.loop.demo import run_demo
 
 
 def main(argv: list[str] | None = None) -> int:

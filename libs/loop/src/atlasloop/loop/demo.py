@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,9 @@ from atlasloop.client import Client
 from atlasloop.common import layout
 from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.service_map import SERVICES
 from atlasloop.common.v1 import common_pb2
-from atlasloop.devstack.ports import SERVICES, Ports
+from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
 from atlasloop.imaging.compact import EnsembleOutput
 from atlasloop.imaging.labels import ORGANS
@@ -41,71 +41,12 @@ from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.volume import Volume
 from atlasloop.loop import evaluation
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
-from atlasloop.method.case_scoring import score_case
+from atlasloop.loop.config import LABELLED_SITES, UNLABELLED_SITES, DemoConfig, RoundRecord
+from atlasloop.loop.demo_stack import fresh_stack, start_stack
 from atlasloop.method.improved import ImprovedConfig
 from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
-# Labelled: a portal-venous and a non-contrast site; to label: an arterial site and a portal site
-# with a narrow field of view and 5 mm slices (see atlasloop.imaging.synth.sites).
-LABELLED_SITES, UNLABELLED_SITES = ("A", "C"), ("B", "D")
-
-
-@dataclass
-class DemoConfig:
-    labelled_cases: int = 8
-    unlabelled_cases: int = 12
-    rounds: int = 2
-    per_round: int = 3
-    seeds: tuple[int, ...] = (0, 1, 2)
-    cohort_seed: int = 7
-    scale: float = 0.5
-    epochs: int = 4  # fine-tuning runs: 48 steps per member at the recipe's 3e-4
-    steps_per_epoch: int = 12
-    initial_epochs: int = 30  # the first training of the fresh ensemble: 360 steps per member at 3e-3
-    initial_learning_rate: float = 3e-3
-    # The ensemble's input grid. 3 mm, as TotalSegmentator's fast models: measured on this cohort,
-    # a tiny U-Net after 150 steps of 48-voxel crops reached Dice 0.65 on the new sites at 3 mm and
-    # 0.27 at 1.5 mm (a 48-voxel crop then covers 72 mm of a 190 mm body), and only at 3 mm were
-    # most organ voxels predicted confidently (61% above p = 0.94 vs 9%): the attention maps can
-    # only point at errors when the models are sure where they are right.
-    model_spacing_mm: float = 3.0
-
-    def service_settings(self) -> dict[str, dict[str, str]]:
-        """Settings the demo's services run with. Every consumer gets 30 s of session timeout:
-        on two busy cores the broker can take longer than the workstation default (6 s) to answer
-        a heartbeat. Training uses one worker with both cores (DDP is covered by the tests). The
-        gate's margin is 0.1 Dice: its held-out set is two small cases, where one organ moves by
-        more than 0.05 between two equally good sets."""
-        slow_broker = {"KAFKA__SESSION_TIMEOUT_MS": "30000"}
-        settings = {name: dict(slow_broker) for name in SERVICES}
-        settings["training"] |= {
-            "TRIGGERS__APPROVED_THRESHOLD": str(self.per_round),
-            "RECIPE__EPOCHS": str(self.epochs),
-            "RECIPE__STEPS_PER_EPOCH": str(self.steps_per_epoch),
-            "RECIPE__BATCH_SIZE": "2",
-            "RECIPE__CROP": "48",
-            "GATE__REPLAY_EVAL_CASES": "2",
-            "GATE__MARGIN": "0.1",
-            "NUM_WORKERS": "1",
-            "CPUS_PER_WORKER": "1",
-            "TORCH_THREADS": "2",
-        }
-        settings["inference"]["PREDICT_LABELLED"] = "false"  # the demo labels the new sites only
-        return settings
-
-
-@dataclass
-class RoundRecord:
-    round: int
-    model_set: str
-    quality: dict  # organ -> {"dice", "nsd", "cases"}
-    mean_dice: float
-    minutes: float = 0.0
-    revised: list = field(default_factory=list)
-    tags: dict = field(default_factory=dict)
-    run: dict = field(default_factory=dict)
-    detection: dict = field(default_factory=dict)
 
 
 class Demo:
@@ -239,8 +180,8 @@ class Demo:
         entropy_only = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})
         plans = {
             "attention": attention,
-            "improved": local_plan(ai, outputs, ImprovedConfig()),
-            "uncertainty": local_plan(ai, outputs, entropy_only),
+            "improved": evaluation.local_plan(ai, outputs, ImprovedConfig()),
+            "uncertainty": evaluation.local_plan(ai, outputs, entropy_only),
         }
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
@@ -356,42 +297,12 @@ class Demo:
         }
 
 
-def local_plan(ai: dict[str, Volume], outputs: dict[str, EnsembleOutput], config: ImprovedConfig) -> evaluation.Plan:
-    """A strategy scored here, from the stored ensemble outputs, with another scoring config."""
-    priority, regions = {}, {}
-    for case_id, output in outputs.items():
-        result = score_case(case_id, output, "improved", config)
-        priority[case_id] = result.priority
-        regions[case_id] = [
-            native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape) for r in result.regions
-        ]
-    return evaluation.Plan(sorted(outputs, key=lambda c: -priority[c]), regions)
-
-
 def _tag_counts(stats) -> dict[str, int]:
     counts: dict[str, int] = {}
     for organ in stats.organs:
         for tag, n in organ.tag_counts.items():
             counts[tag] = counts.get(tag, 0) + int(n)
     return counts
-
-
-def fresh_stack(run_dir: Path, ports: Ports, config: DemoConfig) -> Stack:
-    """A stack with no cases, events or runs of before: anything left from an earlier run on
-    these ports is stopped and its data removed (the private PostgreSQL keeps its data outside
-    the run folder when run as root)."""
-    stack = Stack(run_dir, ports, private_postgres=True, service_settings=config.service_settings())
-    stack.down()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(stack.private_postgres_dir(), ignore_errors=True)
-    return stack
-
-
-def start_stack(stack: Stack, config: DemoConfig) -> None:
-    """Everything but the inference service, which ``Demo.run`` starts once the first trained set
-    is current; the untrained bootstrap set is what the first training run starts from."""
-    stack.up([name for name in SERVICES if name != "inference"])
-    stack.seed_models(config.model_spacing_mm)
 
 
 def run_demo(out: Path, run_dir: Path, config: DemoConfig, ports: Ports | None = None, keep: bool = False) -> Path:

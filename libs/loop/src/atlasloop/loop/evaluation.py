@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atlasloop.imaging.compact import EnsembleOutput
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.metrics import dice, nsd
 from atlasloop.imaging.volume import Volume
-from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator
+from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
+from atlasloop.method.case_scoring import score_case
+from atlasloop.method.improved import ImprovedConfig
 
 
 def organ_quality(
@@ -154,3 +157,15 @@ def compare(
 def no_regions(case_id: str) -> None:
     """A full read: no region guides the annotator."""
     return None
+
+
+def local_plan(ai: dict[str, Volume], outputs: dict[str, EnsembleOutput], config: ImprovedConfig) -> Plan:
+    """A strategy scored here, from the stored ensemble outputs, with another scoring config."""
+    priority, regions = {}, {}
+    for case_id, output in outputs.items():
+        result = score_case(case_id, output, "improved", config)
+        priority[case_id] = result.priority
+        regions[case_id] = [
+            native_box(r.organ, r.min_mm, r.max_mm, ai[case_id].affine, ai[case_id].shape) for r in result.regions
+        ]
+    return Plan(sorted(outputs, key=lambda c: -priority[c]), regions)
