@@ -67,7 +67,7 @@ def test_imported_checkpoint_predicts_like_the_module(registry, tmp_path, archit
         == 0
     )
     loaded = registry_.load(architecture, "v1")
-    assert loaded.manifest["provenance"] == {"trained_by": "tests", "source_file": path.name}
+    assert loaded.manifest.provenance == {"trained_by": "tests", "source_file": path.name}
     image = np.random.default_rng(0).random((70, 66, 64), dtype=np.float32)
     direct = LoadedModel(architecture, "direct", loaded.config, module, {})
     cfg = InferenceConfig(overlap=0.25)
@@ -136,7 +136,7 @@ def test_a_models_spacing_sets_the_grid_it_predicts_on(registry, real_ct_dir):
         )
     registry_.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="fine")
     members = [registry_.load(a, "fast") for a in ("unet", "dynunet")]
-    assert members[0].manifest["spacing_mm"] == 3.0 and members[0].preprocess == coarse
+    assert members[0].manifest.spacing_mm == 3.0 and members[0].preprocess == coarse
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     result = predict(ct, members, InferenceConfig(overlap=0.25))
     assert np.allclose(np.linalg.norm(result.output.affine[:3, :3], axis=0), 3.0)

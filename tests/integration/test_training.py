@@ -196,7 +196,7 @@ def test_approved_revisions_train_gate_publish_and_serve(stack, unique, tmp_path
         assert sum(after.values()) > sum(before.values())
         trained_on = {v.split("/")[0] for v in run.label_versions}
         assert trained_on & {"c2", "c3"} and len(trained_on & {"c2", "c3"}) >= 1
-        provenance = registry.manifest("unet", run_id)["provenance"]
+        provenance = registry.manifest("unet", run_id).provenance
         assert provenance["run_id"] == run_id and provenance["base_model_set"] == "ms-0"
         assert provenance["label_versions"] == list(run.label_versions)
 

@@ -10,6 +10,7 @@ from atlasloop.common.readiness import kafka_check, ray_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
+from atlasloop.training.core import TrainingCore
 from atlasloop.training.run_job import RunJob
 from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.servicer import TrainingServiceServicer
@@ -26,7 +27,7 @@ def build(settings: TrainingSettings) -> ServiceSpec:
     job = RunJob(settings, store, producer, lambda: StorageClient(settings.storage_target, settings.storage_token))
     scheduler = Scheduler(job)
     triggers = Triggers(scheduler, settings.triggers)
-    servicer = TrainingServiceServicer(scheduler)
+    servicer = TrainingServiceServicer(TrainingCore(scheduler))
     consumer = ConsumerThread(
         settings.kafka,
         "training",
