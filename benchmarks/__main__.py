@@ -12,7 +12,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, inference, rendering, scale, scoring, storage, tracking, transport
+from benchmarks import imaging, inference, overlap, rendering, scale, scoring, storage, tracking, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         ("imaging: surface metrics", imaging.surface_metrics),
         ("scoring: speed", scoring.speed),
         ("scoring: error detection", scoring.quality),
+        ("inference: sliding-window overlap", overlap.overlap),
     ]:
         started = time.perf_counter()
         print(f"\n## {name}")

@@ -23,17 +23,24 @@ from atlasloop.imaging.compact import Cropped, entropy_term, quantise
 from atlasloop.imaging.components import FULL, largest_component
 from atlasloop.imaging.labels import ORGANS
 
+THRESHOLD = 0.5
+
+
+def above_threshold(probability: np.ndarray) -> np.ndarray:
+    """Where a probability (a member's, or the members' mean) says the organ is there."""
+    return np.asarray(probability > THRESHOLD)
+
 
 def member_maps(probability: np.ndarray) -> tuple[Cropped, Cropped]:
     """(soft, entropy) of one member and organ, as stored."""
-    above = probability > 0.5
+    above = above_threshold(probability)
     keep = ndimage.binary_dilation(largest_component(above), structure=FULL) if above.any() else above
     return Cropped.of(quantise(np.where(keep, probability, 0.0))), Cropped.of(quantise(entropy_term(probability)))
 
 
 def organ_mask(mean: np.ndarray) -> np.ndarray:
     """One organ's pseudo-label from the members' mean probability."""
-    mask = mean > 0.5
+    mask = above_threshold(mean)
     return largest_component(mask) if mask.any() else mask
 
 

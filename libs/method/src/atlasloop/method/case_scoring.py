@@ -9,6 +9,7 @@ import numpy as np
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, quantise, union_box
+from atlasloop.imaging.ensemble_rule import above_threshold
 from atlasloop.method import reference
 from atlasloop.method.improved import ImprovedConfig, OrganEvidence, improved_attention, organ_score
 from atlasloop.method.plausibility import Prediction, run_checks
@@ -131,5 +132,5 @@ def _mean_over_half(output: EnsembleOutput) -> dict[str, Cropped]:
             out[organ] = Cropped(None, np.zeros((0, 0, 0), bool))
             continue
         mean = np.mean([c.read(box).astype(np.float32) for c in crops], axis=0) / 255
-        out[organ] = Cropped(box, mean > 0.5)
+        out[organ] = Cropped(box, above_threshold(mean))
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlasloop.imaging.compact import Cropped
+from atlasloop.imaging.ensemble_rule import above_threshold
 from atlasloop.method.reference import OrganAttention, empty, opening, organ_box, overlap
 
 
@@ -131,7 +132,7 @@ def _organ_fraction(e: OrganEvidence, floor_ml: float = 5.0) -> float:
 def _disagreement(e: OrganEvidence) -> float:
     if len(e.probs) < 2 or not e.probs.size:
         return 0.0
-    masks = e.probs > 0.5
+    masks = above_threshold(e.probs)
     dices = []
     for i in range(len(masks)):
         for j in range(i + 1, len(masks)):
