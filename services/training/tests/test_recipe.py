@@ -61,3 +61,16 @@ def test_a_diverging_loss_stops_training():
     recipe = Recipe(epochs=2, steps_per_epoch=2, batch_size=1, crop=32)
     with pytest.raises(Diverged, match="loss is nan at epoch 1"):
         train_epochs(module, Sampler([_example(2)], [], recipe, seed=0), recipe)
+
+
+def test_the_trained_network_is_saved_with_or_without_the_parallel_wrapper():
+    """One worker trains the bare network, several a DistributedDataParallel around it; the saved
+    state dict is the network's either way (keys without a 'module.' prefix)."""
+    from atlasloop.models.architectures import build, config
+    from atlasloop.training.distributed import unwrapped
+
+    network = build(config("unet", "tiny"))
+    assert unwrapped(network) is network
+    wrapped = torch.nn.DataParallel(network)  # the same .module wrapping as DDP, without a process group
+    assert unwrapped(wrapped) is network
+    assert not any(k.startswith("module.") for k in unwrapped(wrapped).state_dict())

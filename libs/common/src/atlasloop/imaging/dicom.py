@@ -131,7 +131,10 @@ def read_dicom_series(source: str | Path) -> Volume:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         slices[index[name]] = (pixels * slope + intercept).T  # (row, col) -> (i=col, j=row)
-    hu = np.stack([s for s in slices if s is not None], axis=-1)  # every slot is filled above
+    read = [s for s in slices if s is not None]
+    if len(read) != len(slices):
+        raise ImageError(source, f"{len(slices) - len(read)} of {len(slices)} slices had no pixel data on reading")
+    hu = np.stack(read, axis=-1)
     if np.all(hu == np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767:
         hu = hu.astype(np.int16)
     else:

@@ -39,6 +39,13 @@ class MemberJob:
     base_weights: bytes
 
 
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The trained network itself: Ray Train wraps it in DistributedDataParallel only when there
+    is more than one worker."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def _train_loop(cfg: dict) -> None:
     """Runs on every Ray Train worker: each member in turn, from its current weights."""
     import ray
@@ -75,7 +82,7 @@ def _train_loop(cfg: dict) -> None:
         losses = train_epochs(model, sampler, recipe, on_epoch, device=device)
         final[architecture] = losses[-1]
         if rank == 0:
-            trained: torch.nn.Module = model.module if isinstance(model.module, torch.nn.Module) else model
+            trained = unwrapped(model)
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, buffer)
             ObjectStore(S3Settings(**cfg["s3"])).put_bytes(
