@@ -102,7 +102,7 @@ def test_an_organ_without_attention_draws_nothing_and_one_with_attention_does(re
     assert picture != core.render(View(CASE, plane="axial", index=index))[0]
 
 
-def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, rendered_case):
+def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, rendered_case, tmp_path):
     _, ct, _, store = rendered_case
     settings = RenderingSettings(
         port=0,
@@ -167,10 +167,23 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
             metadata=md,
         )
         keys = sorted(o.key.rsplit("/", 1)[1] for o in exported.objects)
-        assert keys == ["AtlasLoop.ctbl", "attention_liver.nii.gz", "labels.nii.gz"]
+        assert keys == ["AtlasLoop.ctbl", "AtlasLoopHeat.ctbl", "attention_liver.nii.gz", "labels.nii.gz"]
         assert b"5 liver 221 130 101 255" in store.get_bytes(
-            next(o.key for o in exported.objects if o.key.endswith(".ctbl"))
+            next(o.key for o in exported.objects if o.key.endswith("AtlasLoop.ctbl"))
         )
+        # the same files streamed to a client that cannot reach the object store
+        files: dict[str, bytes] = {}
+        for chunk in stub.StreamViewerFiles(
+            rendering_pb2.StreamViewerFilesRequest(case_id=CASE, organs=[common_pb2.ORGAN_LIVER]), metadata=md
+        ):
+            files[chunk.file_name] = files.get(chunk.file_name, b"") + chunk.data
+        assert sorted(files) == ["AtlasLoop.ctbl", "AtlasLoopHeat.ctbl", "attention_liver.nii.gz"]
+        exported_heat = next(o.key for o in exported.objects if o.key.endswith("attention_liver.nii.gz"))
+        streamed, stored = tmp_path / "streamed.nii.gz", tmp_path / "stored.nii.gz"
+        streamed.write_bytes(files["attention_liver.nii.gz"])
+        stored.write_bytes(store.get_bytes(exported_heat))
+        assert np.array_equal(load_nifti(streamed).array, load_nifti(stored).array)
+        assert load_nifti(streamed).array.max() > 0 and load_nifti(streamed).shape == (122, 101, 30)
         assert service.spec.register  # service still serving after refusals
     finally:
         channel.close()

@@ -272,7 +272,8 @@ def test_revision_on_the_real_ct_suggests_missed_region(
     assert "missed_region" in liver_diff.suggested and liver_diff.voxels_added > 0 and liver_diff.voxels_removed == 0
     assert all(not d.suggested for d in result.diffs if d.organ != "liver")
     assert core.submit_review(result.revision_id, "rita", "approve", "", []) == "approved"
-    case, history = core.get_case("real-1")
+    view, history = core.get_case("real-1")
+    case = view.case
     assert case.state == "approved" and case.current_label_version == result.label_version
     assert [h.action for h in history if h.action.startswith("state:")] == [
         "state:ingested->predicted",
@@ -293,7 +294,7 @@ def test_revision_on_the_real_ct_suggests_missed_region(
     assert second.double_read and second.case_id == "real-1" and second.label_version == ai_version
     again = upload_file(storage, tmp_path / "revised.nii.gz", annotator)
     core.submit_revision(second.lease_id, "bob", again, ["liver"], [], 300, "independent reading")
-    case, _ = core.get_case("real-1")
+    case = core.get_case("real-1")[0].case
     assert case.state == "approved" and case.current_label_version == result.label_version
     liver = next(r for r in core.statistics().organs if r.organ == "liver")
     assert liver.double_reads == 1 and liver.double_read_dice == 1.0  # both readers drew the same liver

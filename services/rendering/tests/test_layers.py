@@ -39,3 +39,13 @@ def test_empty_heat_draws_nothing():
 def test_square_pixels_and_size_limit():
     assert layers.output_size((100, 200), 2.0, 1.0, 0) == (200, 200)
     assert layers.output_size((512, 512), 0.8, 0.8, 256) == (256, 256)
+
+
+def test_a_small_slice_is_enlarged_to_the_minimum_and_labels_stay_sharp():
+    # a 3 mm case slice (122 x 101 voxels): long side to 512, square pixels kept
+    assert layers.output_size((101, 122), 3.0, 3.0, 1024, 512) == (512, 424)
+    assert layers.output_size((101, 122), 3.0, 3.0, 512, 512) == (512, 424)
+    assert layers.output_size((600, 400), 1.0, 1.0, 0, 512) == (400, 600)  # already large enough
+    labels = np.zeros((4, 4), np.uint8)
+    labels[1:3, 1:3] = 5
+    assert set(np.unique(layers.resize_labels(labels, (16, 16)))) == {0, 5}  # nearest: no mixed ids

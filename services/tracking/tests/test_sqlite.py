@@ -37,4 +37,4 @@ def test_queue_and_leases_on_sqlite(tmp_path):
     assert core.next_case("bob").case_id == "c2"
     assert core.next_case("carol").case_id == "c1"
     cases, token = core.list_cases("", ["leased"], 10, "")
-    assert sorted(c.id for c in cases) == ["c1", "c2"] and token == ""
+    assert sorted(c.case.id for c in cases) == ["c1", "c2"] and token == ""

@@ -8,7 +8,6 @@ a method without one makes the server refuse to start (fail closed).
 from __future__ import annotations
 
 import contextvars
-import enum
 import hmac
 import json
 from collections.abc import Iterable, Mapping
@@ -17,23 +16,10 @@ from dataclasses import dataclass
 import jwt
 from google.protobuf.descriptor import ServiceDescriptor
 
+from atlasloop.common.domain import Role as Role  # re-exported: principals hold these
 from atlasloop.common.errors import InvalidInput, PermissionDenied, Unauthenticated
 from atlasloop.common.settings import AuthSettings
 from atlasloop.common.v1 import common_pb2
-
-
-class Role(enum.StrEnum):
-    """The roles of :class:`atlasloop.common.v1.Role`, by lower-case name."""
-
-    ANNOTATOR = "annotator"
-    REVIEWER = "reviewer"
-    ADMIN = "admin"
-    SERVICE = "service"
-
-    @classmethod
-    def from_proto(cls, value: int) -> Role:
-        name = common_pb2.Role.Name(value).removeprefix("ROLE_").lower()
-        return cls(name)
 
 
 @dataclass(frozen=True)

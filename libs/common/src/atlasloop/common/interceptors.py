@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from atlasloop.common import auth
+from atlasloop.common.domain import Role
 from atlasloop.common.errors import AtlasError, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticate the bearer token and enforce the RPC's declared roles."""
 
-    def __init__(self, authenticator: auth.Authenticator, policy: dict[str, frozenset[auth.Role]]) -> None:
+    def __init__(self, authenticator: auth.Authenticator, policy: dict[str, frozenset[Role]]) -> None:
         self._authenticator = authenticator
         self._policy = policy
 

@@ -22,8 +22,9 @@ from scipy import ndimage
 from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore, StoredObject
-from atlasloop.imaging.labels import ORGAN_COLORS, ORGANS
+from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import resample
+from atlasloop.imaging.viewer import HEAT_TABLE, LABEL_TABLE, heat_color_table, label_color_table
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.rendering import layers
 from atlasloop.rendering.display import PLANE_AXIS, RasVolume, SliceGeometry, slice_geometry, take, world_index
@@ -47,6 +48,7 @@ class View:
     letters: bool = False
     neurological: bool = False
     max_size: int = 0
+    min_size: int = 0
     model_set: str = ""
 
 
@@ -61,6 +63,8 @@ class RenderingCore:
     def render(self, view: View) -> tuple[bytes, int]:
         if view.max_size < 0 or view.max_size > self._max_size:
             raise InvalidInput(f"max_size_px must be within 0..{self._max_size}")
+        if view.min_size < 0 or view.min_size > self._max_size:
+            raise InvalidInput(f"min_size_px must be within 0..{self._max_size}")
         if view.label_style not in ("", "contour", "fill"):
             raise InvalidInput("label style must be contour or fill")
         if view.heatmap_organ and view.heatmap_organ not in ORGANS.values():
@@ -78,7 +82,7 @@ class RenderingCore:
     def _compose(self, ct: RasVolume, geometry: SliceGeometry, view: View, window: layers.Window) -> bytes:
         hu = take(ct.array, geometry)
         limit = view.max_size or self._max_size
-        size = layers.output_size(hu.shape, geometry.rows_mm, geometry.cols_mm, limit)
+        size = layers.output_size(hu.shape, geometry.rows_mm, geometry.cols_mm, limit, view.min_size)
         rgb = layers.gray(hu, window, size)
         if view.label_style and view.label_version:
             labels = self.source.labels(view.case_id, view.label_version)
@@ -234,32 +238,38 @@ class RenderingCore:
             sheet.paste(tile, (x + (tile_px - tile.width) // 2, y + (tile_px - tile.height) // 2))
         return layers.png(sheet)
 
-    # ---- exports for desktop viewers ----
+    # ---- files for desktop viewers ----
+    def viewer_files(self, case_id: str, organs: list[str], work: Path, model_set: str = "") -> list[Path]:
+        """One heatmap per organ on the CT's own grid (uint8 NIfTI, ``attention_<organ>.nii.gz``)
+        and the label and heat colour tables, written into ``work``."""
+        ct_shape, ct_affine = self._native_grid(case_id, work)
+        attention = self.source.attention(case_id, model_set)
+        written = []
+        for organ in organs or list(ORGANS.values()):
+            crop = attention.organs.get(organ)
+            if crop is None:
+                raise NotFound(f"no attention map for {organ}")
+            data = np.zeros(ct_shape, np.uint8)
+            if crop.box is not None:
+                shift = np.eye(4)
+                shift[:3, 3] = [lo for lo, _ in crop.box]
+                data = resample(crop.data, attention.affine @ shift, ct_shape, ct_affine, order=1, dtype=np.uint8)
+            written.append(save_nifti(Volume(data, ct_affine), work / f"attention_{organ}.nii.gz"))
+        for name, text in ((LABEL_TABLE, label_color_table()), (HEAT_TABLE, heat_color_table(layers.HEAT_LUT))):
+            (work / name).write_text(text)
+            written.append(work / name)
+        return written
+
     def export(self, case_id: str, label_version: str, organs: list[str], work: Path) -> list[StoredObject]:
-        ct_meta_shape, ct_affine = self._native_grid(case_id, work)
+        """The viewer files (and the label version, when given) into the object store."""
         prefix = layout.export_prefix(case_id, label_version)
         written = []
         if label_version:
             labels_path = work / "labels.nii.gz"
             self._store.download_file(layout.label_key(case_id, label_version), labels_path)
             written.append(self._store.put_file(prefix + "labels.nii.gz", labels_path))
-        attention = self.source.attention(case_id)
-        for organ in organs or list(ORGANS.values()):
-            crop = attention.organs.get(organ)
-            if crop is None:
-                raise NotFound(f"no attention map for {organ}")
-            data = np.zeros(ct_meta_shape, np.uint8)
-            if crop.box is not None:
-                shift = np.eye(4)
-                shift[:3, 3] = [lo for lo, _ in crop.box]
-                data = resample(crop.data, attention.affine @ shift, ct_meta_shape, ct_affine, order=1, dtype=np.uint8)
-            path = save_nifti(Volume(data, ct_affine), work / f"attention_{organ}.nii.gz")
+        for path in self.viewer_files(case_id, organs, work):
             written.append(self._store.put_file(prefix + path.name, path))
-        table = "# AtlasLoop colour table for 3D Slicer (index name R G B A)\n0 background 0 0 0 0\n"
-        table += "".join(
-            f"{label} {name} {' '.join(map(str, ORGAN_COLORS[name]))} 255\n" for label, name in ORGANS.items()
-        )
-        written.append(self._store.put_bytes(prefix + "AtlasLoop.ctbl", table.encode(), "text/plain"))
         return written
 
     def _native_grid(self, case_id: str, work: Path) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -38,10 +38,16 @@ class Window:
         return cls(level, width)
 
 
-def output_size(shape: tuple[int, int], rows_mm: float, cols_mm: float, max_size: int) -> tuple[int, int]:
-    """(width, height) in pixels with square pixels, at most ``max_size`` on the long side."""
+def output_size(
+    shape: tuple[int, int], rows_mm: float, cols_mm: float, max_size: int, min_size: int = 0
+) -> tuple[int, int]:
+    """(width, height) in pixels with square pixels, the long side at least ``min_size`` and at
+    most ``max_size`` (0: no bound)."""
     pixel = min(rows_mm, cols_mm)
     width, height = shape[1] * cols_mm / pixel, shape[0] * rows_mm / pixel
+    if min_size and max(width, height) < min_size:
+        scale = min_size / max(width, height)
+        width, height = width * scale, height * scale
     if max_size and max(width, height) > max_size:
         scale = max_size / max(width, height)
         width, height = width * scale, height * scale

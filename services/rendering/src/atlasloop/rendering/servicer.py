@@ -35,7 +35,11 @@ def view_of(message: rendering_pb2.SliceView) -> View:
         letters=message.orientation_letters,
         neurological=message.neurological,
         max_size=message.max_size_px,
+        min_size=message.min_size_px,
     )
+
+
+CHUNK_BYTES = 1024 * 1024  # well under the 8 MiB message limit
 
 
 class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
@@ -58,6 +62,18 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
             request.case_id, request.label_version, request.tiles or 16, request.tile_px or 128
         )
         return rendering_pb2.RenderContactSheetResponse(png=picture)
+
+    def StreamViewerFiles(self, request, context):
+        organs = [organ_from_proto(o) for o in request.organs]
+        with tempfile.TemporaryDirectory(prefix="atlasloop-viewer-") as tmp:
+            for path in self._core.viewer_files(request.case_id, organs, Path(tmp), request.model_set):
+                data = path.read_bytes()  # compressed uint8 heatmaps: megabytes at most
+                for start in range(0, max(len(data), 1), CHUNK_BYTES):
+                    yield rendering_pb2.StreamViewerFilesResponse(
+                        file_name=path.name,
+                        data=data[start : start + CHUNK_BYTES],
+                        end_of_file=start + CHUNK_BYTES >= len(data),
+                    )
 
     def ExportForViewer(self, request, context):
         with tempfile.TemporaryDirectory(prefix="atlasloop-export-") as tmp:

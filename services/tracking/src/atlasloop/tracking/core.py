@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -13,9 +15,26 @@ from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
-from atlasloop.tracking.models import AuditEntry, Case, Project
+from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project, Revision
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """A case with the source of its current label version ("" when it has none yet)."""
+
+    case: Case
+    current_label_source: str
+
+
+def _with_label_source(query: Select) -> Select:
+    return query.add_columns(LabelVersion.source).outerjoin(
+        LabelVersion, LabelVersion.version == Case.current_label_version
+    )
+
 
 MAX_PAGE = 500
 
@@ -40,43 +59,51 @@ class TrackingCore:
             raise AlreadyExists(f"a project named {name!r} exists") from None
         return project_id
 
-    def get_case(self, case_id: str) -> tuple[Case, list[AuditEntry]]:
+    def get_case(self, case_id: str) -> tuple[CaseView, list[AuditEntry]]:
         with self.sessions() as session:
-            case = session.get(Case, case_id)
-            if case is None:
+            row = session.execute(_with_label_source(select(Case)).where(Case.id == case_id)).first()
+            if row is None:
                 raise NotFound(f"case {case_id!r} does not exist")
             history = session.scalars(
                 select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(AuditEntry.id)
             ).all()
-            return case, list(history)
+            return CaseView(row[0], row[1] or ""), list(history)
 
-    def list_cases(self, project_id: str, states: list[str], page_size: int, token: str) -> tuple[list[Case], str]:
+    def list_cases(self, project_id: str, states: list[str], page_size: int, token: str) -> tuple[list[CaseView], str]:
         bad = [s for s in states if s not in STATES]
         if bad:
             raise InvalidInput(f"unknown states {bad}")
         size = min(page_size or 100, MAX_PAGE)
         with self.sessions() as session:
-            query = select(Case).order_by(Case.id).limit(size + 1)
+            query = _with_label_source(select(Case)).order_by(Case.id).limit(size + 1)
             if project_id:
                 query = query.where(Case.project_id == project_id)
             if states:
                 query = query.where(Case.state.in_(states))
             if token:
                 query = query.where(Case.id > token)
-            cases = list(session.scalars(query))
+            cases = [CaseView(case, source or "") for case, source in session.execute(query)]
         more = len(cases) > size
         cases = cases[:size]
-        return cases, (cases[-1].id if more else "")
+        return cases, (cases[-1].case.id if more else "")
 
     # events, queue, revisions, reviews
     def apply_event(self, event) -> bool:
         return apply_event(self.sessions, event)
 
     def queue_cases(self, round_: int, cases: list[tuple[str, float, list[str]]], principal: str) -> tuple[int, int]:
-        return queue.queue_cases(self.sessions, self.settings.kafka, round_, cases, principal)
+        queued, already = queue.queue_cases(self.sessions, self.settings.kafka, round_, cases, principal)
+        log.info(
+            "cases queued",
+            extra={"round": round_, "cases": [c[0] for c in cases], "queued": queued, "already_queued": already},
+        )
+        return queued, already
 
     def next_case(self, annotator: str, project_id: str = "") -> queue.LeaseInfo | None:
         return queue.next_case(self.sessions, annotator, self.settings.lease_s, project_id)
+
+    def get_lease(self, lease_id: str, principal: str, sees_all: bool) -> queue.LeaseInfo:
+        return queue.get(self.sessions, lease_id, principal, sees_all)
 
     def renew_lease(self, lease_id: str, annotator: str) -> queue.LeaseInfo:
         return queue.renew(self.sessions, lease_id, annotator, self.settings.lease_s)
@@ -94,7 +121,7 @@ class TrackingCore:
         seconds: float,
         note: str,
     ) -> revisions.RevisionResult:
-        return revisions.submit_revision(
+        result = revisions.submit_revision(
             self.sessions,
             self.storage,
             self.settings.kafka,
@@ -106,11 +133,22 @@ class TrackingCore:
             seconds,
             note,
         )
+        log.info(
+            "case revised",
+            extra={
+                "case_id": result.case_id,
+                "revision_id": result.revision_id,
+                "label_version": result.label_version,
+                "organs": organs,
+                "seconds": round(seconds, 1),
+            },
+        )
+        return result
 
     def submit_review(
         self, revision_id: str, reviewer: str, verdict: str, reason: str, annotator_errors: list[revisions.Tag]
     ) -> str:
-        return revisions.submit_review(
+        state = revisions.submit_review(
             self.sessions,
             self.settings.kafka,
             revision_id,
@@ -120,6 +158,21 @@ class TrackingCore:
             annotator_errors,
             self.settings.double_read_fraction,
         )
+        log.info(
+            "revision reviewed",
+            extra={
+                "case_id": self.revision_case(revision_id),
+                "revision_id": revision_id,
+                "verdict": verdict,
+                "state": state,
+            },
+        )
+        return state
+
+    def revision_case(self, revision_id: str) -> str:
+        with self.sessions() as session:
+            revision = session.get(Revision, revision_id)
+            return revision.case_id if revision else ""
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)

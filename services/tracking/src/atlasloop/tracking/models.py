@@ -135,6 +135,9 @@ class Lease(Base):
     expires_at: Mapped[datetime]
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     ended: Mapped[str] = mapped_column(String(16), default="")  # released | expired | submitted
+    label_version: Mapped[str] = mapped_column(String(64), default="")  # what the annotator starts from
+    organs: Mapped[list] = mapped_column(default=list)  # to revise, most salient first
+    double_read: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Revision(Base):

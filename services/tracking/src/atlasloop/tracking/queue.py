@@ -35,6 +35,7 @@ class LeaseInfo:
     organs: list[str]
     label_version: str
     double_read: bool = False
+    active: bool = True
 
 
 def _now() -> datetime:
@@ -91,6 +92,7 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
                 old.active, old.ended = False, "expired"
             transition(session, case, "queued", "system:lease-expiry")
             session.flush()
+        assert entry is not None  # found together with its case
         lease = Lease(
             id=str(uuid.uuid4()),
             case_id=case.id,
@@ -98,11 +100,12 @@ def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, pro
             acquired_at=now,
             expires_at=now + timedelta(seconds=lease_s),
             active=True,
+            label_version=case.current_label_version,
+            organs=list(entry.organs),
         )
         session.add(lease)
         transition(session, case, "leased", annotator, lease_id=lease.id)
-        assert entry is not None  # found together with its case
-        return LeaseInfo(lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.current_label_version)
+        return _info(lease)
 
 
 def _queued(session: Session, project_id: str):
@@ -156,12 +159,13 @@ def _double_read(session: Session, annotator: str, lease_s: int, now: datetime, 
         acquired_at=now,
         expires_at=now + timedelta(seconds=lease_s),
         active=True,
+        label_version=case.ai_label_version,
+        organs=list(entry.organs),
+        double_read=True,
     )
     session.add(lease)
     audit(session, annotator, "double_read:leased", case.id, lease_id=lease.id)
-    return LeaseInfo(
-        lease.id, case.id, annotator, lease.expires_at, list(entry.organs), case.ai_label_version, double_read=True
-    )
+    return _info(lease)
 
 
 def _expired(session: Session, now: datetime, project_id: str):
@@ -178,6 +182,28 @@ def _expired(session: Session, now: datetime, project_id: str):
     if project_id:
         query = query.where(Case.project_id == project_id)
     return session.execute(query).first()
+
+
+def _info(lease: Lease) -> LeaseInfo:
+    return LeaseInfo(
+        lease.id,
+        lease.case_id,
+        lease.annotator,
+        lease.expires_at,
+        list(lease.organs),
+        lease.label_version,
+        lease.double_read,
+        lease.active,
+    )
+
+
+def get(sessions: sessionmaker[Session], lease_id: str, principal: str, sees_all: bool) -> LeaseInfo:
+    """A lease as it was granted; annotators see only their own, reviewers and admins any."""
+    with sessions() as session:
+        lease = session.get(Lease, lease_id)
+        if lease is None or (lease.annotator != principal and not sees_all):
+            raise NotFound(f"lease {lease_id[:80]!r} does not exist or is not yours")
+        return _info(lease)
 
 
 def held_lease(session: Session, lease_id: str, annotator: str) -> Lease:
@@ -197,8 +223,7 @@ def renew(sessions: sessionmaker[Session], lease_id: str, annotator: str, lease_
         lease = held_lease(session, lease_id, annotator)
         lease.expires_at = _now() + timedelta(seconds=lease_s)
         audit(session, annotator, "lease:renewed", lease.case_id, lease_id=lease.id)
-        case = session.get_one(Case, lease.case_id)
-        return LeaseInfo(lease.id, lease.case_id, annotator, lease.expires_at, [], case.current_label_version)
+        return _info(lease)
 
 
 def release(sessions: sessionmaker[Session], lease_id: str, annotator: str) -> None:

@@ -59,6 +59,7 @@ class RevisionResult:
     revision_id: str
     label_version: str
     diffs: list[OrganDiff]
+    case_id: str = ""
 
 
 def check_tags(tags: list[Tag], allowed: frozenset[str]) -> None:
@@ -172,7 +173,7 @@ def submit_revision(
             ],
         )
         add_event(session, kafka, event, key=case_id)
-    return RevisionResult(revision_id, stored.label_version, diffs)
+    return RevisionResult(revision_id, stored.label_version, diffs, case_id)
 
 
 def sampled_for_double_read(case_id: str, fraction: float) -> bool:
@@ -328,4 +329,4 @@ def _double_read(
         entry.done = True
         lease.active, lease.ended = False, "submitted"
         audit(session, annotator, "double_read:submitted", case_id, revision_id=revision_id)
-    return RevisionResult(revision_id, stored.label_version, diffs)
+    return RevisionResult(revision_id, stored.label_version, diffs, case_id)

@@ -6,10 +6,18 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
-from atlasloop.common.domain import CaseState, ErrorTag, ReviewVerdict, organ_from_proto, organ_to_proto
+from atlasloop.common.domain import (
+    CaseState,
+    ErrorTag,
+    LabelSource,
+    ReviewVerdict,
+    Role,
+    organ_from_proto,
+    organ_to_proto,
+)
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
-from atlasloop.tracking.core import TrackingCore
+from atlasloop.tracking.core import CaseView, TrackingCore
 from atlasloop.tracking.queue import LeaseInfo
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
@@ -40,8 +48,10 @@ def _lease(info: LeaseInfo) -> tracking_pb2.Lease:
     )
 
 
-def _summary(case) -> tracking_pb2.CaseSummary:
+def _summary(view: CaseView) -> tracking_pb2.CaseSummary:
+    case = view.case
     geometry = ParseDict(case.geometry or {}, common_pb2.Geometry(), ignore_unknown_fields=True)
+    source = LabelSource(view.current_label_source).to_proto() if view.current_label_source else None
     return tracking_pb2.CaseSummary(
         case_id=case.id,
         project_id=case.project_id or "",
@@ -49,6 +59,9 @@ def _summary(case) -> tracking_pb2.CaseSummary:
         priority=case.priority,
         current_label_version=case.current_label_version,
         geometry=geometry,
+        current_label_source=source,
+        ai_label_version=case.ai_label_version,
+        model_set=case.model_set,
     )
 
 
@@ -88,6 +101,19 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             organs=[organ_to_proto(o) for o in info.organs],
             label_version=info.label_version,
             double_read=info.double_read,
+        )
+
+    def GetLease(self, request, context):
+        principal = current_principal()
+        info = self._core.get_lease(
+            request.lease_id, principal.name, sees_all=bool(principal.roles & {Role.REVIEWER, Role.ADMIN})
+        )
+        return tracking_pb2.GetLeaseResponse(
+            lease=_lease(info),
+            organs=[organ_to_proto(o) for o in info.organs],
+            label_version=info.label_version,
+            double_read=info.double_read,
+            active=info.active,
         )
 
     def RenewLease(self, request, context):
