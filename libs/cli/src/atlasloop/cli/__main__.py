@@ -8,23 +8,32 @@ import sys
 from atlasloop.cli import (
     bulk_import,
     imaging_commands,
-    loop_commands,
     models_command,
+    pull_command,
+    queue_commands,
+    revise_command,
     score_command,
+    slices_command,
     synth_command,
+    train_commands,
 )
-from atlasloop.common.errors import AtlasError
+from atlasloop.cli.errors import describe
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlasloop", description="AtlasLoop: AI-assisted CT annotation")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     imaging_commands.register(commands)
     synth_command.register(commands)
     bulk_import.register(commands)
     score_command.register(commands)
     models_command.register(commands)
-    loop_commands.register(commands)
+    queue_commands.register(commands)
+    pull_command.register(commands)
+    slices_command.register(commands)
+    revise_command.register(commands)
+    train_commands.register(commands)
     return parser
 
 
@@ -32,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except AtlasError as exc:
-        print(f"atlasloop {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # one line per failure; --debug for the traceback
+        if args.debug:
+            raise
+        line, code = describe(exc)
+        print(f"atlasloop {args.command}: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -122,10 +122,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"atlasloop import: {args.folder} is not a folder")
     cases, outcomes = discover(args.folder)
     channel, metadata = connect(args, "admin")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    except grpc.FutureTimeoutError:
+        raise SystemExit(
+            f"atlasloop import: the storage service at {args.target} does not answer "
+            "(is the stack running? 'make up' starts it)"
+        ) from None
     stub = storage_pb2_grpc.StorageServiceStub(channel)
     with (
         ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool,
-        tqdm(total=len(cases), unit="case", desc="import", disable=args.json) as bar,
+        tqdm(total=len(cases), unit="case", desc="import", disable=True if args.json else None) as bar,
     ):
         futures = [
             pool.submit(import_one, stub, metadata, c, not args.generate_ids, args.allow_duplicates) for c in cases

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     folders = case_folders(args.cases_dir)
     out_root = args.out or args.cases_dir
     results = []
-    for folder in tqdm(folders, unit="case", desc=f"score ({args.mode})"):
+    for folder in tqdm(folders, unit="case", desc=f"score ({args.mode})", disable=None):
         output = read_case(folder)
         result = score_case(folder.name, output, args.mode)
         target = out_root / folder.name

@@ -37,7 +37,7 @@ def run_synth(args: argparse.Namespace) -> int:
         raise SystemExit("atlasloop synth: --cases must be at least 1")
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     started = time.perf_counter()
-    with tqdm(total=args.cases, unit="case", desc="synth") as bar:
+    with tqdm(total=args.cases, unit="case", desc="synth", disable=None) as bar:
         entries = generate_cohort(
             args.out,
             args.cases,

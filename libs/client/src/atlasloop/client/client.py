@@ -13,9 +13,11 @@ from pathlib import Path
 
 import grpc
 
+from atlasloop.common.service_map import SERVICES
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.inference.v1 import inference_pb2_grpc
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
 from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -37,27 +39,30 @@ class Client:
         def channel(name: str) -> grpc.Channel:
             return grpc.insecure_channel(targets[name], options=channel_options())
 
-        self._channels = [channel(name) for name in ("storage", "scoring", "rendering", "tracking", "training")]
-        storage, scoring, rendering, tracking, training = self._channels
+        self.channels = {name: channel(name) for name in SERVICES}
+        storage, inference, scoring, rendering, tracking, training = (self.channels[n] for n in SERVICES)
         self.storage = storage_pb2_grpc.StorageServiceStub(storage)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(inference)
         self.scoring = scoring_pb2_grpc.ScoringServiceStub(scoring)
         self.rendering = rendering_pb2_grpc.RenderingServiceStub(rendering)
         self.tracking = tracking_pb2_grpc.TrackingServiceStub(tracking)
         self.training = training_pb2_grpc.TrainingServiceStub(training)
+        self.targets = dict(targets)
         self._tokens = dict(tokens)
         self.timeout_s = timeout_s
 
-    def _as(self, role: str) -> list[tuple[str, str]]:
+    def auth(self, role: str) -> list[tuple[str, str]]:
+        """Call metadata carrying the bearer token of ``role``."""
         return [("authorization", f"Bearer {self._tokens[role]}")]
 
     def close(self) -> None:
-        for channel in self._channels:
+        for channel in self.channels.values():
             channel.close()
 
     # ---- cases and volumes ----
 
     def import_case(self, ct: Path, case_id: str, labels: Path | None = None, source: str = "") -> str:
-        meta = self._as("admin")
+        meta = self.auth("admin")
         label_upload = upload_file(self.storage, labels, meta) if labels else ""
         reply = self.storage.ImportCase(
             storage_pb2.ImportCaseRequest(
@@ -75,16 +80,45 @@ class Client:
         return list(
             self.storage.ListLabelVersions(
                 storage_pb2.ListLabelVersionsRequest(case_id=case_id),
-                metadata=self._as("annotator"),
+                metadata=self.auth("annotator"),
                 timeout=self.timeout_s,
             ).versions
         )
+
+    def download(self, case_id: str, dest: Path, label_version: str = "", role: str = "annotator") -> Path:
+        """A case's CT (no ``label_version``) or one of its label versions into ``dest``, checksum verified."""
+        kind = common_pb2.VOLUME_KIND_LABEL if label_version else common_pb2.VOLUME_KIND_CT
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        download_volume(self.storage, case_id, dest, self.auth(role), kind=kind, label_version=label_version)
+        return dest
+
+    def viewer_files(self, case_id: str, out: Path, organs: list[common_pb2.Organ] | None = None) -> list[Path]:
+        """The case's heatmaps on the CT grid and the colour tables, written into ``out``."""
+        out.mkdir(parents=True, exist_ok=True)
+        request = rendering_pb2.StreamViewerFilesRequest(case_id=case_id, organs=organs or [])
+        written: dict[str, Path] = {}
+        handles = {}
+        try:
+            for chunk in self.rendering.StreamViewerFiles(
+                request, metadata=self.auth("annotator"), timeout=self.timeout_s
+            ):
+                name = Path(chunk.file_name).name  # never a path the service chose
+                if name not in handles:
+                    written[name] = out / name
+                    handles[name] = written[name].open("wb")
+                handles[name].write(chunk.data)
+                if chunk.end_of_file:
+                    handles.pop(name).close()
+        finally:
+            for handle in handles.values():
+                handle.close()
+        return list(written.values())
 
     def labels(self, case_id: str, version: str, role: str = "annotator") -> Volume:
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             path = Path(tmp) / "labels.nii.gz"
             download_volume(
-                self.storage, case_id, path, self._as(role), kind=common_pb2.VOLUME_KIND_LABEL, label_version=version
+                self.storage, case_id, path, self.auth(role), kind=common_pb2.VOLUME_KIND_LABEL, label_version=version
             )
             return load_nifti(path)
 
@@ -94,7 +128,7 @@ class Client:
         return list(
             self.scoring.ProposeRound(
                 scoring_pb2.ProposeRoundRequest(round=round_, max_cases=max_cases),
-                metadata=self._as("admin"),
+                metadata=self.auth("admin"),
                 timeout=self.timeout_s,
             ).cases
         )
@@ -103,7 +137,7 @@ class Client:
         queued = [tracking_pb2.QueuedCase(case_id=c.case_id, priority=c.priority, organs=c.organs) for c in cases]
         return self.tracking.QueueCases(
             tracking_pb2.QueueCasesRequest(round=round_, cases=queued),
-            metadata=self._as("admin"),
+            metadata=self.auth("admin"),
             timeout=self.timeout_s,
         )
 
@@ -118,34 +152,49 @@ class Client:
         while True:
             reply = self.tracking.ListCases(
                 tracking_pb2.ListCasesRequest(states=states or [], page_size=500, page_token=token),
-                metadata=self._as("reviewer"),
+                metadata=self.auth("reviewer"),
                 timeout=self.timeout_s,
             )
             found += reply.cases
             if not (token := reply.next_page_token):
                 return found
 
+    def get_lease(self, lease_id: str) -> tracking_pb2.GetLeaseResponse:
+        return self.tracking.GetLease(
+            tracking_pb2.GetLeaseRequest(lease_id=lease_id), metadata=self.auth("annotator"), timeout=self.timeout_s
+        )
+
     def history(self, case_id: str) -> tracking_pb2.GetCaseResponse:
         return self.tracking.GetCase(
-            tracking_pb2.GetCaseRequest(case_id=case_id), metadata=self._as("reviewer"), timeout=self.timeout_s
+            tracking_pb2.GetCaseRequest(case_id=case_id), metadata=self.auth("reviewer"), timeout=self.timeout_s
         )
 
     def scores(self, case_id: str, model_set: str = "") -> scoring_pb2.CaseScores:
         return self.scoring.GetCaseScores(
             scoring_pb2.GetCaseScoresRequest(case_id=case_id, model_set=model_set),
-            metadata=self._as("annotator"),
+            metadata=self.auth("annotator"),
             timeout=self.timeout_s,
         ).scores
 
-    def salient_slices(self, case_id: str, label_version: str, out: Path, count: int = 4) -> list[Path]:
-        """The most salient slices with heatmap and label contours, as PNG files (what a viewer
-        shows first)."""
+    def salient_slices(
+        self, case_id: str, label_version: str, out: Path, count: int = 4, size_px: int = 0
+    ) -> list[Path]:
+        """The most salient slices with heatmap, region boxes and (given a label version) label
+        contours, as PNG files (what a viewer shows first); ``size_px`` on the long side."""
         out.mkdir(parents=True, exist_ok=True)
-        view = rendering_pb2.SliceView(case_id=case_id, label_version=label_version, region_boxes=True)
+        style = rendering_pb2.LABEL_STYLE_CONTOUR if label_version else rendering_pb2.LABEL_STYLE_UNSPECIFIED
+        view = rendering_pb2.SliceView(
+            case_id=case_id,
+            label_version=label_version,
+            region_boxes=True,
+            label_style=style,
+            min_size_px=size_px,
+            max_size_px=size_px,
+        )
         request = rendering_pb2.StreamSalientSlicesRequest(view=view, count=count)
         written = []
         for reply in self.rendering.StreamSalientSlices(
-            request, metadata=self._as("annotator"), timeout=self.timeout_s
+            request, metadata=self.auth("annotator"), timeout=self.timeout_s
         ):
             path = out / f"{case_id}-slice{reply.index:03d}.png"
             path.write_bytes(reply.png)
@@ -157,7 +206,7 @@ class Client:
     def next_case(self) -> tracking_pb2.NextCaseResponse | None:
         """A lease on the next queued case; None when the queue is empty (an empty reply)."""
         reply = self.tracking.NextCase(
-            tracking_pb2.NextCaseRequest(), metadata=self._as("annotator"), timeout=self.timeout_s
+            tracking_pb2.NextCaseRequest(), metadata=self.auth("annotator"), timeout=self.timeout_s
         )
         return reply if reply.lease.case_id else None
 
@@ -170,7 +219,7 @@ class Client:
         seconds: float,
         note: str = "",
     ) -> tracking_pb2.SubmitRevisionResponse:
-        meta = self._as("annotator")
+        meta = self.auth("annotator")
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             upload_id = upload_file(self.storage, save_nifti(labels, Path(tmp) / "revised.nii.gz"), meta)
         return self.tracking.SubmitRevision(
@@ -185,13 +234,13 @@ class Client:
         verdict = tracking_pb2.REVIEW_VERDICT_APPROVE if approve else tracking_pb2.REVIEW_VERDICT_REJECT
         return self.tracking.SubmitReview(
             tracking_pb2.SubmitReviewRequest(revision_id=revision_id, verdict=verdict, reason=reason),
-            metadata=self._as("reviewer"),
+            metadata=self.auth("reviewer"),
             timeout=self.timeout_s,
         )
 
     def statistics(self) -> tracking_pb2.GetStatisticsResponse:
         return self.tracking.GetStatistics(
-            tracking_pb2.GetStatisticsRequest(), metadata=self._as("reviewer"), timeout=self.timeout_s
+            tracking_pb2.GetStatisticsRequest(), metadata=self.auth("reviewer"), timeout=self.timeout_s
         )
 
     # ---- training ----
@@ -201,21 +250,21 @@ class Client:
     ) -> training_pb2.Run:
         overrides = training_pb2.RecipeOverrides(epochs=epochs, learning_rate=learning_rate)
         request = training_pb2.StartRunRequest(reason=reason, from_originals=from_originals, overrides=overrides)
-        return self.training.StartRun(request, metadata=self._as("admin"), timeout=self.timeout_s).run
+        return self.training.StartRun(request, metadata=self.auth("admin"), timeout=self.timeout_s).run
 
     def run(self, run_id: str) -> training_pb2.Run:
         return self.training.GetRun(
-            training_pb2.GetRunRequest(run_id=run_id), metadata=self._as("admin"), timeout=self.timeout_s
+            training_pb2.GetRunRequest(run_id=run_id), metadata=self.auth("admin"), timeout=self.timeout_s
         ).run
 
     def runs(self) -> list[training_pb2.Run]:
         return list(
             self.training.ListRuns(
-                training_pb2.ListRunsRequest(page_size=100), metadata=self._as("admin"), timeout=self.timeout_s
+                training_pb2.ListRunsRequest(page_size=100), metadata=self.auth("admin"), timeout=self.timeout_s
             ).runs
         )
 
     def watch(self, run_id: str, timeout_s: float = 3600) -> Iterator[training_pb2.WatchRunResponse]:
         yield from self.training.WatchRun(
-            training_pb2.WatchRunRequest(run_id=run_id), metadata=self._as("admin"), timeout=timeout_s
+            training_pb2.WatchRunRequest(run_id=run_id), metadata=self.auth("admin"), timeout=timeout_s
         )

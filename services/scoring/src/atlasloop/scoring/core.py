@@ -9,6 +9,7 @@ publishes again with the same event id, which consumers deduplicate.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class ScoringCore:
 
     def score(self, case_id: str, model_set: str = "", publish: bool = True) -> dict[str, CaseResult]:
         """Score one stored prediction in every mode, store the results, announce the default mode's."""
+        started = time.perf_counter()
         model_set = model_set or self.latest_model_set(case_id)
         output = self.load(case_id, model_set)
         results = {mode: score_case(case_id, output, mode) for mode in MODES}
@@ -66,6 +68,15 @@ class ScoringCore:
             self._write(case_id, model_set, mode, output, result)
         if publish:
             self._publish(case_id, model_set, results[self.default_mode])
+        log.info(
+            "case scored",
+            extra={
+                "case_id": case_id,
+                "model_set": model_set,
+                "priority": round(results[self.default_mode].priority, 1),
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
         return results
 
     def on_case_predicted(self, case_id: str, model_set: str) -> bool:

@@ -1,0 +1,156 @@
+"""The loop from a terminal, as a new user meets it (README, "The loop from a terminal"): the real
+CT through every service, driven only by the ``atlasloop`` command in subprocesses.
+
+import -> scored -> queue a round -> next -> pull (a folder 3D Slicer opens) -> correct the label
+file -> revise (organs and minutes measured) -> review -> stats shows the revision; and the stored
+revision is exactly the corrected file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atlasloop.client import Client, TokenFile
+from atlasloop.common.service_map import SERVICES
+from atlasloop.common.v1 import common_pb2
+from atlasloop.devstack.ports import Ports
+from atlasloop.devstack.stack import Stack
+from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
+from atlasloop.imaging.viewer import check_scene
+from atlasloop.imaging.volume import load_nifti, save_nifti
+
+pytestmark = pytest.mark.integration
+ATLASLOOP = str(Path(sys.executable).parent / "atlasloop")
+
+
+@pytest.fixture(scope="module")
+def workstation(tmp_path_factory):
+    """A folder like a user's checkout after ``make up``: the stack's run folder is ``.run``."""
+    home = tmp_path_factory.mktemp("terminal")
+    stack = Stack(
+        home / ".run",
+        Ports.for_tests(2),
+        private_postgres=True,
+        service_settings={"inference": {"NUM_CPUS": "0.25", "OVERLAP": "0.25"}},
+    )
+    stack.down()
+    shutil.rmtree(stack.private_postgres_dir(), ignore_errors=True)
+    try:
+        stack.start_s3()
+        stack.seed_models(spacing_mm=3.0)  # the real CT's grid: quick predictions of the untrained set
+        stack.up()
+        env = dict(os.environ) | {f"ATLASLOOP_{n.upper()}_TARGET": stack.service_target(n) for n in SERVICES}
+        yield home, env, stack
+    finally:
+        stack.down()
+
+
+def atlasloop(home: Path, env: dict[str, str], *args: str, ok: bool = True) -> str:
+    done = subprocess.run(
+        [ATLASLOOP, *args], cwd=home, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if ok:
+        assert done.returncode == 0, f"atlasloop {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def wait_for(home, env, state: str, timeout_s: float = 300) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cases = json.loads(atlasloop(home, env, "cases", "--state", state, "--json"))
+        if cases:
+            return cases
+        time.sleep(2)
+    raise TimeoutError(f"no case reached {state!r} in {timeout_s:.0f} s")
+
+
+def test_the_whole_loop_from_a_terminal(workstation, real_ct_dir):
+    home, env, stack = workstation
+    (home / "scans").mkdir()
+    shutil.copy(real_ct_dir / "example_ct_sm.nii.gz", home / "scans" / "abdomen-1.nii.gz")
+
+    # an empty stack says what to do next
+    assert "import some with 'atlasloop import DIR'" in atlasloop(home, env, "cases")
+    assert "no revisions yet" in atlasloop(home, env, "stats")
+    assert all(row["health"] == "SERVING" for row in json.loads(atlasloop(home, env, "status", "--json")))
+
+    assert "imported" in atlasloop(home, env, "import", "scans")
+    [case] = wait_for(home, env, "scored")
+    assert case["case"] == "abdomen-1" and case["label"] == "ai" and case["model_set"] == "bootstrap"
+
+    assert "queued 1" in atlasloop(home, env, "queue", "--round", "1", "--cases", "1")
+    leased = atlasloop(home, env, "next")
+    lease_id = re.search(r"^lease (\S+) on case abdomen-1", leased, re.M).group(1)
+    assert f"atlasloop pull {lease_id} --out abdomen-1" in leased
+
+    out = atlasloop(home, env, "pull", lease_id, "--out", "abdomen-1")
+    assert f"atlasloop revise {lease_id} abdomen-1" in out
+    folder = home / "abdomen-1"
+    assert check_scene(folder / "scene.mrml") == []
+    assert {
+        "ct.nii.gz",
+        "labels.nii.gz",
+        "ai_labels.nii.gz",
+        "regions.json",
+        "README.txt",
+        "scene.mrml",
+        "AtlasLoop.ctbl",
+        "AtlasLoopHeat.ctbl",
+        "attention_liver.nii.gz",
+    } <= {p.name for p in folder.iterdir()}
+    ct, start = load_nifti(folder / "ct.nii.gz"), load_nifti(folder / "labels.nii.gz")
+    assert ct.shape == start.shape == (122, 101, 30)
+    assert np.allclose(ct.affine, load_nifti(real_ct_dir / "example_ct_sm.nii.gz").affine)
+
+    # the annotator corrects the liver and the spleen to the reference, nothing else
+    reference = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
+    corrected = start.array.copy()
+    for organ in ("liver", "spleen"):
+        label = ORGAN_IDS[organ]
+        corrected[corrected == label] = 0
+        corrected[reference == label] = label
+    save_nifti(start.with_array(corrected), folder / "labels.nii.gz")
+    changed = [o for o, k in ORGAN_IDS.items() if not np.array_equal(start.array == k, corrected == k)]
+
+    revised = atlasloop(home, env, "revise", lease_id, "abdomen-1")
+    assert f"revising {', '.join(changed)};" in revised and "min since the pull" in revised
+    assert "suggested tags:" in revised
+    revision_id = re.search(r"^revision (\S+) stored", revised, re.M).group(1)
+    assert "case is approved" in atlasloop(home, env, "review", revision_id, "approve")
+
+    stats = json.loads(atlasloop(home, env, "stats", "--json"))
+    revised_organs = {row["organ"] for row in stats["organs"] if row["round"] == 1 and row["revised"] == 1}
+    assert revised_organs == set(changed) and stats["minutes_per_round"]["1"] >= 0
+    [case] = json.loads(atlasloop(home, env, "cases", "--state", "approved", "--json"))
+    assert case["label"] == "human"
+
+    # the stored human version is the file the annotator saved, voxel for voxel
+    client = Client({n: stack.service_target(n) for n in SERVICES}, TokenFile(home / ".run").by_role())
+    try:
+        human = [v for v in client.label_versions("abdomen-1") if v.source == common_pb2.LABEL_SOURCE_HUMAN]
+        assert len(human) == 1 and human[0].label_version == case["label_version"]
+        assert np.array_equal(client.labels("abdomen-1", human[0].label_version).array, corrected)
+    finally:
+        client.close()
+
+    # the lease is used: a second revise is one line and a non-zero exit
+    again = subprocess.run(
+        [ATLASLOOP, "revise", lease_id, "abdomen-1"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
