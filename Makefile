@@ -92,7 +92,7 @@ chart: $(HELM)
 	done
 
 test: lint chart
-	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest
+	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest --durations=15
 
 up: venv proto
 	$(PY) -m atlasloop.devstack up --run-dir $(RUN_DIR)

@@ -22,7 +22,8 @@ from atlasloop.imaging.synth.sites import SITES
 from atlasloop.models.architectures import build, config
 from atlasloop.models.ensemble import InferenceConfig, ensemble_labels
 from atlasloop.models.records import LoadedModel, Manifest
-from atlasloop.training.recipe import Example, Recipe, Sampler, train_epochs
+from atlasloop.training.learning import Example, Sampler, train_epochs
+from atlasloop.training.recipe import Recipe
 from benchmarks.machine import median
 
 GRID = PreprocessConfig(spacing_mm=3.0)

@@ -109,10 +109,17 @@ def test_every_container_is_explicit_restricted_and_probed(helm, values):
                 assert container["ports"][0]["name"] == "grpc"
     assert checked >= 10
     services = [d for d in documents if d["kind"] == "Service"]
-    assert all(p["name"] == "grpc" and p["appProtocol"] == "grpc" for s in services for p in s["spec"]["ports"])
-    policies = {d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"}
+    for service in services:  # gRPC for clients, /metrics for Prometheus, nothing else
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert set(ports) == {"grpc", "metrics"} and ports["grpc"]["appProtocol"] == "grpc", service["metadata"]
+        assert service["metadata"]["labels"]["atlasloop.io/metrics"] == "true"
+    policies = {d["metadata"]["name"]: d for d in documents if d["kind"] == "NetworkPolicy"}
     deployments = {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment"}
-    assert deployments <= policies
+    assert deployments <= set(policies)
+    for name in deployments:  # the metrics port is open to the scrapers' namespaces only
+        rules = policies[name]["spec"]["ingress"]
+        metrics = [r for r in rules if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]]
+        assert len(metrics) == 1 and all("namespaceSelector" in peer for peer in metrics[0]["from"]), name
 
 
 def _served_schema(crd_file: Path) -> dict:

@@ -5,6 +5,7 @@ Nothing here skips: a component that does not start fails the tests that need it
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -95,3 +96,32 @@ def fresh_database(stack, unique):
     yield DatabaseSettings(url=base.rsplit("/", 1)[0] + f"/{name}")
     with psycopg.connect(admin_dsn, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def running_services(stack, names, settings):
+    """Start ``names`` as the stack's own processes (with Ray unimportable, as everywhere) with
+    per-test ``settings`` (service -> environment keys without the prefix: a bucket, a topic prefix),
+    and stop them afterwards."""
+    saved = {name: stack.service_settings.get(name) for name in names}
+    for name in names:
+        stack.service_settings[name] = {**(saved[name] or {}), **settings.get(name, {})}
+    try:
+        for name in names:
+            stack.start_service(name)
+        for name in names:
+            stack.wait_service(name)
+        yield {name: grpc.insecure_channel(stack.service_target(name)) for name in names}
+    finally:
+        for name in reversed(names):
+            stack.processes.stop(name)
+        for name, value in saved.items():
+            if value is None:
+                stack.service_settings.pop(name, None)
+            else:
+                stack.service_settings[name] = value
+
+
+def isolated(bucket: str, topic_prefix: str) -> dict[str, str]:
+    """Settings that give a test's services their own bucket and topics on the shared stack."""
+    return {"S3__BUCKET": bucket, "KAFKA__TOPIC_PREFIX": topic_prefix}

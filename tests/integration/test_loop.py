@@ -1,6 +1,8 @@
-"""A reduced closed loop through every service, started by the project's own stack: a handful of
-synthetic cases, two rounds of one revision each, retraining between them. Then each case's
-events, label versions (storage) and audit entries (tracking) must tell one consistent story."""
+"""A reduced closed loop through every service, started by the project's own stack (services that
+cannot import Ray, a two-node Ray cluster): a handful of synthetic cases, two rounds of one revision
+each, retraining between them. Then each case's events, label versions (storage) and audit entries
+(tracking) must tell one consistent story; every service's metrics, scraped while the loop runs,
+must have moved; and a revised case's trace must span its import, prediction, scoring and revision."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from atlasloop.loop.demo import Demo
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
 
 from .conftest import EventCollector
+from .observing import MOVING, Scraper, case_trace
 
 pytestmark = pytest.mark.integration
 ALL_EVENTS = [
@@ -46,8 +49,11 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
         start_stack(stack, config)
         collector = EventCollector(stack.kafka_settings(), ALL_EVENTS)
         demo = Demo(stack, tmp_path / "work", config, say=lambda _: None)
+        scraper = Scraper({name: stack.metrics_url(name) for name in [*MOVING, "ray", "ray-node"]})
         try:
+            scraper.start()
             results = demo.run()
+            scraper.stop()
             collector.wait_for(0, timeout_s=5)
             events = collector.received
             client = demo.client
@@ -86,7 +92,34 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
                     assert not human and summary.case.current_label_version == ai[-1].label_version
                     assert predicted[-1].model_set == demo.current_set()
                 assert actions[0] == "case:ingested"
+
+            # Every service answered its metrics port while the loop ran, and its series moved.
+            for name, series in MOVING.items():
+                assert scraper.scrapes[name] >= 3, f"{name}: {scraper.errors.get(name)}"
+                for family, labels in series:
+                    before, after = scraper.first(name, family, labels), scraper.last(name, family, labels)
+                    assert after > before, f"{name} {family}{labels}: {before} -> {after}"
+                assert scraper.has(name, "atlasloop_rpc_duration_seconds_bucket")
+            assert scraper.has("tracking", "atlasloop_queue_depth") and scraper.has(
+                "tracking", "atlasloop_active_leases"
+            )
+            assert scraper.has("inference", "atlasloop_event_consumer_lag")
+            for node in ("ray", "ray-node"):  # Ray's own, from each node
+                assert scraper.scrapes[node] >= 1 and scraper.has(node, "ray_node_cpu_utilization"), node
+
+            # One revised case's trace, from its import to its revision and approval, across services.
+            spans = case_trace(stack.traces_dir(), revised[0])
+            names = {(s["service"], s["name"]) for s in spans}
+            for wanted in [
+                ("atlasloop-storage", "import case"),
+                ("atlasloop-inference", "predict case"),
+                ("atlasloop-scoring", "score case"),
+                ("atlasloop-tracking", "revise case"),
+                ("atlasloop-tracking", "review revision"),
+            ]:
+                assert wanted in names, f"{wanted} missing from the trace of {revised[0]}: {sorted(names)}"
         finally:
+            scraper.stop()
             collector.close()
             demo.client.close()
         report_rounds = results["rounds"]

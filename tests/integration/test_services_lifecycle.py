@@ -57,17 +57,19 @@ def _component_restart(stack, component):
         "postgres": stack.start_private_postgres,
         "ray": stack.start_ray,
     }
+    if component == "ray":
+        stack.processes.stop("ray-node")  # the whole cluster, as when KubeRay replaces it
     stack.processes.stop(component)
     _wait_statuses(stack, {name: component not in NEEDS[name] for name in SERVICES})
     starts[component]()
     if component == "ray":
-        # A Ray driver cannot rejoin a new cluster: inference says so through liveness (Kubernetes
-        # would restart it); everything else recovers by itself.
+        # A new cluster has no Serve application until its owner deploys one (KubeRay does so from
+        # the RayService). No service is a Ray driver, so none needs a restart: each recovers
+        # once the cluster answers, inference once the application runs.
         _wait_statuses(stack, {name: name != "inference" for name in SERVICES}, timeout_s=90)
-        _wait_liveness(stack, "inference", health_pb2.HealthCheckResponse.NOT_SERVING)
-        stack.processes.stop("inference")
-        stack.start_service("inference")
+        stack.deploy_ensemble()
     _wait_statuses(stack, dict.fromkeys(SERVICES, True), timeout_s=240)
+    _wait_liveness(stack, "inference", health_pb2.HealthCheckResponse.SERVING)
 
 
 def _wait_liveness(stack, name, wanted, timeout_s=60.0):
@@ -135,7 +137,7 @@ def _listening(port):
 
 def test_down_leaves_no_process_and_no_port(full_stack):
     records = [full_stack.processes.record(n) for n in full_stack.processes.names()]
-    assert {r.name for r in records} == {"s3", "kafka", "postgres", "ray", *SERVICES}
+    assert {r.name for r in records} == {"s3", "kafka", "postgres", "ray", "ray-node", *SERVICES}
     full_stack.down()
     assert full_stack.processes.names() == []
     assert [r.name for r in records if group_members(r.pid)] == []
@@ -152,7 +154,13 @@ def test_down_leaves_no_process_and_no_port(full_stack):
         p.ray,
         p.ray_client,
         p.ray_agent,
+        p.ray_dashboard,
+        p.ray_node_agent,
+        p.serve_http,
+        p.ray_metrics,
+        p.ray_node_metrics,
         *p.services.values(),
+        *p.metrics.values(),
     ]
     assert [port for port in ports if _listening(port)] == []
     assert full_stack.down() == []  # idempotent

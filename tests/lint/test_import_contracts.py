@@ -61,8 +61,13 @@ def test_the_tree_keeps_every_contract():
         ),
         (
             "atlasloop.loop",
-            "import atlasloop.inference.serving\n",
+            "import atlasloop.inference.serve_app\n",
             "atlasloop.loop is not allowed to import atlasloop.inference",
+        ),
+        (
+            "atlasloop.training",
+            "import ray\n",
+            "atlasloop.training.crosses_a_boundary -> ray",
         ),
     ],
 )

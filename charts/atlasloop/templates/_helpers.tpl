@@ -67,6 +67,10 @@ capabilities:
 - {name: {{ $p }}HOST, value: "0.0.0.0"}
 - {name: {{ $p }}PORT, value: {{ .port | quote }}}
 - {name: {{ $p }}LOG_LEVEL, value: {{ $v.logLevel | quote }}}
+- {name: {{ $p }}METRICS_PORT, value: {{ $v.metrics.port | quote }}}
+- {name: {{ $p }}TRACING__EXPORTER, value: {{ $v.tracing.exporter | quote }}}
+- {name: {{ $p }}TRACING__OTLP_ENDPOINT, value: {{ $v.tracing.otlpEndpoint | quote }}}
+- {name: {{ $p }}TRACING__SAMPLE_RATIO, value: {{ $v.tracing.sampleRatio | quote }}}
 - {name: {{ $p }}S3__ENDPOINT, value: {{ $v.s3.endpoint | quote }}}
 - {name: {{ $p }}S3__SECURE, value: {{ $v.s3.secure | quote }}}
 - {name: {{ $p }}S3__REGION, value: {{ $v.s3.region | quote }}}
@@ -177,6 +181,9 @@ spec:
             - name: grpc
               containerPort: {{ $svc.port }}
               protocol: TCP
+            - name: metrics
+              containerPort: {{ $root.Values.metrics.port }}
+              protocol: TCP
           env:
             {{- include "atlasloop.settingsEnv" (dict "root" $root "component" .component "port" $svc.port) | nindent 12 }}
             {{- with .extraEnv }}
@@ -219,6 +226,7 @@ metadata:
   labels:
     {{- include "atlasloop.labels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
+    atlasloop.io/metrics: "true"
 spec:
   type: ClusterIP
   selector:
@@ -228,6 +236,9 @@ spec:
       port: {{ $svc.port }}
       targetPort: grpc
       appProtocol: grpc
+    - name: metrics
+      port: {{ $root.Values.metrics.port }}
+      targetPort: metrics
 {{- if $svc.pdb.enabled }}
 ---
 apiVersion: policy/v1
@@ -284,6 +295,12 @@ spec:
         {{- end }}
       ports:
         - {port: grpc, protocol: TCP}
+    - from:
+        {{- range $root.Values.metrics.scraperNamespaces }}
+        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: {{ . }}}}
+        {{- end }}
+      ports:
+        - {port: metrics, protocol: TCP}
   egress:
     - ports:
         - {port: 53, protocol: UDP}

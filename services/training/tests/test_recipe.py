@@ -10,7 +10,8 @@ from atlasloop.imaging.preprocess import labels_to_model, preprocess_image
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 from atlasloop.models.architectures import build, config
-from atlasloop.training.recipe import Diverged, Example, Recipe, Sampler, crop, dice_bce_loss, train_epochs
+from atlasloop.training.learning import Diverged, Example, Sampler, crop, dice_bce_loss, train_epochs
+from atlasloop.training.recipe import Recipe
 
 
 def _example(seed: int, name: str = "c") -> Example:

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from atlasloop.common.service_map import SERVICES
+from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
@@ -40,7 +41,9 @@ class Client:
             return grpc.insecure_channel(targets[name], options=channel_options())
 
         self.channels = {name: channel(name) for name in SERVICES}
-        storage, inference, scoring, rendering, tracking, training = (self.channels[n] for n in SERVICES)
+        storage, inference, scoring, rendering, tracking, training = (
+            traced_channel(self.channels[n]) for n in SERVICES
+        )
         self.storage = storage_pb2_grpc.StorageServiceStub(storage)
         self.inference = inference_pb2_grpc.InferenceServiceStub(inference)
         self.scoring = scoring_pb2_grpc.ScoringServiceStub(scoring)

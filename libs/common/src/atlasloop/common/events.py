@@ -9,11 +9,12 @@ handler returned, so a crash re-delivers; handlers must be idempotent (deduplica
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from atlasloop.common import metrics, tracing
 from atlasloop.common.errors import InvalidInput, NotReady
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
@@ -117,8 +119,12 @@ class EventProducer:
             }
         )
 
-    def publish(self, event: ProtoMessage, key: str) -> None:
-        self.publish_raw(topic_for(type(event), self._settings), key, *encode(event))
+    def publish(self, event: ProtoMessage, key: str, context: Mapping[str, str] | None = None) -> None:
+        """Publish ``event``; the trace context (``context``, else the current one) travels in its headers."""
+        value, headers = encode(event)
+        carried = tracing.current_headers() if context is None else context
+        headers += [(name, text.encode()) for name, text in carried.items()]
+        self.publish_raw(topic_for(type(event), self._settings), key, value, headers)
 
     def publish_raw(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Publish already-encoded bytes (the outbox relay stores events encoded)."""
@@ -134,9 +140,26 @@ class EventProducer:
             raise NotReady(f"broker did not acknowledge an event on {topic} within {timeout_s:.0f} s")
         if outcome["error"] is not None:
             raise NotReady(f"broker refused an event on {topic}: {outcome['error']}")
+        metrics.published(topic)
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+STATS_INTERVAL_MS = 5000
+
+
+def _record_lag(stats_json: str) -> None:
+    """librdkafka's statistics callback: the consumer's lag per topic (summed over its partitions)."""
+    try:
+        stats = json.loads(stats_json)
+    except ValueError:
+        return
+    for topic, info in (stats.get("topics") or {}).items():
+        lags = [p.get("consumer_lag", -1) for key, p in (info.get("partitions") or {}).items() if key != "-1"]
+        known = [n for n in lags if isinstance(n, int) and n >= 0]
+        if known:
+            metrics.lag(topic, sum(known))
 
 
 @dataclass(frozen=True)
@@ -179,6 +202,9 @@ class EventConsumer:
                 # Notice topics created after subscribing (by an operator or another service) in seconds,
                 # not after librdkafka's default five minutes.
                 "topic.metadata.refresh.interval.ms": 5000,
+                # librdkafka's statistics every few seconds: the consumer lag metric
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": _record_lag,
             }
         )
         self._consumer.subscribe([topic_for(t, settings) for t in event_types])
@@ -200,23 +226,32 @@ class EventConsumer:
             int(message.offset() or 0),
             key.decode() if isinstance(key, bytes) else key,
         )
+        headers = [(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)]  # type: ignore[str-unpack]
         try:
-            headers = [(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)]  # type: ignore[str-unpack]
             event = decode(message.value() or b"", headers)
         except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
             log.error("skipping undecodable event", extra={"reason": str(exc), "offset": delivery.offset})
+            metrics.consumed(delivery.topic, "skipped")
             self._commit(message)
             return False
         try:
-            self._handler(event, delivery)
+            with tracing.span(
+                f"consume {delivery.topic}",
+                tracing.headers_from_kafka(headers),
+                tracing.SpanKind.CONSUMER,
+                {"messaging.destination": delivery.topic, "case_id": delivery.key},
+            ):
+                self._handler(event, delivery)
         except Exception as exc:
             if isinstance(exc, NotReady):  # an expected wait (a predecessor event, a dependency): one line
                 log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": str(exc)})
             else:
                 log.exception("event handler failed; will retry", extra={"topic": delivery.topic})
+            metrics.consumed(delivery.topic, "retried")
             self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
             time.sleep(self._backoff)
             return False
+        metrics.consumed(delivery.topic, "handled")
         return self._commit(message)
 
     def _commit(self, message: Message) -> bool:

@@ -1,5 +1,7 @@
-"""The two server interceptors every service runs: errors outermost, then auth.
+"""The server interceptors every service runs: observation outermost, then errors, then auth.
 
+``ObservingInterceptor`` counts and times every RPC (``atlasloop.common.metrics``) and runs it in
+a server span that continues the caller's trace (``atlasloop.common.tracing``).
 ``ErrorInterceptor`` turns domain exceptions into status codes (and anything unexpected into
 INTERNAL without leaking internals). ``AuthInterceptor`` turns the ``authorization: Bearer ...``
 metadata into a :class:`~atlasloop.common.auth.Principal`, checks the RPC's declared roles and
@@ -10,12 +12,13 @@ stay open so that kubelet probes and ``grpcurl`` need no token.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
-from atlasloop.common import auth
+from atlasloop.common import auth, metrics, tracing
 from atlasloop.common.domain import Role
 from atlasloop.common.errors import AtlasError, Unauthenticated
 
@@ -62,6 +65,64 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
         context.abort(exc.code, str(exc))
     log.exception("rpc failed", extra={"rpc": method})
     context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+
+def _code(context: grpc.ServicerContext, failed: bool) -> str:
+    code = context.code() if hasattr(context, "code") else None  # set by abort or set_code
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return "UNKNOWN" if failed else "OK"
+
+
+class ObservingInterceptor(grpc.ServerInterceptor):
+    """Every RPC counted by method and status code, timed, and traced (health checks untraced)."""
+
+    def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        traced = not method.startswith(OPEN_PREFIXES)
+
+        def parent() -> dict[str, str]:
+            return {k: str(v) for k, v in handler_call_details.invocation_metadata or () if k in TRACE_KEYS}
+
+        def guard(behaviour: Behaviour, streams_out: bool) -> Behaviour:
+            if streams_out:
+
+                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    started, failed = time.perf_counter(), True
+                    try:
+                        if traced:
+                            with tracing.span(method, parent(), tracing.SpanKind.SERVER):
+                                yield from behaviour(request, context)
+                        else:
+                            yield from behaviour(request, context)
+                        failed = False
+                    finally:
+                        metrics.rpc(method, _code(context, failed), time.perf_counter() - started)
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                started, failed = time.perf_counter(), True
+                try:
+                    if traced:
+                        with tracing.span(method, parent(), tracing.SpanKind.SERVER):
+                            response = behaviour(request, context)
+                    else:
+                        response = behaviour(request, context)
+                    failed = False
+                    return response
+                finally:
+                    metrics.rpc(method, _code(context, failed), time.perf_counter() - started)
+
+            return unary
+
+        return _wrap(handler, guard)
+
+
+TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):

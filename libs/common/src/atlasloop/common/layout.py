@@ -2,7 +2,8 @@
 
 ```
 cases/<case>/ct.nii.gz                               canonical CT (storage)
-cases/<case>/meta.json                               the case's record; written last (storage)
+cases/<case>/meta.json                               the case's record, with the trace context of
+                                                     its import; written last (storage)
 cases/<case>/labels/<version>.nii.gz | .json         a label map and its provenance (storage)
 cases/<case>/predictions/<set>/ensemble.npz          compact member outputs (inference)
 cases/<case>/predictions/<set>/published.json        the prediction was stored and announced

@@ -1,4 +1,5 @@
-"""Environment every AtlasLoop process sets before it imports Ray (see ARCHITECTURE.md).
+"""Environment every AtlasLoop process on the Ray cluster (nodes, Serve replicas, jobs) runs with
+(see ARCHITECTURE.md). The services themselves never import Ray.
 
 - ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: otherwise Ray rewrites a loopback address to the
   machine's detected IP and then cannot reach a head bound to 127.0.0.1.
@@ -20,18 +21,3 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": 
 def apply_ray_env() -> None:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
-
-
-def join_ray(address: str, namespace: str) -> None:
-    """Join the Ray cluster at ``address`` as a driver (once per process).
-
-    Ray rewrites a loopback bootstrap address to the machine's detected IP unless told which node
-    address to use, and then cannot reach a head bound to 127.0.0.1.
-    """
-    apply_ray_env()
-    import ray
-
-    if not ray.is_initialized():
-        host = address.rsplit(":", 1)[0]
-        loopback = host in ("127.0.0.1", "localhost")
-        ray.init(address=address, namespace=namespace, log_to_driver=False, _node_ip_address=host if loopback else None)

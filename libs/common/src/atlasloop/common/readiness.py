@@ -67,11 +67,7 @@ def database_check(engine: Engine) -> ReadinessCheck:
 
 
 def grpc_health_check(name: str, target: str, timeout_s: float = 2.0) -> ReadinessCheck:
-    """A gRPC server answers the standard health check with SERVING.
-
-    Ray's GCS serves ``grpc.health.v1``, so this is also the Ray check: it asks the cluster's
-    control plane itself rather than trusting an open port.
-    """
+    """A gRPC server answers the standard health check with SERVING."""
     channel = grpc.insecure_channel(target)
     stub = health_pb2_grpc.HealthStub(channel)
 
@@ -81,8 +77,3 @@ def grpc_health_check(name: str, target: str, timeout_s: float = 2.0) -> Readine
             raise RuntimeError(f"{target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
     return ReadinessCheck(name, probe)
-
-
-def ray_check(address: str) -> ReadinessCheck:
-    """The Ray cluster's GCS answers its health service."""
-    return grpc_health_check("ray", address)

@@ -2,8 +2,8 @@
 
 A service describes itself with a :class:`ServiceSpec` (the proto services it serves, a function
 registering its servicers, its readiness checks, start and stop hooks); :func:`run_service` does
-the rest: JSON logging, interceptors (errors, then auth), the health service driven by the
-readiness checks, reflection, message-size limits, graceful shutdown on SIGTERM.
+the rest: JSON logging, metrics and tracing, interceptors (observation, errors, auth), the health
+service driven by the readiness checks, reflection, message-size limits, graceful shutdown on SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from atlasloop.common import metrics, tracing
 from atlasloop.common.auth import build_authenticator, role_policy
 from atlasloop.common.health import HealthMonitor
-from atlasloop.common.interceptors import AuthInterceptor, ErrorInterceptor
+from atlasloop.common.interceptors import AuthInterceptor, ErrorInterceptor, ObservingInterceptor
 from atlasloop.common.jsonlog import configure_logging
 from atlasloop.common.readiness import ReadinessCheck
 from atlasloop.common.settings import ServiceSettings
@@ -53,6 +54,7 @@ class GrpcService:
         self.spec = spec
         self.settings = settings
         interceptors = [
+            ObservingInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(build_authenticator(settings.auth), role_policy(spec.services)),
         ]
@@ -93,7 +95,10 @@ class GrpcService:
 
 def run_service(build: Callable[[SettingsT], ServiceSpec], settings: SettingsT) -> None:
     """Run a service until SIGTERM or SIGINT, then drain and stop."""
-    configure_logging(settings_service_name(settings), settings.log_level)
+    name = settings_service_name(settings)
+    configure_logging(name, settings.log_level)
+    tracing.configure(name, settings.tracing)
+    metrics.configure(name, settings.host, settings.metrics_port)
     service = GrpcService(build(settings), settings)
     stopping = threading.Event()
 
@@ -106,6 +111,7 @@ def run_service(build: Callable[[SettingsT], ServiceSpec], settings: SettingsT) 
     service.start()
     stopping.wait()
     service.stop()
+    tracing.shutdown()
 
 
 def settings_service_name(settings: ServiceSettings) -> str:

@@ -57,12 +57,6 @@ class DatabaseSettings(BaseModel):
     connect_timeout_s: int = 3
 
 
-class RaySettings(BaseModel):
-    """The Ray cluster's GCS address (host:port)."""
-
-    address: str = "127.0.0.1:6390"
-
-
 class AuthSettings(BaseModel):
     """How bearer tokens become principals.
 
@@ -80,6 +74,17 @@ class AuthSettings(BaseModel):
     roles_claim: str = "roles"
 
 
+class TracingSettings(BaseModel):
+    """Where spans go (``atlasloop.common.tracing``). ``none`` records nothing; the trace context is
+    carried on either way."""
+
+    exporter: Literal["none", "file", "otlp"] = "none"
+    file: Path | None = Field(default=None, description="JSON lines of spans, for exporter 'file'.")
+    otlp_endpoint: str = Field(default="", description="host:port of an OTLP/gRPC collector, for 'otlp'.")
+    otlp_insecure: bool = True
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Share of new traces recorded.")
+
+
 class ServiceSettings(BaseSettings):
     """What every service process has: where it listens, limits, logging, health and auth."""
 
@@ -91,4 +96,34 @@ class ServiceSettings(BaseSettings):
     max_workers: int = 16
     max_message_bytes: int = 8 * 1024 * 1024
     health_poll_s: float = 1.0
+    metrics_port: int = Field(default=0, ge=0, description="Prometheus /metrics on host:metrics_port; 0 = none.")
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+
+def public(settings: BaseModel) -> dict[str, object]:
+    """JSON values of ``settings`` without its secrets: what may travel in a job's or a deployment's
+    request (the receiving process takes the secrets from its own environment, ``merged``)."""
+    return _without_secrets(settings, settings.model_dump(mode="json"))
+
+
+def _without_secrets(model: BaseModel, dumped: dict[str, object]) -> dict[str, object]:
+    kept: dict[str, object] = {}
+    for name, value in dumped.items():
+        attribute = getattr(model, name, None)
+        if isinstance(attribute, SecretStr):
+            continue
+        if isinstance(attribute, BaseModel) and isinstance(value, dict):
+            value = _without_secrets(attribute, value)
+        kept[name] = value
+    return kept
+
+
+def merged(base: dict[str, object], carried: dict[str, object]) -> dict[str, object]:
+    """``carried`` over ``base``, nested blocks merged key by key (so a carried ``s3`` block without
+    keys keeps the keys of ``base``)."""
+    out = dict(base)
+    for name, value in carried.items():
+        below = out.get(name)
+        out[name] = merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return out

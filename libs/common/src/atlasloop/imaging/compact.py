@@ -11,6 +11,7 @@ described by its shape and affine.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,9 +128,7 @@ class EnsembleOutput:
                     _put(arrays, f"{kind}/{member}/{organ}", crop)
         for organ, crop in self.pseudo.items():
             _put(arrays, f"pseudo/{organ}", crop)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # names are never allow_pickle
-        return buffer.getvalue()
+        return _npz(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnsembleOutput:
@@ -152,6 +151,23 @@ class EnsembleOutput:
         return out
 
 
+COMPRESS_LEVEL = 1
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` archive (``np.load`` reads it) deflated at level 1, not ``np.savez_compressed``'s
+    6: measured on the serving benchmark's outputs (97 MB of quantised maps from untrained members,
+    the incompressible worst case), 2.9 s instead of 6.1 s for 3% more bytes; the maps of trained
+    members are mostly zeros and small either way. This runs once per prediction, on the path a
+    case waits on."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def _put(arrays: dict[str, np.ndarray], stem: str, crop: Cropped) -> None:
     arrays[f"{stem}/box"] = np.asarray(crop.box if crop.box is not None else np.zeros((0, 2)), dtype=np.int64)
     arrays[f"{stem}/data"] = crop.data
@@ -170,9 +186,7 @@ class AttentionMaps:
         arrays: dict[str, np.ndarray] = {"shape": np.asarray(self.shape), "affine": self.affine}
         for organ, crop in self.organs.items():
             _put(arrays, organ, crop)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # names are never allow_pickle
-        return buffer.getvalue()
+        return _npz(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AttentionMaps:

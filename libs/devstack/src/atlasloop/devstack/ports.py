@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from atlasloop.common.service_map import DEFAULT_PORTS, SERVICES
 
+SLOTS = 7
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -27,8 +29,15 @@ class Ports:
     ray: int = 6390
     ray_client: int = 10001
     ray_agent: int = 52365
-    ray_workers: tuple[int, int] = (20000, 20999)
+    ray_workers: tuple[int, int] = (20000, 20499)
+    ray_dashboard: int = 8265
+    ray_node_agent: int = 52366  # the second Ray node's dashboard agent
+    ray_node_workers: tuple[int, int] = (20500, 20999)
+    serve_http: int = 8000
+    ray_metrics: int = 8090  # each Ray node's Prometheus export
+    ray_node_metrics: int = 8091
     services: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics: dict[str, int] = field(default_factory=lambda: {name: 9101 + i for i, name in enumerate(SERVICES)})
 
     @classmethod
     def for_demo(cls) -> Ports:
@@ -37,9 +46,11 @@ class Ports:
 
     @classmethod
     def for_tests(cls, slot: int = 0) -> Ports:
-        """Port set ``slot`` (0-4) for tests: clear of the default set and of every other slot."""
-        if not 0 <= slot < 5:
-            raise ValueError("slot must be 0..4")
+        """Port set ``slot`` (0-6) for tests: clear of the default set and of every other slot
+        (``tests/test_ports.py`` checks it). Ray's worker ranges lie in 11000-17999, where nothing
+        else listens."""
+        if not 0 <= slot < SLOTS:
+            raise ValueError(f"slot must be 0..{SLOTS - 1}")
         k = 100 * (slot + 1)
         return cls(
             s3=8333 + k,
@@ -53,6 +64,13 @@ class Ports:
             ray=6390 + k,
             ray_client=10001 + k,
             ray_agent=31365 + k,
-            ray_workers=(21000 + 1000 * slot, 21999 + 1000 * slot),
+            ray_workers=(11000 + 1000 * slot, 11499 + 1000 * slot),
+            ray_dashboard=26200 + k,
+            ray_node_agent=29000 + k,
+            ray_node_workers=(11500 + 1000 * slot, 11999 + 1000 * slot),
+            serve_http=27000 + k,
+            ray_metrics=28000 + k,
+            ray_node_metrics=28050 + k,
             services={name: 30051 + k + i for i, name in enumerate(SERVICES)},
+            metrics={name: 32000 + k + i for i, name in enumerate(SERVICES)},
         )

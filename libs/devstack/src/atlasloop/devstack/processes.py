@@ -116,8 +116,9 @@ class ProcessTable:
         self.pid_file(name).write_text(json.dumps(record.__dict__))
         return record
 
-    def stop(self, name: str, grace_s: float = 10.0) -> bool:
-        """Signal the process group we started, SIGKILL what is left after ``grace_s``."""
+    def stop(self, name: str, grace_s: float = 10.0, sig: int | None = None) -> bool:
+        """Signal the process group we started (its stop signal, or ``sig``: SIGKILL to play a
+        crash), SIGKILL what is left after ``grace_s``."""
         record = self.record(name)
         if record is None:
             return False
@@ -127,7 +128,7 @@ class ProcessTable:
         # group ``pgid`` live (even with the leader gone) they are ours; a reused pid is not.
         if not reused and group_members(pgid):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, record.stop_signal)
+                os.killpg(pgid, record.stop_signal if sig is None else sig)
             deadline = time.monotonic() + grace_s
             while group_members(pgid) and time.monotonic() < deadline:
                 time.sleep(0.1)

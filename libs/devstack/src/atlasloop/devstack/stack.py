@@ -1,8 +1,10 @@
-"""The local stack's components: SeaweedFS (S3), Tansu (Kafka), PostgreSQL, a Ray head, services.
+"""The local stack's components: SeaweedFS (S3), Tansu (Kafka), PostgreSQL, a Ray cluster of two
+nodes with the ensemble's Serve application, and the services (each run with Ray unimportable).
 
 Each ``start_*`` is idempotent (a running component is left alone) and returns once the component
 answers its own protocol: S3 lists the bucket, Kafka answers metadata, PostgreSQL runs a query,
-Ray's GCS and every service answer the gRPC health check with SERVING.
+Ray's dashboard sees both nodes, the Serve application runs, and every service answers the gRPC
+health check with SERVING.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from atlasloop.client.tokens import TokenFile
-from atlasloop.common.ray_env import RAY_ENV
 from atlasloop.common.readiness import grpc_health_check
 from atlasloop.common.service_map import SERVICES
-from atlasloop.common.settings import DatabaseSettings, KafkaSettings, RaySettings, S3Settings
+from atlasloop.common.settings import DatabaseSettings, KafkaSettings, S3Settings
 from atlasloop.devstack import postgres
 from atlasloop.devstack.binaries import package_file, venv_binary
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.processes import ProcessTable
+from atlasloop.devstack.ray_cluster import RayCluster
 from atlasloop.devstack.waiting import answers, wait_until
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,6 @@ class Stack:
 
     def kafka_settings(self) -> KafkaSettings:
         return KafkaSettings(bootstrap_servers=f"127.0.0.1:{self.ports.kafka}")
-
-    def ray_settings(self) -> RaySettings:
-        return RaySettings(address=f"127.0.0.1:{self.ports.ray}")
 
     def database_settings(self) -> DatabaseSettings:
         return DatabaseSettings(url=self.database_url())
@@ -191,32 +190,40 @@ class Stack:
     def private_postgres_dir(self) -> Path:
         return postgres.data_dir(self.data_dir, self.ports.private_postgres)
 
-    # ---- Ray head ----
+    # ---- Ray: a head and a second node ----
 
-    def start_ray(self, timeout_s: float = 90, num_cpus: int | None = None) -> None:
-        if not self.processes.running("ray"):
-            p = self.ports
-            argv = [
-                venv_binary("ray"),
-                "start",
-                "--head",
-                "--block",
-                f"--port={p.ray}",
-                "--node-ip-address=127.0.0.1",
-                "--include-dashboard=false",
-                f"--ray-client-server-port={p.ray_client}",
-                f"--dashboard-agent-listen-port={p.ray_agent}",
-                f"--min-worker-port={p.ray_workers[0]}",
-                f"--max-worker-port={p.ray_workers[1]}",
-                f"--object-store-memory={512 * 1024 * 1024}",
-                f"--temp-dir={self.ray_temp_dir()}",
-                "--disable-usage-stats",
-            ]
-            if num_cpus is not None:
-                argv.append(f"--num-cpus={num_cpus}")
-            self.processes.start("ray", argv, env=ray_environment())
-        check = grpc_health_check("ray", self.ray_settings().address)
-        wait_until("Ray head", answers(check), timeout_s, self.processes.log_file("ray"))
+    @property
+    def ray(self) -> RayCluster:
+        return RayCluster(self.processes, self.ports, self.ray_temp_dir(), self.ray_node_env())
+
+    def start_ray(self, timeout_s: float = 180) -> None:
+        self.ray.start(timeout_s)
+
+    def deploy_ensemble(self, timeout_s: float = 600) -> None:
+        """The ensemble's Serve application onto the cluster (its settings come from the nodes' environment)."""
+        self.ray.deploy_ensemble({}, timeout_s=timeout_s)
+
+    def ray_node_env(self) -> dict[str, str]:
+        """What code on the cluster needs: the inference and training prefixes' S3, Kafka and
+        storage settings (no service ports, no tokens of people)."""
+        env: dict[str, str] = {}
+        for name in ("inference", "training"):
+            prefix = f"ATLASLOOP_{name.upper()}_"
+            env |= {
+                key: value
+                for key, value in self.service_env(name).items()
+                if key.startswith(prefix)
+                and not key.removeprefix(prefix).startswith(("AUTH__", "PORT", "HOST", "METRICS_PORT", "TRACING__"))
+            }
+        return env
+
+    def traces_dir(self) -> Path:
+        return self.run_dir / "traces"
+
+    def metrics_url(self, name: str) -> str:
+        """A service's Prometheus endpoint, or a Ray node's (``ray``, ``ray-node``)."""
+        port = {"ray": self.ports.ray_metrics, "ray-node": self.ports.ray_node_metrics}.get(name)
+        return f"http://127.0.0.1:{port or self.ports.metrics[name]}/metrics"
 
     def ray_temp_dir(self) -> Path:
         # Ray puts unix sockets under this folder; their paths must stay under 107 bytes.
@@ -240,24 +247,31 @@ class Stack:
             "S3__SECRET_KEY": SECRET_KEY,
             "S3__BUCKET": s3.bucket,
             "KAFKA__BOOTSTRAP_SERVERS": self.kafka_settings().bootstrap_servers,
-            "RAY__ADDRESS": self.ray_settings().address,
+            "METRICS_PORT": str(self.ports.metrics[name]),
+            "TRACING__EXPORTER": "file",  # one file of spans per service: .run/<stack>/traces/<name>.jsonl
+            "TRACING__FILE": str(self.traces_dir() / f"{name}.jsonl"),
         }
         if "postgres" in NEEDS[name]:
             env["DATABASE__URL"] = self.database_url()
-        if name == "inference":  # writes AI label versions through storage; small replicas on a laptop Ray
+        if name in ("inference", "tracking", "training"):  # AI labels, revised labels, training labels
             env["STORAGE_TARGET"] = self.service_target("storage")
             env["STORAGE_TOKEN"] = self.token_for("service")
+        if name in ("inference", "training"):  # reach Ray over the network
+            env["RAY_DASHBOARD_URL"] = f"http://127.0.0.1:{self.ports.ray_dashboard}"
+        if name == "inference":  # and Serve's HTTP proxy; small replicas on a laptop's Ray
+            env["SERVE_URL"] = f"http://127.0.0.1:{self.ports.serve_http}"
             env["NUM_CPUS"] = "0.25"
             env["OVERLAP"] = "0.25"
-        if name in ("tracking", "training"):  # write revised label maps / read labels through storage
-            env["STORAGE_TARGET"] = self.service_target("storage")
-            env["STORAGE_TOKEN"] = self.token_for("service")
         env |= self.service_settings.get(name, {})
-        return {prefix + key: value for key, value in env.items()} | ray_environment()
+        return {prefix + key: value for key, value in env.items()}
 
     def start_service(self, name: str) -> None:
         if not self.processes.running(name):
-            self.processes.start(name, [sys.executable, "-m", f"atlasloop.{name}"], env=self.service_env(name))
+            self.processes.start(
+                name,
+                [sys.executable, "-m", "atlasloop.devstack.without_ray", f"atlasloop.{name}"],
+                env=self.service_env(name),
+            )
 
     def service_target(self, name: str) -> str:
         return f"127.0.0.1:{self.ports.services[name]}"
@@ -286,6 +300,7 @@ class Stack:
         self.start_ray()
         if "inference" in services:
             self.seed_models()
+            self.deploy_ensemble()
         names = list(services)
         for name in names:
             self.start_service(name)
@@ -294,15 +309,10 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop every process this stack started, services first, and nothing else."""
-        order = [*SERVICES, "ray", "kafka", "postgres", "s3"]
+        order = [*SERVICES, "ray-node", "ray", "kafka", "postgres", "s3"]
         names = self.processes.names()
         stopped = []
         for name in sorted(names, key=lambda n: order.index(n) if n in order else -1):
             if self.processes.stop(name):
                 stopped.append(name)
         return stopped
-
-
-def ray_environment() -> dict[str, str]:
-    """Keep Ray on loopback, quiet and free of machine-wide token state (atlasloop.common.ray_env)."""
-    return dict(RAY_ENV)

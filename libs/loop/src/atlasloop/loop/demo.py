@@ -212,6 +212,8 @@ class Demo:
             if lease is None:
                 break
             case_id = lease.lease.case_id
+            # what the annotator's viewer opens with: the most salient slices, heatmap and contours
+            self.client.salient_slices(case_id, lease.label_version, self.work / "viewer" / case_id, count=3)
             ai = self.client.labels(case_id, lease.label_version)
             revision = self.annotator.revise(ai, self.truth[case_id], self.regions(case_id, model_set, ai))
             tags = [common_pb2.OrganErrorTag(organ=organ_to_proto(o), tag=t.to_proto()) for o, t in revision.tags]
@@ -256,7 +258,9 @@ class Demo:
         if not self.stack.processes.running("inference"):
             # Started only now: predicting the whole cohort with untrained networks would compete
             # with their training for the two cores and be thrown away. It finds the ingest
-            # events waiting in Kafka.
+            # events waiting in Kafka. The ensemble's Serve application goes onto the Ray cluster
+            # first, with the set now current.
+            self.stack.deploy_ensemble()
             self.stack.start_service("inference")
             self.stack.wait_service("inference")
         self.wait_scored(self.unlabelled)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.labels import NUM_CLASSES
+
+if TYPE_CHECKING:  # torch is needed to build and run networks, not to read their records
+    from torch import nn
 
 
 @dataclass(frozen=True)

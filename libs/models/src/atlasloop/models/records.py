@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.models.architectures import ArchitectureConfig
+
+if TYPE_CHECKING:  # torch is needed to build and run networks, not to read their records
+    from torch import nn
 
 SCHEMA: dict[str, str] = {str(k): v for k, v in ORGANS.items()}
 

@@ -1,4 +1,6 @@
-"""The model registry in object storage: versions with manifests, and model sets.
+"""The model registry in object storage: versions with manifests, and model sets. Reading
+manifests and sets needs no torch (the inference and training services only read them); registering
+and loading a model imports it.
 
 ``models/<architecture>/<version>/weights.pt`` holds a state dict; ``manifest.json`` beside it
 records the architecture configuration, the label schema, the input spacing and HU window, the
@@ -20,7 +22,6 @@ from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.models.architectures import config
-from atlasloop.models.checkpoints import load_checkpoint
 from atlasloop.models.records import SCHEMA, LoadedModel, Manifest, MemberRef, ModelSet, shared_preprocess
 
 
@@ -49,6 +50,8 @@ class ModelRegistry:
                 f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
                 f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable"
             )
+        from atlasloop.models.checkpoints import load_checkpoint  # torch: only to register and load
+
         load_checkpoint(cfg, weights, "weights")  # refuse before storing anything
         version = version or new_version()
         if self._store.exists(layout.manifest_key(architecture, version)):
@@ -94,6 +97,8 @@ class ModelRegistry:
         weights = self.weights(architecture, version)
         if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
             raise InvalidInput(f"{architecture}/{version}: weights do not match their recorded SHA-256")
+        from atlasloop.models.checkpoints import load_checkpoint
+
         module = load_checkpoint(cfg, weights, f"{architecture}/{version}")
         return LoadedModel(architecture, version, cfg, module, manifest)
 

@@ -1,10 +1,12 @@
 """The inference service's operations, free of gRPC: predict a case (streaming each member's
 finish and then the durable ensemble outputs), react to events, list model sets.
 
-A case is computed by one caller at a time: the ``case.ingested`` consumer and the re-prediction
-sweep may ask for the same case together, and only one of them may compute and announce it (the
-other then finds the stored record; predictions are idempotent per case and model set). Several
-inference pods each run a sweep; Kafka gives each case's events to one pod, the sweeps may overlap.
+The ensemble itself runs on the Ray cluster (``serve_app``); this process reaches it over the
+network (``EnsembleClient``) and never imports Ray. A case is computed by one caller at a time: the
+``case.ingested`` consumer and the re-prediction sweep may ask for the same case together, and only
+one of them may compute and announce it (the other then finds the stored record; predictions are
+idempotent per case and model set). Several inference pods each run a sweep; Kafka gives each
+case's events to one pod, the sweeps may overlap.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from atlasloop.common import layout
-from atlasloop.common.errors import InvalidInput, NotFound
+from atlasloop.common import layout, observe, tracing
+from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
+from atlasloop.inference.ensemble_client import EnsembleClient
 from atlasloop.inference.repredict import Sweeper
-from atlasloop.inference.serving import Serving
+from atlasloop.inference.v1 import ensemble_pb2
 from atlasloop.models.records import MemberRef
+from atlasloop.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -51,88 +55,86 @@ class ModelSetInfo:
 
 
 class InferenceCore:
-    def __init__(self, serving: Serving, store: ObjectStore, owns_serve_app: bool) -> None:
-        self.serving = serving
+    def __init__(self, ensemble: EnsembleClient, store: ObjectStore) -> None:
+        self.ensemble = ensemble
+        self.registry = ModelRegistry(store)
         self._store = store
-        self._owns_serve_app = owns_serve_app
         self._case_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.sweeper: Sweeper | None = None
 
     def predict(self, case_id: str, model_set: str = "") -> Iterator[Step]:
-        if model_set and model_set != self.serving.model_set:
-            raise InvalidInput(f"model set {model_set!r} is not the one served ({self.serving.model_set!r})")
+        """Progress of one case; a set named must exist (the ensemble serves any registered set)."""
         if not case_id or not self._store.exists(layout.meta_key(case_id)):
             raise NotFound(f"case {case_id!r} does not exist")
-        for step in self.serving.predict(case_id):
-            if step["kind"] == "member":
-                architecture, _, version = step["member"].partition("@")
-                yield MemberFinished(MemberRef(architecture, version), step["seconds"])
-            else:
-                yield EnsembleFinished(
-                    step["model_set"],
-                    step["predictions_prefix"],
-                    step["label_version"],
-                    step["seconds"],
-                    step.get("repeated", False),
-                )
+        if model_set:
+            self.registry.model_set(model_set)  # NotFound for an unknown set
+        with observe.step("prediction", "predict case", case_id=case_id):
+            for message in self.ensemble.run(case_id, model_set, tracing.current_headers()):
+                yield _step(message)
 
     def predict_case(self, case_id: str) -> EnsembleFinished | None:
         """Predict ``case_id`` to the end, one caller at a time per case (events and the sweep)."""
         with self._locks_guard:
             lock = self._case_locks.setdefault(case_id, threading.Lock())
         finished = None
-        with lock:
-            for step in self.serving.predict(case_id):  # idempotent: a repeated case returns its stored record
-                if step["kind"] == "ensemble":
+        with lock, observe.step("prediction", "predict case", self._case_trace(case_id), case_id=case_id):
+            # idempotent: a repeated case returns its stored record
+            for message in self.ensemble.run(case_id, context=tracing.current_headers()):
+                step = _step(message)
+                if isinstance(step, EnsembleFinished):
                     finished = step
-        if finished is None:
+        if finished is not None:
+            log.info(
+                "case predicted",
+                extra={
+                    "case_id": case_id,
+                    "model_set": finished.model_set,
+                    "seconds": round(finished.seconds, 2),
+                    "repeated": finished.repeated,
+                },
+            )
+        return finished
+
+    def _case_trace(self, case_id: str) -> dict[str, str] | None:
+        """The case's trace (begun at its import) for work that arrives without one (the sweep);
+        None when the caller is in a trace already (an event's consumer)."""
+        if tracing.in_trace():
             return None
-        log.info(
-            "case predicted",
-            extra={
-                "case_id": case_id,
-                "model_set": finished["model_set"],
-                "seconds": round(finished["seconds"], 2),
-                "repeated": finished.get("repeated", False),
-            },
-        )
-        return EnsembleFinished(
-            finished["model_set"],
-            finished["predictions_prefix"],
-            finished["label_version"],
-            finished["seconds"],
-            finished.get("repeated", False),
-        )
+        try:
+            return dict(self._store.get_json(layout.meta_key(case_id)).get("trace_context") or {}) or None
+        except NotFound:
+            return None
 
     def on_event(self, event: object, predict_labelled: bool) -> None:
         if isinstance(event, events_pb2.CaseIngested):
             if predict_labelled or not event.original_label_version:
                 self.predict_case(event.case_id)
         elif isinstance(event, events_pb2.ModelPublished):
-            if self._owns_serve_app:
-                # serve the new set (Serve rolls replicas without downtime), then bring every case
-                # still labelled by the ensemble up to it, in the background
-                self.serving.deploy(event.model_set)
-                if self.sweeper is not None:
-                    self.sweeper.request()
-            else:  # under KubeRay the RayService's serveConfig names the set; the operator rolls it
-                log.warning(
-                    "model set published; this service does not own the Serve application",
-                    extra={"model_set": event.model_set},
-                )
+            # the Serve replicas follow the registry's current set by themselves; bring every case
+            # still labelled by the ensemble up to it, in the background
+            log.info("model set published; re-predicting AI-labelled cases", extra={"model_set": event.model_set})
+            if self.sweeper is not None:
+                self.sweeper.request()
 
     def model_sets(self) -> list[ModelSetInfo]:
-        registry = self.serving.registry
         try:
-            current = registry.current()
+            current = self.registry.current()
         except NotFound:
             current = ""
         return [
             ModelSetInfo(
                 s.version,
-                tuple((m, registry.manifest(m.architecture, m.version).size) for m in s.members),
+                tuple((m, self.registry.manifest(m.architecture, m.version).size) for m in s.members),
                 s.version == current,
             )
-            for s in registry.model_sets()
+            for s in self.registry.model_sets()
         ]
+
+
+def _step(message: ensemble_pb2.RunResponse) -> Step:
+    if message.HasField("member_finished"):
+        member = message.member_finished.member
+        return MemberFinished(MemberRef(member.architecture, member.version), message.member_finished.seconds)
+    done = message.ensemble_finished
+    return EnsembleFinished(done.model_set, done.predictions_prefix, done.label_version, done.seconds, message.repeated)

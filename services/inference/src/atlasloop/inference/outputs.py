@@ -32,7 +32,9 @@ class OutputWriter:
         except NotFound:
             return None
 
-    def write(self, case_id: str, model_set: str, compact: bytes, labels: Volume) -> dict[str, Any]:
+    def write(
+        self, case_id: str, model_set: str, compact: bytes, labels: Volume, context: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         prefix = layout.prediction_prefix(case_id, model_set)
         self._store.put_bytes(layout.ensemble_key(case_id, model_set), compact)
         with tempfile.TemporaryDirectory(prefix="atlasloop-predict-") as tmp:
@@ -44,6 +46,7 @@ class OutputWriter:
                 meta=meta, case_id=case_id, model_set=model_set, predictions_prefix=prefix, label_version=version
             ),
             key=case_id,
+            context=context,
         )
         record = {"label_version": version, "predictions_prefix": prefix, "event_id": meta.event_id}
         self._store.put_json(layout.prediction_record_key(case_id, model_set), record)

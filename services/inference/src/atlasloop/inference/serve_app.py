@@ -1,80 +1,131 @@
 """The ensemble on Ray Serve: one deployment per architecture, and an ingress that fans a case out
 to every member concurrently, combines their outputs and makes them durable.
 
-``app(args)`` is the application builder KubeRay's ``serveConfigV2`` imports
-(``atlasloop.inference.serve_app:app``); the inference service deploys the same builder itself
-when ``deploy_serve`` is on (one machine, tests). Each member replica keeps its model loaded
-between requests; ``check_health`` fails until it is. The CT travels once through Ray's object
-store (``ray.put``); members return ``atlasloop.models.ensemble.MemberOutput`` (quantised crops
-plus the float probabilities the mean needs, cropped to where they are not negligible), and the
-ingress combines them in the set's order with the one ensemble rule.
+This module runs on the Ray cluster, never in the inference service's process. Whoever owns the
+cluster deploys it: KubeRay from the chart's ``serveConfigV2``, the local stack through the Ray
+dashboard's REST API (as ``serve deploy`` does); ``app(args)`` is the builder both import
+(``atlasloop.inference.serve_app:app``). The inference service reaches the ingress only over the
+network, through Serve's HTTP proxy: ``POST /<app>/run`` with a ``RunRequest`` as JSON, answered
+with ``RunResponse`` JSON lines as the run goes (Serve's HTTP proxy binds the host it is given; its
+gRPC proxy would bind every interface).
+
+Model sets change without a redeploy. Each request is pinned to one set (the one it names, else
+the registry's current set when it arrives), and every member is asked for that set's version, so
+an answer never mixes sets and always names its set. Members keep the versions they were asked for
+(the two most recent) and preload the registry's current version when it changes, so requests in
+flight during a swap finish on the set they started with. The CT travels once through Ray's object
+store; members return ``MemberOutput`` (quantised crops plus the float probabilities the mean
+needs), and the ingress combines them in the set's order with the one ensemble rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import ray
+from google.protobuf import json_format
 from ray import serve
 from ray.serve import Application
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from atlasloop.common import layout
+from atlasloop.common.errors import AtlasError, NotReady
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.settings import KafkaSettings, S3Settings
-from atlasloop.imaging.preprocess import PreprocessConfig, preprocess_image, to_native
+from atlasloop.common.settings import KafkaSettings, S3Settings, merged
+from atlasloop.imaging.preprocess import preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
 from atlasloop.inference.settings import InferenceSettings
+from atlasloop.inference.v1 import ensemble_pb2, inference_pb2
 from atlasloop.models.ensemble import InferenceConfig, MemberOutput, combine, run_member
-from atlasloop.models.records import shared_preprocess
+from atlasloop.models.records import LoadedModel, ModelSet, shared_preprocess
 from atlasloop.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+MAX_REQUEST_BYTES = 64 * 1024  # a case id, a version and a trace context
+KEEP_VERSIONS = 2  # a member holds the current version and the one before it (requests in flight)
 
 
 @dataclass
 class AppArgs:
-    """What the application needs; from KubeRay's serveConfigV2 ``args`` or the service's settings."""
+    """What the application needs; from KubeRay's serveConfigV2 ``args`` or the stack's deploy."""
 
     s3: dict
     kafka: dict
     storage_target: str
     storage_token: str
-    model_set: str = ""
+    architectures: tuple[str, ...] = ()  # one deployment each; the current set's when empty
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     overlap: float = 0.5
     sw_batch_size: int = 2
+    follow_s: float = 5.0  # how often members look for a new current set
+
+
+def _registry(s3: dict) -> ModelRegistry:
+    return ModelRegistry(ObjectStore(S3Settings(**s3)))
 
 
 @serve.deployment(max_ongoing_requests=2, health_check_period_s=10)
 class Member:
-    def __init__(self, s3: dict, architecture: str, version: str, overlap: float, sw_batch_size: int) -> None:
-        self.name = f"{architecture}@{version}"
+    def __init__(self, s3: dict, architecture: str, overlap: float, sw_batch_size: int, follow_s: float) -> None:
+        self.architecture = architecture
+        self.registry = _registry(s3)
         device = "cuda" if _gpu() else "cpu"
         self.config = InferenceConfig(overlap=overlap, sw_batch_size=sw_batch_size, device=device)
-        self.model = ModelRegistry(ObjectStore(S3Settings(**s3))).load(architecture, version)
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._follow_current()  # serve the current set from the start
+        self._thread = threading.Thread(target=self._follow, args=(follow_s,), name="follow-current", daemon=True)
+        self._thread.start()
+
+    def _model(self, version: str) -> LoadedModel:
+        with self._lock:
+            if version not in self._models:
+                self._models[version] = self.registry.load(self.architecture, version)
+                log.info("member loaded", extra={"member": f"{self.architecture}@{version}"})
+                while len(self._models) > KEEP_VERSIONS:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(version)
+            return self._models[version]
+
+    def _follow_current(self) -> None:
+        current = self.registry.model_set(self.registry.current())
+        version = next((m.version for m in current.members if m.architecture == self.architecture), None)
+        if version is not None:
+            self._model(version)
+
+    def _follow(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self._follow_current()
+            except Exception:
+                log.warning("could not look for a new current model set", exc_info=True)
 
     def check_health(self) -> None:
-        if self.model is None:
-            raise RuntimeError(f"{self.name} is not loaded")
+        if not self._models:
+            raise RuntimeError(f"{self.architecture}: no model loaded")
 
-    def predict(self, image) -> MemberOutput:
-        return run_member(self.model, image, self.config)
+    def predict(self, image, version: str) -> MemberOutput:
+        return run_member(self._model(version), image, self.config)
 
 
 @serve.deployment(max_ongoing_requests=4, health_check_period_s=10)
 class Ensemble:
-    def __init__(self, members: list, model_set: str, args: dict, preprocess: dict) -> None:
-        self.members = members
-        self.model_set = model_set
-        self.preprocess = PreprocessConfig(**preprocess)  # the members' shared input grid
+    def __init__(self, members: dict, args: dict) -> None:
+        self.members = members  # architecture -> DeploymentHandle
         self._args = AppArgs(**args)
         self._store = ObjectStore(S3Settings(**self._args.s3))
+        self.registry = ModelRegistry(self._store)
         self._writer = OutputWriter(
             self._store,
             EventProducer(KafkaSettings(**self._args.kafka), "inference"),
@@ -86,35 +137,113 @@ class Ensemble:
         if not self.members:
             raise RuntimeError("no ensemble members")
 
-    async def run(self, case_id: str):
-        """Progress of one case: each member as it finishes, then the durable ensemble outputs."""
-        started = time.perf_counter()
-        done = self._writer.done(case_id, self.model_set)
+    async def __call__(self, http: Request) -> Response:
+        """``POST /<app>/run`` with a ``RunRequest`` as JSON: ``RunResponse`` JSON lines as the run
+        goes, the last one the outputs or the error (the status line is sent before the run ends)."""
+        if http.method != "POST" or not http.url.path.rstrip("/").endswith("/run"):
+            return PlainTextResponse("POST a RunRequest to /run\n", status_code=404)
+        body = await http.body()
+        if len(body) > MAX_REQUEST_BYTES:
+            return PlainTextResponse(f"a RunRequest is at most {MAX_REQUEST_BYTES} bytes\n", status_code=413)
+        try:
+            request = json_format.Parse(body, ensemble_pb2.RunRequest())
+        except json_format.ParseError as exc:
+            return PlainTextResponse(f"not a RunRequest: {exc}\n", status_code=400)
+        return StreamingResponse(self._lines(request), media_type="application/x-ndjson")
+
+    async def _lines(self, request: ensemble_pb2.RunRequest) -> AsyncIterator[bytes]:
+        try:
+            async for message in self._run(request):
+                yield _line(message)
+        except AtlasError as exc:
+            yield _line(ensemble_pb2.RunResponse(error=ensemble_pb2.RunError(code=exc.code.name, message=str(exc))))
+        except Exception as exc:  # the service answers INTERNAL; the details stay in this replica's log
+            log.exception("ensemble run failed", extra={"case_id": request.case_id})
+            yield _line(
+                ensemble_pb2.RunResponse(
+                    error=ensemble_pb2.RunError(code="INTERNAL", message=f"{type(exc).__name__}: {exc}"[:500])
+                )
+            )
+
+    async def _run(self, request: ensemble_pb2.RunRequest) -> AsyncIterator[ensemble_pb2.RunResponse]:
+        clock = _Phases()
+        model_set = self._model_set(request.model_set or self.registry.current())
+        done = self._writer.done(request.case_id, model_set.version)
         if done is not None:  # computed and announced before: nothing twice
-            yield {"kind": "ensemble", **done, "model_set": self.model_set, "seconds": 0.0, "repeated": True}
+            yield _finished(model_set.version, done, clock, repeated=True)
             return
-        ct = load_nifti_chunks(self._store.iter_chunks(layout.ct_key(case_id)), case_id)
-        pre = preprocess_image(ct, self.preprocess)
+        ct = load_nifti_chunks(self._store.iter_chunks(layout.ct_key(request.case_id)), request.case_id)
+        clock.lap("read_ct")
+        grid = shared_preprocess([self.registry.manifest(m.architecture, m.version) for m in model_set.members])
+        pre = preprocess_image(ct, grid)
         image = ray.put(pre.image)
-        calls = [asyncio.ensure_future(self._call(member, image)) for member in self.members]
+        clock.lap("preprocess")
+        calls = [
+            asyncio.ensure_future(self.members[m.architecture].predict.remote(image, m.version))
+            for m in model_set.members
+        ]
         for finished in asyncio.as_completed(calls):
             result: MemberOutput = await finished
-            yield {"kind": "member", "member": result.member, "seconds": result.seconds}
+            architecture, _, version = result.member.partition("@")
+            yield ensemble_pb2.RunResponse(
+                member_finished=inference_pb2.MemberFinished(
+                    member=inference_pb2.ModelVersion(architecture=architecture, version=version),
+                    seconds=result.seconds,
+                )
+            )
         results = [call.result() for call in calls]  # the set's order, whatever order they finished in
+        clock.lap("members")
         output, labels = combine(pre.image.shape, pre.grid.cropped_affine, results)
+        compact, native = output.to_bytes(), to_native(labels, pre.grid, order=0)
+        clock.lap("combine")
         record = await asyncio.to_thread(
-            self._writer.write, case_id, self.model_set, output.to_bytes(), to_native(labels, pre.grid, order=0)
+            self._writer.write, request.case_id, model_set.version, compact, native, dict(request.trace_context)
         )
-        yield {
-            "kind": "ensemble",
-            **record,
-            "model_set": self.model_set,
-            "seconds": time.perf_counter() - started,
-            "repeated": False,
-        }
+        clock.lap("write")
+        yield _finished(model_set.version, record, clock, repeated=False)
 
-    async def _call(self, member, image):
-        return await member.predict.remote(image)
+    def _model_set(self, version: str) -> ModelSet:
+        model_set = self.registry.model_set(version)
+        missing = [m.architecture for m in model_set.members if m.architecture not in self.members]
+        if missing:
+            raise NotReady(
+                f"model set {version} needs {', '.join(missing)}, which this application does not serve; "
+                "redeploy it with those architectures"
+            )
+        return model_set
+
+
+def _line(message: ensemble_pb2.RunResponse) -> bytes:
+    return json_format.MessageToJson(message, indent=None).encode() + b"\n"
+
+
+class _Phases:
+    """Seconds per step of one run."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _finished(model_set: str, record: dict, clock: _Phases, repeated: bool) -> ensemble_pb2.RunResponse:
+    return ensemble_pb2.RunResponse(
+        ensemble_finished=inference_pb2.EnsembleFinished(
+            model_set=model_set,
+            predictions_prefix=record["predictions_prefix"],
+            label_version=record["label_version"],
+            seconds=0.0 if repeated else clock.total(),
+        ),
+        repeated=repeated,
+        phase_seconds=clock.seconds,
+    )
 
 
 def _gpu() -> bool:
@@ -123,15 +252,14 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def app_args(settings: InferenceSettings, model_set: str = "") -> dict:
-    """The builder's arguments from the service's settings."""
+def app_args(settings: InferenceSettings) -> dict:
+    """The builder's arguments from inference settings, credentials included (read on the Ray pods)."""
     s = settings
     return {
         "s3": s.s3.with_secrets(),
         "kafka": s.kafka.model_dump(mode="json"),
         "storage_target": s.storage_target,
         "storage_token": s.storage_token,
-        "model_set": model_set,
         "num_cpus": s.num_cpus,
         "num_gpus": s.num_gpus,
         "overlap": s.overlap,
@@ -140,27 +268,28 @@ def app_args(settings: InferenceSettings, model_set: str = "") -> dict:
 
 
 def resolve_args(args: dict) -> AppArgs:
-    """The inference service passes every argument. Under KubeRay, ``serveConfigV2`` passes none
-    (or only some): the rest come from the ``ATLASLOOP_INFERENCE_*`` environment the chart gives
-    the Ray pods, so no credential is written into the RayService resource."""
-    if not {"s3", "kafka", "storage_target", "storage_token"} <= args.keys():
-        args = app_args(InferenceSettings(), args.get("model_set", "")) | args
-    return AppArgs(**args)
+    """The arguments given (KubeRay's ``serveConfigV2``, the stack's deploy request: never a
+    credential) over the ``ATLASLOOP_INFERENCE_*`` environment of the Ray pods (the chart's secret),
+    nested blocks merged key by key: ``{"s3": {"bucket": "b"}}`` keeps the pods' S3 keys."""
+    resolved = merged(app_args(InferenceSettings()), args)
+    return AppArgs(**(resolved | {"architectures": tuple(resolved.get("architectures") or ())}))  # type: ignore[arg-type]
 
 
 def app(args: dict) -> Application:
-    """Build the ensemble application for the model set in ``args`` (the current one when empty)."""
+    """The ensemble application: one member deployment per architecture (those of ``args``, else of
+    the registry's current set) behind the ingress."""
     parsed = resolve_args(args)
-    registry = ModelRegistry(ObjectStore(S3Settings(**parsed.s3)))
-    model_set = parsed.model_set or registry.current()
-    members, manifests = [], []
-    for member in registry.model_set(model_set).members:
-        manifests.append(registry.manifest(member.architecture, member.version))
+    registry = _registry(parsed.s3)
+    architectures = parsed.architectures or tuple(
+        m.architecture for m in registry.model_set(registry.current()).members
+    )
+    members = {}
+    for architecture in architectures:
         deployment = Member.options(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
-            name=member.architecture, ray_actor_options={"num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus}
+            name=architecture, ray_actor_options={"num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus}
         )
-        members.append(
-            deployment.bind(parsed.s3, member.architecture, member.version, parsed.overlap, parsed.sw_batch_size)
+        members[architecture] = deployment.bind(
+            parsed.s3, architecture, parsed.overlap, parsed.sw_batch_size, parsed.follow_s
         )
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})  # type: ignore[attr-defined]
-    return ingress.bind(members, model_set, asdict(parsed), asdict(shared_preprocess(manifests)))
+    return ingress.bind(members, asdict(parsed))

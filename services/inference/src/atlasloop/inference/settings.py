@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from atlasloop.common.service_map import DEFAULT_PORTS, default_target
-from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, ServiceSettings
+from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
 
 
 class InferenceSettings(ServiceSettings):
@@ -17,9 +17,10 @@ class InferenceSettings(ServiceSettings):
     port: int = DEFAULT_PORTS["inference"]
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
-    deploy_serve: bool = Field(default=True, description="Deploy the Serve application (off under KubeRay).")
+    serve_url: str = Field(default="http://127.0.0.1:8000", description="Ray Serve's HTTP proxy.")
+    ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (REST API).")
     serve_app_name: str = "ensemble"
-    model_set: str = Field(default="", description="Model set to serve; the registry's current one when empty.")
+    # The Serve application's own settings, read on the Ray pods from this same environment prefix:
     num_cpus: float = Field(default=1.0, description="CPUs per member replica.")
     num_gpus: float = Field(default=0.0, description="GPUs per member replica.")
     overlap: float = 0.5
@@ -34,4 +35,3 @@ class InferenceSettings(ServiceSettings):
     consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)

@@ -19,7 +19,7 @@ from nibabel.orientations import io_orientation
 from PIL import Image
 from scipy import ndimage
 
-from atlasloop.common import layout
+from atlasloop.common import layout, observe
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore, StoredObject
 from atlasloop.imaging.labels import ORGANS
@@ -61,6 +61,10 @@ class RenderingCore:
 
     # ---- one slice ----
     def render(self, view: View) -> tuple[bytes, int]:
+        with observe.step("rendering", "render slice", case_id=view.case_id):
+            return self._render(view)
+
+    def _render(self, view: View) -> tuple[bytes, int]:
         if view.max_size < 0 or view.max_size > self._max_size:
             raise InvalidInput(f"max_size_px must be within 0..{self._max_size}")
         if view.min_size < 0 or view.min_size > self._max_size:

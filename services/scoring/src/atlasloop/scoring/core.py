@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from atlasloop.common import layout
+from atlasloop.common import layout, observe
 from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
@@ -60,6 +60,10 @@ class ScoringCore:
 
     def score(self, case_id: str, model_set: str = "", publish: bool = True) -> dict[str, CaseResult]:
         """Score one stored prediction in every mode, store the results, announce the default mode's."""
+        with observe.step("scoring", "score case", case_id=case_id):
+            return self._score(case_id, model_set, publish)
+
+    def _score(self, case_id: str, model_set: str, publish: bool) -> dict[str, CaseResult]:
         started = time.perf_counter()
         model_set = model_set or self.latest_model_set(case_id)
         output = self.load(case_id, model_set)

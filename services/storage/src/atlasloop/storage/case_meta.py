@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -85,6 +85,9 @@ class CaseRecord:
     original_label_version: str
     imported_by: str
     imported_at: str
+    # W3C headers of the import's trace: work on the case that starts without a trace of its own
+    # (the re-prediction sweep) continues the case's trace (``meta_trace_context``)
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atlasloop.common import ids, layout
+from atlasloop.common import ids, layout, observe, tracing
 from atlasloop.common.domain import CaseFormat
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
@@ -100,6 +100,12 @@ class CaseImporter:
         return case.ct, case.labels
 
     def import_case(self, request: ImportRequest, author: str) -> ImportResult:
+        with observe.step("import", "import case") as span:
+            result = self._import(request, author)
+            span.set_attribute("case_id", result.case.case_id)
+            return result
+
+    def _import(self, request: ImportRequest, author: str) -> ImportResult:
         ids.validate_upload_id(request.upload_id)
         if request.case_id:
             ids.validate_case_id(request.case_id)
@@ -169,6 +175,7 @@ class CaseImporter:
                 original_label_version=original,
                 imported_by=author,
                 imported_at=now_iso(),
+                trace_context=tracing.current_headers(),
             )
             group.put_json(layout.meta_key(case_id), record.as_json())
             if not request.allow_duplicate or not self._store.exists(layout.content_index_key(digest)):

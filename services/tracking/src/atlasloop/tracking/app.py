@@ -12,7 +12,7 @@ from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.readiness import ReadinessCheck, database_check, kafka_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.tracking import migrate
+from atlasloop.tracking import migrate, observed
 from atlasloop.tracking.core import TrackingCore
 from atlasloop.tracking.events_in import HANDLERS
 from atlasloop.tracking.outbox import OutboxRelay
@@ -41,6 +41,7 @@ def build(settings: TrackingSettings) -> ServiceSpec:
     storage = StorageClient(settings.storage_target, settings.storage_token)
     core = TrackingCore(settings, engine, storage)
     servicer = TrackingServiceServicer(core)
+    observed.register_gauges(core.sessions)
     producer = EventProducer(settings.kafka, "tracking")
     relay = OutboxRelay(core.sessions, producer)
     events_in = ConsumerThread(

@@ -13,9 +13,9 @@ from sqlalchemy.orm import sessionmaker
 
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.tracking import queue, revisions, statistics
+from atlasloop.tracking import observed, queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
-from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project, Revision
+from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
 
@@ -121,18 +121,19 @@ class TrackingCore:
         seconds: float,
         note: str,
     ) -> revisions.RevisionResult:
-        result = revisions.submit_revision(
-            self.sessions,
-            self.storage,
-            self.settings.kafka,
-            lease_id,
-            annotator,
-            upload_id,
-            organs,
-            tags,
-            seconds,
-            note,
-        )
+        with observed.case_span(self.sessions, "revise case", observed.case_of_lease(self.sessions, lease_id)):
+            result = revisions.submit_revision(
+                self.sessions,
+                self.storage,
+                self.settings.kafka,
+                lease_id,
+                annotator,
+                upload_id,
+                organs,
+                tags,
+                seconds,
+                note,
+            )
         log.info(
             "case revised",
             extra={
@@ -148,31 +149,28 @@ class TrackingCore:
     def submit_review(
         self, revision_id: str, reviewer: str, verdict: str, reason: str, annotator_errors: list[revisions.Tag]
     ) -> str:
-        state = revisions.submit_review(
-            self.sessions,
-            self.settings.kafka,
-            revision_id,
-            reviewer,
-            verdict,
-            reason,
-            annotator_errors,
-            self.settings.double_read_fraction,
-        )
+        case_id = observed.case_of_revision(self.sessions, revision_id)
+        with observed.case_span(self.sessions, "review revision", case_id):
+            state = revisions.submit_review(
+                self.sessions,
+                self.settings.kafka,
+                revision_id,
+                reviewer,
+                verdict,
+                reason,
+                annotator_errors,
+                self.settings.double_read_fraction,
+            )
         log.info(
             "revision reviewed",
             extra={
-                "case_id": self.revision_case(revision_id),
+                "case_id": case_id,
                 "revision_id": revision_id,
                 "verdict": verdict,
                 "state": state,
             },
         )
         return state
-
-    def revision_case(self, revision_id: str) -> str:
-        with self.sessions() as session:
-            revision = session.get(Revision, revision_id)
-            return revision.case_id if revision else ""
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from atlasloop.common import tracing
 from atlasloop.common.errors import NotReady
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGANS
@@ -42,7 +43,13 @@ def _case_ingested(session: Session, e: events_pb2.CaseIngested) -> None:
     if session.get(Case, e.case_id) is not None:
         return
     geometry = MessageToDict(e.geometry, preserving_proto_field_name=True)
-    case = Case(id=e.case_id, state="ingested", geometry=geometry, source=e.ct.key)
+    case = Case(
+        id=e.case_id,
+        state="ingested",
+        geometry=geometry,
+        source=e.ct.key,
+        trace_context=tracing.current_headers(),  # the import's trace, continued by this consumer
+    )
     session.add(case)
     audit(session, SYSTEM, "case:ingested", e.case_id)
     if e.original_label_version:

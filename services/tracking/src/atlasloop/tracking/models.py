@@ -53,6 +53,7 @@ class Case(Base):
     ai_label_version: Mapped[str] = mapped_column(String(64), default="")
     model_set: Mapped[str] = mapped_column(String(64), default="")
     round: Mapped[int] = mapped_column(Integer, default=0)
+    trace_context: Mapped[dict] = mapped_column(default=dict)  # W3C headers of the case's trace (its import)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -237,6 +238,7 @@ class OutboxEvent(Base):
     key: Mapped[str] = mapped_column(String(100))
     event_type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    trace_context: Mapped[dict] = mapped_column(default=dict)  # W3C headers the event travels with
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 

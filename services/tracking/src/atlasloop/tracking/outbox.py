@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from atlasloop.common import tracing
 from atlasloop.common.events import EventProducer, encode, topic_for
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.tracking.models import OutboxEvent
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def add_event(session: Session, settings: KafkaSettings, event: Any, key: str) -> None:
-    """Stage ``event`` in the caller's transaction."""
+    """Stage ``event`` in the caller's transaction, with the current trace context."""
     payload, _ = encode(event)
     session.add(
         OutboxEvent(
@@ -35,6 +36,7 @@ def add_event(session: Session, settings: KafkaSettings, event: Any, key: str) -
             key=key,
             event_type=event.DESCRIPTOR.full_name,
             payload=payload,
+            trace_context=tracing.current_headers(),
         )
     )
 
@@ -70,6 +72,7 @@ class OutboxRelay:
             ).all()
             for row in rows:
                 headers = [("event-type", row.event_type.encode()), ("event-id", row.event_id.encode())]
+                headers += [(name, str(value).encode()) for name, value in (row.trace_context or {}).items()]
                 try:
                     self._producer.publish_raw(row.topic, row.key, row.payload, headers)
                 except Exception:  # keep order: stop here, retry the rest later

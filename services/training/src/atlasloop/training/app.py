@@ -1,17 +1,18 @@
-"""Assembles the training service: run job, scheduler, triggers on ``annotation.approved``, servicer, checks."""
+"""Assembles the training service: the scheduler of Ray jobs, triggers on ``annotation.approved``, servicer, checks."""
 
 from __future__ import annotations
 
 import grpc
 
+from atlasloop.common.errors import NotReady
 from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.readiness import kafka_check, ray_check, s3_bucket_check
+from atlasloop.common.ray_rest import RayDashboard
+from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
-from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.training.core import TrainingCore
-from atlasloop.training.run_job import RunJob
+from atlasloop.training.jobs import RunJobs
 from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.servicer import TrainingServiceServicer
 from atlasloop.training.settings import TrainingSettings
@@ -24,8 +25,8 @@ SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
 def build(settings: TrainingSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "training")
-    job = RunJob(settings, store, producer, lambda: StorageClient(settings.storage_target, settings.storage_token))
-    scheduler = Scheduler(job)
+    dashboard = RayDashboard(settings.ray_dashboard_url)
+    scheduler = Scheduler(settings, store, producer, RunJobs(dashboard, settings), settings.job_poll_s)
     triggers = Triggers(scheduler, settings.triggers)
     servicer = TrainingServiceServicer(TrainingCore(scheduler))
     consumer = ConsumerThread(
@@ -43,7 +44,17 @@ def build(settings: TrainingSettings) -> ServiceSpec:
         name="training",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), kafka_check(settings.kafka), ray_check(settings.ray.address)],
+        checks=[
+            s3_bucket_check(store),
+            kafka_check(settings.kafka),
+            ReadinessCheck("ray", lambda: _has_nodes(dashboard)),
+        ],
         on_start=on_start,
-        on_stop=[consumer.stop, triggers.stop],
+        on_stop=[consumer.stop, triggers.stop, scheduler.stop],
     )
+
+
+def _has_nodes(dashboard: RayDashboard) -> None:
+    """Readiness: the Ray cluster answers and has a node to run jobs on."""
+    if dashboard.alive_nodes() < 1:
+        raise NotReady("the Ray cluster has no live node")

@@ -24,7 +24,6 @@ MAX_REASON = 200
 class TrainingCore:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self._job = scheduler.job
 
     def start_run(self, reason: str, from_originals: bool, epochs: int, learning_rate: float) -> RunRecord:
         """A manual run (or its place in the queue), with this run's recipe overrides checked first."""
@@ -37,7 +36,7 @@ class TrainingCore:
         if learning_rate:
             overrides["learning_rate"] = learning_rate
         try:
-            Recipe.model_validate(self._job.settings.recipe.model_dump() | overrides)
+            Recipe.model_validate(self.scheduler.settings.recipe.model_dump() | overrides)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise InvalidInput(f"recipe overrides: {first['loc'][0]}: {first['msg']}") from None
@@ -59,7 +58,10 @@ class TrainingCore:
         return runs[start : start + size], str(start + size) if start + size < len(runs) else ""
 
     def watch(self, run_id: str) -> Iterator[Update]:
-        return self._job.progress.watch(run_id)
+        return self.scheduler.progress.watch(run_id)
+
+    def cancel(self, run_id: str, who: str) -> RunRecord:
+        return self.scheduler.cancel(run_id, who)
 
     def rollback(self, model_set: str, reason: str) -> str:
         if not model_set:

@@ -11,8 +11,8 @@ from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.imaging.labels import NUM_CLASSES
 from atlasloop.imaging.preprocess import PreprocessConfig, labels_to_model, preprocess_image
+from atlasloop.training.learning import Example
 from atlasloop.training.ledger import LabelRef
-from atlasloop.training.recipe import Example
 
 
 def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessConfig) -> Example:

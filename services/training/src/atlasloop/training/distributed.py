@@ -24,7 +24,8 @@ from atlasloop.common.ray_env import apply_ray_env
 from atlasloop.common.settings import S3Settings
 from atlasloop.models.architectures import config as architecture_config
 from atlasloop.models.checkpoints import load_checkpoint
-from atlasloop.training.recipe import Recipe, Sampler, train_epochs
+from atlasloop.training.learning import Sampler, train_epochs
+from atlasloop.training.recipe import Recipe
 
 apply_ray_env()
 

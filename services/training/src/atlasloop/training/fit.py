@@ -1,4 +1,5 @@
-"""Fine-tuning a run's members on the Ray cluster: the examples go once into Ray's object store,
+"""Fine-tuning a run's members on the Ray cluster, from the run's Ray job (its driver is on the
+cluster): the examples go once into Ray's object store,
 Ray Train fits every member (``distributed.fit_members``) in a thread, and this thread turns the
 workers' epoch reports into progress (loss, ETA) and ``training.progress`` events."""
 
@@ -7,13 +8,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from atlasloop.common.ray_env import join_ray
 from atlasloop.training.distributed import MemberJob, fit_members
-from atlasloop.training.recipe import Example, Recipe
+from atlasloop.training.learning import Example
+from atlasloop.training.recipe import Recipe
 from atlasloop.training.runs import RunRecord
 from atlasloop.training.settings import TrainingSettings
 
-RAY_NAMESPACE = "atlasloop-training"
 EpochReport = Callable[[str, int, float, float], None]  # architecture, epoch, loss, eta_s
 
 
@@ -34,7 +34,8 @@ def fit(
     import ray
     from ray.util.queue import Empty, Queue
 
-    join_ray(settings.ray.address, RAY_NAMESPACE)
+    if not ray.is_initialized():
+        ray.init()  # the Ray job's own cluster
     examples_ref = ray.put((revised, replay))
     progress = Queue(actor_options={"num_cpus": 0})
     outcome: dict[str, BaseException] = {}

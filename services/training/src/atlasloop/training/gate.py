@@ -25,10 +25,11 @@ from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.metrics import organ_metrics
 from atlasloop.models.ensemble import InferenceConfig, ensemble_labels
 from atlasloop.models.records import LoadedModel, shared_preprocess
-from atlasloop.training.recipe import Example
+from atlasloop.training.learning import Example
 from atlasloop.training.runs import OrganScore
 
 Scores = dict[str, OrganScore]
+GATE_OVERLAP = 0.25  # every set at the same overlap: a fair comparison (docs/adr/0003)
 
 
 def evaluate(
@@ -44,6 +45,17 @@ def evaluate(
         for metric in organ_metrics(pred, example.labels, spacing, tolerance_mm):
             sums[metric.organ] += (metric.dice, metric.nsd)
     return {organ: OrganScore(*(total / len(examples))) for organ, total in sums.items()}
+
+
+def evaluate_here(members: Sequence[LoadedModel], examples: Sequence[Example], tolerance_mm: float) -> Scores:
+    """``evaluate`` as the gate runs it in a Ray task: the worker's GPU when it has one, the
+    overlap the gate compares every set at."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return evaluate(
+        members, examples, InferenceConfig(overlap=GATE_OVERLAP, sw_batch_size=2, device=device), tolerance_mm
+    )
 
 
 def overall(scores: Scores) -> float:

@@ -1,5 +1,6 @@
-"""One training run from start to end: choose the labels, fine-tune every member on Ray Train,
-gate the candidates against the current set, publish or reject, and record every step.
+"""One training run from start to end, as a Ray job (``atlasloop.training.job``): choose the
+labels, fine-tune every member on Ray Train, gate the candidates against the current set in a Ray
+task (a GPU worker's in the chart), publish or reject, and record every step.
 
 Every state change is saved before the next step (``RunStore``), so a restarted service knows
 what a run reached. Nothing is published unless the gate passes: a run that fails (unreadable
@@ -14,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from typing import Any
 
 from atlasloop.common import layout
 from atlasloop.common.domain import RunState
@@ -24,22 +25,21 @@ from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.models.checkpoints import load_checkpoint
-from atlasloop.models.ensemble import InferenceConfig
 from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.training import gate, training_set
 from atlasloop.training.data import load_examples
 from atlasloop.training.distributed import MemberJob
 from atlasloop.training.fit import FitFailed, fit
+from atlasloop.training.learning import Example
 from atlasloop.training.ledger import Ledger
-from atlasloop.training.progress import ProgressBoard
 from atlasloop.training.publish import Publisher
-from atlasloop.training.recipe import Example, Recipe
+from atlasloop.training.recipe import Recipe
+from atlasloop.training.recording import RunLog
 from atlasloop.training.runs import RunRecord, RunStore
 from atlasloop.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
-GATE_INFERENCE = InferenceConfig(overlap=0.25, sw_batch_size=2)
 
 
 class RunJob:
@@ -55,11 +55,10 @@ class RunJob:
         self.registry = ModelRegistry(store)
         self.runs = RunStore(store)
         self.ledger = Ledger(store)
-        self.progress = ProgressBoard(self.runs.get)
+        self.log = RunLog(self.runs, producer)
         self.publisher = Publisher(store, self.registry, producer)
-        self._producer = producer
         self._client = client
-        self._timing: tuple[str, float] = ("", 0.0)  # the executing run and when it started
+        self._started = 0.0
 
     def recipe(self, run: RunRecord) -> Recipe:
         """The configured recipe with this run's overrides, validated again."""
@@ -68,15 +67,15 @@ class RunJob:
     # ---- one run ----
 
     def execute(self, run: RunRecord) -> None:
-        self._timing = (run.run_id, started := time.monotonic())
+        self._started = started = time.monotonic()
         client = self._client()
         try:
             self._run(run, client)
         except AtlasError as exc:
-            self.finish(run, RunState.FAILED, str(exc))
+            self.log.finish(run, RunState.FAILED, str(exc), started)
         except Exception as exc:  # a run must end recorded, whatever broke
             log.exception("training run failed", extra={"run_id": run.run_id})
-            self.finish(run, RunState.FAILED, root_cause(exc))
+            self.log.finish(run, RunState.FAILED, root_cause(exc), started)
         finally:
             client.close()
             run.seconds = time.monotonic() - started
@@ -84,7 +83,7 @@ class RunJob:
 
     def _run(self, run: RunRecord, client: StorageClient) -> None:
         run.base_model_set = self.registry.current()
-        self.transition(run, RunState.RUNNING)
+        self.log.transition(run, RunState.RUNNING)
         chosen = training_set.choose(self.ledger, client, self.settings, run.from_originals)
         run.revisions = chosen.revisions
         run.held_out = [str(r) for r in chosen.held_out]
@@ -106,13 +105,15 @@ class RunJob:
         finally:
             self.runs.save(run)
         candidates = [self._candidate(run, model) for model in current]
-        self.transition(run, RunState.EVALUATING)
+        self.log.transition(run, RunState.EVALUATING)
         self._gate_and_publish(run, current, candidates, load_examples(client, chosen.held_out, grid), replay)
 
     def _epoch(self, run: RunRecord, architecture: str, epoch: int, loss: float, eta_s: float) -> None:
+        """Each epoch is saved in the run record (the service streams it to WatchRun) and announced."""
         run.losses.setdefault(architecture, []).append(loss)
-        self.progress.note(run, architecture=architecture, epoch=epoch, loss=loss, eta_s=eta_s)
-        self.publish_event(
+        run.progress = {"architecture": architecture, "epoch": epoch, "loss": loss, "eta_s": eta_s}
+        self.runs.save(run)
+        self.log.publish_event(
             events_pb2.TrainingProgress(
                 meta=new_meta("training"), run_id=run.run_id, architecture=architecture, epoch=epoch, loss=loss
             ),
@@ -134,21 +135,17 @@ class RunJob:
         replay: list[Example],
     ) -> None:
         policy = self.settings.gate
-        tol = policy.nsd_tolerance_mm
-        before = gate.evaluate(current, held_out, GATE_INFERENCE, tol)
-        after = gate.evaluate(candidates, held_out, GATE_INFERENCE, tol)
+        before, after = self._evaluate([current, candidates], held_out)
         run.current_metrics, run.candidate_metrics = before, after
         replay_before = replay_after = None
         if policy.replay_eval_cases and replay:
-            sample = replay[: policy.replay_eval_cases]
-            replay_before = gate.evaluate(current, sample, GATE_INFERENCE, tol)
-            replay_after = gate.evaluate(candidates, sample, GATE_INFERENCE, tol)
+            replay_before, replay_after = self._evaluate([current, candidates], replay[: policy.replay_eval_cases])
             run.replay_metrics = {"current": gate.mean_dice(replay_before), "candidate": gate.mean_dice(replay_after)}
-        self.progress.note(run, validation=after)
+        self.runs.save(run)
         decision = gate.decide(before, after, policy.margin, policy.min_improvement, replay_before, replay_after)
         self.ledger.consume(run.revisions, run.run_id)  # judged: these labels are no longer new
         if not decision.passed:
-            self.finish(run, RunState.REJECTED, decision.reason)
+            self.log.finish(run, RunState.REJECTED, decision.reason, self._started)
             return
         run.published_model_set = self.publisher.publish_set(run, candidates, self.recipe(run))
         reason = decision.reason
@@ -156,37 +153,19 @@ class RunJob:
             self.publisher.announce(run.published_model_set, run.run_id)
         except Exception as exc:  # noqa: BLE001 - the set is current either way; say so rather than fail the run
             reason += f"; model.published not delivered ({type(exc).__name__}): roll back or re-announce"
-        self.finish(run, RunState.PUBLISHED, reason)
+        self.log.finish(run, RunState.PUBLISHED, reason, self._started)
 
-    # ---- recording ----
+    def _evaluate(self, sets: list[list[LoadedModel]], examples: list[Example]) -> list[gate.Scores]:
+        """Each set scored on ``examples`` in one Ray task per set, on a worker with the training
+        workers' resources (a GPU in the chart), not in the job's driver."""
+        import ray
 
-    def transition(self, run: RunRecord, state: RunState) -> None:
-        run.state = state
-        self.runs.save(run)
-        self.progress.note(run)
-
-    def finish(self, run: RunRecord, state: RunState, reason: str) -> None:
-        run.state, run.reason = state, reason
-        executing, started = self._timing
-        if run.run_id == executing:
-            run.seconds = time.monotonic() - started
-        run.finished_at = datetime.now(UTC).isoformat()
-        self.runs.save(run)
-        log.info("training run ended", extra={"run_id": run.run_id, "state": state.value, "reason": reason})
-        self.publish_event(
-            events_pb2.TrainingCompleted(
-                meta=new_meta("training"), run_id=run.run_id, passed_gate=state is RunState.PUBLISHED, reason=reason
-            ),
-            run.run_id,
+        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(
+            gate.evaluate_here
         )
-        self.progress.note(run, reason=reason)
-
-    def publish_event(self, event: object, key: str) -> None:
-        """Progress and completion events; their loss must not fail a run."""
-        try:
-            self._producer.publish(event, key=key)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001
-            log.warning("could not publish event", extra={"event": type(event).__name__})
+        examples_ref: Any = ray.put(examples)  # sent once, read by every task
+        tol = self.settings.gate.nsd_tolerance_mm
+        return list(ray.get([task.remote(models, examples_ref, tol) for models in sets]))
 
 
 def root_cause(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ class RunRecord:
     label_versions: list[str] = field(default_factory=list)  # "case/version" of every training label
     held_out: list[str] = field(default_factory=list)
     losses: dict[str, list[float]] = field(default_factory=dict)  # architecture -> loss per epoch
+    progress: dict[str, Any] = field(default_factory=dict)  # the latest epoch: architecture, epoch, loss, eta_s
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str = ""
     seconds: float = 0.0

@@ -1,9 +1,13 @@
-"""Runs, one at a time: start a requested run, queue one follow-up behind it, recover after a restart.
+"""Runs, one at a time, each a Ray job: start a requested run, queue one follow-up behind it,
+follow the job, re-attach after a restart, cancel.
 
 A request while a run is active queues one follow-up run; further requests join that follow-up
-(their trigger is appended) instead of piling up. After a restart a run that was mid-way is marked
-FAILED with that reason, and one whose set had already become current is completed as PUBLISHED
-(its ``model.published`` is sent again; consumers are idempotent).
+(their trigger is appended) instead of piling up. The job records its own steps in the run record;
+this side reads the record (progress for WatchRun) and the job's status. When the job ends without
+recording an outcome (killed, out of memory, the cluster replaced) the run is FAILED with the job's
+reason. After a restart of this service, a run whose job still runs is followed again, one whose
+job died is failed with its reason, and one whose candidate set had already become current is
+completed as PUBLISHED and announced again (consumers are idempotent).
 """
 
 from __future__ import annotations
@@ -13,25 +17,50 @@ import threading
 import time
 from typing import Any
 
+from atlasloop.common import metrics
 from atlasloop.common.domain import RunState
-from atlasloop.common.events import new_meta
+from atlasloop.common.errors import AtlasError, Conflict
+from atlasloop.common.events import EventProducer, new_meta
+from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
-from atlasloop.training.publish import candidate_set_version
-from atlasloop.training.run_job import RunJob
-from atlasloop.training.runs import RunRecord, new_run_id
+from atlasloop.models.registry import ModelRegistry
+from atlasloop.training.jobs import RunJobs
+from atlasloop.training.ledger import Ledger
+from atlasloop.training.progress import ProgressBoard
+from atlasloop.training.publish import Publisher, candidate_set_version
+from atlasloop.training.recording import RunLog
+from atlasloop.training.runs import RunRecord, RunStore, new_run_id
+from atlasloop.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, job: RunJob) -> None:
-        self.job = job
-        self.runs = job.runs
-        self.ledger = job.ledger
+    def __init__(
+        self,
+        settings: TrainingSettings,
+        store: ObjectStore,
+        producer: EventProducer,
+        jobs: RunJobs,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.runs = RunStore(store)
+        self.ledger = Ledger(store)
+        self.log = RunLog(self.runs, producer)
+        self.progress = ProgressBoard(self.runs.get)
+        self.registry = ModelRegistry(store)
+        self.publisher = Publisher(store, self.registry, producer)
+        self._jobs = jobs
+        self._poll_s = poll_s
         self._lock = threading.Lock()
         self._active = ""
         self._follow_up = ""
+        self._cancelled: dict[str, str] = {}  # run id -> who cancelled it
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    # ---- requests ----
 
     def request(self, trigger: str, from_originals: bool = False, overrides: dict[str, Any] | None = None) -> RunRecord:
         """Start a run now, or queue one follow-up behind the active run (joined by later requests)."""
@@ -46,27 +75,76 @@ class Scheduler:
                 return run
             run = RunRecord(new_run_id(), trigger, from_originals=from_originals, overrides=overrides or {})
             self.runs.save(run)
-            self.job.publish_event(
+            self.log.publish_event(
                 events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id, trigger=trigger), run.run_id
             )
-            self.job.progress.note(run)
+            self.progress.note(run)
             if self._active:
                 self._follow_up = run.run_id
             else:
-                self._start(run.run_id)
+                self._start(run.run_id, submit=True)
             return run
 
-    def _start(self, run_id: str) -> None:
+    def _start(self, run_id: str, submit: bool) -> None:
         self._active = run_id
-        self._thread = threading.Thread(target=self._work, args=(run_id,), name=f"run-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(run_id, submit), name=f"run-{run_id}", daemon=True)
         self._thread.start()
 
-    def _work(self, run_id: str) -> None:
-        while run_id:
-            self.job.execute(self.runs.get(run_id))
+    def _work(self, run_id: str, submit: bool) -> None:
+        while run_id and not self._stop.is_set():
+            try:
+                self._follow(run_id, submit)
+            except Exception:
+                log.exception("following a training run failed", extra={"run_id": run_id})
+            submit = True
             with self._lock:
                 run_id, self._follow_up = self._follow_up, ""
                 self._active = run_id
+
+    def _follow(self, run_id: str, submit: bool) -> None:
+        """Submit (unless re-attaching) and follow the run's job until its run ends."""
+        if submit:
+            try:
+                self._jobs.submit(run_id)
+            except AtlasError as exc:
+                self.log.finish(self.runs.get(run_id), RunState.FAILED, f"could not start its Ray job: {exc}")
+                self.progress.note(self.runs.get(run_id))
+                return
+        seen = _Seen()
+        while not self._stop.is_set():
+            run = self.runs.get(run_id)
+            seen.report(run, self.progress)
+            if run.state.terminal:
+                metrics.step("training_run", run.seconds)
+                return
+            info = self._jobs.status(run_id)
+            if info is None or info.finished:
+                run = self.runs.get(run_id)  # the job may have recorded its outcome just before ending
+                if not run.state.terminal:
+                    self._job_died(run, self._jobs.failure(run_id, info))
+                run = self.runs.get(run_id)
+                seen.report(run, self.progress)
+                metrics.step("training_run", run.seconds)
+                return
+            self._stop.wait(self._poll_s)
+
+    def _job_died(self, run: RunRecord, why: str) -> None:
+        candidate = candidate_set_version(run.run_id)
+        if run.state is RunState.EVALUATING and self._current() == candidate:
+            run.published_model_set = candidate
+            self.log.finish(run, RunState.PUBLISHED, f"published before its job ended ({why})")
+            self.publisher.announce(candidate, run.run_id)
+            return
+        cancelled_by = self._cancelled.pop(run.run_id, "")
+        self.log.finish(run, RunState.FAILED, f"cancelled by {cancelled_by}" if cancelled_by else why)
+
+    def _current(self) -> str:
+        try:
+            return self.registry.current()
+        except AtlasError:
+            return ""
+
+    # ---- state ----
 
     def claimed(self) -> set[str]:
         """Approved revisions the active run trains on (not new for the next trigger)."""
@@ -83,26 +161,32 @@ class Scheduler:
             time.sleep(0.2)
         return not self.busy()
 
+    def stop(self) -> None:
+        """Stop following (the jobs go on; the next process re-attaches)."""
+        self._stop.set()
+
+    # ---- after a restart ----
+
     def recover(self) -> None:
-        """After a restart: finish what can be finished, fail what was cut off, restart the queued."""
-        queued = []
+        """Follow again the run whose job still runs, fail those whose job died, restart the queued."""
+        queued, attach = [], []
         for run in self.runs.list():
             if run.state.terminal:
                 continue
             if run.state is RunState.QUEUED:
                 queued.append(run.run_id)
                 continue
-            candidate = candidate_set_version(run.run_id)
-            if run.state is RunState.EVALUATING and self.job.registry.current() == candidate:
-                run.published_model_set = candidate
-                self.job.finish(run, RunState.PUBLISHED, "published before a restart of the training service")
-                self.job.publisher.announce(candidate, run.run_id)
+            info = self._jobs.status(run.run_id)
+            if info is not None and not info.finished:
+                attach.append(run.run_id)
             else:
-                self.job.finish(
-                    run,
-                    RunState.FAILED,
-                    f"interrupted in state {run.state.value.upper()} by a restart of the training service",
+                self._job_died(
+                    run, f"interrupted in state {run.state.value.upper()}: " + self._jobs.failure(run.run_id, info)
                 )
+        with self._lock:
+            for run_id in sorted(attach)[:1]:  # one run at a time: there is at most one
+                log.info("re-attached to a running training job", extra={"run_id": run_id})
+                self._start(run_id, submit=False)
         for run_id in sorted(queued):
             self._request_existing(run_id)
 
@@ -112,11 +196,54 @@ class Scheduler:
                 if not self._follow_up:
                     self._follow_up = run_id
                 else:  # more than one queued before the restart: merge into the follow-up
-                    self.job.finish(self.runs.get(run_id), RunState.FAILED, f"merged into queued run {self._follow_up}")
+                    self.log.finish(self.runs.get(run_id), RunState.FAILED, f"merged into queued run {self._follow_up}")
             else:
-                self._start(run_id)
+                self._start(run_id, submit=True)
+
+    # ---- cancellation and rollback ----
+
+    def cancel(self, run_id: str, who: str) -> RunRecord:
+        run = self.runs.get(run_id)
+        if run.state.terminal:
+            raise Conflict(f"run {run_id} has already ended ({run.state.value})")
+        with self._lock:
+            if run_id == self._follow_up:
+                self._follow_up = ""
+                self.log.finish(run, RunState.FAILED, f"cancelled by {who} before it started")
+                self.progress.note(run, reason=run.reason)
+                return run
+            self._cancelled[run_id] = who
+        self._jobs.stop(run_id)  # the follower records the end when the job has stopped
+        return run
 
     def rollback(self, model_set: str, reason: str) -> str:
         if self.busy():
             log.warning("rollback while a run is active; its candidate is still gated against its own base")
-        return self.job.publisher.rollback(model_set, reason)
+        return self.publisher.rollback(model_set, reason)
+
+
+class _Seen:
+    """What WatchRun has been told about a run, so each new step is told once."""
+
+    def __init__(self) -> None:
+        self.state: RunState | None = None
+        self.epochs = 0
+        self.validated = False
+
+    def report(self, run: RunRecord, progress: ProgressBoard) -> None:
+        epochs = sum(len(losses) for losses in run.losses.values())
+        if epochs > self.epochs and run.progress:
+            self.epochs = epochs
+            progress.note(
+                run,
+                architecture=run.progress["architecture"],
+                epoch=run.progress["epoch"],
+                loss=run.progress["loss"],
+                eta_s=run.progress["eta_s"],
+            )
+        if run.candidate_metrics and not self.validated:
+            self.validated = True
+            progress.note(run, validation=run.candidate_metrics)
+        if run.state != self.state:
+            self.state = run.state
+            progress.note(run, reason=run.reason)

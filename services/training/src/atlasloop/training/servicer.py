@@ -6,6 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from atlasloop.common.auth import current_principal
 from atlasloop.common.domain import organ_to_proto
 from atlasloop.training.core import TrainingCore
 from atlasloop.training.runs import OrganScore, RunRecord
@@ -66,6 +67,10 @@ class TrainingServiceServicer(training_pb2_grpc.TrainingServiceServicer):
                 validation=_metrics(update.validation),
                 eta_s=update.eta_s,
             )
+
+    def CancelRun(self, request, context):
+        run = self._core.cancel(request.run_id, current_principal().name)
+        return training_pb2.CancelRunResponse(run=run_to_proto(run))
 
     def RollbackModelSet(self, request, context):
         return training_pb2.RollbackModelSetResponse(model_set=self._core.rollback(request.model_set, request.reason))

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from atlasloop.common.service_map import DEFAULT_PORTS, default_target
-from atlasloop.common.settings import KafkaSettings, RaySettings, S3Settings, ServiceSettings
+from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
 from atlasloop.training.recipe import Recipe
 
 
@@ -39,6 +39,8 @@ class TrainingSettings(ServiceSettings):
     port: int = DEFAULT_PORTS["training"]
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (jobs REST API).")
+    job_poll_s: float = Field(default=1.0, gt=0, description="How often a running job and its record are read.")
     triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     recipe: Recipe = Field(default_factory=Recipe)
@@ -51,4 +53,3 @@ class TrainingSettings(ServiceSettings):
     consume_events: bool = True
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)
