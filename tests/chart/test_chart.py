@@ -107,6 +107,12 @@ def test_every_container_is_explicit_restricted_and_probed(helm, values):
                 assert container["readinessProbe"]["grpc"]["service"] == ""
                 assert container["livenessProbe"]["grpc"]["service"] == "atlasloop.liveness"
                 assert container["ports"][0]["name"] == "grpc"
+                # probes on their own port and threads, never the work port
+                probe_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "probe")
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    assert container[probe]["grpc"]["port"] == probe_port != container["ports"][0]["containerPort"]
+                env = {e["name"].split("_", 2)[-1]: e.get("value") for e in container["env"]}
+                assert env["PROBE_PORT"] == str(probe_port)
     assert checked >= 10
     services = [d for d in documents if d["kind"] == "Service"]
     for service in services:  # gRPC for clients, /metrics for Prometheus, nothing else

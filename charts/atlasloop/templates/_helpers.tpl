@@ -68,6 +68,7 @@ capabilities:
 - {name: {{ $p }}PORT, value: {{ .port | quote }}}
 - {name: {{ $p }}LOG_LEVEL, value: {{ $v.logLevel | quote }}}
 - {name: {{ $p }}METRICS_PORT, value: {{ $v.metrics.port | quote }}}
+- {name: {{ $p }}PROBE_PORT, value: {{ $v.probes.port | quote }}}
 - {name: {{ $p }}TRACING__EXPORTER, value: {{ $v.tracing.exporter | quote }}}
 - {name: {{ $p }}TRACING__OTLP_ENDPOINT, value: {{ $v.tracing.otlpEndpoint | quote }}}
 - {name: {{ $p }}TRACING__SAMPLE_RATIO, value: {{ $v.tracing.sampleRatio | quote }}}
@@ -184,22 +185,26 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.metrics.port }}
               protocol: TCP
+            - name: probe
+              containerPort: {{ $root.Values.probes.port }}
+              protocol: TCP
           env:
             {{- include "atlasloop.settingsEnv" (dict "root" $root "component" .component "port" $svc.port) | nindent 12 }}
             {{- with .extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+          # Probes use a port and threads of their own: a flooded work pool never fails them.
           readinessProbe:
-            grpc: {port: {{ $svc.port }}, service: ""}
+            grpc: {port: {{ $root.Values.probes.port }}, service: ""}
             periodSeconds: 5
             failureThreshold: 3
           livenessProbe:
-            grpc: {port: {{ $svc.port }}, service: atlasloop.liveness}
+            grpc: {port: {{ $root.Values.probes.port }}, service: atlasloop.liveness}
             initialDelaySeconds: 10
             periodSeconds: 10
             failureThreshold: 6
           startupProbe:
-            grpc: {port: {{ $svc.port }}, service: atlasloop.liveness}
+            grpc: {port: {{ $root.Values.probes.port }}, service: atlasloop.liveness}
             periodSeconds: 5
             failureThreshold: 60
           resources:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -24,10 +24,11 @@ from grpc_reflection.v1alpha import reflection
 from atlasloop.common import metrics, tracing
 from atlasloop.common.auth import build_authenticator, role_policy
 from atlasloop.common.health import HealthMonitor
-from atlasloop.common.interceptors import AuthInterceptor, ErrorInterceptor, ObservingInterceptor
+from atlasloop.common.interceptors import OPEN_PREFIXES, AuthInterceptor, ErrorInterceptor, ObservingInterceptor
 from atlasloop.common.jsonlog import configure_logging
 from atlasloop.common.readiness import ReadinessCheck
 from atlasloop.common.settings import ServiceSettings
+from atlasloop.common.stream_limits import StreamLimitInterceptor, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,31 @@ class ServiceSpec:
     on_stop: Sequence[Callable[[], None]] = field(default_factory=list)
 
 
+class OnceHealthServicer(health.HealthServicer):
+    """``Check`` as usual; ``Watch`` answers the current status and ends, so an open watch never
+    holds a worker thread (clients watch again; Kubernetes and grpcurl use ``Check``)."""
+
+    def __init__(self) -> None:
+        super().__init__(experimental_non_blocking=True)
+
+    def Watch(self, request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
+        yield self.Check(request, context)
+
+
 class GrpcService:
     """A started (or startable) gRPC server for one :class:`ServiceSpec`."""
 
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
         self.spec = spec
         self.settings = settings
+        self.limits = StreamLimits(
+            settings.max_open_streams, settings.max_streams_per_principal, settings.stream_idle_s, settings.stream_max_s
+        )
         interceptors = [
             ObservingInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(build_authenticator(settings.auth), role_policy(spec.services)),
+            StreamLimitInterceptor(self.limits, OPEN_PREFIXES),
         ]
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -67,10 +83,22 @@ class GrpcService:
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=spec.name),
             interceptors=interceptors,
             options=options,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,  # beyond: RESOURCE_EXHAUSTED, not a queue
         )
         spec.register(self.server)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = OnceHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # Probes (kubelet) on a port of their own, served by threads of their own: a busy or
+        # flooded work pool never fails them.
+        self.probe_server: grpc.Server | None = None
+        if settings.probe_port:
+            self.probe_server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{spec.name}-probe"),
+                maximum_concurrent_rpcs=16,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.probe_server)
+            if self.probe_server.add_insecure_port(f"{settings.host}:{settings.probe_port}") == 0:
+                raise OSError(f"cannot listen on {settings.host}:{settings.probe_port}")
         names = [s.full_name for s in spec.services]
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server)
         self.monitor = HealthMonitor(self.health, names, spec.checks, settings.health_poll_s)
@@ -80,6 +108,9 @@ class GrpcService:
 
     def start(self) -> None:
         self.server.start()
+        if self.probe_server is not None:
+            self.probe_server.start()
+        self.limits.start()
         self.monitor.start()
         for hook in self.spec.on_start:
             hook()
@@ -90,6 +121,9 @@ class GrpcService:
         for hook in self.spec.on_stop:
             hook()
         self.server.stop(grace_s).wait()
+        if self.probe_server is not None:
+            self.probe_server.stop(0).wait()
+        self.limits.stop()
         log.info("stopped")
 
 

@@ -94,6 +94,16 @@ class ServiceSettings(BaseSettings):
     port: int = 50050
     log_level: str = "INFO"
     max_workers: int = 16
+    max_concurrent_rpcs: int = Field(
+        default=64, ge=1, description="RPCs in progress or queued; beyond: RESOURCE_EXHAUSTED."
+    )
+    max_open_streams: int = Field(
+        default=2, ge=1, description="Concurrent health/reflection streams (no token needed)."
+    )
+    max_streams_per_principal: int = Field(default=8, ge=1, description="Concurrent streams one caller may hold.")
+    stream_idle_s: float = Field(default=60.0, gt=0, description="A request stream silent this long is cancelled.")
+    stream_max_s: float = Field(default=3600.0, gt=0, description="No stream lasts longer.")
+    probe_port: int = Field(default=0, ge=0, description="Health on a port and threads of its own (kubelet); 0 = none.")
     max_message_bytes: int = 8 * 1024 * 1024
     health_poll_s: float = 1.0
     metrics_port: int = Field(default=0, ge=0, description="Prometheus /metrics on host:metrics_port; 0 = none.")
