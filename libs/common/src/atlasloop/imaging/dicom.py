@@ -19,10 +19,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.limits import check_affine, check_zip
 from atlasloop.imaging.volume import MAX_VOXELS, Volume, check_geometry
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-MAX_ZIP_BYTES = 4 * 1024**3
 
 
 def _datasets(source: Path, with_pixels: bool) -> Iterator[tuple[str, pydicom.Dataset]]:
@@ -38,12 +38,7 @@ def _datasets(source: Path, with_pixels: bool) -> Iterator[tuple[str, pydicom.Da
     except (zipfile.BadZipFile, OSError) as exc:
         raise ImageError(source, f"not a readable zip of DICOM slices ({exc})") from None
     with archive:
-        total = sum(info.file_size for info in archive.infolist())
-        if total > MAX_ZIP_BYTES:
-            raise ImageError(source, f"zip expands to {total:,} bytes, over the limit of {MAX_ZIP_BYTES:,}")
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
-            if info.is_dir():
-                continue
+        for info in sorted(check_zip(archive, source), key=lambda i: i.filename):
             try:
                 data = archive.read(info)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -107,6 +102,7 @@ def _geometry(
     lps[:3, 2] = slice_vec
     lps[:3, 3] = positions[order[0]]
     names = [headers[i][0] for i in order]
+    check_affine(LPS_TO_RAS @ lps, (cols, rows, len(names)), source)
     return names, LPS_TO_RAS @ lps, (rows, cols)
 
 
@@ -123,13 +119,18 @@ def read_dicom_series(source: str | Path) -> Volume:
         if name not in index:
             continue
         try:
-            pixels = ds.pixel_array.astype(np.float64)
+            pixels = ds.pixel_array.astype(np.float32)
         except (ValueError, AttributeError, RuntimeError) as exc:
             raise ImageError(source, f"{name}: unreadable pixel data ({exc})") from None
         if pixels.shape != (rows, cols):
             raise ImageError(source, f"{name}: pixel data is {pixels.shape}, header says {(rows, cols)}")
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        try:
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        except (TypeError, ValueError):
+            raise ImageError(source, f"{name}: rescale slope or intercept is not a number") from None
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+            raise ImageError(source, f"{name}: rescale slope {slope} or intercept {intercept} is not usable")
         slices[index[name]] = (pixels * slope + intercept).T  # (row, col) -> (i=col, j=row)
     read = [s for s in slices if s is not None]
     if len(read) != len(slices):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from atlasloop.imaging.dicom import read_dicom_series
 from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.limits import check_zip
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 
 
@@ -49,9 +50,7 @@ def safe_extract(archive_path: str | Path, dest: str | Path, max_total_bytes: in
     except (zipfile.BadZipFile, OSError) as exc:
         raise ImageError(archive_path, f"not a readable zip ({exc})") from None
     with archive:
-        total = sum(info.file_size for info in archive.infolist())
-        if total > max_total_bytes:
-            raise ImageError(archive_path, f"expands to {total:,} bytes, over the limit of {max_total_bytes:,}")
+        check_zip(archive, archive_path, max_total_bytes)
         for info in archive.infolist():
             target = (dest / info.filename).resolve()
             if not target.is_relative_to(dest) or info.filename.startswith("/"):

@@ -53,7 +53,7 @@ def read_case(folder: str | Path) -> AtlasCase:
     ct = load_nifti(folder / CT_FILE)
     labels: Volume | None = None
     if (folder / COMBINED_FILE).exists():
-        labels = load_nifti(folder / COMBINED_FILE)
+        labels = load_nifti(folder / COMBINED_FILE, labels=True)
         if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
             raise ImageError(folder / COMBINED_FILE, "label grid does not match the CT")
         labels = labels.with_array(validate_label_map(labels.array, folder / COMBINED_FILE))

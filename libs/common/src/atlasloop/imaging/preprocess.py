@@ -20,6 +20,7 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
+from atlasloop.imaging.limits import check_shape
 from atlasloop.imaging.volume import Volume
 
 
@@ -131,6 +132,7 @@ def preprocess_image(ct: Volume, config: PreprocessConfig | None = None) -> Prep
     """The CT on the cropped model grid, windowed to [0, 1], with the transform to invert it."""
     config = config or PreprocessConfig()
     shape, affine = model_grid(ct.shape, ct.affine, config.spacing_mm)
+    check_shape(shape, "the model grid")  # before resampling: never allocate an absurd grid
     hu = resample(ct.array, ct.affine, shape, affine, order=1, cval=-1024.0)
     start, stop = foreground_box(hu, config)
     cropped = np.ascontiguousarray(hu[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))])

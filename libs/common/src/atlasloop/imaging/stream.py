@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.limits import check_affine, check_claim, check_dtype
 from atlasloop.imaging.volume import MAX_VOXELS, Volume, check_geometry
 
 
@@ -64,7 +65,10 @@ def load_nifti_chunks(chunks: Iterator[bytes], source: str, max_voxels: int = MA
             if len(shape) == 4 and shape[3] == 1:
                 shape = shape[:3]
             check_geometry(shape, header.get_best_affine(), source, max_voxels)
+            check_affine(header.get_best_affine(), shape, source)
             dtype = header.get_data_dtype()
+            check_dtype(dtype, source, labels=False)
+            check_claim(shape, dtype, source, None, bool(gzipped))
             offset = int(header.get_data_offset())
             out = np.empty(int(np.prod(shape)) * dtype.itemsize, np.uint8)
             data, head = bytes(head[offset:]), bytearray()

@@ -1,8 +1,9 @@
 """A volume is a 3-D array with the affine that places its voxels in the world (RAS+, mm).
 
-Loading validates before allocating: the header's shape and data type bound the memory a file
-may claim (``max_voxels``), the affine must be invertible, the image must be 3-D (a trailing
-singleton fourth axis is dropped), and voxel values must be finite.
+Loading validates before allocating, with the limits of ``atlasloop.imaging.limits``: the
+header's shape, voxel type and claimed bytes (against the file's own size), the affine and voxel
+sizes; the image must be 3-D (a trailing singleton fourth axis is dropped), and voxel values must
+be finite.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from atlasloop.imaging.errors import ImageError
+from atlasloop.imaging.limits import MAX_VOXELS, check_affine, check_claim, check_dtype, check_shape
 
-# 1024^3 voxels: larger than any CT (a 512x512x2000 whole-body scan is 0.5 G); a header claiming
-# more is refused before any allocation.
-MAX_VOXELS = 1024**3
+__all__ = ["MAX_VOXELS", "Volume", "check_geometry", "load_nifti", "save_nifti"]
 
 
 @dataclass
@@ -65,14 +65,9 @@ class Volume:
 def check_geometry(
     shape: tuple[int, ...], affine: np.ndarray, source: str | Path | None, max_voxels: int = MAX_VOXELS
 ) -> None:
-    """Refuse non-3-D shapes, absurd sizes and affines that cannot map voxels to the world."""
-    if len(shape) != 3:
-        raise ImageError(source, f"expected a 3-D image, got {len(shape)}-D with shape {tuple(shape)}")
-    if min(shape) < 1:
-        raise ImageError(source, f"empty image shape {tuple(shape)}")
-    voxels = int(np.prod(np.asarray(shape, dtype=np.int64)))
-    if voxels > max_voxels:
-        raise ImageError(source, f"{tuple(shape)} is {voxels:,} voxels, over the limit of {max_voxels:,}")
+    """Refuse non-3-D shapes, absurd sizes and affines that cannot map voxels to the world (every
+    volume; files read from outside are held to ``limits.check_affine`` too)."""
+    check_shape(tuple(shape), source, max_voxels)
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ImageError(source, "affine is not a finite 4x4 matrix")
@@ -81,8 +76,11 @@ def check_geometry(
         raise ImageError(source, "affine is not invertible (zero or degenerate voxel size)")
 
 
-def load_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, dtype: np.dtype | None = None) -> Volume:
-    """Read a ``.nii`` or ``.nii.gz`` CT or label map, validated before the voxels are read."""
+def load_nifti(
+    path: str | Path, max_voxels: int = MAX_VOXELS, dtype: np.dtype | None = None, labels: bool = False
+) -> Volume:
+    """Read a ``.nii`` or ``.nii.gz`` CT (or, ``labels``, a label map: integer voxels only),
+    validated from its header before the voxels are read."""
     path = Path(path)
     try:
         image: Any = nib.load(path)  # a Nifti1/Nifti2 image: shape, affine, dataobj
@@ -95,6 +93,12 @@ def load_nifti(path: str | Path, max_voxels: int = MAX_VOXELS, dtype: np.dtype |
         shape = shape[:3]
     affine = image.affine if image.affine is not None else np.eye(4)
     check_geometry(shape, affine, path, max_voxels)
+    check_affine(affine, shape, path)
+    stored = image.get_data_dtype()
+    check_dtype(stored, path, labels)
+    with path.open("rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    check_claim(shape, stored, path, path.stat().st_size, compressed)
     try:
         data = np.asarray(image.dataobj)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:

@@ -49,7 +49,7 @@ class StorageCore:
             tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp,
             self.staging.fetched(ids.validate_upload_id(upload_id)) as path,
         ):
-            labels = load_nifti(path)
+            labels = load_nifti(path, labels=True)
             if not case.geometry.matches(labels):
                 raise ImageError(
                     path.name, f"label grid {labels.shape} does not match the case's CT {tuple(case.geometry.shape)}"

@@ -123,7 +123,7 @@ class CaseImporter:
             ct = canonical_ct(ct, path.name)
             if request.label_upload_id:
                 with self._staging.fetched(request.label_upload_id) as label_path:
-                    labels = load_nifti(label_path)
+                    labels = load_nifti(label_path, labels=True)
             if labels is not None:
                 if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
                     raise ImageError("labels", f"label grid {labels.shape} does not match the CT's {ct.shape}")
