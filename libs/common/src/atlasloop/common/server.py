@@ -48,7 +48,7 @@ class ServiceSpec:
     on_stop: Sequence[Callable[[], None]] = field(default_factory=list)
 
 
-class OnceHealthServicer(health.HealthServicer):
+class OnceHealthServicer(health.HealthServicer):  # type: ignore[misc,unused-ignore]  # grpc_health ships no types
     """``Check`` as usual; ``Watch`` answers the current status and ends, so an open watch never
     holds a worker thread (clients watch again; Kubernetes and grpcurl use ``Check``)."""
 
