@@ -94,7 +94,7 @@ def ensemble(stack) -> list[str]:
         store,
         EventProducer(stack.kafka_settings(), "bench-inference"),
         stack.service_target("storage"),
-        stack.token_for("service"),
+        stack.token_of_service("inference"),  # what the Serve replicas write AI labels as
     )
     client = EnsembleClient(stack.ray.serve_url, APP, RayDashboard(stack.ray.dashboard_url))
 

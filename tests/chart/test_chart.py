@@ -179,6 +179,35 @@ def test_crd_validation_catches_a_wrong_field(crds):
         )
 
 
+def test_each_service_calls_the_others_with_its_own_identity(helm):
+    """Storage decides who may write which label versions from the caller's identity, so every pod
+    of a calling service (its Deployment and its Ray pods) presents that service's own token, and
+    training can reach tracking to confirm approvals."""
+    documents = render(helm, CI[0])
+    seen = {}
+    for owner, spec in pods(documents):
+        for container in spec["containers"]:
+            for e in container.get("env", []):
+                if e["name"].endswith("_TOKEN") and "secretKeyRef" in e.get("valueFrom", {}):
+                    service = e["name"].split("_")[1].lower()
+                    assert e["valueFrom"]["secretKeyRef"]["key"] == service, (owner, e["name"])
+                    seen.setdefault(service, set()).add(owner.split("/")[0])
+    assert set(seen) == {"inference", "tracking", "training"}
+    assert "RayService" in seen["inference"] and {"Deployment", "RayCluster"} <= seen["training"]
+    training = next(
+        spec for owner, spec in pods(documents) if owner.endswith("-training") and owner.startswith("Deployment/")
+    )
+    env = {e["name"]: e for c in training["containers"] for e in c["env"]}
+    assert env["ATLASLOOP_TRAINING_TRACKING_TARGET"]["value"] == "atlasloop-tracking:50055"
+    policy = next(
+        d for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "atlasloop-training"
+    )
+    peers = [p for rule in policy["spec"]["egress"] for p in rule.get("to", [])]
+    assert {"app.kubernetes.io/component": "tracking", "app.kubernetes.io/instance": "atlasloop"} in [
+        p.get("podSelector", {}).get("matchLabels") for p in peers
+    ]
+
+
 def test_serve_replicas_reach_the_storage_service_without_credentials_in_the_rayservice(helm):
     """The ensemble's Ray pods write outputs through the storage service: target and token come
     from the environment (the token from its secret); serveConfigV2 holds no credential."""
@@ -188,7 +217,7 @@ def test_serve_replicas_reach_the_storage_service_without_credentials_in_the_ray
     for owner, spec in ray_pods:
         env = {e["name"]: e for c in spec["containers"] for e in c["env"]}
         assert env["ATLASLOOP_INFERENCE_STORAGE_TARGET"]["value"] == "atlasloop-storage:50051", owner
-        assert env["ATLASLOOP_INFERENCE_STORAGE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "serviceToken", owner
+        assert env["ATLASLOOP_INFERENCE_STORAGE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "inference", owner
     service = next(d for d in documents if d["kind"] == "RayService")
     assert "token" not in service["spec"]["serveConfigV2"].lower()
     assert "secret" not in service["spec"]["serveConfigV2"].lower()

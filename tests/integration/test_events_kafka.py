@@ -1,5 +1,6 @@
 """A protobuf event through the real broker; a consumer group resumes from its committed offset
-after both the consumer and the broker restart."""
+after both the consumer and the broker restart; a poison event is retried a bounded number of
+times, dead-lettered with its reason, and replayed by an admin."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import uuid
 
 import pytest
 
-from atlasloop.common import events
+from atlasloop.common import dead_letters, events
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound, NotReady
 from atlasloop.events.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
@@ -55,3 +57,91 @@ def test_group_resumes_from_committed_offset_after_restarts(stack):
     rest = _consume(settings, "grp", 3, linger_s=3.0)  # exactly the rest: no replay, no loss
     assert [e for e, _ in rest] == sent[3:]
     assert [o for _, o in rest] == [o + 3 for _, o in first]
+
+
+def _settings(stack, **update):
+    return stack.kafka_settings().model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."} | update)
+
+
+def _ingested(case_id: str) -> events_pb2.CaseIngested:
+    return events_pb2.CaseIngested(meta=events.new_meta("test"), case_id=case_id)
+
+
+def test_a_poison_event_is_dead_lettered_after_bounded_retries_and_the_partition_moves_on(stack):
+    settings = _settings(stack, max_attempts=3, retry_backoff_s=0.05, retry_backoff_max_s=0.2, not_ready_wait_s=1.0)
+    events.ensure_topics(settings, [events_pb2.CaseIngested])
+    producer = events.EventProducer(settings, "test")
+    sent = [_ingested(c) for c in ("good-1", "poison", "late", "good-2")]
+    for event in sent[:2]:
+        producer.publish(event, key="case-9")  # one key: one partition, in order
+    garbage_headers = events.encode(_ingested("garbage"))[1]  # a known type, bytes that are not one
+    producer.publish_raw(
+        events.topic_for(events_pb2.CaseIngested, settings), "case-9", b"\xff\xfe garbage", garbage_headers
+    )
+    producer.publish(sent[2], key="case-9")
+    producer.publish(sent[3], key="case-9")
+
+    handled, tries = [], {}
+
+    def handle(event, delivery):
+        tries[event.case_id] = tries.get(event.case_id, 0) + 1
+        if event.case_id == "poison":
+            raise ValueError("cannot apply this one")
+        if event.case_id == "late":
+            raise NotReady("its predecessor has not arrived")
+        handled.append(event.case_id)
+
+    consumer = events.EventConsumer(settings, "grp", [events_pb2.CaseIngested], handle)
+    deadline = time.monotonic() + 60
+    try:
+        while "good-2" not in handled and time.monotonic() < deadline:
+            consumer.poll_once(0.5)
+    finally:
+        consumer.close()
+    assert handled == ["good-1", "good-2"]  # nothing after the poison event was blocked
+    assert tries["poison"] == 3 and tries["late"] >= 2
+
+    letters = {letter.event_id or "undecodable": letter for letter in dead_letters.read(settings)}
+    assert len(letters) == 3
+    poison = letters[sent[1].meta.event_id]
+    assert (poison.topic, poison.key, poison.group, poison.attempts) == (
+        events.topic_for(events_pb2.CaseIngested, settings),
+        "case-9",
+        "grp",
+        3,
+    )
+    assert poison.reason == "ValueError: cannot apply this one"
+    late = letters[sent[2].meta.event_id]
+    assert late.reason.startswith("NotReady: its predecessor") and late.attempts >= 2
+    garbage = [letter for letter in letters.values() if letter.reason.startswith("undecodable")]
+    assert len(garbage) == 1 and garbage[0].attempts == 1
+
+    # Replayed once the cause is gone: the same event (same id) reaches the group again, once.
+    replayed = dead_letters.replay(settings, producer, poison.id, "ops")
+    assert replayed.replayed_by == "ops"
+    with pytest.raises(Conflict):
+        dead_letters.replay(settings, producer, poison.id, "ops")
+    with pytest.raises(NotFound):
+        dead_letters.replay(settings, producer, "0-99999", "ops")
+    with pytest.raises(InvalidInput):
+        dead_letters.replay(settings, producer, "../etc", "ops")
+    again = _consume(settings, "grp", 1, linger_s=2.0)
+    assert [e for e, _ in again] == [sent[1].meta.event_id]
+    listed = {letter.id: letter for letter in dead_letters.read(settings)}
+    assert listed[poison.id].replayed_by == "ops" and not listed[late.id].replayed_by
+
+
+def test_a_dead_letter_naming_a_foreign_topic_is_not_replayed(stack):
+    """The dead-letter topic is writable by any producer: a forged letter cannot make a replay
+    publish to a topic outside this deployment's events."""
+    settings = _settings(stack)
+    producer = events.EventProducer(settings, "test")
+    value, headers = events.encode(_ingested("c"))
+    forged = dead_letters.letter_headers(
+        headers, origin_topic="other.secrets", partition=0, offset=0, key="c", group="x", reason="r", attempts=1
+    )
+    events.ensure_topic_names(settings, [dead_letters.topic(settings)])
+    producer.publish_raw(dead_letters.topic(settings), "c", value, forged)
+    (letter,) = dead_letters.read(settings)
+    with pytest.raises(InvalidInput, match="not one of this deployment's topics"):
+        dead_letters.replay(settings, producer, letter.id, "ops")

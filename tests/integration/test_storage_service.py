@@ -25,9 +25,16 @@ from .conftest import EventCollector, start_in_process
 
 pytestmark = pytest.mark.integration
 
-TOKENS = {"tok-admin": "ops:admin", "tok-ann": "ann:annotator", "tok-svc": "inference:service"}
+TOKENS = {
+    "tok-admin": "ops:admin",
+    "tok-ann": "ann:annotator",
+    "tok-svc": "inference:service",
+    "tok-trk": "tracking:service",
+    "tok-trn": "training:service",
+}
 ADMIN = [("authorization", "Bearer tok-admin")]
-SERVICE = [("authorization", "Bearer tok-svc")]
+SERVICE = [("authorization", "Bearer tok-svc")]  # the inference service: writes AI labels
+TRACKING = [("authorization", "Bearer tok-trk")]  # writes human labels (revisions of held leases)
 
 
 @pytest.fixture
@@ -204,7 +211,7 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
             storage_pb2.WriteLabelVersionRequest(
                 case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
             ),
-            metadata=SERVICE,
+            metadata=TRACKING,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in err.value.details()
     save_nifti(Volume(np.full(ct.shape, 52, np.uint8), ct.affine), tmp_path / "foreign.nii.gz")
@@ -214,12 +221,65 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
             storage_pb2.WriteLabelVersionRequest(
                 case_id=case_id, upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
             ),
-            metadata=SERVICE,
+            metadata=TRACKING,
         )
     assert "outside the schema" in err.value.details()
     assert (
         len(stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id=case_id), metadata=ADMIN).versions) == 2
     )
+
+
+@pytest.mark.parametrize(
+    ("who", "source", "refusal"),
+    [
+        ("tok-ann", common_pb2.LABEL_SOURCE_HUMAN, "needs one of the roles"),  # people revise through tracking
+        ("tok-svc", common_pb2.LABEL_SOURCE_HUMAN, "may not write human"),  # inference writes AI only
+        ("tok-trk", common_pb2.LABEL_SOURCE_AI, "may not write ai"),  # tracking writes human only
+        ("tok-trk", common_pb2.LABEL_SOURCE_ORIGINAL, "may not write original"),  # originals: admin import only
+        ("tok-trn", common_pb2.LABEL_SOURCE_UNSPECIFIED, "may not write label versions"),  # training reads only
+    ],
+)
+def test_label_provenance_is_decided_by_the_caller_and_a_refusal_leaves_nothing(
+    storage, real_ct_dir, tmp_path, who, source, refusal
+):
+    stub, store, _ = storage
+    case_id = _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="prov-1").case_id
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    save_nifti(Volume(np.zeros(ct.shape, np.uint8), ct.affine), tmp_path / "l.nii.gz")
+    upload_id = upload_file(stub, tmp_path / "l.nii.gz", ADMIN)
+    before = sorted(store.list_keys(f"cases/{case_id}/"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.WriteLabelVersion(
+            storage_pb2.WriteLabelVersionRequest(case_id=case_id, upload_id=upload_id, source=source),
+            metadata=[("authorization", f"Bearer {who}")],
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and refusal in err.value.details()
+    assert sorted(store.list_keys(f"cases/{case_id}/")) == before
+
+
+def test_only_an_admin_imports_labels_as_originals(storage, real_ct_dir, atlas_zip):
+    stub, store, _ = storage
+    with pytest.raises(grpc.RpcError) as err:  # a service importing a case with its labels
+        stub.ImportCase(
+            storage_pb2.ImportCaseRequest(
+                upload_id=upload_file(stub, real_ct_dir / "example_ct_sm.nii.gz", ADMIN),
+                label_upload_id=upload_file(stub, real_ct_dir / "example_seg.nii.gz", ADMIN),
+                case_id="orig-1",
+            ),
+            metadata=SERVICE,
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:  # labels inside an AbdomenAtlas case zip are originals too
+        stub.ImportCase(
+            storage_pb2.ImportCaseRequest(
+                upload_id=upload_file(stub, atlas_zip, ADMIN),
+                case_id="orig-2",
+                format=storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP,
+            ),
+            metadata=SERVICE,
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert not store.list_keys("cases/orig-1/") and not store.list_keys("cases/orig-2/")
 
 
 def test_presigned_put_then_import_then_presigned_get(storage, real_ct_dir):

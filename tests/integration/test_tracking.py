@@ -4,6 +4,7 @@ nothing when killed or when the broker goes away, revisions on the real CT, clea
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from atlasloop.common import events
 from atlasloop.common.database import make_engine
-from atlasloop.common.errors import Conflict, InvalidInput, PermissionDenied
+from atlasloop.common.errors import Conflict, InvalidInput, PermissionDenied, TooLarge
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.common.transfer import upload_file
 from atlasloop.common.v1 import common_pb2
@@ -38,10 +40,22 @@ from .conftest import EventCollector, start_in_process
 pytestmark = pytest.mark.integration
 
 
-def _core(stack, database, unique, storage_target="127.0.0.1:1", lease_s=1800, token="", double_reads=0.0):
+def _core(
+    stack,
+    database,
+    unique,
+    storage_target="127.0.0.1:1",
+    lease_s=1800,
+    token="",
+    double_reads=0.0,
+    max_active=3,
+    max_hold_s=8 * 3600,
+):
     settings = TrackingSettings(
         database=database,
         lease_s=lease_s,
+        max_active_leases=max_active,
+        max_lease_hold_s=max_hold_s,
         storage_target=storage_target,
         storage_token=token,
         double_read_fraction=double_reads,
@@ -70,7 +84,7 @@ def _scored_cases(core, count, model_set="ms-1"):
 
 
 def test_eight_annotators_never_share_a_case(stack, fresh_database, unique):
-    core = _core(stack, fresh_database, unique)
+    core = _core(stack, fresh_database, unique, max_active=200)  # each may take as many as it can
     cases = _scored_cases(core, 200)
     assert core.queue_cases(1, [(c, float(i), ["liver"]) for i, c in enumerate(cases)], "ops") == (200, 0)
     taken: dict[str, list[str]] = {f"ann-{i}": [] for i in range(8)}
@@ -120,6 +134,45 @@ def test_expired_lease_is_taken_over_and_the_old_holder_refused(stack, fresh_dat
         core.release_lease(second.lease_id, "alice")
     _, history = core.get_case(case_id)
     assert [h.action for h in history][-3:] == ["state:queued->leased", "state:leased->queued", "state:queued->leased"]
+
+
+def test_one_annotator_cannot_hoard_the_queue_or_hold_a_case_for_ever(stack, fresh_database, unique):
+    core = _core(stack, fresh_database, unique, lease_s=2, max_active=3, max_hold_s=3)
+    cases = _scored_cases(core, 6)
+    core.queue_cases(1, [(c, float(i), []) for i, c in enumerate(cases)], "ops")
+    outcomes: list[object] = []
+    start = threading.Barrier(6)
+    taken_at = datetime.now(UTC)
+
+    def grab():  # six concurrent NextCase calls by one person
+        start.wait()
+        try:
+            outcomes.append(core.next_case("mallory"))
+        except TooLarge as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=grab) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    leases = [o for o in outcomes if not isinstance(o, Exception)]
+    refusals = [str(o) for o in outcomes if isinstance(o, Exception)]
+    assert len(leases) == 3 and len(refusals) == 3
+    assert "holds 3 active leases (the limit is 3)" in refusals[0]
+    assert core.next_case("alice") is not None  # others still get work
+
+    # Renewing extends a lease, but never past its hold limit; then it is refused.
+    first = leases[0]
+    renewed = core.renew_lease(first.lease_id, "mallory")
+    expires = renewed.expires_at if renewed.expires_at.tzinfo else renewed.expires_at.replace(tzinfo=UTC)
+    assert expires <= datetime.now(UTC) + timedelta(seconds=2.1) and expires > taken_at
+    time.sleep(1.1)
+    core.renew_lease(first.lease_id, "mallory")
+    with pytest.raises(Conflict, match="held for the most a lease may be"):
+        core.renew_lease(first.lease_id, "mallory")
+    time.sleep(3.2)  # every lease has run out: the limit counts only live leases
+    assert core.next_case("mallory") is not None
 
 
 def _relay(stack, database, unique, log_path=None):
@@ -202,7 +255,14 @@ def storage_service(stack, unique):
         health_poll_s=60,
         s3=stack.s3_settings(bucket=f"trk-{unique}"),
         kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."}),
-        auth={"dev_tokens": {"svc": "tracking:service", "adm": "ops:admin", "ann": "alice:annotator"}},
+        auth={
+            "dev_tokens": {
+                "svc": "tracking:service",
+                "inf": "inference:service",
+                "adm": "ops:admin",
+                "ann": "alice:annotator",
+            }
+        },
     )
     service, channel = start_in_process(build(settings), settings)
     from atlasloop.storage.v1 import storage_pb2_grpc
@@ -238,7 +298,7 @@ def test_revision_on_the_real_ct_suggests_missed_region(
             source=common_pb2.LABEL_SOURCE_AI,
             model_set="ms-1",
         ),
-        metadata=[("authorization", "Bearer svc")],
+        metadata=[("authorization", "Bearer inf")],  # AI labels come from the inference service
     ).version.label_version
     core.apply_event(
         events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id="real-1", geometry=reply.info.geometry)
@@ -357,5 +417,97 @@ def test_grpc_surface_queue_next_case_and_refusals(stack, fresh_database, unique
         listed = stub.ListCases(tracking_pb2.ListCasesRequest(states=[common_pb2.CASE_STATE_SCORED]), metadata=rev)
         assert sorted(c.case_id for c in listed.cases) == ["case-0000", "case-0002"]
     finally:
+        channel.close()
+        service.stop(0)
+
+
+def test_dead_letters_are_listed_and_replayed_by_an_admin_only(stack, fresh_database, unique):
+    """An event tracking's consumer cannot apply does not block its partition: it is dead-lettered
+    with the reason; an admin lists it over gRPC and replays it (once); others are refused."""
+    import grpc
+
+    from atlasloop.tracking.app import build
+    from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
+
+    kafka = stack.kafka_settings().model_copy(
+        update={"topic_prefix": f"d{unique}.", "max_attempts": 2, "retry_backoff_s": 0.05}
+    )
+    settings = TrackingSettings(
+        port=0,
+        health_poll_s=60,
+        database=fresh_database,
+        kafka=kafka,
+        auth={"dev_tokens": {"adm": "ops:admin", "ann": "alice:annotator"}},
+    )
+    service, channel = start_in_process(build(settings), settings)
+    producer = events.EventProducer(kafka, "test")
+    try:
+        stub = tracking_pb2_grpc.TrackingServiceStub(channel)
+        adm, ann = ([("authorization", f"Bearer {t}")] for t in ("adm", "ann"))
+        headers = events.encode(events_pb2.CasePredicted(meta=events.new_meta("inference"), case_id="case-x"))[1]
+        topic = events.topic_for(events_pb2.CasePredicted, kafka)
+        producer.publish(events_pb2.CaseIngested(meta=events.new_meta("storage"), case_id="case-y"), key="case-y")
+        producer.publish_raw(topic, "case-y", b"\xff not a CasePredicted", headers)  # then one behind it
+        predicted = events_pb2.CasePredicted(
+            meta=events.new_meta("inference"), case_id="case-y", model_set="ms-1", label_version="ai-y"
+        )
+        producer.publish(predicted, key="case-y")
+
+        def letters(include_replayed=False):
+            request = tracking_pb2.ListDeadLettersRequest(include_replayed=include_replayed)
+            return list(stub.ListDeadLetters(request, metadata=adm).letters)
+
+        deadline = time.monotonic() + 60
+        while not (waiting := letters()):
+            assert time.monotonic() < deadline, "the undecodable event was never dead-lettered"
+            time.sleep(0.5)
+        (letter,) = waiting
+        assert (letter.topic, letter.key, letter.consumer_group) == (topic, "case-y", "tracking")
+        assert letter.reason.startswith("undecodable") and letter.attempts == 1
+        deadline = time.monotonic() + 30  # the partition moved on: the next event was applied
+        while not [
+            c for c in stub.ListCases(tracking_pb2.ListCasesRequest(), metadata=adm).cases if c.case_id == "case-y"
+        ]:
+            assert time.monotonic() < deadline, "the event after the dead letter was not applied"
+            time.sleep(0.5)
+
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListDeadLetters(tracking_pb2.ListDeadLettersRequest(), metadata=ann)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReplayDeadLetter(tracking_pb2.ReplayDeadLetterRequest(id="x/../1"), metadata=adm)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        replayed = stub.ReplayDeadLetter(tracking_pb2.ReplayDeadLetterRequest(id=letter.id), metadata=adm).letter
+        assert replayed.replayed_by == "ops" and replayed.event_id == letter.event_id
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReplayDeadLetter(tracking_pb2.ReplayDeadLetterRequest(id=letter.id), metadata=adm)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "replayed by ops" in err.value.details()
+        # Still undecodable: the replay is dead-lettered again, as a new letter; the first is marked.
+        deadline = time.monotonic() + 60
+        while len(everything := letters(include_replayed=True)) < 2:
+            assert time.monotonic() < deadline, f"the replayed event never came back: {everything}"
+            time.sleep(0.5)
+        assert [lt.replayed_by for lt in everything if lt.id == letter.id] == ["ops"]
+        (second,) = letters()
+        assert second.id != letter.id and second.event_id == letter.event_id
+
+        # The same from a terminal: list (JSON), replay, and a refusal as one line with its code.
+        env = {**os.environ, "ATLASLOOP_TRACKING_TARGET": f"127.0.0.1:{service.port}", "ATLASLOOP_TOKEN": "adm"}
+
+        def cli(*args):
+            return subprocess.run(
+                [sys.executable, "-m", "atlasloop.cli", "dead-letters", *args], env=env, capture_output=True, text=True
+            )
+
+        listed = cli("--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [row["id"] for row in json.loads(listed.stdout)] == [second.id]
+        replay = cli("replay", second.id)
+        assert replay.returncode == 0 and f"replayed {second.id} to {topic}" in replay.stdout
+        again = cli("replay", second.id)
+        assert again.returncode != 0 and "replayed by ops" in again.stderr and len(again.stderr.splitlines()) == 1
+    finally:
+        producer.close()
         channel.close()
         service.stop(0)

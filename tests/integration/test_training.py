@@ -1,12 +1,13 @@
 """The training loop on a two-node local Ray cluster, with services that cannot import Ray: tiny
 models, a small synthetic cohort, approved revisions arriving as events trigger a run, which is a
 Ray job (Ray Train fine-tuning, the gate's evaluation in Ray tasks, publishing, all on the cluster).
+Approvals come from the real tracking service (lease, revision, review); an approval event that
+tracking did not record is refused, and an approved label that cannot be loaded is quarantined.
 The training service is killed in the middle of the run and started again: it re-attaches to the
 job, and the run completes once and publishes once. The inference service serves the published set
 for the next prediction. Around it: a run with nothing new fails cleanly, requests during a run
-queue one follow-up (which survives the restart), WatchRun streams progress, a missing label version
-fails a run by name, a cancelled run fails with who cancelled it, and a rollback makes the earlier
-set current again."""
+queue one follow-up (which survives the restart), WatchRun streams progress, a cancelled run fails
+with who cancelled it, and a rollback makes the earlier set current again."""
 
 from __future__ import annotations
 
@@ -19,19 +20,23 @@ import numpy as np
 import pytest
 import torch
 
-from atlasloop.common import events
+from atlasloop.client import Client
+from atlasloop.client.tokens import TokenFile
+from atlasloop.common import events, layout
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.service_map import SERVICES
 from atlasloop.common.transfer import upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
-from atlasloop.imaging.volume import save_nifti
+from atlasloop.imaging.volume import load_nifti, save_nifti
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
 from atlasloop.models.architectures import build, config
 from atlasloop.models.checkpoints import state_dict_bytes
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
+from atlasloop.tracking.v1 import tracking_pb2
 from atlasloop.training.v1 import training_pb2, training_pb2_grpc
 
 from .conftest import EventCollector, isolated, running_services
@@ -84,10 +89,10 @@ def _restart_training(stack) -> training_pb2_grpc.TrainingServiceStub:
     return training_pb2_grpc.TrainingServiceStub(grpc.insecure_channel(stack.service_target("training")))
 
 
-def test_approved_revisions_train_gate_publish_and_serve_across_a_restart(stack, unique, tmp_path):
+def test_approved_revisions_train_gate_publish_and_serve_across_a_restart(stack, fresh_database, unique, tmp_path):
     stack.start_ray()
     admin = [("authorization", f"Bearer {stack.token_for('admin')}")]
-    svc = [("authorization", f"Bearer {stack.token_for('service')}")]
+    svc = [("authorization", f"Bearer {stack.token_of_service('inference')}")]
     kafka = stack.kafka_settings().model_copy(update={"topic_prefix": f"t{unique}."})
     s3 = stack.s3_settings(bucket=f"training-{unique}")
     store = ObjectStore(s3)
@@ -111,6 +116,7 @@ def test_approved_revisions_train_gate_publish_and_serve_across_a_restart(stack,
     settings = {
         "storage": common,
         "inference": common | {"SERVE_APP_NAME": app_name},
+        "tracking": common | {"DATABASE__URL": fresh_database.url, "DOUBLE_READ_FRACTION": "0"},
         "training": common | TRAINING,
     }
     collector = EventCollector(
@@ -124,16 +130,49 @@ def test_approved_revisions_train_gate_publish_and_serve_across_a_restart(stack,
         ],
     )
     try:
-        with running_services(stack, ["storage", "inference", "training"], settings) as channels:
-            _the_loop(stack, channels, collector, registry, kafka, tmp_path, admin, svc)
+        with running_services(stack, ["storage", "inference", "tracking", "training"], settings) as channels:
+            _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admin, svc)
     finally:
         collector.close()
         stack.ray.delete_application(app_name)
 
 
-def _the_loop(stack, channels, collector, registry, kafka, tmp_path, admin, svc):
+def _approve(client: Client, producer, truth: dict, case_ids: list[str], round_: int, model_set: str) -> dict[str, str]:
+    """What an annotator and a reviewer do: the case is scored and queued, an annotator leases it
+    and submits the ground truth as the revision, a reviewer approves it. Tracking publishes
+    ``annotation.approved``. Returns case id -> revision id."""
+    for case_id in case_ids:  # the scoring service's event, as it would publish it
+        producer.publish(
+            events_pb2.CaseScored(meta=events.new_meta("scoring"), case_id=case_id, model_set=model_set, priority=1.0),
+            key=case_id,
+        )
+    deadline = time.monotonic() + 60
+    while not set(case_ids) <= {c.case_id for c in client.cases([common_pb2.CASE_STATE_SCORED])}:
+        assert time.monotonic() < deadline, "tracking never saw the cases scored"
+        time.sleep(0.5)
+    queued = [tracking_pb2.QueuedCase(case_id=c, priority=1.0, organs=[common_pb2.ORGAN_LIVER]) for c in case_ids]
+    reply = client.tracking.QueueCases(
+        tracking_pb2.QueueCasesRequest(round=round_, cases=queued), metadata=client.auth("admin")
+    )
+    assert reply.queued == len(case_ids)
+    revisions = {}
+    for _ in case_ids:
+        lease = client.next_case()
+        assert lease is not None
+        case_id = lease.lease.case_id
+        revision = client.submit_revision(
+            lease.lease.lease_id, load_nifti(truth[case_id], labels=True), [common_pb2.ORGAN_LIVER], [], 60.0
+        )
+        client.review(revision.revision_id, approve=True)
+        revisions[case_id] = revision.revision_id
+    assert sorted(revisions) == sorted(case_ids)
+    return revisions
+
+
+def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admin, svc):
     storage_stub = storage_pb2_grpc.StorageServiceStub(channels["storage"])
     stub = training_pb2_grpc.TrainingServiceStub(channels["training"])
+    client = Client({n: stack.service_target(n) for n in SERVICES}, TokenFile(stack.run_dir).by_role(), 120)
     truth = {}
     for index, labelled in enumerate((True, True, False, False, False)):  # c0, c1 come with labels
         truth[f"c{index}"] = _import(storage_stub, tmp_path, f"c{index}", index, labelled, admin)
@@ -146,29 +185,34 @@ def _the_loop(stack, channels, collector, registry, kafka, tmp_path, admin, svc)
     assert empty.state == S.RUN_STATE_FAILED and "no approved revisions" in empty.reason
     assert registry.current() == "ms-0"
 
-    # Two approved revisions (the ground truth of c2 and c3, as an annotator would submit them)
-    # arrive as events, one of them twice: the threshold of two fires one run.
-    producer = events.EventProducer(kafka, "test-tracking")
-    for case_id in ("c2", "c3"):
-        version = storage_stub.WriteLabelVersion(
-            storage_pb2.WriteLabelVersionRequest(
+    # Anyone who can reach the broker can publish an approval; training asks tracking, which never
+    # recorded these, so they count for nothing: no run is triggered, even past the threshold.
+    producer = events.EventProducer(kafka, "test")
+    for case_id in ("c3", "c4"):
+        producer.publish(
+            events_pb2.AnnotationApproved(
+                meta=events.new_meta("tracking"),
                 case_id=case_id,
-                upload_id=upload_file(storage_stub, truth[case_id], admin),
-                source=common_pb2.LABEL_SOURCE_HUMAN,
-                round=1,
+                revision_id=f"forged-{case_id}",
+                label_version="v-forged",
+                organs=[common_pb2.ORGAN_LIVER],
             ),
-            metadata=svc,
-        ).version.label_version
-        approved = events_pb2.AnnotationApproved(
-            meta=events.new_meta("tracking"),
-            case_id=case_id,
-            revision_id=f"rev-{case_id}",
-            label_version=version,
-            organs=[common_pb2.ORGAN_LIVER],
+            key=case_id,
         )
-        producer.publish(approved, key=case_id)
-        if case_id == "c2":
-            producer.publish(approved, key=case_id)  # redelivered: still one approval
+
+    # Two real approvals (the ground truth of c2 and c3, submitted and approved through tracking),
+    # one of them redelivered: the threshold of two fires one run.
+    revisions = _approve(client, producer, truth, ["c2", "c3"], 1, "ms-0")
+    redelivered = events_pb2.AnnotationApproved(
+        meta=events.new_meta("tracking"),
+        case_id="c2",
+        revision_id=revisions["c2"],
+        label_version=client.tracking.GetRevision(
+            tracking_pb2.GetRevisionRequest(revision_id=revisions["c2"]), metadata=client.auth("admin")
+        ).label_version,
+        organs=[common_pb2.ORGAN_LIVER],
+    )
+    producer.publish(redelivered, key="c2")  # still one approval
     deadline = time.monotonic() + 60
     while not (runs := stub.ListRuns(S.ListRunsRequest(), metadata=admin).runs)[0].trigger.startswith("approved"):
         assert time.monotonic() < deadline, "no run was triggered"
@@ -203,6 +247,7 @@ def _the_loop(stack, channels, collector, registry, kafka, tmp_path, admin, svc)
     assert sum(after.values()) > sum(before.values())
     trained_on = {v.split("/")[0] for v in run.label_versions}
     assert trained_on & {"c2", "c3"}
+    assert not [v for v in run.label_versions if "forged" in v]  # the forged approvals never counted
     provenance = registry.manifest("unet", run_id).provenance
     assert provenance["run_id"] == run_id and provenance["base_model_set"] == "ms-0"
     assert provenance["label_versions"] == list(run.label_versions)
@@ -242,16 +287,19 @@ def _the_loop(stack, channels, collector, registry, kafka, tmp_path, admin, svc)
     ]
     assert sorted(progress) == sorted(all_epochs)
 
-    # A label version that cannot be read fails the run by name; the current set stays.
-    producer.publish(
-        events_pb2.AnnotationApproved(
-            meta=events.new_meta("tracking"), case_id="c4", revision_id="rev-bad", label_version="v-missing"
-        ),
-        key="c4",
-    )
+    # An approved label that cannot be loaded any more (its object gone) is quarantined with the
+    # reason: the run that meets it fails by name, and no later run picks it up again.
+    c4_revision = _approve(client, producer, truth, ["c4"], 2, new_set)["c4"]  # c4 was predicted by it
+    c4_version = client.tracking.GetRevision(
+        tracking_pb2.GetRevisionRequest(revision_id=c4_revision), metadata=client.auth("admin")
+    ).label_version
+    store.delete(layout.label_key("c4", c4_version))
     time.sleep(3)
     bad = _wait_run(stub, stub.StartRun(S.StartRunRequest(reason="bad label"), metadata=admin).run.run_id, admin, 180)
-    assert bad.state == S.RUN_STATE_FAILED and "case c4 label version v-missing" in bad.reason
+    assert bad.state == S.RUN_STATE_FAILED, bad.reason
+    assert "quarantined" in bad.reason and f"c4/{c4_version}" in bad.reason
+    again = _wait_run(stub, stub.StartRun(S.StartRunRequest(reason="again"), metadata=admin).run.run_id, admin, 180)
+    assert again.state == S.RUN_STATE_FAILED and "no approved revisions" in again.reason
     assert registry.current() == new_set
 
     # A run cancelled while its job runs fails with who cancelled it; nothing is published.

@@ -7,6 +7,7 @@ import sys
 
 from atlasloop.cli import (
     bulk_import,
+    dead_letters_command,
     imaging_commands,
     models_command,
     pull_command,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     slices_command.register(commands)
     revise_command.register(commands)
     train_commands.register(commands)
+    dead_letters_command.register(commands)
     return parser
 
 

@@ -1,8 +1,11 @@
 """The development bearer tokens of a local stack: ``<run dir>/tokens.json``, token -> "name:role".
 
-The local stack writes the file once (mode 0600, one token per role); the command line, the demo
-and the tests read the token of the role each call needs. In production tokens come from the
-identity provider instead (``--token`` / ``ATLASLOOP_TOKEN``).
+The local stack writes the file once (mode 0600): one token per role for people
+(``dev-<role>:<role>``), and one per service (``<service>:service``), because what a service may
+write is decided from which service it is (only tracking writes human labels, only inference AI
+ones). The command line, the demo and the tests read the token each call needs. In production
+tokens come from the identity provider instead (``--token`` / ``ATLASLOOP_TOKEN``; a JWT per
+workload for the services).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from atlasloop.common.domain import Role
+from atlasloop.common.service_map import SERVICES
 
 FILE = "tokens.json"
 
@@ -30,18 +34,30 @@ class TokenFile:
         return dict(json.loads(self.path.read_text()))
 
     def create(self) -> dict[str, str]:
-        """The tokens, made once per stack (one per role) and kept."""
-        if self.path.exists():
-            return self.read()
-        tokens = {secrets.token_urlsafe(24): f"dev-{role}:{role}" for role in Role}
+        """The tokens, made once per stack and kept (a file from before service identities gains
+        the tokens it lacks)."""
+        tokens = self.read() if self.path.exists() else {}
+        held = set(tokens.values())
+        wanted = [f"dev-{role}:{role}" for role in Role] + [f"{name}:{Role.SERVICE}" for name in SERVICES]
+        missing = [spec for spec in wanted if spec not in held]
+        if not missing:
+            return tokens
+        tokens |= {secrets.token_urlsafe(24): spec for spec in missing}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(tokens, indent=2))
         self.path.chmod(0o600)
         return tokens
 
     def by_role(self) -> dict[str, str]:
-        """role -> token."""
-        return {spec.rsplit(":", 1)[1]: token for token, spec in self.read().items()}
+        """role -> the token of the person holding it (``dev-<role>``)."""
+        return {spec.rsplit(":", 1)[1]: token for token, spec in self.read().items() if spec.startswith("dev-")}
+
+    def token_of_service(self, name: str) -> str:
+        """The token a service calls the others with (its identity)."""
+        for token, spec in self.read().items():
+            if spec == f"{name}:{Role.SERVICE}":
+                return token
+        raise KeyError(f"{self.path} holds no token for the service {name!r}")
 
     def token_for(self, role: str) -> str:
         try:

@@ -168,6 +168,13 @@ class ReviewVerdict(ProtoEnum):
     REJECT = "reject"
 
 
+@_bound(tracking_pb2.ReviewState, "REVIEW_STATE_")
+class ReviewState(ProtoEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 @_bound(training_pb2.RunState, "RUN_STATE_")
 class RunState(ProtoEnum):
     QUEUED = "queued"

@@ -4,7 +4,9 @@ Delivery is at least once. The producer is idempotent and waits for the broker's
 before :meth:`EventProducer.publish` returns, so a caller that publishes after making its data
 durable never reports an event that was not stored. The consumer commits an offset only after its
 handler returned, so a crash re-delivers; handlers must be idempotent (deduplicate on
-``meta.event_id`` or a natural key).
+``meta.event_id`` or a natural key). A handler that keeps failing gets a bounded number of tries
+with backoff; then the event is dead-lettered with the reason (:mod:`atlasloop.common.dead_letters`)
+and its partition moves on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from atlasloop.common import metrics, tracing
+from atlasloop.common import dead_letters, metrics, tracing
 from atlasloop.common.errors import InvalidInput, NotReady
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
@@ -63,9 +65,12 @@ def new_meta(producer: str, correlation_id: str = "") -> events_pb2.EventMeta:
 
 def ensure_topics(settings: KafkaSettings, event_types: Iterable[type[ProtoMessage]] = TOPICS) -> None:
     """Create the topics that do not exist yet (idempotent)."""
+    ensure_topic_names(settings, [topic_for(t, settings) for t in event_types])
+
+
+def ensure_topic_names(settings: KafkaSettings, wanted: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [topic_for(t, settings) for t in event_types]
     missing = [
         NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in wanted if t not in existing
     ]
@@ -184,10 +189,13 @@ class EventConsumer:
         group_id: str,
         event_types: Iterable[type[ProtoMessage]],
         handler: Handler,
-        retry_backoff_s: float = 1.0,
     ) -> None:
         self._handler = handler
-        self._backoff = retry_backoff_s
+        self._settings = settings
+        self._group = group_id
+        self._failing: dict[tuple[str, int], _Failing] = {}  # one entry per partition at most
+        self._dead_letter_producer: EventProducer | None = None
+        self._sleep: Callable[[float], object] = time.sleep
         event_types = list(event_types)
         if settings.create_topics:  # subscribing to a topic that does not exist yet would idle until a refresh
             ensure_topics(settings, event_types)
@@ -229,11 +237,9 @@ class EventConsumer:
         headers = [(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)]  # type: ignore[str-unpack]
         try:
             event = decode(message.value() or b"", headers)
-        except InvalidInput as exc:  # a poison message is logged and skipped, never retried forever
-            log.error("skipping undecodable event", extra={"reason": str(exc), "offset": delivery.offset})
-            metrics.consumed(delivery.topic, "skipped")
-            self._commit(message)
-            return False
+        except InvalidInput as exc:  # no retry can help: dead-lettered at once
+            log.error("undecodable event", extra={"reason": str(exc), "topic": delivery.topic})
+            return self._give_up(message, delivery, headers, f"undecodable: {exc}", 1)
         try:
             with tracing.span(
                 f"consume {delivery.topic}",
@@ -242,17 +248,77 @@ class EventConsumer:
                 {"messaging.destination": delivery.topic, "case_id": delivery.key},
             ):
                 self._handler(event, delivery)
-        except Exception as exc:
-            if isinstance(exc, NotReady):  # an expected wait (a predecessor event, a dependency): one line
-                log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": str(exc)})
-            else:
-                log.exception("event handler failed; will retry", extra={"topic": delivery.topic})
-            metrics.consumed(delivery.topic, "retried")
-            self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
-            time.sleep(self._backoff)
-            return False
+        except Exception as exc:  # noqa: BLE001 - any handler failure: retried, then dead-lettered
+            return self._failed(message, delivery, headers, exc)
+        self._failing.pop((delivery.topic, delivery.partition), None)
         metrics.consumed(delivery.topic, "handled")
         return self._commit(message)
+
+    def _failed(self, message: Message, delivery: Delivery, headers: list[tuple[str, bytes]], exc: Exception) -> bool:
+        """Retry with backoff (seek back to the event), until its tries are spent: then dead-letter it.
+
+        ``NotReady`` (a predecessor event or a dependency not there yet) is an expected wait,
+        counted in time (``not_ready_wait_s``); any other failure in tries (``max_attempts``)."""
+        where = (delivery.topic, delivery.partition)
+        failing = self._failing.get(where)
+        if failing is None or failing.offset != delivery.offset:
+            failing = self._failing[where] = _Failing(delivery.offset, 0, time.monotonic())
+        failing.attempts += 1
+        waited_s = time.monotonic() - failing.since
+        if isinstance(exc, NotReady):
+            spent = waited_s >= self._settings.not_ready_wait_s
+            log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": str(exc)})
+        else:
+            spent = failing.attempts >= self._settings.max_attempts
+            log.error(
+                "event handler failed",
+                exc_info=True,
+                extra={"topic": delivery.topic, "offset": delivery.offset, "attempt": failing.attempts},
+            )
+        if spent:  # written to the dead-letter topic and committed, or (broker away) sought back
+            self._give_up(message, delivery, headers, f"{type(exc).__name__}: {exc}", failing.attempts)
+            return False
+        metrics.consumed(delivery.topic, "retried")
+        self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
+        backoff = self._settings.retry_backoff_s * 2 ** min(failing.attempts - 1, 20)
+        self._sleep(min(backoff, self._settings.retry_backoff_max_s))
+        return False
+
+    def _give_up(
+        self, message: Message, delivery: Delivery, headers: list[tuple[str, bytes]], reason: str, attempts: int
+    ) -> bool:
+        """Publish the event to the dead-letter topic, then commit it; False when the dead letter
+        could not be written (the event stays, and is tried again)."""
+        letter = dead_letters.letter_headers(
+            headers,
+            origin_topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+            key=delivery.key,
+            group=self._group,
+            reason=reason,
+            attempts=attempts,
+        )
+        try:
+            if self._dead_letter_producer is None:
+                if self._settings.create_topics:
+                    ensure_topic_names(self._settings, [dead_letters.topic(self._settings)])
+                self._dead_letter_producer = EventProducer(self._settings, f"{self._group}-dead-letters")
+            self._dead_letter_producer.publish_raw(
+                dead_letters.topic(self._settings), delivery.key, message.value() or b"", letter
+            )
+        except (NotReady, KafkaException) as exc:  # the broker is away: the event stays and is tried again
+            log.warning("cannot dead-letter an event yet", extra={"topic": delivery.topic, "reason": str(exc)})
+            self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
+            self._sleep(self._settings.retry_backoff_max_s)
+            return False
+        log.error(
+            "event dead-lettered",
+            extra={"topic": delivery.topic, "offset": delivery.offset, "group": self._group, "reason": reason},
+        )
+        metrics.consumed(delivery.topic, "dead-lettered")
+        self._failing.pop((delivery.topic, delivery.partition), None)
+        return self._commit(message) or True
 
     def _commit(self, message: Message) -> bool:
         """Commit after handling. A commit the group refuses (this member was evicted, for example
@@ -266,11 +332,23 @@ class EventConsumer:
         return True
 
     def run(self, stop: threading.Event) -> None:
+        self._sleep = stop.wait  # a backoff ends when the service stops
         while not stop.is_set():
             self.poll_once()
 
     def close(self) -> None:
         self._consumer.close()
+        if self._dead_letter_producer is not None:
+            self._dead_letter_producer.close()
+
+
+@dataclass
+class _Failing:
+    """The event a partition is stuck on: its offset, the tries so far, since when."""
+
+    offset: int
+    attempts: int
+    since: float
 
 
 class ConsumerThread:

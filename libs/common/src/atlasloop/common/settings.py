@@ -48,6 +48,13 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 6000
     publish_timeout_s: float = 20.0
     security_protocol: str = "PLAINTEXT"
+    # A failing event is retried this many times in all, with backoff doubling from
+    # retry_backoff_s up to retry_backoff_max_s, then dead-lettered (atlasloop.common.dead_letters).
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    retry_backoff_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0.0, le=600.0)
+    # An event its handler is not ready for yet (NotReady: a dependency down) waits this long.
+    not_ready_wait_s: float = Field(default=900.0, ge=0.0, le=86_400.0)
 
 
 class DatabaseSettings(BaseModel):

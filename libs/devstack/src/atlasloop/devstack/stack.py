@@ -90,6 +90,11 @@ class Stack:
         self.tokens()
         return TokenFile(self.run_dir).token_for(role)
 
+    def token_of_service(self, name: str) -> str:
+        """What service ``name`` calls the others with: who it is decides what it may write."""
+        self.tokens()
+        return TokenFile(self.run_dir).token_of_service(name)
+
     # ---- S3: SeaweedFS ----
 
     def start_s3(self, timeout_s: float = 60) -> None:
@@ -213,7 +218,9 @@ class Stack:
                 key: value
                 for key, value in self.service_env(name).items()
                 if key.startswith(prefix)
-                and not key.removeprefix(prefix).startswith(("AUTH__", "PORT", "HOST", "METRICS_PORT", "TRACING__"))
+                and not key.removeprefix(prefix).startswith(
+                    ("AUTH__", "PORT", "HOST", "METRICS_PORT", "TRACING__", "TRACKING_")
+                )
             }
         return env
 
@@ -255,7 +262,10 @@ class Stack:
             env["DATABASE__URL"] = self.database_url()
         if name in ("inference", "tracking", "training"):  # AI labels, revised labels, training labels
             env["STORAGE_TARGET"] = self.service_target("storage")
-            env["STORAGE_TOKEN"] = self.token_for("service")
+            env["STORAGE_TOKEN"] = self.token_of_service(name)
+        if name == "training":  # asks tracking whether an approval is real
+            env["TRACKING_TARGET"] = self.service_target("tracking")
+            env["TRACKING_TOKEN"] = self.token_of_service(name)
         if name in ("inference", "training"):  # reach Ray over the network
             env["RAY_DASHBOARD_URL"] = f"http://127.0.0.1:{self.ports.ray_dashboard}"
         if name == "inference":  # and Serve's HTTP proxy; small replicas on a laptop's Ray

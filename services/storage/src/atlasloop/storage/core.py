@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from atlasloop.common import ids
+from atlasloop.common.auth import Principal
+from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
+from atlasloop.storage import provenance
 from atlasloop.storage.case_meta import CaseRecord, LabelRecord
 from atlasloop.storage.catalog import Catalog
 from atlasloop.storage.importer import CaseImporter, ImportRequest, ImportResult
@@ -22,6 +26,8 @@ from atlasloop.storage.label_versions import LabelVersions
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.staging import StagedUpload, Staging, UploadHeader
 from atlasloop.storage.writes import WriteGroup
+
+log = logging.getLogger(__name__)
 
 
 class StorageCore:
@@ -36,12 +42,25 @@ class StorageCore:
     def upload(self, header: UploadHeader, chunks: Iterator[bytes]) -> StagedUpload:
         return self.staging.receive(header, chunks)
 
-    def import_case(self, request: ImportRequest, author: str) -> ImportResult:
-        return self.importer.import_case(request, author)
+    def import_case(self, request: ImportRequest, principal: Principal) -> ImportResult:
+        """Import a case; labels imported with it become its original labels, so only an admin may."""
+        if request.label_upload_id:
+            provenance.check_original_import(principal)
+        return self.importer.import_case(request, principal)
 
     def write_label_version(
-        self, case_id: str, upload_id: str, source: str, parent: str, model_set: str, round_: int, author: str
+        self,
+        case_id: str,
+        upload_id: str,
+        requested: LabelSource | None,
+        parent: str,
+        model_set: str,
+        round_: int,
+        principal: Principal,
     ) -> LabelRecord:
+        """A new label version, of the kind its caller may write (``provenance``)."""
+        source = provenance.source_for(principal, requested, self.settings.label_writers)
+        author = principal.name
         case = self.catalog.get(case_id)
         if parent:
             self.labels.get(case_id, parent)
@@ -58,6 +77,7 @@ class StorageCore:
             with WriteGroup(self.store) as group:
                 record = self.labels.write(group, case_id, labels, source, parent, model_set, round_, author, Path(tmp))
         self.staging.discard(upload_id)
+        log.info("label version written", extra={"case_id": case_id, "source": str(source), "author": author})
         return record
 
     def download(self, case_id: str, kind: str, version: str, chunk_bytes: int) -> Iterator[tuple[str, object]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from atlasloop.common import ids, layout, observe, tracing
+from atlasloop.common.auth import Principal
 from atlasloop.common.domain import CaseFormat
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
@@ -28,6 +29,7 @@ from atlasloop.imaging.io import read_ct, safe_extract
 from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.storage import provenance
 from atlasloop.storage.case_meta import CaseRecord, Geometry, content_sha256, now_iso, object_ref
 from atlasloop.storage.label_versions import LabelVersions
 from atlasloop.storage.staging import Staging
@@ -99,13 +101,14 @@ class CaseImporter:
         case = read_case(candidates[0])
         return case.ct, case.labels
 
-    def import_case(self, request: ImportRequest, author: str) -> ImportResult:
+    def import_case(self, request: ImportRequest, principal: Principal) -> ImportResult:
         with observe.step("import", "import case") as span:
-            result = self._import(request, author)
+            result = self._import(request, principal)
             span.set_attribute("case_id", result.case.case_id)
             return result
 
-    def _import(self, request: ImportRequest, author: str) -> ImportResult:
+    def _import(self, request: ImportRequest, principal: Principal) -> ImportResult:
+        author = principal.name
         ids.validate_upload_id(request.upload_id)
         if request.case_id:
             ids.validate_case_id(request.case_id)
@@ -128,6 +131,8 @@ class CaseImporter:
                 if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
                     raise ImageError("labels", f"label grid {labels.shape} does not match the CT's {ct.shape}")
                 labels = labels.with_array(validate_label_map(labels.array, "labels"))
+            if labels is not None:  # they become the case's original labels: ground truth
+                provenance.check_original_import(principal)
             digest = content_sha256(ct)
             existing = self._existing(digest)
             if existing is not None and not request.allow_duplicate:

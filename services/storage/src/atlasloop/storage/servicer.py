@@ -64,7 +64,7 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
                 allow_duplicate=request.allow_duplicate,
                 source=request.source,
             ),
-            current_principal().name,
+            current_principal(),
         )
         return storage_pb2.ImportCaseResponse(
             case_id=result.case.case_id, duplicate=result.duplicate, info=result.case.to_proto(self._bucket)
@@ -95,11 +95,11 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         record = self._core.write_label_version(
             request.case_id,
             request.upload_id,
-            LabelSource.from_proto(request.source),
+            LabelSource.from_proto(request.source) if request.source else None,  # None: the caller's kind
             request.parent_version,
             request.model_set,
             request.round,
-            current_principal().name,
+            current_principal(),
         )
         return storage_pb2.WriteLabelVersionResponse(version=record.to_proto(self._bucket))
 

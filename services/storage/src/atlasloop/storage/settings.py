@@ -22,5 +22,9 @@ class StorageSettings(ServiceSettings):
     presign_max_s: int = 3600
     staging_dir: str | None = Field(default=None, description="Local folder for uploads in flight (temp).")
     bucket_versioning: bool = Field(default=True, description="Enable S3 bucket versioning where supported.")
+    label_writers: dict[str, list[str]] = Field(
+        default_factory=lambda: {"human": ["tracking"], "ai": ["inference"]},
+        description="Label source -> the service identities that may write it (atlasloop.storage.provenance).",
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

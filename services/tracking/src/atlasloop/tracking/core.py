@@ -11,11 +11,13 @@ from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from atlasloop.common import dead_letters
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
+from atlasloop.common.events import EventProducer
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import observed, queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
-from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project
+from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project, Revision
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
 
@@ -100,13 +102,15 @@ class TrackingCore:
         return queued, already
 
     def next_case(self, annotator: str, project_id: str = "") -> queue.LeaseInfo | None:
-        return queue.next_case(self.sessions, annotator, self.settings.lease_s, project_id)
+        return queue.next_case(
+            self.sessions, annotator, self.settings.lease_s, project_id, self.settings.max_active_leases
+        )
 
     def get_lease(self, lease_id: str, principal: str, sees_all: bool) -> queue.LeaseInfo:
         return queue.get(self.sessions, lease_id, principal, sees_all)
 
     def renew_lease(self, lease_id: str, annotator: str) -> queue.LeaseInfo:
-        return queue.renew(self.sessions, lease_id, annotator, self.settings.lease_s)
+        return queue.renew(self.sessions, lease_id, annotator, self.settings.lease_s, self.settings.max_lease_hold_s)
 
     def release_lease(self, lease_id: str, annotator: str) -> None:
         queue.release(self.sessions, lease_id, annotator)
@@ -171,6 +175,32 @@ class TrackingCore:
             },
         )
         return state
+
+    def revision(self, revision_id: str) -> Revision:
+        """One revision as recorded (detached from its session)."""
+        if not revision_id or len(revision_id) > 64:
+            raise InvalidInput("revision_id must be 1..64 characters")
+        with self.sessions() as session:
+            revision = session.get(Revision, revision_id)
+            if revision is None:
+                raise NotFound(f"revision {revision_id!r} does not exist")
+            session.expunge(revision)
+            return revision
+
+    def list_dead_letters(self) -> list[dead_letters.DeadLetter]:
+        return dead_letters.read(self.settings.kafka)
+
+    def replay_dead_letter(self, letter_id: str, principal: str) -> dead_letters.DeadLetter:
+        producer = EventProducer(self.settings.kafka, "tracking-replay")
+        try:
+            letter = dead_letters.replay(self.settings.kafka, producer, letter_id, principal)
+        finally:
+            producer.close()
+        log.warning(
+            "dead letter replayed",
+            extra={"letter": letter_id, "topic": letter.topic, "event_id": letter.event_id, "by": principal},
+        )
+        return letter
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)

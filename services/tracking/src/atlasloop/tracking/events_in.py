@@ -4,7 +4,6 @@ transaction as its effect, so a redelivered event changes nothing."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 CONSUMER = "tracking"
 SYSTEM = "system:events"
 REPREDICTABLE = frozenset({"ingested", "predicted", "scored", "queued"})
-WAIT_FOR_PREDECESSOR_S = 600.0
 
 
 def apply_event(sessions: sessionmaker[Session], event) -> bool:
@@ -66,13 +64,11 @@ def _case_ingested(session: Session, e: events_pb2.CaseIngested) -> None:
 
 def _not_yet(e, what: str) -> None:
     """Events of one case travel on several topics, so one can overtake another (a prediction
-    its case's ingestion, a score its prediction). A young event waiting for its predecessor is
-    retried (the consumer seeks back and tries again); an old one is logged and dropped, so a
-    stray event cannot block its partition for ever."""
-    age_s = time.time() - e.meta.occurred_at.ToSeconds()
-    if age_s < WAIT_FOR_PREDECESSOR_S:
-        raise NotReady(f"{type(e).__name__} for {e.case_id} arrived before {what}; retrying")
-    log.warning(f"{type(e).__name__} without {what}; dropped", extra={"case_id": e.case_id})
+    its case's ingestion, a score its prediction). An event waiting for its predecessor is retried
+    (the consumer seeks back and tries again) for ``KafkaSettings.not_ready_wait_s``; one whose
+    predecessor never comes is dead-lettered with this reason, never dropped, and an admin can
+    replay it once the predecessor is there (``atlasloop dead-letters``)."""
+    raise NotReady(f"{type(e).__name__} for {e.case_id} arrived before {what}")
 
 
 def _case_predicted(session: Session, e: events_pb2.CasePredicted) -> None:

@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge
 from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
@@ -81,9 +81,24 @@ def queue_cases(
     return queued, already
 
 
-def next_case(sessions: sessionmaker[Session], annotator: str, lease_s: int, project_id: str = "") -> LeaseInfo | None:
+def next_case(
+    sessions: sessionmaker[Session], annotator: str, lease_s: int, project_id: str = "", max_active: int = 3
+) -> LeaseInfo | None:
+    """A lease on the next case for ``annotator``, who may hold at most ``max_active`` unexpired
+    leases (so one person cannot take the whole queue)."""
     now = _now()
     with sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":  # one NextCase per annotator at a time
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:who))"), {"who": f"lease:{annotator}"})
+        held = session.scalar(
+            select(func.count())
+            .select_from(Lease)
+            .where(Lease.annotator == annotator, Lease.active, Lease.expires_at > now)
+        )
+        if held is not None and held >= max_active:
+            raise TooLarge(
+                f"{annotator} holds {held} active leases (the limit is {max_active}): submit or release one first"
+            )
         case, entry = _expired(session, now, project_id) or _queued(session, project_id) or (None, None)
         if case is None:
             return _double_read(session, annotator, lease_s, now, project_id)
@@ -218,10 +233,20 @@ def held_lease(session: Session, lease_id: str, annotator: str) -> Lease:
     return lease
 
 
-def renew(sessions: sessionmaker[Session], lease_id: str, annotator: str, lease_s: int) -> LeaseInfo:
+def renew(
+    sessions: sessionmaker[Session], lease_id: str, annotator: str, lease_s: int, max_hold_s: int = 8 * 3600
+) -> LeaseInfo:
+    """Extend a held lease by ``lease_s``, never past ``max_hold_s`` after it was taken: a case
+    cannot be held for ever by renewing."""
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)
-        lease.expires_at = _now() + timedelta(seconds=lease_s)
+        until = _aware(lease.acquired_at) + timedelta(seconds=max_hold_s)
+        if _aware(lease.expires_at) >= until:
+            raise Conflict(
+                f"lease {lease_id} has been held for the most a lease may be ({max_hold_s // 60} minutes): "
+                "submit the revision or release the case"
+            )
+        lease.expires_at = min(_now() + timedelta(seconds=lease_s), until)
         audit(session, annotator, "lease:renewed", lease.case_id, lease_id=lease.id)
         return _info(lease)
 

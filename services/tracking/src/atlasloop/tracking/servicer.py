@@ -5,11 +5,13 @@ from __future__ import annotations
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from atlasloop.common import dead_letters
 from atlasloop.common.auth import current_principal
 from atlasloop.common.domain import (
     CaseState,
     ErrorTag,
     LabelSource,
+    ReviewState,
     ReviewVerdict,
     Role,
     organ_from_proto,
@@ -168,6 +170,27 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         )
         return tracking_pb2.SubmitReviewResponse(state=CaseState(state).to_proto())
 
+    def GetRevision(self, request, context):
+        revision = self._core.revision(request.revision_id)
+        return tracking_pb2.GetRevisionResponse(
+            revision_id=revision.id,
+            case_id=revision.case_id,
+            label_version=revision.label_version,
+            organs=[organ_to_proto(o) for o in revision.organs],
+            review_state=_review_state(revision.review_state),
+            annotator=revision.annotator,
+        )
+
+    def ListDeadLetters(self, request, context):
+        letters = self._core.list_dead_letters()
+        return tracking_pb2.ListDeadLettersResponse(
+            letters=[_letter(letter) for letter in letters if request.include_replayed or not letter.replayed_by]
+        )
+
+    def ReplayDeadLetter(self, request, context):
+        letter = self._core.replay_dead_letter(request.id, current_principal().name)
+        return tracking_pb2.ReplayDeadLetterResponse(letter=_letter(letter))
+
     def GetStatistics(self, request, context):
         stats = self._core.statistics(request.project_id)
         return tracking_pb2.GetStatisticsResponse(
@@ -187,3 +210,25 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             minutes_per_round=stats.minutes_per_round,
             revisions_per_annotator=stats.revisions_per_annotator,
         )
+
+
+def _review_state(value: str) -> int:
+    """A double read (state "none") is never reviewed: unspecified."""
+    states = {s.value: s for s in ReviewState}
+    return states[value].to_proto() if value in states else tracking_pb2.REVIEW_STATE_UNSPECIFIED
+
+
+def _letter(letter: dead_letters.DeadLetter) -> tracking_pb2.DeadLetter:
+    return tracking_pb2.DeadLetter(
+        id=letter.id,
+        topic=letter.topic,
+        key=letter.key,
+        consumer_group=letter.group,
+        reason=letter.reason,
+        attempts=letter.attempts,
+        failed_at=letter.at,
+        event_type=letter.event_type,
+        event_id=letter.event_id,
+        replayed_by=letter.replayed_by,
+        replayed_at=letter.replayed_at,
+    )

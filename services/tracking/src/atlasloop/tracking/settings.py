@@ -15,7 +15,13 @@ class TrackingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ATLASLOOP_TRACKING_", env_nested_delimiter="__", extra="ignore")
 
     port: int = DEFAULT_PORTS["tracking"]
-    lease_s: int = Field(default=1800, description="How long a lease lasts unless renewed.")
+    lease_s: int = Field(default=1800, ge=1, description="How long a lease lasts unless renewed.")
+    max_active_leases: int = Field(
+        default=3, ge=1, le=1000, description="Cases one annotator may hold at once (NextCase refuses beyond)."
+    )
+    max_lease_hold_s: int = Field(
+        default=8 * 3600, ge=1, description="How long one lease may be held in all, renewals included."
+    )
     double_read_fraction: float = Field(
         default=0.1, ge=0, le=1, description="Share of approved cases read again by a second annotator."
     )

@@ -11,6 +11,7 @@ from atlasloop.common.ray_rest import RayDashboard
 from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.events.v1 import events_pb2
+from atlasloop.training.approvals import ApprovalCheck
 from atlasloop.training.core import TrainingCore
 from atlasloop.training.jobs import RunJobs
 from atlasloop.training.scheduler import Scheduler
@@ -27,7 +28,8 @@ def build(settings: TrainingSettings) -> ServiceSpec:
     producer = EventProducer(settings.kafka, "training")
     dashboard = RayDashboard(settings.ray_dashboard_url)
     scheduler = Scheduler(settings, store, producer, RunJobs(dashboard, settings), settings.job_poll_s)
-    triggers = Triggers(scheduler, settings.triggers)
+    check = ApprovalCheck(settings.tracking_target, settings.tracking_token)
+    triggers = Triggers(scheduler, settings.triggers, check)
     servicer = TrainingServiceServicer(TrainingCore(scheduler))
     consumer = ConsumerThread(
         settings.kafka,
@@ -50,7 +52,7 @@ def build(settings: TrainingSettings) -> ServiceSpec:
             ReadinessCheck("ray", lambda: _has_nodes(dashboard)),
         ],
         on_start=on_start,
-        on_stop=[consumer.stop, triggers.stop, scheduler.stop],
+        on_stop=[consumer.stop, triggers.stop, scheduler.stop, check.close],
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from atlasloop.common.errors import AtlasError, InvalidInput
+from atlasloop.common.errors import AtlasError, InvalidInput, NotFound
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.imaging.labels import NUM_CLASSES
 from atlasloop.imaging.preprocess import PreprocessConfig, labels_to_model, preprocess_image
@@ -37,5 +37,15 @@ def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessCon
     )
 
 
-def load_examples(client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig) -> list[Example]:
-    return [load_example(client, ref, preprocess) for ref in refs]
+def load_usable(
+    client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig
+) -> tuple[list[Example], dict[LabelRef, str]]:
+    """The examples that load, and why each of the others did not (a label that cannot be read or
+    does not fit its CT). A dependency that does not answer still fails the whole call."""
+    examples, refused = [], {}
+    for ref in refs:
+        try:
+            examples.append(load_example(client, ref, preprocess))
+        except (InvalidInput, NotFound) as exc:
+            refused[ref] = str(exc)
+    return examples, refused

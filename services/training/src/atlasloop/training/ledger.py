@@ -3,7 +3,9 @@
 ``training/ledger.json`` records every approved revision once (keyed by revision id, so a
 redelivered ``annotation.approved`` counts once): its case, label version and organs, and the run
 that consumed it. Revisions not yet consumed are the *pending* ones that triggers count and the
-next run trains on; consumed ones join the replay pool.
+next run trains on; consumed ones join the replay pool. A revision whose label cannot be loaded
+(deleted, corrupt, off its CT's grid) is *quarantined* with the reason: it leaves both, so one bad
+label never fails every later run.
 
 ``training/held-out.json`` is the frozen evaluation set: chosen once, at the first run, from the
 labelled cases (imported originals and approved revisions), by a stable hash of the case id; its
@@ -42,6 +44,7 @@ class Approval:
     label_version: str
     organs: tuple[str, ...]
     run: str = ""
+    quarantined: str = ""  # why its label cannot be used
 
     @property
     def ref(self) -> LabelRef:
@@ -52,7 +55,13 @@ class Approval:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Approval:
-        return cls(document["case_id"], document["label_version"], tuple(document["organs"]), document["run"])
+        return cls(
+            document["case_id"],
+            document["label_version"],
+            tuple(document["organs"]),
+            document["run"],
+            document.get("quarantined", ""),
+        )
 
 
 class Ledger:
@@ -84,10 +93,24 @@ class Ledger:
 
     def pending(self) -> dict[str, Approval]:
         """Approved revisions no run has consumed, by revision id."""
-        return {k: a for k, a in self._read().items() if not a.run}
+        return {k: a for k, a in self._read().items() if not a.run and not a.quarantined}
 
     def consumed(self) -> dict[str, Approval]:
-        return {k: a for k, a in self._read().items() if a.run}
+        return {k: a for k, a in self._read().items() if a.run and not a.quarantined}
+
+    def quarantined(self) -> dict[str, Approval]:
+        return {k: a for k, a in self._read().items() if a.quarantined}
+
+    def quarantine(self, ref: LabelRef, reason: str) -> list[str]:
+        """Set aside every approval of ``ref`` with ``reason``; the revision ids set aside."""
+        with self._lock:
+            approved = self._read()
+            hit = [k for k, a in approved.items() if a.ref == ref and not a.quarantined]
+            for revision_id in hit:
+                approved[revision_id] = replace(approved[revision_id], quarantined=reason[:500])
+            if hit:
+                self._write(approved)
+            return hit
 
     def consume(self, revision_ids: list[str], run_id: str) -> None:
         """Mark revisions as trained on by ``run_id`` (after a run that used them ended)."""

@@ -28,11 +28,11 @@ from atlasloop.models.checkpoints import load_checkpoint
 from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.training import gate, training_set
-from atlasloop.training.data import load_examples
+from atlasloop.training.data import load_usable
 from atlasloop.training.distributed import MemberJob
 from atlasloop.training.fit import FitFailed, fit
 from atlasloop.training.learning import Example
-from atlasloop.training.ledger import Ledger
+from atlasloop.training.ledger import LabelRef, Ledger
 from atlasloop.training.publish import Publisher
 from atlasloop.training.recipe import Recipe
 from atlasloop.training.recording import RunLog
@@ -91,7 +91,12 @@ class RunJob:
         self.runs.save(run)
         current = self.registry.load_set(run.base_model_set)  # verifies checksum, schema, config
         grid = shared_preprocess([m.manifest for m in current])  # candidates keep their base's grid
-        revised, replay = load_examples(client, chosen.revised, grid), load_examples(client, chosen.replay, grid)
+        revised, replay = (
+            self._usable(run, client, chosen.revised, grid),
+            self._usable(run, client, chosen.replay, grid),
+        )
+        if chosen.revised and not revised:
+            raise InvalidInput(f"every new approved label was quarantined: {run.quarantined}")
         if not revised and not replay:
             raise InvalidInput("no labelled cases outside the held-out set to train on")
         jobs = [
@@ -106,7 +111,22 @@ class RunJob:
             self.runs.save(run)
         candidates = [self._candidate(run, model) for model in current]
         self.log.transition(run, RunState.EVALUATING)
-        self._gate_and_publish(run, current, candidates, load_examples(client, chosen.held_out, grid), replay)
+        self._gate_and_publish(run, current, candidates, self._usable(run, client, chosen.held_out, grid), replay)
+
+    def _usable(self, run: RunRecord, client: StorageClient, refs: list[LabelRef], grid: Any) -> list[Example]:
+        """Examples of ``refs``; a label that cannot be used is quarantined with its reason (the
+        run goes on without it, and no later run picks it up again)."""
+        examples, refused = load_usable(client, refs, grid)
+        for ref, why in refused.items():
+            revisions = self.ledger.quarantine(ref, why)
+            run.quarantined[str(ref)] = why
+            log.warning(
+                "label quarantined",
+                extra={"run_id": run.run_id, "label": str(ref), "revisions": revisions, "reason": why},
+            )
+        if refused:
+            self.runs.save(run)
+        return examples
 
     def _epoch(self, run: RunRecord, architecture: str, epoch: int, loss: float, eta_s: float) -> None:
         """Each epoch is saved in the run record (the service streams it to WatchRun) and announced."""

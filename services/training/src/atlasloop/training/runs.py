@@ -40,6 +40,7 @@ class RunRecord:
     revisions: list[str] = field(default_factory=list)  # approved revision ids trained on
     label_versions: list[str] = field(default_factory=list)  # "case/version" of every training label
     held_out: list[str] = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)  # "case/version" -> why it was set aside
     losses: dict[str, list[float]] = field(default_factory=dict)  # architecture -> loss per epoch
     progress: dict[str, Any] = field(default_factory=dict)  # the latest epoch: architecture, epoch, loss, eta_s
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())

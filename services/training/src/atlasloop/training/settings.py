@@ -39,6 +39,8 @@ class TrainingSettings(ServiceSettings):
     port: int = DEFAULT_PORTS["training"]
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    tracking_target: str = Field(default=default_target("tracking"), description="The tracking service (host:port).")
+    tracking_token: str = Field(default="", description="Bearer token with the service role for tracking.")
     ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (jobs REST API).")
     job_poll_s: float = Field(default=1.0, gt=0, description="How often a running job and its record are read.")
     triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)

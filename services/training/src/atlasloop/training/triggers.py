@@ -1,6 +1,7 @@
 """Triggers: approved revisions arriving as events, counted against the policy in settings.
 
-An ``annotation.approved`` is recorded once per revision id (a redelivery changes nothing); then,
+An ``annotation.approved`` counts only once tracking confirms the revision is approved
+(``approvals``); it is recorded once per revision id (a redelivery changes nothing); then,
 if any rule of the policy holds for the revisions no run has used yet (and the active run is not
 already training on), a run is requested. While a run is active the request joins its single
 follow-up. A schedule, when set, requests a run every ``schedule_s`` while anything is pending.
@@ -13,7 +14,7 @@ import threading
 from collections import Counter
 
 from atlasloop.events.v1 import events_pb2
-from atlasloop.imaging.labels import ORGANS
+from atlasloop.training.approvals import ApprovalCheck
 from atlasloop.training.ledger import Approval
 from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.settings import TriggerPolicy
@@ -33,9 +34,10 @@ def due(policy: TriggerPolicy, pending: dict[str, Approval]) -> str:
 
 
 class Triggers:
-    def __init__(self, scheduler: Scheduler, policy: TriggerPolicy) -> None:
+    def __init__(self, scheduler: Scheduler, policy: TriggerPolicy, check: ApprovalCheck) -> None:
         self.scheduler = scheduler
         self.policy = policy
+        self.check = check
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -44,8 +46,11 @@ class Triggers:
         return {k: v for k, v in self.scheduler.ledger.pending().items() if k not in claimed}
 
     def on_approved(self, event: events_pb2.AnnotationApproved) -> None:
-        organs = [ORGANS[o] for o in event.organs if o in ORGANS]
-        if not self.scheduler.ledger.record_approval(event.revision_id, event.case_id, event.label_version, organs):
+        approved = self.check.verify(event)  # tracking's record, not the event's word
+        if approved is None:
+            return
+        ledger = self.scheduler.ledger
+        if not ledger.record_approval(approved.revision_id, approved.case_id, approved.label_version, approved.organs):
             return  # redelivered
         if trigger := due(self.policy, self.new_pending()):
             run = self.scheduler.request(trigger)
