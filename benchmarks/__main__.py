@@ -12,7 +12,7 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import imaging, inference, overlap, rendering, scale, scoring, storage, tracking, transport
+from benchmarks import hardening, imaging, inference, overlap, rendering, scale, scoring, storage, tracking, transport
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"machine: {describe()}")
     for name, bench in [
+        ("hardening: bad-input suite", hardening.bad_inputs),
         ("imaging: cohort", imaging.cohort),
         ("imaging: preprocessing", imaging.preprocessing),
         ("imaging: surface metrics", imaging.surface_metrics),

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.settings import KafkaSettings
@@ -99,18 +99,19 @@ def _int(headers: dict[str, bytes], name: str) -> int:
     return int(text) if text.isdigit() and len(text) <= 19 else 0
 
 
-def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.5) -> list[DeadLetter]:
+def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.0) -> list[DeadLetter]:
     """Every dead letter on the topic, oldest first per partition, with replays folded in.
 
     Reads every partition from the beginning with a throwaway consumer (no group offsets are
-    committed), so listing changes nothing. It stops once each partition is past its high
-    watermark *and* nothing has arrived for ``idle_s``: some brokers (Tansu) answer a stale high
-    watermark, so the watermark alone would miss the newest letters."""
+    committed), so listing changes nothing. It stops once every partition has reported its end
+    (partition EOF) with nothing new for ``idle_s``: the end a fetch reports, not the high
+    watermark asked beforehand, which some brokers (Tansu) answer stale."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": f"dead-letter-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "security.protocol": settings.security_protocol,
         }
     )
@@ -118,24 +119,26 @@ def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.5) 
         metadata = consumer.list_topics(topic(settings), timeout=timeout_s).topics.get(topic(settings))
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return []
-        remaining = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic(settings), partition), timeout_s)
-            if high > low:
-                remaining[partition] = high
-        consumer.assign([TopicPartition(topic(settings), p, OFFSET_BEGINNING) for p in metadata.partitions])
+        partitions = set(metadata.partitions)
+        consumer.assign([TopicPartition(topic(settings), p, OFFSET_BEGINNING) for p in partitions])
         letters: dict[str, DeadLetter] = {}
         replays: list[tuple[str, str, str]] = []
+        ended: set[int] = set()
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
-        while time.monotonic() < deadline and (remaining or time.monotonic() - last < idle_s):
+        while time.monotonic() < deadline and (ended != partitions or time.monotonic() - last < idle_s):
             message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
+            if message is None:
+                continue
+            partition = int(message.partition() or 0)
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ended.add(partition)
                 continue
             last = time.monotonic()
-            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-            if offset + 1 >= remaining.get(partition, 0):
-                remaining.pop(partition, None)
+            ended.discard(partition)
+            offset = int(message.offset() or 0)
             headers = {k: v for k, v in message.headers() or [] if isinstance(v, bytes)}  # type: ignore[str-unpack]
             if REPLAYED in headers:
                 replays.append((_text(headers, REPLAYED), _text(headers, REPLAYED_BY), _text(headers, PREFIX + "at")))

@@ -202,7 +202,8 @@ class EventConsumer:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": group_id,
+                # Deployments sharing a broker (told apart by their topic prefix) never share a group.
+                "group.id": settings.topic_prefix + group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
@@ -280,8 +281,10 @@ class EventConsumer:
             return False
         metrics.consumed(delivery.topic, "retried")
         self._consumer.seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
-        backoff = self._settings.retry_backoff_s * 2 ** min(failing.attempts - 1, 20)
-        self._sleep(min(backoff, self._settings.retry_backoff_max_s))
+        # A wait for a predecessor is usually over in a moment: try again at the base interval. A
+        # failure backs off, doubling, so a broken dependency is not hammered.
+        doubling = 0 if isinstance(exc, NotReady) else min(failing.attempts - 1, 20)
+        self._sleep(min(self._settings.retry_backoff_s * 2**doubling, self._settings.retry_backoff_max_s))
         return False
 
     def _give_up(
@@ -395,4 +398,5 @@ class ConsumerThread:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(15)
+        if self._thread.is_alive():  # a service stopped before it started consuming
+            self._thread.join(15)

@@ -20,10 +20,31 @@ training/ledger.json, training/held-out.json         what training has consumed 
 training/runs/<run>/run.json | candidates/<arch>.pt  run records and trained candidates
 ```
 
-Ids are validated by their owners before they reach a key (``atlasloop.common.ids``).
+Ids are validated by their owners where they enter (``atlasloop.common.ids``), and again here:
+every segment a key is built from must be one safe name (letters, digits, '.', '_', '-'; no '..',
+no '/'), so no service can build a key outside its prefix from an id it forgot to check; a bad
+one is InvalidInput naming what it is.
 """
 
 from __future__ import annotations
+
+import re
+
+from atlasloop.common.errors import InvalidInput
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def segment(what: str, value: str) -> str:
+    """``value`` when it is one safe key segment; InvalidInput naming ``what`` otherwise."""
+    if not isinstance(value, str) or not _SEGMENT.match(value) or ".." in value:
+        shown = value[:80] if isinstance(value, str) else type(value).__name__
+        raise InvalidInput(
+            f"{what} {shown!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
 
 CASES = "cases/"
 SCORES = "scores/"
@@ -41,7 +62,7 @@ HELD_OUT = "training/held-out.json"
 
 
 def case_prefix(case_id: str) -> str:
-    return f"{CASES}{case_id}/"
+    return f"{CASES}{segment('case id', case_id)}/"
 
 
 def case_id_of(prefix: str) -> str:
@@ -50,23 +71,23 @@ def case_id_of(prefix: str) -> str:
 
 
 def ct_key(case_id: str) -> str:
-    return f"{CASES}{case_id}/ct.nii.gz"
+    return case_prefix(case_id) + "ct.nii.gz"
 
 
 def meta_key(case_id: str) -> str:
-    return f"{CASES}{case_id}/meta.json"
+    return case_prefix(case_id) + "meta.json"
 
 
 def labels_prefix(case_id: str) -> str:
-    return f"{CASES}{case_id}/labels/"
+    return case_prefix(case_id) + "labels/"
 
 
 def label_key(case_id: str, version: str) -> str:
-    return f"{labels_prefix(case_id)}{version}.nii.gz"
+    return f"{labels_prefix(case_id)}{segment('label version', version)}.nii.gz"
 
 
 def label_meta_key(case_id: str, version: str) -> str:
-    return f"{labels_prefix(case_id)}{version}.json"
+    return f"{labels_prefix(case_id)}{segment('label version', version)}.json"
 
 
 # ---- predictions (inference) and attention (scoring) ----
@@ -74,11 +95,11 @@ def label_meta_key(case_id: str, version: str) -> str:
 
 def predictions_prefix(case_id: str) -> str:
     """Every model set's predictions of a case: one sub-prefix per set."""
-    return f"{CASES}{case_id}/predictions/"
+    return case_prefix(case_id) + "predictions/"
 
 
 def prediction_prefix(case_id: str, model_set: str) -> str:
-    return f"{predictions_prefix(case_id)}{model_set}/"
+    return f"{predictions_prefix(case_id)}{segment('model set', model_set)}/"
 
 
 def ensemble_key(case_id: str, model_set: str) -> str:
@@ -92,11 +113,11 @@ def prediction_record_key(case_id: str, model_set: str) -> str:
 
 def attention_sets_prefix(case_id: str) -> str:
     """Every model set's attention of a case: one sub-prefix per set."""
-    return f"{CASES}{case_id}/attention/"
+    return case_prefix(case_id) + "attention/"
 
 
 def attention_prefix(case_id: str, model_set: str, mode: str) -> str:
-    return f"{attention_sets_prefix(case_id)}{model_set}/{mode}/"
+    return f"{attention_sets_prefix(case_id)}{segment('model set', model_set)}/{segment('scoring mode', mode)}/"
 
 
 def attention_key(case_id: str, model_set: str, mode: str) -> str:
@@ -109,20 +130,20 @@ def scores_key(case_id: str, model_set: str, mode: str) -> str:
 
 def scored_marker_key(case_id: str, model_set: str) -> str:
     """Written after ``case.scored`` was published: a redelivered ``case.predicted`` stops here."""
-    return f"{attention_sets_prefix(case_id)}{model_set}/published"
+    return f"{attention_sets_prefix(case_id)}{segment('model set', model_set)}/published"
 
 
 def score_index_prefix(model_set: str, mode: str) -> str:
-    return f"{SCORES}{model_set}/{mode}/"
+    return f"{SCORES}{segment('model set', model_set)}/{segment('scoring mode', mode)}/"
 
 
 def score_index_key(model_set: str, mode: str, case_id: str) -> str:
     """One small JSON per scored case, listed by ProposeRound."""
-    return f"{score_index_prefix(model_set, mode)}{case_id}.json"
+    return f"{score_index_prefix(model_set, mode)}{segment('case id', case_id)}.json"
 
 
 def export_prefix(case_id: str, label_version: str) -> str:
-    return f"{CASES}{case_id}/exports/{label_version or 'attention'}/"
+    return f"{case_prefix(case_id)}exports/{segment('label version', label_version or 'attention')}/"
 
 
 def sub_names(prefix: str, listed: list[str]) -> list[str]:
@@ -134,22 +155,22 @@ def sub_names(prefix: str, listed: list[str]) -> list[str]:
 
 
 def staging_key(upload_id: str) -> str:
-    return f"{STAGING}{upload_id}"
+    return f"{STAGING}{segment('upload id', upload_id)}"
 
 
 def staging_meta_key(upload_id: str) -> str:
-    return f"{STAGING}{upload_id}.json"
+    return f"{STAGING}{segment('upload id', upload_id)}.json"
 
 
 def content_index_key(content_sha256: str) -> str:
-    return f"{CONTENT_INDEX}{content_sha256}"
+    return f"{CONTENT_INDEX}{segment('content hash', content_sha256)}"
 
 
 # ---- the model registry ----
 
 
 def model_prefix(architecture: str, version: str) -> str:
-    return f"{MODELS}{architecture}/{version}/"
+    return f"{MODELS}{segment('architecture', architecture)}/{segment('model version', version)}/"
 
 
 def weights_key(architecture: str, version: str) -> str:
@@ -161,14 +182,14 @@ def manifest_key(architecture: str, version: str) -> str:
 
 
 def model_set_key(version: str) -> str:
-    return f"{MODEL_SETS}{version}.json"
+    return f"{MODEL_SETS}{segment('model set', version)}.json"
 
 
 # ---- training ----
 
 
 def run_prefix(run_id: str) -> str:
-    return f"{TRAINING_RUNS}{run_id}/"
+    return f"{TRAINING_RUNS}{segment('run id', run_id)}/"
 
 
 def run_key(run_id: str) -> str:
@@ -181,4 +202,4 @@ def run_id_of(key: str) -> str:
 
 
 def candidate_key(run_id: str, architecture: str) -> str:
-    return f"{run_prefix(run_id)}candidates/{architecture}.pt"
+    return f"{run_prefix(run_id)}candidates/{segment('architecture', architecture)}.pt"

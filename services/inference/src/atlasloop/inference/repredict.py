@@ -61,7 +61,8 @@ class Sweeper:
     def stop(self) -> None:
         self._stop.set()
         self._wanted.set()
-        self._thread.join(10)
+        if self._thread.is_alive():  # a service stopped before it started sweeping
+            self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.is_set():

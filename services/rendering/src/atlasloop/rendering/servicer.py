@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from atlasloop.common import layout
 from atlasloop.common.domain import LabelStyle, Plane, WindowPreset, organ_from_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
@@ -19,6 +20,9 @@ def view_of(message: rendering_pb2.SliceView) -> View:
     style = LabelStyle.from_proto(message.label_style) if message.label_style else ""  # "": no labels drawn
     if message.world_mm and len(message.world_mm) != 3:
         raise InvalidInput("world_mm needs three values (x, y, z in mm)")
+    layout.segment("case id", message.case_id)
+    if message.label_version:
+        layout.segment("label version", message.label_version)
     return View(
         case_id=message.case_id,
         label_version=message.label_version,

@@ -135,6 +135,10 @@ class ScoringCore:
     def propose(
         self, model_set: str, mode: str, fraction: float, max_cases: int, quotas: dict[str, int]
     ) -> list[Candidate]:
+        if not 0.0 <= fraction <= 1.0 or max_cases < 0:
+            raise InvalidInput(f"fraction must be within 0..1 and max_cases >= 0 (got {fraction}, {max_cases})")
+        if any(n < 0 for n in quotas.values()):
+            raise InvalidInput("organ quotas must be >= 0")
         mode = mode or self.default_mode
         if not model_set:
             sets = layout.sub_names(layout.SCORES, list(self._store.list_prefixes(layout.SCORES)))

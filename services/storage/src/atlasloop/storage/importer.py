@@ -103,7 +103,10 @@ class CaseImporter:
 
     def import_case(self, request: ImportRequest, principal: Principal) -> ImportResult:
         with observe.step("import", "import case") as span:
-            result = self._import(request, principal)
+            try:
+                result = self._import(request, principal)
+            except ImageError as exc:  # name the file by its base name: no server paths in answers
+                raise ImageError(Path(exc.source).name, exc.problem) from None
             span.set_attribute("case_id", result.case.case_id)
             return result
 

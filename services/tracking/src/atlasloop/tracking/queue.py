@@ -9,6 +9,7 @@ embedded single-machine default, writes are serialised by the database itself.)
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge
 from atlasloop.common.events import new_meta
+from atlasloop.common.ids import validate_case_id
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS
@@ -55,12 +57,16 @@ def queue_cases(
 ) -> tuple[int, int]:
     if round_ < 1:
         raise InvalidInput("round must be >= 1")
+    for case_id, priority, organs in cases:  # every field before any case is touched
+        validate_case_id(case_id)
+        if not math.isfinite(priority):
+            raise InvalidInput(f"priority of {case_id} must be a finite number, not {priority}")
+        unknown = [o for o in organs if o not in ORGAN_IDS]
+        if unknown:
+            raise InvalidInput(f"unknown organs {unknown}")
     queued = already = 0
     with sessions.begin() as session:
         for case_id, priority, organs in cases:
-            unknown = [o for o in organs if o not in ORGAN_IDS]
-            if unknown:
-                raise InvalidInput(f"unknown organs {unknown}")
             case = locked_case(session, case_id)
             existing = session.scalars(
                 select(QueueEntry).where(QueueEntry.case_id == case_id, QueueEntry.round == round_)

@@ -68,8 +68,7 @@ class RunStore:
         self._store.put_json(layout.run_key(run.run_id), run.as_json())
 
     def get(self, run_id: str) -> RunRecord:
-        if not run_id or "/" in run_id:
-            raise NotFound(f"run {run_id!r} does not exist")
+        layout.segment("run id", run_id)  # InvalidInput before any key is built
         try:
             return RunRecord.from_json(self._store.get_json(layout.run_key(run_id)))
         except NotFound:
