@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import REGISTRY
 
-from atlasloop.common import events, metrics, tracing
+from atlasloop.common import metrics, tracing
 from atlasloop.common.errors import NotFound
 from atlasloop.common.server import GrpcService, ServiceSpec
 from atlasloop.common.settings import AuthSettings, ServiceSettings
@@ -118,7 +118,7 @@ def test_consumer_lag_is_read_from_librdkafka_statistics():
             "case.queued": {"partitions": {"0": {"consumer_lag": -1}}},
         }
     }
-    events._record_lag(json.dumps(stats))
+    metrics.record_kafka_lag(json.dumps(stats))
     assert _sample("atlasloop_event_consumer_lag", topic="case.scored") == 7  # the internal partition -1 is not one
     assert (
         REGISTRY.get_sample_value("atlasloop_event_consumer_lag", {"service": metrics._service, "topic": "case.queued"})

@@ -11,7 +11,6 @@ and its partition moves on.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -151,22 +150,6 @@ class EventProducer:
         self._producer.flush(5)
 
 
-STATS_INTERVAL_MS = 5000
-
-
-def _record_lag(stats_json: str) -> None:
-    """librdkafka's statistics callback: the consumer's lag per topic (summed over its partitions)."""
-    try:
-        stats = json.loads(stats_json)
-    except ValueError:
-        return
-    for topic, info in (stats.get("topics") or {}).items():
-        lags = [p.get("consumer_lag", -1) for key, p in (info.get("partitions") or {}).items() if key != "-1"]
-        known = [n for n in lags if isinstance(n, int) and n >= 0]
-        if known:
-            metrics.lag(topic, sum(known))
-
-
 @dataclass(frozen=True)
 class Delivery:
     """Where a consumed event came from."""
@@ -212,8 +195,8 @@ class EventConsumer:
                 # not after librdkafka's default five minutes.
                 "topic.metadata.refresh.interval.ms": 5000,
                 # librdkafka's statistics every few seconds: the consumer lag metric
-                "statistics.interval.ms": STATS_INTERVAL_MS,
-                "stats_cb": _record_lag,
+                "statistics.interval.ms": metrics.KAFKA_STATS_INTERVAL_MS,
+                "stats_cb": metrics.record_kafka_lag,
             }
         )
         self._consumer.subscribe([topic_for(t, settings) for t in event_types])

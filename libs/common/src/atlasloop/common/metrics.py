@@ -16,6 +16,7 @@ Ray's own metrics come from each Ray node's metrics export port, not from here.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -72,6 +73,22 @@ def consumed(topic: str, outcome: str) -> None:
 
 def lag(topic: str, messages: int) -> None:
     CONSUMER_LAG.labels(_service, topic).set(messages)
+
+
+KAFKA_STATS_INTERVAL_MS = 5000
+
+
+def record_kafka_lag(stats_json: str) -> None:
+    """librdkafka's statistics callback: the consumer's lag per topic (summed over its partitions)."""
+    try:
+        stats = json.loads(stats_json)
+    except ValueError:
+        return
+    for topic, info in (stats.get("topics") or {}).items():
+        lags = [p.get("consumer_lag", -1) for key, p in (info.get("partitions") or {}).items() if key != "-1"]
+        known = [n for n in lags if isinstance(n, int) and n >= 0]
+        if known:
+            lag(topic, sum(known))
 
 
 def step(name: str, seconds: float) -> None:
