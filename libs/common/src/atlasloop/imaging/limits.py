@@ -53,14 +53,20 @@ def check_shape(shape: tuple[int, ...], source: Source, max_voxels: int = MAX_VO
     return voxels
 
 
-def check_affine(affine: np.ndarray, shape: tuple[int, ...], source: Source) -> None:
-    """A finite, invertible affine with plausible voxel sizes and extent."""
+def check_invertible(affine: np.ndarray, source: Source) -> np.ndarray:
+    """A finite 4x4 affine that maps voxels to the world both ways (as float64)."""
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ImageError(source, "affine is not a finite 4x4 matrix")
     det = np.linalg.det(affine[:3, :3])
     if not np.isfinite(det) or abs(det) < 1e-9:
         raise ImageError(source, "affine is not invertible (zero or degenerate voxel size)")
+    return affine
+
+
+def check_affine(affine: np.ndarray, shape: tuple[int, ...], source: Source) -> None:
+    """A finite, invertible affine with plausible voxel sizes and extent."""
+    affine = check_invertible(affine, source)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if spacing.min() < MIN_SPACING_MM or spacing.max() > MAX_SPACING_MM:
         sizes = ", ".join(f"{s:g}" for s in spacing)

@@ -19,7 +19,7 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from atlasloop.imaging.errors import ImageError
-from atlasloop.imaging.limits import MAX_VOXELS, check_affine, check_claim, check_dtype, check_shape
+from atlasloop.imaging.limits import MAX_VOXELS, check_affine, check_claim, check_dtype, check_invertible, check_shape
 
 __all__ = ["MAX_VOXELS", "Volume", "check_geometry", "load_nifti", "save_nifti"]
 
@@ -68,12 +68,7 @@ def check_geometry(
     """Refuse non-3-D shapes, absurd sizes and affines that cannot map voxels to the world (every
     volume; files read from outside are held to ``limits.check_affine`` too)."""
     check_shape(tuple(shape), source, max_voxels)
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise ImageError(source, "affine is not a finite 4x4 matrix")
-    det = np.linalg.det(affine[:3, :3])
-    if not np.isfinite(det) or abs(det) < 1e-9:
-        raise ImageError(source, "affine is not invertible (zero or degenerate voxel size)")
+    check_invertible(affine, source)
 
 
 def load_nifti(
