@@ -69,6 +69,13 @@ def _import(env, data: bytes, name: str = "x.nii.gz") -> object:
     )
 
 
+def _write_label(env, nifti: bytes) -> object:
+    """A label map written as the inference service writes AI labels (a caller allowed to)."""
+    upload_id = _upload(env, gzip.compress(nifti))
+    request = storage_pb2.WriteLabelVersionRequest(case_id=env.case_id, upload_id=upload_id, round=1)
+    return env.storage.WriteLabelVersion(request, metadata=env.auth("inference"))
+
+
 def _nifti_header(dims: tuple[int, ...], pixdim: tuple[float, ...], datatype: int = 4, bitpix: int = 16) -> bytes:
     """A NIfTI-1 header (348 bytes + 4 of extension flag) with the given grid and voxel type."""
     header = bytearray(352)
@@ -290,18 +297,12 @@ def zip_with_too_many_members(env):
 
 @case("storage", "file", C.INVALID_ARGUMENT, "")
 def label_map_off_the_grid(env):
-    labels = gzip.compress(_nifti_header((8, 8, 8), (1.0, 1.0, 1.0), datatype=2, bitpix=8) + b"\0" * 512)
-    upload_id = _upload(env, labels)
-    request = storage_pb2.WriteLabelVersionRequest(case_id=env.case_id, upload_id=upload_id, round=1)
-    return env.storage.WriteLabelVersion(request, metadata=env.auth("inference"))
+    return _write_label(env, _nifti_header((8, 8, 8), (1.0, 1.0, 1.0), datatype=2, bitpix=8) + b"\0" * 512)
 
 
 @case("storage", "file", C.INVALID_ARGUMENT, "")
 def float_label_map(env):
-    labels = gzip.compress(_nifti_header((8, 8, 8), (1.0, 1.0, 1.0), datatype=16, bitpix=32) + b"\0" * 2048)
-    upload_id = _upload(env, labels)
-    request = storage_pb2.WriteLabelVersionRequest(case_id=env.case_id, upload_id=upload_id, round=1)
-    return env.storage.WriteLabelVersion(request, metadata=env.auth("inference"))
+    return _write_label(env, _nifti_header((8, 8, 8), (1.0, 1.0, 1.0), datatype=16, bitpix=32) + b"\0" * 2048)
 
 
 # ---- fields and provenance ----

@@ -139,7 +139,8 @@ def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.0) 
             last = time.monotonic()
             ended.discard(partition)
             offset = int(message.offset() or 0)
-            headers = {k: v for k, v in message.headers() or [] if isinstance(v, bytes)}  # type: ignore[str-unpack]
+            pairs = [(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)]  # type: ignore[str-unpack]
+            headers = dict(pairs)
             if REPLAYED in headers:
                 replays.append((_text(headers, REPLAYED), _text(headers, REPLAYED_BY), _text(headers, PREFIX + "at")))
                 continue
@@ -159,7 +160,7 @@ def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.0) 
                 event_type=_text(headers, "event-type"),
                 event_id=_text(headers, "event-id"),
                 value=message.value() or b"",
-                headers=[(k, v) for k, v in message.headers() or [] if isinstance(v, bytes)],  # type: ignore[str-unpack]
+                headers=pairs,
             )
         for letter_id, by, at in replays:
             if letter_id in letters:
