@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common import dead_letters, metrics, tracing
 from atlasloop.common.errors import InvalidInput, NotReady
+from atlasloop.common.outages import outage
 from atlasloop.common.settings import KafkaSettings
 from atlasloop.events.v1 import events_pb2
 
@@ -241,17 +242,19 @@ class EventConsumer:
     def _failed(self, message: Message, delivery: Delivery, headers: list[tuple[str, bytes]], exc: Exception) -> bool:
         """Retry with backoff (seek back to the event), until its tries are spent: then dead-letter it.
 
-        ``NotReady`` (a predecessor event or a dependency not there yet) is an expected wait,
-        counted in time (``not_ready_wait_s``); any other failure in tries (``max_attempts``)."""
+        ``NotReady`` (a predecessor event or a dependency not there yet) and a dependency's outage
+        (``outages``: S3, the database, a peer service or the broker away) are waits, counted in
+        time (``not_ready_wait_s``); any other failure in tries (``max_attempts``)."""
         where = (delivery.topic, delivery.partition)
         failing = self._failing.get(where)
         if failing is None or failing.offset != delivery.offset:
             failing = self._failing[where] = _Failing(delivery.offset, 0, time.monotonic())
         failing.attempts += 1
         waited_s = time.monotonic() - failing.since
-        if isinstance(exc, NotReady):
+        waiting = outage(exc)
+        if waiting:
             spent = waited_s >= self._settings.not_ready_wait_s
-            log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": str(exc)})
+            log.info("event not handled yet; will retry", extra={"topic": delivery.topic, "reason": waiting})
         else:
             spent = failing.attempts >= self._settings.max_attempts
             log.error(

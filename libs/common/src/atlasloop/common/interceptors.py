@@ -2,8 +2,9 @@
 
 ``ObservingInterceptor`` counts and times every RPC (``atlasloop.common.metrics``) and runs it in
 a server span that continues the caller's trace (``atlasloop.common.tracing``).
-``ErrorInterceptor`` turns domain exceptions into status codes (and anything unexpected into
-INTERNAL without leaking internals). ``AuthInterceptor`` turns the ``authorization: Bearer ...``
+``ErrorInterceptor`` turns domain exceptions into status codes, a dependency's outage into
+UNAVAILABLE (``atlasloop.common.outages``), and anything else into INTERNAL without leaking
+internals. ``AuthInterceptor`` turns the ``authorization: Bearer ...``
 metadata into a :class:`~atlasloop.common.auth.Principal`, checks the RPC's declared roles and
 makes the principal available to handlers through ``current_principal()``. Health and reflection
 stay open so that kubelet probes and ``grpcurl`` need no token.
@@ -11,6 +12,7 @@ stay open so that kubelet probes and ``grpcurl`` need no token.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +20,10 @@ from typing import Any
 
 import grpc
 
-from atlasloop.common import auth, metrics, tracing
+from atlasloop.common import auth, case_grants, metrics, tracing
 from atlasloop.common.domain import Role
 from atlasloop.common.errors import AtlasError, Unauthenticated
+from atlasloop.common.outages import outage
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
     if isinstance(exc, AtlasError):
         log.info("rpc refused", extra={"rpc": method, "code": exc.code.name, "reason": str(exc)})
         context.abort(exc.code, str(exc))
+    if why := outage(exc):  # a dependency is away: the caller may try again
+        log.warning("rpc failed on an outage", extra={"rpc": method, "reason": why})
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable ({why}); try again")
     log.exception("rpc failed", extra={"rpc": method})
     context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
@@ -159,9 +165,12 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticate the bearer token and enforce the RPC's declared roles."""
 
-    def __init__(self, authenticator: auth.Authenticator, policy: dict[str, frozenset[Role]]) -> None:
+    def __init__(
+        self, authenticator: auth.Authenticator, policy: dict[str, frozenset[Role]], grant_key: bytes | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._policy = policy
+        self._grant_key = grant_key
 
     def _principal(self, details: grpc.HandlerCallDetails) -> auth.Principal:
         metadata = dict(details.invocation_metadata or ())
@@ -171,6 +180,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         principal = self._authenticator.authenticate(token.strip())
         auth.authorize(principal, self._policy[details.method], details.method)
+        grants = [str(v) for k, v in details.invocation_metadata or () if k == case_grants.HEADER]
+        if grants:  # the cases this caller may read, from grants made out to them
+            cases = case_grants.verified_cases(self._grant_key, principal.name, grants)
+            principal = dataclasses.replace(principal, cases=cases)
         return principal
 
     def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
