@@ -116,7 +116,8 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     assert (again.case_id, again.duplicate) == ("real-ct-01", True)
     received = collector.wait_for(1)
     assert [(e.case_id, e.original_label_version) for e in received] == [("real-ct-01", versions[0].label_version)]
-    assert store.list_keys(layout.STAGING) == []
+    # the uploads are gone; their receipts stay, so that a retried import returns this case
+    assert [k for k in store.list_keys(layout.STAGING) if not k.endswith(".receipt.json")] == []
     listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=ADMIN)
     assert [c.case_id for c in listed.cases] == ["real-ct-01"] and listed.next_page_token == ""
 
@@ -320,3 +321,58 @@ def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
         assert store.list_keys(layout.CASES) == [] and store.list_keys(layout.CONTENT_INDEX) == []
     finally:
         service.stop(0)
+
+
+def test_a_retried_request_makes_nothing_twice(storage, real_ct_dir, tmp_path):
+    """The same import or label write sent again (its answer was lost, the service was restarted)
+    returns what the first made; a write cut short by a crash is finished under the names its
+    receipt promised; an upload is never used by a second caller."""
+    stub, store, collector = storage
+    ct_path = real_ct_dir / "example_ct_sm.nii.gz"
+    request = storage_pb2.ImportCaseRequest(upload_id=upload_file(stub, ct_path, ADMIN), case_id="retry-1")
+    first, again = (stub.ImportCase(request, metadata=ADMIN) for _ in range(2))
+    assert again.info.case_id == first.info.case_id == "retry-1" and not again.duplicate
+    # the second answer announced the case again: a first try that died before publishing is covered
+    ingested = [e for e in collector.wait_for(2) if e.case_id == "retry-1"]
+    assert len(ingested) == 2 and ingested[0].ct.sha256 == ingested[1].ct.sha256
+
+    ct = load_nifti(ct_path)
+    save_nifti(Volume(np.zeros(ct.shape, np.uint8), ct.affine), tmp_path / "l.nii.gz")
+    write = storage_pb2.WriteLabelVersionRequest(
+        case_id="retry-1",
+        upload_id=upload_file(stub, tmp_path / "l.nii.gz", ADMIN),
+        source=common_pb2.LABEL_SOURCE_HUMAN,
+    )
+    versions = [stub.WriteLabelVersion(write, metadata=TRACKING).version.label_version for _ in range(2)]
+    assert versions[0] == versions[1]
+    listed = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id="retry-1"), metadata=ADMIN)
+    assert [v.label_version for v in listed.versions] == versions[:1]
+    with pytest.raises(grpc.RpcError) as err:  # someone else's upload
+        stolen = storage_pb2.WriteLabelVersionRequest(
+            case_id="retry-1", upload_id=write.upload_id, source=common_pb2.LABEL_SOURCE_AI
+        )
+        stub.WriteLabelVersion(stolen, metadata=SERVICE)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "another caller" in err.value.details()
+
+    # A crash after the receipt, before the objects: the retry finishes under the promised version.
+    upload_id = upload_file(stub, tmp_path / "l.nii.gz", ADMIN)
+    promised = "20261205T000000000000-0badcafe"
+    store.put_json(
+        layout.upload_receipt_key(upload_id),
+        {"kind": "label", "case_id": "retry-1", "version": promised, "author": "tracking"},
+    )
+    write = storage_pb2.WriteLabelVersionRequest(
+        case_id="retry-1", upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
+    )
+    assert stub.WriteLabelVersion(write, metadata=TRACKING).version.label_version == promised
+    # and an import cut short the same way becomes the case its receipt named, not a new one
+    other = load_nifti(ct_path)
+    save_nifti(other.with_array(other.array + 1), tmp_path / "other.nii.gz")
+    upload_id = upload_file(stub, tmp_path / "other.nii.gz", ADMIN)
+    store.put_json(
+        layout.upload_receipt_key(upload_id),
+        {"kind": "import", "case_id": "retry-2", "original_version": "", "author": "ops"},
+    )
+    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_id), metadata=ADMIN)
+    assert reply.info.case_id == "retry-2"
+    assert sorted(layout.case_id_of(p) for p in store.list_prefixes(layout.CASES)) == ["retry-1", "retry-2"]

@@ -31,7 +31,7 @@ from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.v1 import storage_pb2
 from atlasloop.tracking import migrate
 from atlasloop.tracking.core import TrackingCore
-from atlasloop.tracking.models import Case, Lease, OutboxEvent, Revision
+from atlasloop.tracking.models import Case, Lease, OutboxEvent, Review, Revision
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.settings import TrackingSettings
 
@@ -332,6 +332,18 @@ def test_revision_on_the_real_ct_suggests_missed_region(
     assert "missed_region" in liver_diff.suggested and liver_diff.voxels_added > 0 and liver_diff.voxels_removed == 0
     assert all(not d.suggested for d in result.diffs if d.organ != "liver")
     assert core.submit_review(result.revision_id, "rita", "approve", "", []) == "approved"
+    # The same submission and the same verdict again (their answers lost): what the first made, nothing new.
+    retried = core.submit_revision(
+        lease.lease_id, "alice", upload, ["liver"], [Tag("liver", "missed_region")], 420, "upper slab"
+    )
+    assert (retried.revision_id, retried.label_version) == (result.revision_id, result.label_version)
+    assert [d.as_json() for d in retried.diffs] == [d.as_json() for d in result.diffs]
+    assert core.submit_review(result.revision_id, "rita", "approve", "", []) == "approved"
+    with pytest.raises(Conflict, match="already reviewed"):  # a different verdict is not a retry
+        core.submit_review(result.revision_id, "rita", "reject", "changed my mind", [])
+    with core.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Revision)) == 1
+        assert session.scalar(select(func.count()).select_from(Review)) == 1
     view, history = core.get_case("real-1")
     case = view.case
     assert case.state == "approved" and case.current_label_version == result.label_version

@@ -162,6 +162,12 @@ def staging_meta_key(upload_id: str) -> str:
     return f"{STAGING}{segment('upload id', upload_id)}.json"
 
 
+def upload_receipt_key(upload_id: str) -> str:
+    """What an upload became (a case, a label version): written before the objects it makes, so
+    that a request retried after a crash or a lost answer finishes or returns the same result."""
+    return f"{STAGING}{segment('upload id', upload_id)}.receipt.json"
+
+
 def content_index_key(content_sha256: str) -> str:
     return f"{CONTENT_INDEX}{segment('content hash', content_sha256)}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -9,10 +10,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-from atlasloop.common import ids
+from atlasloop.common import ids, layout
 from atlasloop.common.auth import Principal
 from atlasloop.common.domain import LabelSource
-from atlasloop.common.errors import InvalidInput, NotFound
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.errors import ImageError
@@ -58,10 +59,22 @@ class StorageCore:
         round_: int,
         principal: Principal,
     ) -> LabelRecord:
-        """A new label version, of the kind its caller may write (``provenance``)."""
+        """A new label version, of the kind its caller may write (``provenance``).
+
+        Idempotent per upload: the upload's receipt names the version before any object is
+        written, so a caller retrying after a crash or a lost answer gets the same version (the
+        write finished if it was cut short), never a second one."""
         source = provenance.source_for(principal, requested, self.settings.label_writers)
         author = principal.name
         case = self.catalog.get(case_id)
+        receipt = self.staging.receipt(upload_id, author)
+        if receipt is not None:
+            if receipt.get("case_id") != case_id or receipt.get("kind") != "label":
+                raise Conflict(f"upload {upload_id} was already used for another case or purpose")
+            with contextlib.suppress(NotFound):
+                record = self.labels.get(case_id, str(receipt["version"]))
+                self.staging.discard(upload_id)
+                return record
         if parent:
             self.labels.get(case_id, parent)
         with (
@@ -74,8 +87,16 @@ class StorageCore:
                     path.name, f"label grid {labels.shape} does not match the case's CT {tuple(case.geometry.shape)}"
                 )
             labels = labels.with_array(validate_label_map(labels.array, path.name))
+            version = str(receipt["version"]) if receipt else ids.new_version()
             with WriteGroup(self.store) as group:
-                record = self.labels.write(group, case_id, labels, source, parent, model_set, round_, author, Path(tmp))
+                if receipt is None:
+                    group.put_json(
+                        layout.upload_receipt_key(upload_id),
+                        {"kind": "label", "case_id": case_id, "version": version, "author": author},
+                    )
+                record = self.labels.write(
+                    group, case_id, labels, source, parent, model_set, round_, author, Path(tmp), version
+                )
         self.staging.discard(upload_id)
         log.info("label version written", extra={"case_id": case_id, "source": str(source), "author": author})
         return record

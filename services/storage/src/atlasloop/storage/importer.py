@@ -6,6 +6,12 @@ event cannot be published, everything written is removed again and the caller ge
 a failed import leaves neither objects nor an event behind. (If the broker stored the event but its
 acknowledgement was lost, consumers see an event for a case that does not exist and must treat
 NOT_FOUND as "skip"; they are idempotent anyway.)
+
+A process killed in the middle cannot remove anything, so before the first object the upload's
+receipt (``layout.upload_receipt_key``) records the case id and original label version the import
+will write. The same import retried (same upload) then finishes the case under those names, or,
+when the case was complete, announces it again and returns it: never a second case, never a case
+no event announced, never "exists already" for the caller's own import.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import numpy as np
 from atlasloop.common import ids, layout, observe, tracing
 from atlasloop.common.auth import Principal
 from atlasloop.common.domain import CaseFormat
-from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
+from atlasloop.common.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.io import read_ct, safe_extract
@@ -30,7 +37,7 @@ from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage import provenance
-from atlasloop.storage.case_meta import CaseRecord, Geometry, content_sha256, now_iso, object_ref
+from atlasloop.storage.case_meta import CaseRecord, Geometry, content_sha256, now_iso
 from atlasloop.storage.label_versions import LabelVersions
 from atlasloop.storage.staging import Staging
 from atlasloop.storage.writes import WriteGroup
@@ -113,7 +120,15 @@ class CaseImporter:
     def _import(self, request: ImportRequest, principal: Principal) -> ImportResult:
         author = principal.name
         ids.validate_upload_id(request.upload_id)
-        if request.case_id:
+        receipt = self._staging.receipt(request.upload_id, author)
+        if receipt is not None:
+            if receipt.get("kind") != "import" or (request.case_id and receipt.get("case_id") != request.case_id):
+                raise Conflict(f"upload {request.upload_id} was already used for another import")
+            finished = self._finished(receipt)
+            if finished is not None:
+                self._discard(request)
+                return ImportResult(finished, duplicate=False)
+        elif request.case_id:
             ids.validate_case_id(request.case_id)
             if self._store.exists(layout.meta_key(request.case_id)):
                 raise AlreadyExists(f"case {request.case_id!r} exists already")
@@ -142,10 +157,41 @@ class CaseImporter:
                 log.info("duplicate import", extra={"case_id": existing.case_id})
                 self._discard(request)
                 return ImportResult(existing, duplicate=True)
-            case_id = request.case_id or ids.new_case_id()
-            record = self._write(case_id, ct, labels, digest, request, author, work)
+            if receipt is None:
+                receipt = {
+                    "kind": "import",
+                    "case_id": request.case_id or ids.new_case_id(),
+                    "original_version": ids.new_version() if labels is not None else "",
+                    "author": author,
+                }
+                new_receipt = True
+            else:
+                new_receipt = False
+            record = self._write(receipt, new_receipt, ct, labels, digest, request, author, work)
         self._discard(request)
         return ImportResult(record, duplicate=False)
+
+    def _finished(self, receipt: dict) -> CaseRecord | None:
+        """The case an earlier try of this import completed, announced again (that try may have
+        died before its event was published; consumers are idempotent), or None."""
+        try:
+            record = CaseRecord.from_json(self._store.get_json(layout.meta_key(str(receipt["case_id"]))))
+        except NotFound:
+            return None
+        self._producer.publish(self._ingested(record), key=record.case_id)
+        log.info("import retried: the case exists; announced again", extra={"case_id": record.case_id})
+        return record
+
+    def _ingested(self, record: CaseRecord) -> events_pb2.CaseIngested:
+        return events_pb2.CaseIngested(
+            meta=new_meta("storage"),
+            case_id=record.case_id,
+            ct=common_pb2.ObjectRef(
+                bucket=self._store.bucket, key=record.ct_key, sha256=record.ct_sha256, size_bytes=record.ct_size_bytes
+            ),
+            geometry=record.geometry.to_proto(),
+            original_label_version=record.original_label_version,
+        )
 
     def _existing(self, digest: str) -> CaseRecord | None:
         try:
@@ -156,7 +202,8 @@ class CaseImporter:
 
     def _write(
         self,
-        case_id: str,
+        receipt: dict,
+        new_receipt: bool,
         ct: Volume,
         labels: Volume | None,
         digest: str,
@@ -164,11 +211,16 @@ class CaseImporter:
         author: str,
         work: Path,
     ) -> CaseRecord:
+        case_id = str(receipt["case_id"])
         ct_path = save_nifti(ct, work / "ct.nii.gz")
         with WriteGroup(self._store) as group:
+            if new_receipt:
+                group.put_json(layout.upload_receipt_key(request.upload_id), receipt)
             original = ""
             if labels is not None:
-                original = self._labels.write(group, case_id, labels, "original", "", "", 0, author, work).version
+                original = self._labels.write(
+                    group, case_id, labels, "original", "", "", 0, author, work, str(receipt["original_version"])
+                ).version
             stored = group.put_file(layout.ct_key(case_id), ct_path)
             record = CaseRecord(
                 case_id=case_id,
@@ -188,14 +240,7 @@ class CaseImporter:
             group.put_json(layout.meta_key(case_id), record.as_json())
             if not request.allow_duplicate or not self._store.exists(layout.content_index_key(digest)):
                 group.put_json(layout.content_index_key(digest), {"case_id": case_id})
-            event = events_pb2.CaseIngested(
-                meta=new_meta("storage"),
-                case_id=case_id,
-                ct=object_ref(stored),
-                geometry=record.geometry.to_proto(),
-                original_label_version=original,
-            )
-            self._producer.publish(event, key=case_id)
+            self._producer.publish(self._ingested(record), key=case_id)
         log.info("case imported", extra={"case_id": case_id, "labels": bool(original)})
         return record
 

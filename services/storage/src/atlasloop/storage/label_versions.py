@@ -33,13 +33,15 @@ class LabelVersions:
         round_: int,
         author: str,
         work: Path,
+        version: str = "",
     ) -> LabelRecord:
-        """Store ``labels`` (already validated against the case) as a new version; json last."""
+        """Store ``labels`` (already validated against the case) as a new version (``version``:
+        the one a receipt already promised, when a write cut short is finished); json last."""
         if source not in SOURCES:
             raise InvalidInput(f"label source must be one of {', '.join(SOURCES)}")
         if round_ < 0:
             raise InvalidInput("round must be >= 0")
-        version = ids.new_version()
+        version = version or ids.new_version()
         path = save_nifti(labels.with_array(labels.array.astype(np.uint8, copy=False)), work / f"{version}.nii.gz")
         stored = group.put_file(layout.label_key(case_id, version), path)
         counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}

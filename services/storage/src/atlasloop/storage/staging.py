@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path, PurePath
 
 from atlasloop.common import ids, layout
-from atlasloop.common.errors import InvalidInput, NotFound, TooLarge
+from atlasloop.common.errors import Conflict, InvalidInput, NotFound, TooLarge
 from atlasloop.common.objectstore import ObjectStore, StoredObject
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -113,6 +113,17 @@ class Staging:
             path = Path(folder) / name
             self._store.download_file(layout.staging_key(upload_id), path, max_bytes=self._max)
             yield path
+
+    def receipt(self, upload_id: str, author: str) -> dict | None:
+        """What ``upload_id`` already became, if a request that used it got as far as writing
+        (``layout.upload_receipt_key``); an upload used by someone else is refused."""
+        try:
+            receipt = self._store.get_json(layout.upload_receipt_key(ids.validate_upload_id(upload_id)))
+        except NotFound:
+            return None
+        if receipt.get("author") != author:
+            raise Conflict(f"upload {upload_id} was already used by another caller")
+        return dict(receipt)
 
     def discard(self, upload_id: str) -> None:
         key = layout.staging_key(upload_id)

@@ -157,6 +157,8 @@ class Revision(Base):
     review_state: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(16), default="revision", server_default="revision")  # | double_read
+    # The upload the label came from: the same submission retried returns this revision.
+    upload_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class Agreement(Base):

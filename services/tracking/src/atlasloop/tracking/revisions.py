@@ -89,6 +89,9 @@ def submit_revision(
         raise InvalidInput(f"unknown organs {unknown}")
     check_tags(tags, AI_TAGS)
     with sessions.begin() as session:  # fail fast, before touching storage
+        done = _submitted(session, lease_id, annotator, upload_id)
+        if done is not None:  # the same submission again (its answer was lost): what it made
+            return done
         lease = held_lease(session, lease_id, annotator)
         case = session.get(Case, lease.case_id)
         case_id, parent, ai_version, round_ = case.id, case.current_label_version, case.ai_label_version, case.round
@@ -141,6 +144,7 @@ def submit_revision(
                 diffs=[d.as_json() for d in diffs],
                 seconds_spent=seconds,
                 note=note[:4000],
+                upload_id=upload_id,
             )
         )
         session.flush()
@@ -176,6 +180,18 @@ def submit_revision(
     return RevisionResult(revision_id, stored.label_version, diffs, case_id)
 
 
+def _submitted(session, lease_id: str, annotator: str, upload_id: str) -> RevisionResult | None:
+    """The revision this lease already made from this upload, if any. Storage answers the same
+    label version for the same upload, so a retried submission is recognised by the pair."""
+    revision = session.scalars(
+        select(Revision).where(Revision.lease_id == lease_id, Revision.upload_id == upload_id, Revision.upload_id != "")
+    ).first()
+    if revision is None or revision.annotator != annotator:
+        return None
+    diffs = [OrganDiff(**d) for d in revision.diffs]
+    return RevisionResult(revision.id, revision.label_version, diffs, revision.case_id)
+
+
 def sampled_for_double_read(case_id: str, fraction: float) -> bool:
     """Deterministic sample: the same case is always in or out for a given fraction."""
     return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
@@ -201,6 +217,13 @@ def submit_review(
         if revision is None:
             raise NotFound(f"revision {revision_id!r} does not exist")
         if revision.review_state != "pending":
+            same = session.scalars(
+                select(Review).where(
+                    Review.revision_id == revision_id, Review.reviewer == reviewer, Review.verdict == verdict
+                )
+            ).first()
+            if same is not None:  # this reviewer's verdict again (its answer was lost): nothing new
+                return session.get(Case, revision.case_id).state
             raise Conflict(f"revision {revision_id!r} was already reviewed ({revision.review_state})")
         if revision.annotator == reviewer:
             raise Conflict("annotators do not review their own revisions")
@@ -310,6 +333,7 @@ def _double_read(
                 note=note[:4000],
                 review_state="none",
                 kind="double_read",
+                upload_id=upload_id,
             )
         )
         session.flush()
