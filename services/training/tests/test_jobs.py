@@ -60,3 +60,40 @@ def test_a_dead_job_is_explained_by_its_last_error():
     why = jobs.failure("run-1", JobInfo("atlasloop-run-1", "FAILED", "Job entrypoint command failed", {}))
     assert why == "its Ray job ended FAILED: MemoryError: out of memory"
     assert "gone" in jobs.failure("run-1", None)
+
+
+def test_a_job_submitted_twice_is_the_same_job_even_when_the_head_answers_500():
+    """Ray's head wraps its agent's "already exists" in a long traceback with HTTP 500 (seen in the
+    fault-injection suite, where it failed a run whose job was running); the run's own id makes the
+    second submission the same job, so it must read as AlreadyExists, which ``submit`` accepts."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import pytest
+
+    from atlasloop.common.errors import AlreadyExists
+    from atlasloop.common.ray_rest import RayDashboard
+
+    traceback = "Traceback (most recent call last):\n" + "  File ...\n" * 80
+    traceback += "ValueError: Job with submission_id atlasloop-run-1 already exists."
+
+    class Head(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(traceback.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Head)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dashboard = RayDashboard(f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(AlreadyExists):
+            dashboard.submit_job("atlasloop-run-1", "python -m x")
+        RunJobs(dashboard, TrainingSettings()).submit("run-1")  # accepted: the job runs already
+    finally:
+        server.shutdown()

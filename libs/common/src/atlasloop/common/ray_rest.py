@@ -47,10 +47,13 @@ class RayDashboard:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
+            # Classified on the whole answer: the head wraps its agent's refusal in a traceback
+            # (HTTP 500 "... Job with submission_id X already exists"), past any short excerpt.
+            body = exc.read(65536).decode(errors="replace")
+            detail = body[-500:] if len(body) > 500 else body
             if exc.code == 404:
                 raise NotFound(f"Ray dashboard {method} {path}: {detail or 'not found'}") from None
-            if exc.code in (400, 409) and "already exists" in detail:
+            if exc.code in (400, 409, 500) and "already exists" in body:
                 raise AlreadyExists(f"Ray dashboard {method} {path}: {detail}") from None
             if 400 <= exc.code < 500:
                 raise InvalidInput(f"Ray dashboard {method} {path}: HTTP {exc.code}: {detail}") from None

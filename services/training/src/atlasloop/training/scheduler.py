@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from atlasloop.common import metrics
@@ -22,6 +23,7 @@ from atlasloop.common.domain import RunState
 from atlasloop.common.errors import AtlasError, Conflict
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.outages import outage
 from atlasloop.events.v1 import events_pb2
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.training.jobs import RunJobs
@@ -33,6 +35,8 @@ from atlasloop.training.runs import RunRecord, RunStore, new_run_id
 from atlasloop.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
+OUTAGE_RETRY_S = 2.0
+OUTAGE_GIVE_UP_S = 900.0  # then the run is left to recover() after the next restart
 
 
 class Scheduler:
@@ -57,15 +61,26 @@ class Scheduler:
         self._active = ""
         self._follow_up = ""
         self._cancelled: dict[str, str] = {}  # run id -> who cancelled it
+        # run id -> the approvals pending when it was requested: it will train on them, so they
+        # are not new for the next trigger even before its job records what it chose
+        self._claims: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ---- requests ----
 
-    def request(self, trigger: str, from_originals: bool = False, overrides: dict[str, Any] | None = None) -> RunRecord:
-        """Start a run now, or queue one follow-up behind the active run (joined by later requests)."""
+    def request(
+        self,
+        trigger: str,
+        from_originals: bool = False,
+        overrides: dict[str, Any] | None = None,
+        claims: Iterable[str] = (),
+    ) -> RunRecord:
+        """Start a run now, or queue one follow-up behind the active run (joined by later requests).
+        ``claims``: the pending approvals that made the request (see ``claimed``)."""
         with self._lock:
             if self._follow_up:
+                self._claims.setdefault(self._follow_up, set()).update(claims)
                 run = self.runs.get(self._follow_up)
                 if trigger not in run.trigger.split("; "):
                     run.trigger += f"; {trigger}"
@@ -75,6 +90,7 @@ class Scheduler:
                 return run
             run = RunRecord(new_run_id(), trigger, from_originals=from_originals, overrides=overrides or {})
             self.runs.save(run)
+            self._claims[run.run_id] = set(claims)
             self.log.publish_event(
                 events_pb2.TrainingRequested(meta=new_meta("training"), run_id=run.run_id, trigger=trigger), run.run_id
             )
@@ -91,13 +107,24 @@ class Scheduler:
         self._thread.start()
 
     def _work(self, run_id: str, submit: bool) -> None:
+        paused = 0.0  # when following this run last began to fail on an outage
         while run_id and not self._stop.is_set():
             try:
                 self._follow(run_id, submit)
-            except Exception:
+            except Exception as exc:
+                why = outage(exc)
+                paused = paused or time.monotonic()
+                if why and time.monotonic() - paused < OUTAGE_GIVE_UP_S:
+                    # S3 or Ray's dashboard away: the run goes on; follow it (or submit it: the
+                    # job's id is the run's, so a second submission is the same job) again
+                    log.warning("following a run paused on an outage", extra={"run_id": run_id, "reason": why})
+                    self._stop.wait(OUTAGE_RETRY_S)
+                    continue
                 log.exception("following a training run failed", extra={"run_id": run_id})
+            paused = 0.0
             submit = True
             with self._lock:
+                self._claims.pop(run_id, None)
                 run_id, self._follow_up = self._follow_up, ""
                 self._active = run_id
 
@@ -107,6 +134,8 @@ class Scheduler:
             try:
                 self._jobs.submit(run_id)
             except AtlasError as exc:
+                if outage(exc):
+                    raise  # not the run's fault: submitted again once the dashboard answers
                 self.log.finish(self.runs.get(run_id), RunState.FAILED, f"could not start its Ray job: {exc}")
                 self.progress.note(self.runs.get(run_id))
                 return
@@ -147,9 +176,14 @@ class Scheduler:
     # ---- state ----
 
     def claimed(self) -> set[str]:
-        """Approved revisions the active run trains on (not new for the next trigger)."""
+        """Approved revisions the active run and its follow-up train on (not new for the next
+        trigger): what a run's job recorded, and what was pending when it was requested (two
+        approvals a moment apart would otherwise each start a run for the same revisions)."""
         with self._lock:
-            return set(self.runs.get(self._active).revisions) if self._active else set()
+            claimed: set[str] = set()
+            for run_id in filter(None, (self._active, self._follow_up)):
+                claimed |= set(self.runs.get(run_id).revisions) | self._claims.get(run_id, set())
+            return claimed
 
     def busy(self) -> bool:
         with self._lock:

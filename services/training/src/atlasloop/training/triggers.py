@@ -52,8 +52,9 @@ class Triggers:
         ledger = self.scheduler.ledger
         if not ledger.record_approval(approved.revision_id, approved.case_id, approved.label_version, approved.organs):
             return  # redelivered
-        if trigger := due(self.policy, self.new_pending()):
-            run = self.scheduler.request(trigger)
+        pending = self.new_pending()
+        if trigger := due(self.policy, pending):
+            run = self.scheduler.request(trigger, claims=pending)
             log.info("training triggered", extra={"trigger": trigger, "run_id": run.run_id})
 
     def start(self) -> None:
@@ -63,8 +64,8 @@ class Triggers:
 
     def _schedule(self) -> None:
         while not self._stop.wait(self.policy.schedule_s):
-            if self.new_pending() and not self.scheduler.busy():
-                self.scheduler.request(f"schedule:{self.policy.schedule_s:g}s")
+            if (pending := self.new_pending()) and not self.scheduler.busy():
+                self.scheduler.request(f"schedule:{self.policy.schedule_s:g}s", claims=pending)
 
     def stop(self) -> None:
         self._stop.set()
