@@ -49,7 +49,7 @@ def slices(stack) -> list[str]:
     output = simulate(small, affine @ np.diag([4.0, 4.0, 4.0, 1.0]), np.random.default_rng(1))
     store.put_bytes(ensemble_key("big", "ms-1"), output.to_bytes())
     ScoringCore(store, _NoEvents(), "reference").score("big", "ms-1", publish=False)
-    settings = RenderingSettings(port=0, health_poll_s=60, s3=s3, auth={"dev_tokens": {"t": "b:annotator"}})
+    settings = RenderingSettings(port=0, health_poll_s=60, s3=s3, auth={"dev_tokens": {"t": "b:reviewer"}})
     service = GrpcService(build(settings), settings)
     service.start()
     channel = grpc.insecure_channel(

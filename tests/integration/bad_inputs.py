@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from atlasloop.common import case_grants
 from atlasloop.common.v1 import common_pb2
 from atlasloop.inference.v1 import inference_pb2
 from atlasloop.rendering.v1 import rendering_pb2
@@ -133,6 +134,36 @@ def annotator_starts_training(env):
 
 
 # ---- ids (every service builds object keys from them) ----
+
+
+@case("storage", "token", C.PERMISSION_DENIED, "lease or have revised")
+def annotator_downloads_a_case_they_do_not_lease(env):
+    request = storage_pb2.DownloadVolumeRequest(case_id=env.case_id, kind=common_pb2.VOLUME_KIND_CT)
+    return list(env.storage.DownloadVolume(request, metadata=env.auth("annotator")))
+
+
+@case("scoring", "token", C.PERMISSION_DENIED, "lease or have revised")
+def annotator_reads_scores_of_a_case_they_do_not_lease(env):
+    request = scoring_pb2.GetCaseScoresRequest(case_id=env.case_id)
+    return env.scoring.GetCaseScores(request, metadata=env.auth("annotator"))
+
+
+@case("rendering", "token", C.PERMISSION_DENIED, "lease or have revised")
+def annotator_renders_a_case_with_a_forged_grant(env):
+    forged = case_grants.issue(b"guessed key", "alice", env.case_id, 600)
+    view = rendering_pb2.SliceView(case_id=env.case_id, plane=rendering_pb2.PLANE_AXIAL)
+    metadata = [*env.auth("annotator"), (case_grants.HEADER, forged)]
+    return env.rendering.RenderSlice(rendering_pb2.RenderSliceRequest(view=view), metadata=metadata)
+
+
+@case("tracking", "token", C.PERMISSION_DENIED, "lease or have revised")
+def annotator_reads_the_history_of_a_case_they_do_not_lease(env):
+    return env.tracking.GetCase(tracking_pb2.GetCaseRequest(case_id=env.case_id), metadata=env.auth("annotator"))
+
+
+@case("tracking", "token", C.PERMISSION_DENIED, "neither leases nor has revised")
+def annotator_asks_a_grant_for_a_case_they_do_not_lease(env):
+    return env.tracking.GrantCase(tracking_pb2.GrantCaseRequest(case_id=env.case_id), metadata=env.auth("annotator"))
 
 
 @case("storage", "id", C.INVALID_ARGUMENT, "case id")

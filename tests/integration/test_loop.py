@@ -68,7 +68,7 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
             for case_id in demo.unlabelled:
                 mine = [e for e in events if getattr(e, "case_id", None) == case_id]
                 kinds = [type(e).__name__ for e in mine]
-                versions = client.label_versions(case_id)
+                versions = client.label_versions(case_id, role="reviewer")
                 ai = [v for v in versions if v.source == common_pb2.LABEL_SOURCE_AI]
                 human = [v for v in versions if v.source == common_pb2.LABEL_SOURCE_HUMAN]
                 predicted = [e for e in mine if isinstance(e, events_pb2.CasePredicted)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atlasloop.common import layout
+from atlasloop.common import case_grants, layout
 from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
@@ -27,6 +27,7 @@ from atlasloop.scoring.core import ScoringCore
 from .conftest import start_in_process
 
 pytestmark = pytest.mark.integration
+KEY = "rendering-test-grant-key"
 CASE = "real-render"
 
 
@@ -109,12 +110,24 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
         health_poll_s=60,
         s3=stack.s3_settings(bucket="rendering-tests"),
         cache_bytes=64 * 2**20,
-        auth={"dev_tokens": {"ann": "a:annotator"}},
+        auth={"dev_tokens": {"ann": "a:annotator", "bob": "b:annotator"}, "grant_key": KEY},
     )
     service, channel = start_in_process(build(settings), settings)
-    md = [("authorization", "Bearer ann")]
+    md = [("authorization", "Bearer ann"), (case_grants.HEADER, case_grants.issue(KEY.encode(), "a", CASE, 600))]
     try:
         stub = rendering_pb2_grpc.RenderingServiceStub(channel)
+        # An annotator reads a case only with a grant tracking made out to them for it.
+        plain = rendering_pb2.RenderSliceRequest(view=rendering_pb2.SliceView(case_id=CASE, index=5))
+        for refused in (
+            [("authorization", "Bearer ann")],  # no grant
+            [("authorization", "Bearer bob"), md[1]],  # a's grant shown by b
+            [md[0], (case_grants.HEADER, case_grants.issue(KEY.encode(), "a", "other-case", 600))],
+            [md[0], (case_grants.HEADER, case_grants.issue(b"not the key", "a", CASE, 600))],  # forged
+            [md[0], (case_grants.HEADER, case_grants.issue(KEY.encode(), "a", CASE, 600, now=0))],  # expired
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.RenderSlice(plain, metadata=refused)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "GrantCase" in err.value.details()
         view = rendering_pb2.SliceView(
             case_id=CASE,
             label_version="v1",

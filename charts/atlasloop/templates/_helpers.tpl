@@ -87,6 +87,8 @@ capabilities:
 - {name: {{ $p }}KAFKA__CREATE_TOPICS, value: {{ $v.kafka.createTopics | quote }}}
 - {name: {{ $p }}KAFKA__PARTITIONS, value: {{ $v.kafka.partitions | quote }}}
 - {name: {{ $p }}AUTH__MODE, value: {{ $v.auth.mode | quote }}}
+- name: {{ $p }}AUTH__GRANT_KEY
+  valueFrom: {secretKeyRef: {name: {{ $v.auth.serviceTokenSecret }}, key: grantKey}}
 {{- if eq $v.auth.mode "jwt" }}
 - {name: {{ $p }}AUTH__JWKS_FILE, value: /etc/atlasloop/jwks/jwks.json}
 - {name: {{ $p }}AUTH__ISSUER, value: {{ $v.auth.issuer | quote }}}

@@ -8,11 +8,13 @@ exercise the same public API a viewer would.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import grpc
 
+from atlasloop.common import case_grants
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, upload_file
@@ -53,10 +55,27 @@ class Client:
         self.targets = dict(targets)
         self._tokens = dict(tokens)
         self.timeout_s = timeout_s
+        self._grants: dict[str, tuple[str, float]] = {}  # case id -> (grant, when to ask again)
 
     def auth(self, role: str) -> list[tuple[str, str]]:
         """Call metadata carrying the bearer token of ``role``."""
         return [("authorization", f"Bearer {self._tokens[role]}")]
+
+    def case_auth(self, role: str, case_id: str) -> list[tuple[str, str]]:
+        """Call metadata for reading ``case_id`` as ``role``. An annotator reads only the cases they
+        lease or have revised, showing a grant from tracking (``atlasloop.common.case_grants``),
+        asked for once and again a minute before it runs out."""
+        meta = self.auth(role)
+        if role != "annotator":
+            return meta
+        grant, renew_at = self._grants.get(case_id, ("", 0.0))
+        if time.time() >= renew_at:
+            reply = self.tracking.GrantCase(
+                tracking_pb2.GrantCaseRequest(case_id=case_id), metadata=meta, timeout=self.timeout_s
+            )
+            grant = reply.case_grant
+            self._grants[case_id] = (grant, reply.expires_at.ToSeconds() - 60.0)
+        return [*meta, (case_grants.HEADER, grant)]
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -79,11 +98,11 @@ class Client:
         )
         return reply.info.case_id
 
-    def label_versions(self, case_id: str) -> list[storage_pb2.LabelVersionInfo]:
+    def label_versions(self, case_id: str, role: str = "annotator") -> list[storage_pb2.LabelVersionInfo]:
         return list(
             self.storage.ListLabelVersions(
                 storage_pb2.ListLabelVersionsRequest(case_id=case_id),
-                metadata=self.auth("annotator"),
+                metadata=self.case_auth(role, case_id),
                 timeout=self.timeout_s,
             ).versions
         )
@@ -92,7 +111,8 @@ class Client:
         """A case's CT (no ``label_version``) or one of its label versions into ``dest``, checksum verified."""
         kind = common_pb2.VOLUME_KIND_LABEL if label_version else common_pb2.VOLUME_KIND_CT
         dest.parent.mkdir(parents=True, exist_ok=True)
-        download_volume(self.storage, case_id, dest, self.auth(role), kind=kind, label_version=label_version)
+        meta = self.case_auth(role, case_id)
+        download_volume(self.storage, case_id, dest, meta, kind=kind, label_version=label_version)
         return dest
 
     def viewer_files(self, case_id: str, out: Path, organs: list[common_pb2.Organ] | None = None) -> list[Path]:
@@ -103,7 +123,7 @@ class Client:
         handles = {}
         try:
             for chunk in self.rendering.StreamViewerFiles(
-                request, metadata=self.auth("annotator"), timeout=self.timeout_s
+                request, metadata=self.case_auth("annotator", case_id), timeout=self.timeout_s
             ):
                 name = Path(chunk.file_name).name  # never a path the service chose
                 if name not in handles:
@@ -120,9 +140,8 @@ class Client:
     def labels(self, case_id: str, version: str, role: str = "annotator") -> Volume:
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             path = Path(tmp) / "labels.nii.gz"
-            download_volume(
-                self.storage, case_id, path, self.auth(role), kind=common_pb2.VOLUME_KIND_LABEL, label_version=version
-            )
+            meta = self.case_auth(role, case_id)
+            download_volume(self.storage, case_id, path, meta, kind=common_pb2.VOLUME_KIND_LABEL, label_version=version)
             return load_nifti(path)
 
     # ---- scoring and the queue ----
@@ -172,10 +191,10 @@ class Client:
             tracking_pb2.GetCaseRequest(case_id=case_id), metadata=self.auth("reviewer"), timeout=self.timeout_s
         )
 
-    def scores(self, case_id: str, model_set: str = "") -> scoring_pb2.CaseScores:
+    def scores(self, case_id: str, model_set: str = "", role: str = "annotator") -> scoring_pb2.CaseScores:
         return self.scoring.GetCaseScores(
             scoring_pb2.GetCaseScoresRequest(case_id=case_id, model_set=model_set),
-            metadata=self.auth("annotator"),
+            metadata=self.case_auth(role, case_id),
             timeout=self.timeout_s,
         ).scores
 
@@ -197,7 +216,7 @@ class Client:
         request = rendering_pb2.StreamSalientSlicesRequest(view=view, count=count)
         written = []
         for reply in self.rendering.StreamSalientSlices(
-            request, metadata=self.auth("annotator"), timeout=self.timeout_s
+            request, metadata=self.case_auth("annotator", case_id), timeout=self.timeout_s
         ):
             path = out / f"{case_id}-slice{reply.index:03d}.png"
             path.write_bytes(reply.png)
@@ -211,6 +230,8 @@ class Client:
         reply = self.tracking.NextCase(
             tracking_pb2.NextCaseRequest(), metadata=self.auth("annotator"), timeout=self.timeout_s
         )
+        if reply.case_grant:  # good for the grant lifetime (an hour by default); asked again after 5 min
+            self._grants[reply.lease.case_id] = (reply.case_grant, time.time() + 300)
         return reply if reply.lease.case_id else None
 
     def submit_revision(

@@ -24,10 +24,12 @@ from atlasloop.common.v1 import common_pb2
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a name for the audit log and the roles they hold."""
+    """Who is calling: a name for the audit log, the roles they hold, and the cases this call
+    carries a genuine grant for (``atlasloop.common.case_grants``)."""
 
     name: str
     roles: frozenset[Role]
+    cases: frozenset[str] = frozenset()
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("atlasloop_principal", default=None)

@@ -71,7 +71,11 @@ class GrpcService:
         interceptors = [
             ObservingInterceptor(),
             ErrorInterceptor(),
-            AuthInterceptor(build_authenticator(settings.auth), role_policy(spec.services)),
+            AuthInterceptor(
+                build_authenticator(settings.auth),
+                role_policy(spec.services),
+                settings.auth.grant_key.get_secret_value().encode() if settings.auth.grant_key else None,
+            ),
             StreamLimitInterceptor(self.limits, OPEN_PREFIXES),
         ]
         options = [

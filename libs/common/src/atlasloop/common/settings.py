@@ -79,6 +79,10 @@ class AuthSettings(BaseModel):
     audience: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     roles_claim: str = "roles"
+    grant_key: SecretStr | None = Field(
+        default=None, description="HMAC key of case grants (atlasloop.common.case_grants), shared by the services."
+    )
+    grant_ttl_s: int = Field(default=3600, ge=60, le=86400, description="How long a case grant lets an annotator read.")
 
 
 class TracingSettings(BaseModel):

@@ -9,6 +9,7 @@ health check with SERVING.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -85,6 +86,12 @@ class Stack:
     def tokens(self) -> dict[str, str]:
         """Development bearer tokens for this stack, one per role, made once and kept."""
         return TokenFile(self.run_dir).create()
+
+    def grant_key(self) -> str:
+        """The key of case grants (``atlasloop.common.case_grants``) the stack's services share:
+        derived from its development tokens, which already let their holder do anything here."""
+        tokens = json.dumps(self.tokens(), sort_keys=True)
+        return hashlib.sha256(f"atlasloop case grants\n{tokens}".encode()).hexdigest()
 
     def token_for(self, role: str) -> str:
         self.tokens()
@@ -249,6 +256,7 @@ class Stack:
             "HEALTH_POLL_S": "0.5",
             "AUTH__MODE": "dev",
             "AUTH__DEV_TOKENS": json.dumps(self.tokens()),
+            "AUTH__GRANT_KEY": self.grant_key(),
             "S3__ENDPOINT": s3.endpoint,
             "S3__ACCESS_KEY": ACCESS_KEY,
             "S3__SECRET_KEY": SECRET_KEY,

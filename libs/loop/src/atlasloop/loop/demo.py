@@ -135,13 +135,14 @@ class Demo:
     # ---- the state of the dataset ----
 
     def dataset_labels(self) -> tuple[dict[str, Volume], dict[str, str]]:
-        """Each unlabelled case's current label: its newest human version, else its newest AI one."""
+        """Each unlabelled case's current label: its newest human version, else its newest AI one
+        (read as the coordinator, a reviewer: an annotator sees only the cases they work on)."""
         labels, sources = {}, {}
         for case_id in self.unlabelled:
-            versions = self.client.label_versions(case_id)
+            versions = self.client.label_versions(case_id, role="reviewer")
             human = [v for v in versions if v.source == common_pb2.LABEL_SOURCE_HUMAN]
             chosen = (human or versions)[-1]
-            labels[case_id] = self.client.labels(case_id, chosen.label_version)
+            labels[case_id] = self.client.labels(case_id, chosen.label_version, role="reviewer")
             sources[case_id] = "human" if human else "ai"
         return labels, sources
 
@@ -169,7 +170,7 @@ class Demo:
     def compare_strategies(self, ai: dict[str, Volume]) -> dict:
         model_set = self.current_set()
         candidates = list(self.unlabelled)
-        scores = {c: self.client.scores(c, model_set) for c in candidates}  # one call per case
+        scores = {c: self.client.scores(c, model_set, role="reviewer") for c in candidates}  # one call per case
         attention = evaluation.Plan(
             sorted(candidates, key=lambda c: -scores[c].priority),
             {c: self.regions(c, model_set, ai[c], scores[c]) for c in candidates},

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from atlasloop.common import layout
+from atlasloop.common.case_grants import check_case_read
 from atlasloop.common.domain import LabelStyle, Plane, WindowPreset, organ_from_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
@@ -51,10 +52,12 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
         self._core = core
 
     def RenderSlice(self, request, context):
+        check_case_read(request.view.case_id)
         picture, index = self._core.render(view_of(request.view))
         return rendering_pb2.RenderSliceResponse(png=picture, index=index)
 
     def StreamSalientSlices(self, request, context):
+        check_case_read(request.view.case_id)
         organs = [organ_from_proto(o) for o in request.organs]
         for picture, index, score, organ in self._core.salient(view_of(request.view), request.count, organs):
             yield rendering_pb2.StreamSalientSlicesResponse(
@@ -62,12 +65,14 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
             )
 
     def RenderContactSheet(self, request, context):
+        check_case_read(request.case_id)
         picture = self._core.contact_sheet(
             request.case_id, request.label_version, request.tiles or 16, request.tile_px or 128
         )
         return rendering_pb2.RenderContactSheetResponse(png=picture)
 
     def StreamViewerFiles(self, request, context):
+        check_case_read(request.case_id)
         organs = [organ_from_proto(o) for o in request.organs]
         with tempfile.TemporaryDirectory(prefix="atlasloop-viewer-") as tmp:
             for path in self._core.viewer_files(request.case_id, organs, Path(tmp), request.model_set):
@@ -80,6 +85,7 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
                     )
 
     def ExportForViewer(self, request, context):
+        check_case_read(request.case_id)
         with tempfile.TemporaryDirectory(prefix="atlasloop-export-") as tmp:
             written = self._core.export(
                 request.case_id, request.label_version, [organ_from_proto(o) for o in request.organs], Path(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from atlasloop.common.case_grants import check_case_read
 from atlasloop.common.domain import ScoringMode, Signal, organ_to_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
@@ -55,6 +56,7 @@ class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.ScoreCaseResponse(scores=case_scores(results[mode].as_json() | {"model_set": model_set}))
 
     def GetCaseScores(self, request, context):
+        check_case_read(request.case_id)
         stored = self._core.stored(request.case_id, request.model_set)
         return scoring_pb2.GetCaseScoresResponse(scores=case_scores(stored.document))
 

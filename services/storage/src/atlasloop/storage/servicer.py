@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
+from atlasloop.common.case_grants import check_case_read
 from atlasloop.common.domain import CaseFormat, LabelSource, VolumeKind
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
@@ -71,6 +72,7 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         )
 
     def DownloadVolume(self, request, context):
+        check_case_read(request.case_id)
         parts = self._core.download(request.case_id, _kind(request.kind), request.label_version, request.chunk_bytes)
         for part, value in parts:
             if part == "header":
@@ -85,6 +87,7 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
                 yield storage_pb2.DownloadVolumeResponse(sha256=value)
 
     def GetCase(self, request, context):
+        check_case_read(request.case_id)
         return storage_pb2.GetCaseResponse(info=self._core.get_case(request.case_id).to_proto(self._bucket))
 
     def ListCases(self, request, context):
@@ -104,10 +107,12 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.WriteLabelVersionResponse(version=record.to_proto(self._bucket))
 
     def ListLabelVersions(self, request, context):
+        check_case_read(request.case_id)
         records = self._core.list_label_versions(request.case_id)
         return storage_pb2.ListLabelVersionsResponse(versions=[r.to_proto(self._bucket) for r in records])
 
     def PresignDownload(self, request, context):
+        check_case_read(request.case_id)
         url, seconds = self._core.presign_download(
             request.case_id, _kind(request.kind), request.label_version, request.expires_s
         )

@@ -6,18 +6,19 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from atlasloop.common import dead_letters
-from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
+from atlasloop.common import case_grants, dead_letters, ids
+from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
 from atlasloop.common.events import EventProducer
 from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import observed, queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
-from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Project, Revision
+from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Lease, Project, Revision
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
 
@@ -100,6 +101,34 @@ class TrackingCore:
             extra={"round": round_, "cases": [c[0] for c in cases], "queued": queued, "already_queued": already},
         )
         return queued, already
+
+    def may_read(self, annotator: str, case_id: str) -> bool:
+        """Whether an annotator leases ``case_id`` now or has revised it (what they may read)."""
+        now = datetime.now(UTC)
+        with self.sessions() as session:
+            leased = session.scalar(
+                select(Lease.id).where(
+                    Lease.case_id == case_id, Lease.annotator == annotator, Lease.active, Lease.expires_at > now
+                )
+            )
+            revised = session.scalar(
+                select(Revision.id).where(Revision.case_id == case_id, Revision.annotator == annotator)
+            )
+            return bool(leased or revised)
+
+    @property
+    def grants_on(self) -> bool:
+        return self.settings.auth.grant_key is not None
+
+    def grant_case(self, annotator: str, case_id: str) -> tuple[str, datetime]:
+        """A case grant (``atlasloop.common.case_grants``) for a case the annotator may read."""
+        ids.validate_case_id(case_id)
+        if not self.may_read(annotator, case_id):
+            raise PermissionDenied(f"{annotator} neither leases nor has revised case {case_id!r}")
+        auth = self.settings.auth
+        key = auth.grant_key.get_secret_value().encode() if auth.grant_key else None
+        grant = case_grants.issue(key, annotator, case_id, auth.grant_ttl_s)
+        return grant, datetime.now(UTC) + timedelta(seconds=auth.grant_ttl_s)
 
     def next_case(self, annotator: str, project_id: str = "") -> queue.LeaseInfo | None:
         return queue.next_case(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from atlasloop.common import dead_letters
+from atlasloop.common import case_grants, dead_letters
 from atlasloop.common.auth import current_principal
 from atlasloop.common.domain import (
     CaseState,
@@ -17,7 +17,7 @@ from atlasloop.common.domain import (
     organ_from_proto,
     organ_to_proto,
 )
-from atlasloop.common.errors import InvalidInput
+from atlasloop.common.errors import InvalidInput, PermissionDenied
 from atlasloop.common.v1 import common_pb2
 from atlasloop.tracking.core import CaseView, TrackingCore
 from atlasloop.tracking.queue import LeaseInfo
@@ -81,6 +81,9 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.ListCasesResponse(cases=[_summary(c) for c in cases], next_page_token=token)
 
     def GetCase(self, request, context):
+        principal = current_principal()
+        if not principal.roles & case_grants.UNRESTRICTED and not self._core.may_read(principal.name, request.case_id):
+            raise PermissionDenied(f"{principal.name} may read only the cases they lease or have revised")
         case, history = self._core.get_case(request.case_id)
         return tracking_pb2.GetCaseResponse(
             case=_summary(case),
@@ -95,7 +98,8 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.QueueCasesResponse(queued=queued, already_queued=already)
 
     def NextCase(self, request, context):
-        info = self._core.next_case(current_principal().name, request.project_id)
+        annotator = current_principal().name
+        info = self._core.next_case(annotator, request.project_id)
         if info is None:
             return tracking_pb2.NextCaseResponse()
         return tracking_pb2.NextCaseResponse(
@@ -103,7 +107,12 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             organs=[organ_to_proto(o) for o in info.organs],
             label_version=info.label_version,
             double_read=info.double_read,
+            case_grant=self._core.grant_case(annotator, info.case_id)[0] if self._core.grants_on else "",
         )
+
+    def GrantCase(self, request, context):
+        grant, expires = self._core.grant_case(current_principal().name, request.case_id)
+        return tracking_pb2.GrantCaseResponse(case_grant=grant, expires_at=_stamp(expires))
 
     def GetLease(self, request, context):
         principal = current_principal()
