@@ -22,11 +22,12 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv proto lint test test-unit demo up down status bench chart images clean
+.PHONY: help venv proto lint test test-unit test-faults demo up down status bench chart images clean
 
 help:
 	@echo "make demo   run the closed loop end to end on a fresh stack; writes reports/demo/report.md"
 	@echo "make test   set up, lint, run unit and integration tests against the real stack"
+	@echo "make test-faults  the reduced loop under injected faults, three seeds (CI runs it too)"
 	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray and the six services (idempotent)"
 	@echo "make down   stop exactly what 'make up' started (idempotent)"
 	@echo "make status print the service map and each service's health"
@@ -92,7 +93,12 @@ chart: $(HELM)
 	done
 
 test: lint chart
-	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest --durations=15
+	ATLASLOOP_HELM=$(HELM) $(BIN)/pytest -m "not faults" --durations=15
+
+# The reduced loop under faults (every service killed once, broker, PostgreSQL and S3 away), three
+# seeds; slower than make test, so a target of its own that .ci/run also runs.
+test-faults: venv proto
+	$(BIN)/pytest -m faults tests/faults --durations=5 -p no:cacheprovider
 
 up: venv proto
 	$(PY) -m atlasloop.devstack up --run-dir $(RUN_DIR)

@@ -8,6 +8,7 @@ dead-lettered, their partition moves on, and they change no row."""
 from __future__ import annotations
 
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 
 import grpc
@@ -234,6 +235,41 @@ def test_poison_events_are_dead_lettered_and_change_nothing(env):
     assert {t: n for t, n in after.items() if t != "processed_events"} == {
         t: n for t, n in rows.items() if t != "processed_events"
     }
+
+
+# What refusing one hostile file may cost the storage service (and this test's client side, which
+# runs in the same process): far below what the files claim (800 MB, 27 PB of voxels, 200 MB of
+# stream), so a refusal that read the claim would fail.
+PEAK_BOUND_MIB = 48
+HOSTILE_FILES = ("decompression_bomb", "header_claims_terabytes", "zip_with_too_many_members")
+
+
+def test_refusing_hostile_files_stays_within_a_memory_bound(env):
+    """Peak Python and numpy allocations (tracemalloc sees both, in every thread of the in-process
+    server) while storage refuses each hostile file and an upload stream far longer than declared."""
+    by_name = {bad.name: bad for bad in CASES}
+
+    def endless():
+        yield storage_pb2.UploadVolumeRequest(
+            header=storage_pb2.UploadHeader(file_name="x.nii.gz", size_bytes=1000, sha256="0" * 64)
+        )
+        chunk = b"x" * (1 << 20)
+        for _ in range(200):
+            yield storage_pb2.UploadVolumeRequest(data=chunk)
+
+    sends = {name: by_name[name].send for name in HOSTILE_FILES}
+    sends["endless upload"] = lambda env: env.storage.UploadVolume(endless(), metadata=env.auth("admin"))
+    peaks = {}
+    for name, send in sends.items():
+        tracemalloc.start()
+        try:
+            with pytest.raises(grpc.RpcError):
+                send(env)
+            peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+        finally:
+            tracemalloc.stop()
+    print(f"peak MiB while refusing: { {k: round(v, 1) for k, v in peaks.items()} }")
+    assert max(peaks.values()) < PEAK_BOUND_MIB, peaks
 
 
 def test_the_suite_holds_at_least_forty_inputs():
