@@ -9,11 +9,13 @@ from minio.versioningconfig import ENABLED, VersioningConfig
 
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.outages import outage
 from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.storage.core import StorageCore
 from atlasloop.storage.servicer import StorageServiceServicer
 from atlasloop.storage.settings import StorageSettings
+from atlasloop.storage.staging_expiry import expire_staging
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,25 @@ def versioning_check(store: ObjectStore, wanted: bool) -> ReadinessCheck:
     return ReadinessCheck("s3-versioning", probe)
 
 
+def staging_expiry_check(store: ObjectStore, days: int) -> ReadinessCheck:
+    """Set the staging expiry rule once the bucket answers; a backend without lifecycle rules is
+    logged, not fatal (staged objects then stay until removed by hand)."""
+    done = {"tried": False}
+
+    def probe() -> None:
+        if done["tried"]:
+            return
+        try:
+            expire_staging(store, days)
+        except Exception as exc:  # noqa: BLE001 - an S3 API without lifecycle rules is acceptable
+            if outage(exc):
+                return  # S3 is away: tried again at the next probe
+            log.warning("staging expiry not set", extra={"reason": str(exc)})
+        done["tried"] = True
+
+    return ReadinessCheck("s3-staging-expiry", probe)
+
+
 def build(settings: StorageSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "storage")
@@ -52,6 +73,7 @@ def build(settings: StorageSettings) -> ServiceSpec:
         checks=[
             s3_bucket_check(store),
             versioning_check(store, settings.bucket_versioning),
+            staging_expiry_check(store, settings.staging_expiry_days),
             kafka_check(settings.kafka),
         ],
         on_stop=[producer.close],

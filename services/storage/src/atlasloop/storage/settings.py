@@ -21,6 +21,9 @@ class StorageSettings(ServiceSettings):
     presign_default_s: int = 300
     presign_max_s: int = 3600
     staging_dir: str | None = Field(default=None, description="Local folder for uploads in flight (temp).")
+    staging_expiry_days: int = Field(
+        default=7, ge=0, le=3650, description="Days after which staged uploads and their receipts expire; 0 = never."
+    )
     bucket_versioning: bool = Field(default=True, description="Enable S3 bucket versioning where supported.")
     label_writers: dict[str, list[str]] = Field(
         default_factory=lambda: {"human": ["tracking"], "ai": ["inference"]},
