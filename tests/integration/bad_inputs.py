@@ -368,6 +368,13 @@ def presign_with_a_negative_lifetime(env):  # a year is capped to presign_max_s,
     )
 
 
+@case("storage", "field", C.INVALID_ARGUMENT, "max_bytes")
+def presign_with_a_negative_size(env):
+    return env.storage.PresignUpload(
+        storage_pb2.PresignUploadRequest(file_name="x.nii.gz", max_bytes=-1), metadata=env.auth("admin")
+    )
+
+
 @case("tracking", "field", C.INVALID_ARGUMENT, "round")
 def negative_round(env):
     queued = tracking_pb2.QueuedCase(case_id=env.case_id, priority=1.0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import urllib.error
 import urllib.request
+import uuid
 import zipfile
 
 import grpc
@@ -283,18 +285,55 @@ def test_only_an_admin_imports_labels_as_originals(storage, real_ct_dir, atlas_z
     assert not store.list_keys("cases/orig-1/") and not store.list_keys("cases/orig-2/")
 
 
-def test_presigned_put_then_import_then_presigned_get(storage, real_ct_dir):
-    stub, _, _ = storage
-    put = stub.PresignUpload(storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", expires_s=60), metadata=ADMIN)
+def _post_form(url: str, fields: dict, data: bytes) -> int:
+    """A browser's multipart/form-data upload: the fields, then the file as ``file``."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url, data=b"".join(parts), method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_presigned_upload_then_import_then_presigned_get(storage, real_ct_dir):
+    """A presigned upload is a form the store checks itself: the file goes in under the size the
+    caller asked for, and a larger one is refused by S3 and leaves nothing to import."""
+    stub, store, _ = storage
     data = (real_ct_dir / "example_ct_sm.nii.gz").read_bytes()
-    with urllib.request.urlopen(urllib.request.Request(put.url, data=data, method="PUT"), timeout=30):
-        pass
-    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=put.upload_id, case_id="via-http"), metadata=ADMIN)
+    form = stub.PresignUpload(
+        storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", expires_s=60, max_bytes=len(data)), metadata=ADMIN
+    )
+    assert form.max_bytes == len(data)
+    assert _post_form(form.url, dict(form.fields), data) in (200, 204)
+    reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=form.upload_id, case_id="via-http"), metadata=ADMIN)
     get = stub.PresignDownload(
         storage_pb2.PresignDownloadRequest(case_id="via-http", kind=common_pb2.VOLUME_KIND_CT), metadata=ADMIN
     )
     with urllib.request.urlopen(get.url, timeout=30) as response:
         assert hashlib.sha256(response.read()).hexdigest() == reply.info.ct.sha256
+
+    small = stub.PresignUpload(
+        storage_pb2.PresignUploadRequest(file_name="scan.nii.gz", max_bytes=1000), metadata=ADMIN
+    )
+    assert _post_form(small.url, dict(small.fields), data) == 400  # EntityTooLarge, from the store
+    assert not store.exists(layout.staging_key(small.upload_id))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=small.upload_id), metadata=ADMIN)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    unlimited = stub.PresignUpload(storage_pb2.PresignUploadRequest(file_name="a.nii.gz"), metadata=ADMIN)
+    assert unlimited.max_bytes == 64 * 1024 * 1024  # the service's upload limit, never more
 
 
 def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
@@ -376,3 +415,36 @@ def test_a_retried_request_makes_nothing_twice(storage, real_ct_dir, tmp_path):
     reply = stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_id), metadata=ADMIN)
     assert reply.info.case_id == "retry-2"
     assert sorted(layout.case_id_of(p) for p in store.list_prefixes(layout.CASES)) == ["retry-1", "retry-2"]
+
+
+def test_staged_uploads_expire_by_a_lifecycle_rule_that_keeps_the_operators_own(stack, unique):
+    """Abandoned uploads and old receipts under staging/ expire (``staging_expiry_days``); the rule
+    joins the bucket's lifecycle configuration by its id, leaving an operator's rules alone."""
+    from minio.commonconfig import ENABLED, Filter
+    from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+    from atlasloop.common.objectstore import ObjectStore
+    from atlasloop.storage.staging_expiry import RULE_ID
+
+    s3 = stack.s3_settings(bucket=f"storage-lc-{unique}")
+    store = ObjectStore(s3)
+    store.check_bucket()
+    theirs = Rule(ENABLED, rule_filter=Filter(prefix="logs/"), rule_id="operator-logs", expiration=Expiration(days=30))
+    store.client.set_bucket_lifecycle(store.bucket, LifecycleConfig([theirs]))
+    settings = StorageSettings(
+        port=0,
+        health_poll_s=60,
+        s3=s3,
+        kafka=stack.kafka_settings(),
+        staging_expiry_days=3,
+        auth={"dev_tokens": TOKENS},
+    )
+    service, channel = start_in_process(build(settings), settings)
+    try:
+        rules = {r.rule_id: r for r in store.client.get_bucket_lifecycle(store.bucket).rules}
+        assert set(rules) == {"operator-logs", RULE_ID}
+        assert rules[RULE_ID].rule_filter.prefix == layout.STAGING and rules[RULE_ID].expiration.days == 3
+        assert rules["operator-logs"].expiration.days == 30
+    finally:
+        channel.close()
+        service.stop(0)

@@ -12,12 +12,13 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import urllib3
 from minio import Minio
+from minio.datatypes import PostPolicy
 from minio.error import S3Error
 
 from atlasloop.common.errors import NotFound, NotReady, TooLarge
@@ -222,3 +223,15 @@ class ObjectStore:
 
     def presign_put(self, key: str, expires: timedelta) -> str:
         return self.client.presigned_put_object(self.bucket, key, expires=expires)
+
+    def presign_post(self, key: str, expires: timedelta, max_bytes: int) -> tuple[str, dict[str, str]]:
+        """A browser-style upload (multipart/form-data POST to the URL, these fields, then the file as
+        ``file``) of exactly ``key``, refused by the store itself above ``max_bytes``: a presigned PUT
+        cannot carry a size limit, a POST policy can (``content-length-range``)."""
+        policy = PostPolicy(self.bucket, datetime.now(UTC).replace(tzinfo=None) + expires)
+        policy.add_equals_condition("key", key)
+        policy.add_content_length_range_condition(1, max_bytes)
+        fields = {str(k): str(v) for k, v in self.client.presigned_post_policy(policy).items()}
+        fields["key"] = key
+        scheme = "https" if self._settings.secure else "http"
+        return f"{scheme}://{self._settings.endpoint}/{self.bucket}/", fields

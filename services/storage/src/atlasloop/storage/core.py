@@ -121,10 +121,13 @@ class StorageCore:
         seconds = self._lifetime(expires_s)
         return self.store.presign_get(volume.key, timedelta(seconds=seconds)), seconds
 
-    def presign_upload(self, file_name: str, expires_s: int) -> tuple[str, str, int]:
+    def presign_upload(
+        self, file_name: str, expires_s: int, max_bytes: int
+    ) -> tuple[str, str, dict[str, str], int, int]:
+        """(upload id, form URL, form fields, byte limit, lifetime in seconds)."""
         seconds = self._lifetime(expires_s)
-        upload_id, url = self.staging.presign_put(file_name, timedelta(seconds=seconds))
-        return upload_id, url, seconds
+        upload_id, url, fields, limit = self.staging.presign_post(file_name, timedelta(seconds=seconds), max_bytes)
+        return upload_id, url, fields, limit, seconds
 
     def _lifetime(self, expires_s: int) -> int:
         if expires_s < 0:

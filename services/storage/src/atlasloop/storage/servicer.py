@@ -119,5 +119,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.PresignDownloadResponse(url=url, expires_at=_expiry(seconds))
 
     def PresignUpload(self, request, context):
-        upload_id, url, seconds = self._core.presign_upload(request.file_name, request.expires_s)
-        return storage_pb2.PresignUploadResponse(url=url, upload_id=upload_id, expires_at=_expiry(seconds))
+        upload_id, url, fields, limit, seconds = self._core.presign_upload(
+            request.file_name, request.expires_s, request.max_bytes
+        )
+        return storage_pb2.PresignUploadResponse(
+            url=url, upload_id=upload_id, expires_at=_expiry(seconds), fields=fields, max_bytes=limit
+        )

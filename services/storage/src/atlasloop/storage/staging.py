@@ -86,13 +86,18 @@ class Staging:
             )
         return StagedUpload(upload_id, header.file_name, stored)
 
-    def presign_put(self, file_name: str, expires: timedelta) -> tuple[str, str]:
-        """A new upload id and the URL to PUT its bytes to; the file name travels in a sidecar."""
+    def presign_post(self, file_name: str, expires: timedelta, max_bytes: int) -> tuple[str, str, dict[str, str], int]:
+        """A new upload id and the form to POST its bytes with, the store refusing more than
+        ``max_bytes`` (at most the upload limit); the file name travels in a sidecar."""
         if not file_name or PurePath(file_name).name != file_name:
             raise InvalidInput("file name must be a plain name without folders")
+        if max_bytes < 0:
+            raise InvalidInput("max_bytes must be >= 0")
+        limit = min(max_bytes or self._max, self._max)
         upload_id = ids.new_upload_id()
         self._store.put_json(layout.staging_meta_key(upload_id), {"file_name": file_name})
-        return upload_id, self._store.presign_put(layout.staging_key(upload_id), expires)
+        url, fields = self._store.presign_post(layout.staging_key(upload_id), expires, limit)
+        return upload_id, url, fields, limit
 
     def file_name(self, upload_id: str) -> str:
         key = layout.staging_key(ids.validate_upload_id(upload_id))
