@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import grpc
 from minio.versioningconfig import ENABLED, VersioningConfig
@@ -22,40 +23,39 @@ log = logging.getLogger(__name__)
 SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"]
 
 
-def versioning_check(store: ObjectStore, wanted: bool) -> ReadinessCheck:
-    """Turn bucket versioning on once the bucket answers; a backend without it is logged, not fatal:
-    label versions are immutable keys of their own either way."""
-    done = {"tried": not wanted}
-
-    def probe() -> None:
-        if done["tried"]:
-            return
-        try:
-            store.client.set_bucket_versioning(store.bucket, VersioningConfig(ENABLED))
-        except Exception as exc:  # noqa: BLE001 - an S3 API without versioning is acceptable
-            log.warning("bucket versioning not enabled", extra={"reason": str(exc)})
-        done["tried"] = True
-
-    return ReadinessCheck("s3-versioning", probe)
-
-
-def staging_expiry_check(store: ObjectStore, days: int) -> ReadinessCheck:
-    """Set the staging expiry rule once the bucket answers; a backend without lifecycle rules is
-    logged, not fatal (staged objects then stay until removed by hand)."""
+def once_check(name: str, action: Callable[[], None], what: str) -> ReadinessCheck:
+    """Run ``action`` once the bucket answers (tried again while S3 is away); a backend without
+    the feature is logged, not fatal."""
     done = {"tried": False}
 
     def probe() -> None:
         if done["tried"]:
             return
         try:
-            expire_staging(store, days)
-        except Exception as exc:  # noqa: BLE001 - an S3 API without lifecycle rules is acceptable
+            action()
+        except Exception as exc:  # noqa: BLE001 - an S3 API without the feature is acceptable
             if outage(exc):
                 return  # S3 is away: tried again at the next probe
-            log.warning("staging expiry not set", extra={"reason": str(exc)})
+            log.warning(f"{what} not set", extra={"reason": str(exc)})
         done["tried"] = True
 
-    return ReadinessCheck("s3-staging-expiry", probe)
+    return ReadinessCheck(name, probe)
+
+
+def versioning_check(store: ObjectStore, wanted: bool) -> ReadinessCheck:
+    """Bucket versioning, where the backend has it: label versions are immutable keys of their
+    own either way."""
+
+    def enable() -> None:
+        if wanted:
+            store.client.set_bucket_versioning(store.bucket, VersioningConfig(ENABLED))
+
+    return once_check("s3-versioning", enable, "bucket versioning")
+
+
+def staging_expiry_check(store: ObjectStore, days: int) -> ReadinessCheck:
+    """The staging expiry rule; without lifecycle rules staged objects stay until removed by hand."""
+    return once_check("s3-staging-expiry", lambda: expire_staging(store, days), "staging expiry")
 
 
 def build(settings: StorageSettings) -> ServiceSpec:

@@ -125,6 +125,11 @@ class TrackingCore:
         ids.validate_case_id(case_id)
         if not self.may_read(annotator, case_id):
             raise PermissionDenied(f"{annotator} neither leases nor has revised case {case_id!r}")
+        return self.issue_grant(annotator, case_id)
+
+    def issue_grant(self, annotator: str, case_id: str) -> tuple[str, datetime]:
+        """The grant itself, for a caller that knows the annotator may read the case (a lease
+        just granted)."""
         auth = self.settings.auth
         key = auth.grant_key.get_secret_value().encode() if auth.grant_key else None
         grant = case_grants.issue(key, annotator, case_id, auth.grant_ttl_s)

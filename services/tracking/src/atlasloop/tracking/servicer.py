@@ -107,7 +107,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             organs=[organ_to_proto(o) for o in info.organs],
             label_version=info.label_version,
             double_read=info.double_read,
-            case_grant=self._core.grant_case(annotator, info.case_id)[0] if self._core.grants_on else "",
+            case_grant=self._core.issue_grant(annotator, info.case_id)[0] if self._core.grants_on else "",
         )
 
     def GrantCase(self, request, context):
