@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from atlasloop.rendering.cache import ByteLRU
 
@@ -32,3 +33,16 @@ def test_a_value_larger_than_the_limit_is_not_kept():
     cache = ByteLRU(50, lambda a: a.nbytes)
     assert cache.get("big", lambda: np.zeros(100, np.uint8)).nbytes == 100
     assert cache.bytes == 0
+
+
+def test_failed_loads_leave_nothing_behind():
+    """A caller asking for endless made-up ids (each load fails) must not grow the cache's books."""
+    cache: ByteLRU[bytes] = ByteLRU(1024, len)
+
+    def missing() -> bytes:
+        raise KeyError("no such case")
+
+    for i in range(5_000):
+        with pytest.raises(KeyError):
+            cache.get(("ct", f"made-up-{i}"), missing)
+    assert (len(cache._loading), cache.bytes) == (0, 0)

@@ -61,7 +61,10 @@ class DatabaseSettings(BaseModel):
     """An SQLAlchemy URL; PostgreSQL in production and tests, SQLite for a one-machine demo."""
 
     url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    connect_timeout_s: int = 3
+    connect_timeout_s: int = Field(default=3, ge=1, description="Give up connecting after this long.")
+    statement_timeout_s: int = Field(
+        default=30, ge=0, description="PostgreSQL cancels a statement (a lock wait included) after this long; 0: never."
+    )
 
 
 class AuthSettings(BaseModel):

@@ -12,12 +12,12 @@ case's events to one pod, the sweeps may overlap.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from atlasloop.common import layout, observe, tracing
 from atlasloop.common.errors import NotFound
+from atlasloop.common.keyed_locks import KeyedLocks
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
 from atlasloop.inference.ensemble_client import EnsembleClient
@@ -59,8 +59,7 @@ class InferenceCore:
         self.ensemble = ensemble
         self.registry = ModelRegistry(store)
         self._store = store
-        self._case_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.case_locks = KeyedLocks()
         self.sweeper: Sweeper | None = None
 
     def predict(self, case_id: str, model_set: str = "") -> Iterator[Step]:
@@ -75,10 +74,11 @@ class InferenceCore:
 
     def predict_case(self, case_id: str) -> EnsembleFinished | None:
         """Predict ``case_id`` to the end, one caller at a time per case (events and the sweep)."""
-        with self._locks_guard:
-            lock = self._case_locks.setdefault(case_id, threading.Lock())
         finished = None
-        with lock, observe.step("prediction", "predict case", self._case_trace(case_id), case_id=case_id):
+        with (
+            self.case_locks.hold(case_id),
+            observe.step("prediction", "predict case", self._case_trace(case_id), case_id=case_id),
+        ):
             # idempotent: a repeated case returns its stored record
             for message in self.ensemble.run(case_id, context=tracing.current_headers()):
                 step = _step(message)

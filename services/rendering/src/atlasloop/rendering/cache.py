@@ -11,6 +11,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from atlasloop.common.keyed_locks import KeyedLocks
+
 V = TypeVar("V")
 
 
@@ -20,7 +22,7 @@ class ByteLRU(Generic[V]):
         self._size_of = size_of
         self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[Hashable, threading.Lock] = {}
+        self._loading = KeyedLocks()  # one loader per key; an entry lives only while it loads
         self.bytes = 0
         self.hits = self.misses = 0
 
@@ -30,8 +32,7 @@ class ByteLRU(Generic[V]):
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key][0]
-            gate = self._loading.setdefault(key, threading.Lock())
-        with gate:  # one loader per key; others wait for its result
+        with self._loading.hold(key):  # others asking for the key wait for this load's result
             with self._lock:
                 if key in self._items:
                     self.hits += 1
@@ -40,7 +41,6 @@ class ByteLRU(Generic[V]):
             size = self._size_of(value)
             with self._lock:
                 self.misses += 1
-                self._loading.pop(key, None)
                 if size > self.limit:
                     return value
                 self._items[key] = (value, size)

@@ -22,7 +22,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision``; idempotent, safe for concurrent starters on PostgreSQL."""
     config = alembic_config(engine)
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":  # one migrator at a time across replicas
+        if connection.dialect.name == "postgresql":
+            # a migration may rewrite a large table: no per-statement limit; one migrator at a time
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
