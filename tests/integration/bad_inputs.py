@@ -166,6 +166,23 @@ def annotator_asks_a_grant_for_a_case_they_do_not_lease(env):
     return env.tracking.GrantCase(tracking_pb2.GrantCaseRequest(case_id=env.case_id), metadata=env.auth("annotator"))
 
 
+@case("storage", "token", C.PERMISSION_DENIED, "")
+def annotator_announces_a_case(env):  # only tracking's sweep (a service) or an admin may
+    return env.storage.AnnounceCase(
+        storage_pb2.AnnounceCaseRequest(case_id=env.case_id), metadata=env.auth("annotator")
+    )
+
+
+@case("tracking", "token", C.PERMISSION_DENIED, "")
+def reviewer_runs_a_reconciliation(env):
+    return env.tracking.Reconcile(tracking_pb2.ReconcileRequest(), metadata=env.auth("reviewer"))
+
+
+@case("storage", "id", C.INVALID_ARGUMENT, "case id")
+def announce_a_traversal_case_id(env):
+    return env.storage.AnnounceCase(storage_pb2.AnnounceCaseRequest(case_id="../x"), metadata=env.auth("admin"))
+
+
 @case("storage", "id", C.INVALID_ARGUMENT, "case id")
 def traversal_case_id(env):
     return env.storage.GetCase(storage_pb2.GetCaseRequest(case_id="../../etc/passwd"), metadata=env.auth("admin"))

@@ -12,6 +12,7 @@ from atlasloop.cli import (
     models_command,
     pull_command,
     queue_commands,
+    reconcile_command,
     revise_command,
     score_command,
     slices_command,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     revise_command.register(commands)
     train_commands.register(commands)
     dead_letters_command.register(commands)
+    reconcile_command.register(commands)
     return parser
 
 

@@ -9,7 +9,9 @@ Every series carries the ``service`` label. What is measured and where:
   behind the end of each topic, from librdkafka's statistics): the event plumbing;
 - ``atlasloop_step_duration_seconds{step}``: the work a case waits on (``import``, ``prediction``,
   ``scoring``, ``rendering``, ``training_run``);
-- ``atlasloop_queue_depth`` and ``atlasloop_active_leases``: tracking's queue, read when scraped.
+- ``atlasloop_queue_depth`` and ``atlasloop_active_leases``: tracking's queue, read when scraped;
+- ``atlasloop_reconciled_cases_total{outcome}`` (``announced_missing``, ``announced_stuck``,
+  ``orphan``): what tracking's reconciliation sweep repaired or found.
 
 Ray's own metrics come from each Ray node's metrics export port, not from here.
 """
@@ -46,6 +48,11 @@ STEP_SECONDS = Histogram(
     "atlasloop_step_duration_seconds", "Durations of the work a case waits on.", ["service", "step"], buckets=SECONDS
 )
 QUEUE_DEPTH = Gauge("atlasloop_queue_depth", "Cases queued for revision and not yet taken.", ["service"])
+RECONCILED = Counter(
+    "atlasloop_reconciled_cases",
+    "Cases tracking's reconciliation sweep announced again or found orphaned.",
+    ["service", "outcome"],
+)
 ACTIVE_LEASES = Gauge("atlasloop_active_leases", "Cases an annotator holds now.", ["service"])
 
 
@@ -89,6 +96,10 @@ def record_kafka_lag(stats_json: str) -> None:
         known = [n for n in lags if isinstance(n, int) and n >= 0]
         if known:
             lag(topic, sum(known))
+
+
+def reconciled(outcome: str, cases: int) -> None:
+    RECONCILED.labels(_service, outcome).inc(cases)
 
 
 def step(name: str, seconds: float) -> None:

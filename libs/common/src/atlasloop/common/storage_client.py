@@ -65,14 +65,23 @@ class StorageClient:
 
     def case_ids(self, page_size: int = 500) -> Iterator[str]:
         """Every case id, page by page."""
+        for page in self.case_pages(page_size):
+            yield from (case.case_id for case in page)
+
+    def case_pages(self, page_size: int = 500) -> Iterator[list[storage_pb2.CaseInfo]]:
+        """Every stored case, one page (at most the service's page size) at a time."""
         token = ""
         while True:
             reply = self._call(
                 self._stub.ListCases, storage_pb2.ListCasesRequest(page_size=page_size, page_token=token)
             )
-            yield from (case.case_id for case in reply.cases)
+            yield list(reply.cases)
             if not (token := reply.next_page_token):
                 return
+
+    def announce(self, case_id: str) -> None:
+        """Ask storage to publish ``case.ingested`` for the case again."""
+        self._call(self._stub.AnnounceCase, storage_pb2.AnnounceCaseRequest(case_id=case_id))
 
     def label_versions(self, case_id: str) -> list[storage_pb2.LabelVersionInfo]:
         """A case's label versions, oldest first."""

@@ -137,6 +137,12 @@ class StorageCore:
     def get_case(self, case_id: str) -> CaseRecord:
         return self.catalog.get(case_id)
 
+    def announce(self, case_id: str) -> CaseRecord:
+        """Publish ``case.ingested`` again for a stored case (tracking's reconciliation sweep)."""
+        record = self.catalog.get(case_id)
+        self.importer.announce(record)
+        return record
+
     def list_cases(self, page_size: int, token: str) -> tuple[list[CaseRecord], str]:
         return self.catalog.page(page_size, token)
 

@@ -178,9 +178,13 @@ class CaseImporter:
             record = CaseRecord.from_json(self._store.get_json(layout.meta_key(str(receipt["case_id"]))))
         except NotFound:
             return None
-        self._producer.publish(self._ingested(record), key=record.case_id)
+        self.announce(record)
         log.info("import retried: the case exists; announced again", extra={"case_id": record.case_id})
         return record
+
+    def announce(self, record: CaseRecord) -> None:
+        """``case.ingested`` for a stored case, published (again): every consumer is idempotent."""
+        self._producer.publish(self._ingested(record), key=record.case_id)
 
     def _ingested(self, record: CaseRecord) -> events_pb2.CaseIngested:
         return events_pb2.CaseIngested(

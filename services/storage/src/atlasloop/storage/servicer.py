@@ -90,6 +90,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         check_case_read(request.case_id)
         return storage_pb2.GetCaseResponse(info=self._core.get_case(request.case_id).to_proto(self._bucket))
 
+    def AnnounceCase(self, request, context):
+        return storage_pb2.AnnounceCaseResponse(info=self._core.announce(request.case_id).to_proto(self._bucket))
+
     def ListCases(self, request, context):
         records, token = self._core.list_cases(request.page_size, request.page_token)
         return storage_pb2.ListCasesResponse(cases=[r.to_proto(self._bucket) for r in records], next_page_token=token)

@@ -1,4 +1,5 @@
-"""Assembles the tracking service: migrations, core, servicer, event consumer, outbox relay."""
+"""Assembles the tracking service: migrations, core, servicer, event consumer, outbox relay, and the
+reconciliation sweep with storage."""
 
 from __future__ import annotations
 
@@ -51,12 +52,12 @@ def build(settings: TrackingSettings) -> ServiceSpec:
     def register(server: grpc.Server) -> None:
         tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)
 
-    on_start = [relay.start] + ([events_in.start] if settings.consume_events else [])
+    on_start = [relay.start, core.reconciler.start] + ([events_in.start] if settings.consume_events else [])
     return ServiceSpec(
         name="tracking",
         services=[SERVICE],
         register=register,
         checks=[database_check(engine), migration_check(settings, engine), kafka_check(settings.kafka)],
         on_start=on_start,
-        on_stop=[events_in.stop, relay.stop, producer.close, storage.close, engine.dispose],
+        on_stop=[core.reconciler.stop, events_in.stop, relay.stop, producer.close, storage.close, engine.dispose],
     )

@@ -19,6 +19,7 @@ from atlasloop.common.storage_client import StorageClient
 from atlasloop.tracking import observed, queue, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
 from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Lease, Project, Revision
+from atlasloop.tracking.reconcile import Reconciler, Report
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
 
@@ -48,6 +49,13 @@ class TrackingCore:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.storage = storage
+        self.reconciler = Reconciler(
+            self.sessions,
+            storage,
+            settings.reconcile_grace_s,
+            settings.reconcile_max_announce,
+            settings.reconcile_interval_s,
+        )
 
     # projects and cases
     def create_project(self, name: str, description: str, principal: str) -> str:
@@ -220,6 +228,9 @@ class TrackingCore:
                 raise NotFound(f"revision {revision_id!r} does not exist")
             session.expunge(revision)
             return revision
+
+    def reconcile(self) -> Report:
+        return self.reconciler.sweep()
 
     def list_dead_letters(self) -> list[dead_letters.DeadLetter]:
         return dead_letters.read(self.settings.kafka)

@@ -200,6 +200,16 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         letter = self._core.replay_dead_letter(request.id, current_principal().name)
         return tracking_pb2.ReplayDeadLetterResponse(letter=_letter(letter))
 
+    def Reconcile(self, request, context):
+        report = self._core.reconcile()
+        return tracking_pb2.ReconcileResponse(
+            storage_cases=report.storage_cases,
+            announced_missing=report.announced_missing,
+            announced_stuck=report.announced_stuck,
+            orphans=report.orphans,
+            deferred=report.deferred,
+        )
+
     def GetStatistics(self, request, context):
         stats = self._core.statistics(request.project_id)
         return tracking_pb2.GetStatisticsResponse(

@@ -27,6 +27,17 @@ class TrackingSettings(ServiceSettings):
     )
     storage_target: str = Field(default=default_target("storage"), description="The storage service (host:port).")
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
+    reconcile_interval_s: int = Field(
+        default=600, ge=0, description="Seconds between reconciliation sweeps with storage (0: only on request)."
+    )
+    reconcile_grace_s: int = Field(
+        default=600,
+        ge=0,
+        description="The sweep leaves younger cases alone (their events may be on the way).",
+    )
+    reconcile_max_announce: int = Field(
+        default=200, ge=1, description="Most cases one sweep asks storage to announce again; the rest wait."
+    )
     consume_events: bool = True
     migrate_on_start: bool = Field(default=True, description="Run the Alembic migrations at start-up.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
