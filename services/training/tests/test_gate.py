@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.training.gate import OrganScore, decide, overall
-from atlasloop.training.ledger import Approval
+from atlasloop.training.ledger import Approval, with_roles
 from atlasloop.training.settings import TriggerPolicy
 from atlasloop.training.triggers import due
 
@@ -42,3 +44,60 @@ def test_triggers_fire_on_the_count_or_on_an_organ_threshold():
     policy = TriggerPolicy(approved_threshold=0, organ_thresholds={"pancreas": 1, "spleen": 1})
     assert due(policy, pending) == "organ:pancreas>=1"
     assert due(TriggerPolicy(approved_threshold=0), pending) == ""
+
+
+def test_the_gate_judges_improvement_on_the_new_sites_when_it_has_their_cases():
+    frozen, site = _scores(0.80), _scores(0.60)
+    # a candidate a little worse on the old sites (within the margin), better on the new ones
+    decision = decide(frozen, _scores(0.78), 0.05, site_current=site, site_candidate=_scores(0.66))
+    assert decision.passed and "new sites" in decision.reason
+    refused = decide(frozen, _scores(0.90), 0.05, site_current=site, site_candidate=_scores(0.60))
+    assert not refused.passed and "not better overall on the new sites" in refused.reason
+    assert not decide(frozen, _scores(0.70), 0.05, site_current=site, site_candidate=_scores(0.9)).passed
+
+
+def test_each_site_keeps_its_first_and_every_fourth_approved_case_for_evaluation():
+    sites = {f"b{i}": "B" for i in range(6)} | {f"d{i}": "D" for i in range(3)}
+    approved = {f"r-{c}": Approval(c, f"v-{c}", ("liver",)) for c in ["b0", "d0", "b1", "b2", "d1", "b3", "b4"]}
+    approved["r-b1-again"] = Approval("b1", "v-b1-2", ("liver",))  # the same case approved again
+    approved["r-f"] = Approval("f0", "v-f", ("liver",))  # a frozen held-out case
+    asked: list[str] = []
+
+    def site_of(case_id: str) -> str:
+        asked.append(case_id)
+        return sites.get(case_id, "A")
+
+    roles = with_roles(approved, site_of, 0.25, frozen={"f0"})
+    evaluate = sorted(a.case_id for a in roles.values() if a.role == "evaluate")
+    assert evaluate == ["b0", "b4", "d0"]  # B: 1st and 5th case; D: 1st
+    assert roles["r-b1-again"].role == roles["r-b1"].role == "train" and roles["r-f"].role == "train"
+    assert len(asked) == len(set(asked))  # one look-up per case
+    # Later approvals keep counting per site from the roles already given.
+    later = roles | {"r-b5": Approval("b5", "v-b5", ("liver",)), "r-d2": Approval("d2", "v-d2", ("liver",))}
+    again = with_roles(later, site_of, 0.25, frozen=set())
+    assert {c: again[f"r-{c}"].role for c in ("b5", "d2")} == {"b5": "train", "d2": "train"}
+    assert {k: v for k, v in again.items() if k in roles} == roles  # nothing given before changes
+
+
+def test_a_guided_revision_is_scored_only_where_each_organ_was_verified():
+    """Outside the liver's region the revised label is still the ensemble's: a set that copied it
+    there must not score better than one that did not."""
+    from atlasloop.imaging.labels import NUM_CLASSES, ORGAN_IDS
+    from atlasloop.training.gate import _verified_metrics
+    from atlasloop.training.learning import Example
+
+    liver, spleen = ORGAN_IDS["liver"], ORGAN_IDS["spleen"]
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:10, 2:10, 2:10] = liver  # corrected inside the liver's region
+    labels[12:18, 12:18, 12:18] = spleen  # the AI's spleen, never looked at
+    verified = np.zeros((NUM_CLASSES, 20, 20, 20), bool)
+    verified[liver, 0:11, 0:11, 0:11] = True
+    example = Example("c", "v", np.zeros((20, 20, 20), np.float32), labels, verified)
+    pred = np.zeros_like(labels)
+    pred[2:10, 2:10, 2:10] = liver
+    (only,) = _verified_metrics(pred, example, (3.0, 3.0, 3.0), 2.0)  # the spleen is not scored at all
+    assert only.organ == "liver" and only.dice == 1.0
+    pred[2:6] = 0
+    assert _verified_metrics(pred, example, (3.0, 3.0, 3.0), 2.0)[0].dice < 0.7
+    whole = Example("c", "v", example.image, labels)
+    assert {m.organ for m in _verified_metrics(pred, whole, (3.0, 3.0, 3.0), 2.0)} == set(ORGANS.values())

@@ -33,8 +33,8 @@ def test_loss_is_lower_for_the_right_answer_than_for_a_wrong_one():
 
 def test_crops_have_the_crop_size_and_pad_small_volumes():
     example = Example("c", "v", np.ones((10, 40, 70), np.float32), np.full((10, 40, 70), 3, np.uint8))
-    image, labels = crop(example, np.array([5, 39, 0]), 32)
-    assert image.shape == labels.shape == (32, 32, 32)
+    image, labels, verified = crop(example, np.array([5, 39, 0]), 32)
+    assert image.shape == labels.shape == verified.shape == (32, 32, 32) and verified.all()
     assert image[:10].all() and not image[10:].any() and (labels[:10] == 3).all()
 
 
@@ -75,3 +75,30 @@ def test_the_trained_network_is_saved_with_or_without_the_parallel_wrapper():
     wrapped = torch.nn.DataParallel(network)  # the same .module wrapping as DDP, without a process group
     assert unwrapped(wrapped) is network
     assert not any(k.startswith("module.") for k in unwrapped(wrapped).state_dict())
+
+
+def test_the_loss_ignores_what_no_person_verified():
+    """Outside the verified voxels the label is the ensemble's own: any prediction costs nothing there."""
+    labels = torch.zeros((1, 8, 8, 8), dtype=torch.long)
+    labels[0, 2:6, 2:6, 2:6] = 5
+    right = torch.full((1, 10, 8, 8, 8), -8.0)
+    right[:, 0] = 8.0
+    right[0, 0, 2:6, 2:6, 2:6], right[0, 5, 2:6, 2:6, 2:6] = -8.0, 8.0
+    wrong_outside = right.clone()
+    wrong_outside[0, :, :, :, 6:] = -right[0, :, :, :, 6:]  # everything wrong in two unverified slices
+    verified = torch.ones((1, 8, 8, 8))
+    verified[0, :, :, 6:] = 0
+    assert dice_bce_loss(wrong_outside, labels, verified) < 0.01 < 1.0 < dice_bce_loss(wrong_outside, labels)
+
+
+def test_masked_crops_are_drawn_where_a_person_looked():
+    labels = np.zeros((40, 40, 40), np.uint8)
+    verified = np.zeros((40, 40, 40), bool)
+    verified[30:34, 30:34, 30:34] = True
+    example = Example("c", "v", np.zeros((40, 40, 40), np.float32), labels, verified)
+    sampler = Sampler([example], [], Recipe(batch_size=4, crop=16, intensity_jitter=0), seed=0)
+    for _ in range(5):
+        _images, _labels, mask = sampler.batch()
+        assert mask is not None and mask.shape == (4, 16, 16, 16) and mask.flatten(1).sum(1).min() > 0
+    whole = Sampler([example], [], Recipe(batch_size=4, crop=16, partial_labels="whole"), seed=0)
+    assert whole.batch()[2] is None

@@ -79,6 +79,11 @@ class StorageClient:
             if not (token := reply.next_page_token):
                 return
 
+    def get_case(self, case_id: str) -> storage_pb2.CaseInfo:
+        """The stored case (NotFound when storage does not hold it)."""
+        reply = self._call(self._stub.GetCase, storage_pb2.GetCaseRequest(case_id=case_id))
+        return cast(storage_pb2.CaseInfo, reply.info)
+
     def announce(self, case_id: str) -> None:
         """Ask storage to publish ``case.ingested`` for the case again."""
         self._call(self._stub.AnnounceCase, storage_pb2.AnnounceCaseRequest(case_id=case_id))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlasloop.common.domain import ErrorTag
+from atlasloop.imaging.boxes import box_slices, voxel_bounds
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.volume import Volume
 
@@ -50,18 +51,12 @@ class NativeBox:
     hi: tuple[int, int, int]
 
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b + 1) for a, b in zip(self.lo, self.hi, strict=True))  # type: ignore[return-value]
+        return box_slices(self.lo, self.hi)
 
 
 def native_box(organ: str, min_mm, max_mm, affine: np.ndarray, shape: tuple[int, ...], pad: int = 1) -> NativeBox:
     """A world-coordinate box (mm, RAS) as voxel bounds on a grid, padded and clipped."""
-    corners = np.array(
-        [[x, y, z, 1.0] for x in (min_mm[0], max_mm[0]) for y in (min_mm[1], max_mm[1]) for z in (min_mm[2], max_mm[2])]
-    )
-    voxels = (np.linalg.inv(affine) @ corners.T)[:3].T
-    lo = np.clip(np.floor(voxels.min(axis=0)).astype(int) - pad, 0, np.array(shape) - 1)
-    hi = np.clip(np.ceil(voxels.max(axis=0)).astype(int) + pad, 0, np.array(shape) - 1)
-    return NativeBox(organ, tuple(int(v) for v in lo), tuple(int(v) for v in hi))  # type: ignore[arg-type]
+    return NativeBox(organ, *voxel_bounds(min_mm, max_mm, affine, shape, pad))
 
 
 def axial_axis(affine: np.ndarray) -> int:

@@ -3,7 +3,7 @@ service (checksums verified on the way) and brought onto the model grid as infer
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -13,11 +13,17 @@ from atlasloop.imaging.labels import NUM_CLASSES
 from atlasloop.imaging.preprocess import PreprocessConfig, labels_to_model, preprocess_image
 from atlasloop.training.learning import Example
 from atlasloop.training.ledger import LabelRef
+from atlasloop.training.verified import verified_mask
+
+RegionsOf = Callable[[LabelRef], list[dict]]
 
 
-def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessConfig) -> Example:
+def load_example(
+    client: StorageClient, ref: LabelRef, preprocess: PreprocessConfig, regions_of: RegionsOf | None = None
+) -> Example:
     """One example on the grid of the models it trains (``preprocess``: their spacing and window);
-    a version that cannot be read or does not fit its CT is refused by name."""
+    a version that cannot be read or does not fit its CT is refused by name. ``regions_of``: the
+    attention regions that guided the label's revision, verified per class (``verified``)."""
     where = f"case {ref.case_id} label version {ref.label_version}"
     try:
         ct = client.load_ct(ref.case_id)
@@ -34,18 +40,19 @@ def load_example(client: StorageClient, ref: LabelRef, preprocess: PreprocessCon
         ref.label_version,
         pre.image.astype(np.float16),  # half the memory
         labels_to_model(labels, pre.grid),
+        verified_mask(regions_of(ref), pre.grid) if regions_of is not None else None,
     )
 
 
 def load_usable(
-    client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig
+    client: StorageClient, refs: Iterable[LabelRef], preprocess: PreprocessConfig, regions_of: RegionsOf | None = None
 ) -> tuple[list[Example], dict[LabelRef, str]]:
     """The examples that load, and why each of the others did not (a label that cannot be read or
     does not fit its CT). A dependency that does not answer still fails the whole call."""
     examples, refused = [], {}
     for ref in refs:
         try:
-            examples.append(load_example(client, ref, preprocess))
+            examples.append(load_example(client, ref, preprocess, regions_of))
         except (InvalidInput, NotFound) as exc:
             refused[ref] = str(exc)
     return examples, refused

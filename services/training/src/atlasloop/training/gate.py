@@ -3,15 +3,20 @@ may replace the current set.
 
 Evaluation is the ensemble exactly as inference runs it (``atlasloop.models.ensemble``: sliding-
 window sigmoid per member, the one pseudo-label rule), on the model grid, scored per organ with Dice
-and normalised surface Dice (NSD) against the human labels, averaged over cases.
+and normalised surface Dice (NSD) against the human labels, averaged over cases. A guided revision
+is compared organ by organ only where a person verified that organ (``atlasloop.training.verified``):
+elsewhere its label is the ensemble's own.
 
 The decision (``decide``): the candidate passes only if
-1. on the held-out set, no organ's Dice drops by more than ``margin`` below the current set's;
+1. on the frozen held-out set, no organ's Dice drops by more than ``margin`` below the current
+   set's (it must not get worse where labels were good before);
 2. on the replay set (labels the models were trained on before), the mean Dice does not drop by
    more than ``margin`` (forgetting);
-3. its overall held-out score (mean over organs of (Dice + NSD) / 2) beats the current set's by at
-   least ``min_improvement``.
-The first failing rule is the recorded reason; both sets' scores are always recorded.
+3. its overall score (mean over organs of (Dice + NSD) / 2) beats the current set's by at least
+   ``min_improvement`` on the *site* held-out set, the approved cases kept aside from the sites the
+   loop is labelling (``Ledger.assign_roles``), where fine-tuning on their corrections is meant to
+   help; before any such case exists, on the frozen held-out set.
+The first failing rule is the recorded reason; every set's scores are always recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atlasloop.imaging.labels import ORGANS
-from atlasloop.imaging.metrics import organ_metrics
+from atlasloop.imaging.metrics import OrganMetrics, organ_metrics
 from atlasloop.models.ensemble import InferenceConfig, ensemble_labels
 from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.training.learning import Example
@@ -35,16 +40,35 @@ GATE_OVERLAP = 0.25  # every set at the same overlap: a fair comparison (docs/ad
 def evaluate(
     members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig, tolerance_mm: float = 2.0
 ) -> Scores:
-    """Per-organ Dice and NSD of the ensemble, averaged over ``examples``."""
+    """Per-organ Dice and NSD of the ensemble, averaged over the ``examples`` that verify the organ
+    (all of them, unless a guided revision's per-class mask says otherwise)."""
     if not examples:
         raise ValueError("no cases to evaluate on")
     spacing = (shared_preprocess([m.manifest for m in members]).spacing_mm,) * 3  # the model grid's
     sums = {organ: np.zeros(2) for organ in ORGANS.values()}
+    counts = dict.fromkeys(ORGANS.values(), 0)
     for example in examples:
         pred = ensemble_labels(members, example.image.astype(np.float32), cfg)
-        for metric in organ_metrics(pred, example.labels, spacing, tolerance_mm):
+        for metric in _verified_metrics(pred, example, spacing, tolerance_mm):
             sums[metric.organ] += (metric.dice, metric.nsd)
-    return {organ: OrganScore(*(total / len(examples))) for organ, total in sums.items()}
+            counts[metric.organ] += 1
+    return {organ: OrganScore(*(total / counts[organ])) for organ, total in sums.items() if counts[organ]}
+
+
+def _verified_metrics(
+    pred: np.ndarray, example: Example, spacing: tuple[float, float, float], tolerance_mm: float
+) -> list[OrganMetrics]:
+    """Each organ compared where a person verified it: everywhere for a whole label; inside the
+    organ's own regions for a guided revision (elsewhere its label is a set's own)."""
+    if example.verified is None:
+        return organ_metrics(pred, example.labels, spacing, tolerance_mm)
+    metrics = []
+    for label, organ in ORGANS.items():
+        where = example.verified if example.verified.ndim == 3 else example.verified[label]
+        if where.any():
+            p, t = np.where(where, pred, 0), np.where(where, example.labels, 0)
+            metrics += organ_metrics(p, t, spacing, tolerance_mm, organs={label: organ})
+    return metrics
 
 
 def evaluate_here(members: Sequence[LoadedModel], examples: Sequence[Example], tolerance_mm: float) -> Scores:
@@ -79,6 +103,8 @@ def decide(
     min_improvement: float = 0.0,
     replay_current: Scores | None = None,
     replay_candidate: Scores | None = None,
+    site_current: Scores | None = None,
+    site_candidate: Scores | None = None,
 ) -> Decision:
     drops = [
         (organ, current[organ].dice, candidate[organ].dice)
@@ -100,10 +126,13 @@ def decide(
                 f"mean Dice on the replay set drops from {before:.3f} to {after:.3f} "
                 f"(margin {margin:.3f}): the candidate forgets",
             )
+    where = "the held-out set"
     before, after = overall(current), overall(candidate)
+    if site_current is not None and site_candidate is not None:
+        where = "the new sites' held-out cases"
+        before, after = overall(site_current), overall(site_candidate)
     if after <= before + min_improvement:
         return Decision(
-            False,
-            f"not better overall on the held-out set: {after:.4f} vs {before:.4f} (needs > {min_improvement:+.4f})",
+            False, f"not better overall on {where}: {after:.4f} vs {before:.4f} (needs > {min_improvement:+.4f})"
         )
-    return Decision(True, f"better overall on the held-out set: {after:.4f} vs {before:.4f}")
+    return Decision(True, f"better overall on {where}: {after:.4f} vs {before:.4f}")

@@ -10,13 +10,21 @@ label never fails every later run.
 ``training/held-out.json`` is the frozen evaluation set: chosen once, at the first run, from the
 labelled cases (imported originals and approved revisions), by a stable hash of the case id; its
 cases are never trained on, so every gate compares sets on the same unseen labels.
+
+The frozen set comes from the sites labelled before the loop began, so it cannot see whether a
+candidate got better where the loop is labelling. Each approved case therefore gets a *role* the
+first time a run sees it: ``evaluate`` for a share of every site's approved cases (the first, and
+then one in every ``1 / fraction``, in approval order; the site is the case's import ``source``), or
+``train``. A case keeps its role; evaluation cases are never trained on or replayed, and the gate
+scores both sets on them (``site_held_out``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -25,6 +33,8 @@ from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.storage_client import StorageClient
+
+TRAIN, EVALUATE = "train", "evaluate"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,8 @@ class Approval:
     organs: tuple[str, ...]
     run: str = ""
     quarantined: str = ""  # why its label cannot be used
+    role: str = ""  # "train" or "evaluate" once a run has seen it; "" before
+    site: str = ""
 
     @property
     def ref(self) -> LabelRef:
@@ -61,6 +73,8 @@ class Approval:
             tuple(document["organs"]),
             document["run"],
             document.get("quarantined", ""),
+            document.get("role", ""),
+            document.get("site", ""),
         )
 
 
@@ -96,7 +110,22 @@ class Ledger:
         return {k: a for k, a in self._read().items() if not a.run and not a.quarantined}
 
     def consumed(self) -> dict[str, Approval]:
-        return {k: a for k, a in self._read().items() if a.run and not a.quarantined}
+        """Approved revisions a run has trained on (the replay pool): not the evaluation cases."""
+        return {k: a for k, a in self._read().items() if a.run and not a.quarantined and a.role != EVALUATE}
+
+    def assign_roles(self, site_of: Callable[[str], str], fraction: float, frozen: set[str]) -> None:
+        """Give every approval without one its case's role (module docstring); ``frozen``: the
+        frozen held-out cases (never trained on anyway, so never an evaluation case of a site)."""
+        with self._lock:
+            approved = self._read()
+            assigned = with_roles(approved, site_of, fraction, frozen)
+            if assigned != approved:
+                self._write(assigned)
+
+    def site_held_out(self) -> list[tuple[LabelRef, str]]:
+        """The evaluation cases of the labelled-by-the-loop sites: (newest approved label, site)."""
+        newest = {a.case_id: (a.ref, a.site) for a in self._read().values() if a.role == EVALUATE and not a.quarantined}
+        return sorted(newest.values(), key=lambda item: item[0].case_id)
 
     def quarantined(self) -> dict[str, Approval]:
         return {k: a for k, a in self._read().items() if a.quarantined}
@@ -134,6 +163,31 @@ class Ledger:
             if chosen:
                 self._store.put_json(layout.HELD_OUT, {"cases": [asdict(ref) for ref in chosen]})
             return chosen
+
+
+def with_roles(
+    approved: dict[str, Approval], site_of: Callable[[str], str], fraction: float, frozen: set[str]
+) -> dict[str, Approval]:
+    """``approved`` (in approval order) with a role for every approval: its case's, or for a case
+    seen for the first time ``evaluate`` when it is its site's first, (1 + 1/fraction)-th, ... case."""
+    roles = {a.case_id: (a.role, a.site) for a in approved.values() if a.role}
+    per_site: dict[str, int] = {}
+    for _role, site in roles.values():
+        per_site[site] = per_site.get(site, 0) + 1
+    out = {}
+    for revision_id, approval in approved.items():
+        if approval.role or approval.quarantined:
+            out[revision_id] = approval
+            continue
+        if approval.case_id not in roles:
+            site = site_of(approval.case_id)
+            k = per_site.get(site, 0)
+            held = approval.case_id not in frozen and math.ceil((k + 1) * fraction) > math.ceil(k * fraction)
+            roles[approval.case_id] = (EVALUATE if held else TRAIN, site)
+            per_site[site] = k + 1
+        role, site = roles[approval.case_id]
+        out[revision_id] = replace(approval, role=role, site=site)
+    return out
 
 
 def original_labels(client: StorageClient) -> list[LabelRef]:

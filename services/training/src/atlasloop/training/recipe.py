@@ -25,6 +25,8 @@ tiny models on CPUs can do; every number is configuration (``TrainingSettings.re
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -41,4 +43,9 @@ class Recipe(BaseModel):
     replay_fraction: float = Field(default=0.5, ge=0, le=1)
     flip_axes: tuple[int, ...] = Field(default=(), description="Model-grid axes to mirror at random (0 = left-right).")
     intensity_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    partial_labels: Literal["masked", "whole"] = Field(
+        default="masked",
+        description="A guided revision is verified only inside the regions the annotator reviewed: "
+        "'masked' trains on those voxels only, 'whole' on the whole label (the AI's outside).",
+    )
     seed: int = 0

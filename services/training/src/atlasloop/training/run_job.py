@@ -38,6 +38,7 @@ from atlasloop.training.recipe import Recipe
 from atlasloop.training.recording import RunLog
 from atlasloop.training.runs import RunRecord, RunStore
 from atlasloop.training.settings import TrainingSettings
+from atlasloop.training.verified import guiding_regions
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,15 @@ class RunJob:
     def _run(self, run: RunRecord, client: StorageClient) -> None:
         run.base_model_set = self.registry.current()
         self.log.transition(run, RunState.RUNNING)
-        chosen = training_set.choose(self.ledger, client, self.settings, run.from_originals)
+        try:
+            chosen = training_set.choose(self.ledger, client, self.settings, run.from_originals)
+        except training_set.KeptForEvaluation as exc:
+            self.ledger.consume(exc.revisions, run.run_id)
+            run.revisions = exc.revisions
+            raise
         run.revisions = chosen.revisions
         run.held_out = [str(r) for r in chosen.held_out]
+        run.site_held_out = [str(r) for r in chosen.site_held_out]
         run.label_versions = [str(r) for r in chosen.revised + chosen.replay]
         self.runs.save(run)
         current = self.registry.load_set(run.base_model_set)  # verifies checksum, schema, config
@@ -111,12 +118,24 @@ class RunJob:
             self.runs.save(run)
         candidates = [self._candidate(run, model) for model in current]
         self.log.transition(run, RunState.EVALUATING)
-        self._gate_and_publish(run, current, candidates, self._usable(run, client, chosen.held_out, grid), replay)
+        self._gate_and_publish(
+            run,
+            current,
+            candidates,
+            self._usable(run, client, chosen.held_out, grid),
+            replay,
+            self._usable(run, client, chosen.site_held_out, grid),
+        )
 
     def _usable(self, run: RunRecord, client: StorageClient, refs: list[LabelRef], grid: Any) -> list[Example]:
         """Examples of ``refs``; a label that cannot be used is quarantined with its reason (the
         run goes on without it, and no later run picks it up again)."""
-        examples, refused = load_usable(client, refs, grid)
+        mode = self.settings.verified_regions_mode
+
+        def regions_of(ref: LabelRef) -> list[dict]:
+            return guiding_regions(self.store, client, ref.case_id, ref.label_version, mode)
+
+        examples, refused = load_usable(client, refs, grid, regions_of)
         for ref, why in refused.items():
             revisions = self.ledger.quarantine(ref, why)
             run.quarantined[str(ref)] = why
@@ -153,16 +172,23 @@ class RunJob:
         candidates: list[LoadedModel],
         held_out: list[Example],
         replay: list[Example],
+        site_held_out: list[Example],
     ) -> None:
         policy = self.settings.gate
         before, after = self._evaluate([current, candidates], held_out)
         run.current_metrics, run.candidate_metrics = before, after
+        site_before = site_after = None
+        if site_held_out:
+            site_before, site_after = self._evaluate([current, candidates], site_held_out)
+            run.site_current_metrics, run.site_candidate_metrics = site_before, site_after
         replay_before = replay_after = None
         if policy.replay_eval_cases and replay:
             replay_before, replay_after = self._evaluate([current, candidates], replay[: policy.replay_eval_cases])
             run.replay_metrics = {"current": gate.mean_dice(replay_before), "candidate": gate.mean_dice(replay_after)}
         self.runs.save(run)
-        decision = gate.decide(before, after, policy.margin, policy.min_improvement, replay_before, replay_after)
+        decision = gate.decide(
+            before, after, policy.margin, policy.min_improvement, replay_before, replay_after, site_before, site_after
+        )
         self.ledger.consume(run.revisions, run.run_id)  # judged: these labels are no longer new
         if not decision.passed:
             self.log.finish(run, RunState.REJECTED, decision.reason, self._started)

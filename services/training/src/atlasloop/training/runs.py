@@ -36,10 +36,13 @@ class RunRecord:
     overrides: dict[str, Any] = field(default_factory=dict)  # recipe fields for this run only
     current_metrics: dict[str, OrganScore] = field(default_factory=dict)  # organ -> held-out score
     candidate_metrics: dict[str, OrganScore] = field(default_factory=dict)
+    site_current_metrics: dict[str, OrganScore] = field(default_factory=dict)  # on the site held-out cases
+    site_candidate_metrics: dict[str, OrganScore] = field(default_factory=dict)
     replay_metrics: dict[str, float] = field(default_factory=dict)  # {"current": mean Dice, "candidate": ...}
     revisions: list[str] = field(default_factory=list)  # approved revision ids trained on
     label_versions: list[str] = field(default_factory=list)  # "case/version" of every training label
     held_out: list[str] = field(default_factory=list)
+    site_held_out: list[str] = field(default_factory=list)  # "case/version" of the site held-out cases
     quarantined: dict[str, str] = field(default_factory=dict)  # "case/version" -> why it was set aside
     losses: dict[str, list[float]] = field(default_factory=dict)  # architecture -> loss per epoch
     progress: dict[str, Any] = field(default_factory=dict)  # the latest epoch: architecture, epoch, loss, eta_s
@@ -54,7 +57,7 @@ class RunRecord:
     def from_json(cls, document: dict[str, Any]) -> RunRecord:
         scores = {
             k: {o: OrganScore(**s) for o, s in document.get(k, {}).items()}
-            for k in ("current_metrics", "candidate_metrics")
+            for k in ("current_metrics", "candidate_metrics", "site_current_metrics", "site_candidate_metrics")
         }
         # records written before the state enum used upper-case names
         return cls(**(document | scores | {"state": RunState(str(document["state"]).lower())}))

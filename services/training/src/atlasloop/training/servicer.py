@@ -34,6 +34,10 @@ def run_to_proto(run: RunRecord) -> training_pb2.Run:
         created_at=created,
         seconds=run.seconds,
         label_versions=run.label_versions,
+        site_current_metrics=_metrics(run.site_current_metrics),
+        site_candidate_metrics=_metrics(run.site_candidate_metrics),
+        site_held_out=run.site_held_out,
+        held_out=run.held_out,
     )
 
 

@@ -29,6 +29,12 @@ class GatePolicy(BaseModel):
     held_out_fraction: float = Field(default=0.2, gt=0, le=0.5)
     held_out_max: int = Field(default=20, ge=1)
     replay_eval_cases: int = Field(default=4, ge=0, description="Replay cases scored for forgetting; 0 = skip.")
+    site_held_out_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=0.5,
+        description="Share of each site's approved cases kept to evaluate on (never trained on); 0 = none.",
+    )
 
 
 class TrainingSettings(ServiceSettings):
@@ -43,6 +49,11 @@ class TrainingSettings(ServiceSettings):
     tracking_token: str = Field(default="", description="Bearer token with the service role for tracking.")
     ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (jobs REST API).")
     job_poll_s: float = Field(default=1.0, gt=0, description="How often a running job and its record are read.")
+    verified_regions_mode: str = Field(
+        default="reference",
+        pattern="^(reference|improved)$",
+        description="The scoring mode whose attention regions annotators revise by (what a guided revision verified).",
+    )
     triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     recipe: Recipe = Field(default_factory=Recipe)

@@ -1,8 +1,10 @@
 """Which labels one run trains on, holds out and replays.
 
 - **held out**: the frozen evaluation set (``Ledger.held_out``), never trained on;
+- **site held out**: the approved cases set aside, per site, to evaluate on the sites the loop is
+  labelling (``Ledger.assign_roles``), never trained on;
 - **revised**: the newest approved revision per case among the revisions no run has consumed,
-  outside the held-out cases;
+  outside both held-out sets;
 - **replay**: earlier human labels (originals and consumed approvals), outside the held-out and the
   revised cases, a seeded sample of at most ``replay_max_cases``.
 """
@@ -19,9 +21,22 @@ from atlasloop.training.ledger import Approval, LabelRef, Ledger, latest_labels
 from atlasloop.training.settings import TrainingSettings
 
 
+class KeptForEvaluation(InvalidInput):
+    """Every new approval was kept aside to evaluate on: the run has nothing new to train on, and
+    those approvals count as seen (they do not trigger another run)."""
+
+    def __init__(self, revisions: list[str]) -> None:
+        super().__init__(
+            f"the {len(revisions)} new approved revision(s) were kept aside to evaluate on the sites they come "
+            "from; nothing new to train on until more are approved"
+        )
+        self.revisions = revisions
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     held_out: list[LabelRef]
+    site_held_out: list[LabelRef]
     revised: list[LabelRef]
     replay: list[LabelRef]
     revisions: list[str]  # the approved revision ids this run consumes
@@ -39,9 +54,22 @@ def choose(ledger: Ledger, client: StorageClient, settings: TrainingSettings, fr
     if not held_out:
         raise InvalidInput("no human-labelled cases to hold out for the gate; import labelled cases first")
     held = {ref.case_id for ref in held_out}
+    if s.gate.site_held_out_fraction:
+        sources: dict[str, str] = {}
+
+        def site_of(case_id: str) -> str:
+            if case_id not in sources:
+                sources[case_id] = client.get_case(case_id).source
+            return sources[case_id]
+
+        ledger.assign_roles(site_of, s.gate.site_held_out_fraction, held)
+    site_held_out = [ref for ref, _site in ledger.site_held_out()]
+    held |= {ref.case_id for ref in site_held_out}
     pending = ledger.pending()
     revised = latest_labels_of(pending.values(), exclude=held)
     if not revised and not from_originals:
+        if pending:
+            raise KeptForEvaluation(sorted(pending))
         raise InvalidInput("no approved revisions since the last run: nothing new to train on")
     revised_cases = {ref.case_id for ref in revised}
     replay = [
@@ -49,4 +77,4 @@ def choose(ledger: Ledger, client: StorageClient, settings: TrainingSettings, fr
     ]
     if len(replay) > s.replay_max_cases:
         replay = sorted(random.Random(s.recipe.seed).sample(replay, s.replay_max_cases), key=lambda r: r.case_id)
-    return TrainingSet(held_out, revised, replay, sorted(pending))
+    return TrainingSet(held_out, site_held_out, revised, replay, sorted(pending))
