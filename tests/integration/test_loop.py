@@ -6,6 +6,7 @@ must have moved; and a revised case's trace must span its import, prediction, sc
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -16,6 +17,7 @@ from atlasloop.events.v1 import events_pb2
 from atlasloop.loop.config import DemoConfig
 from atlasloop.loop.demo import Demo
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
+from atlasloop.loop.report import write_report
 
 from .conftest import EventCollector
 from .observing import MOVING, Scraper, case_trace
@@ -57,7 +59,7 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
             collector.wait_for(0, timeout_s=5)
             events = collector.received
             client = demo.client
-            revised = [case for r in results["rounds"] for case in r["revised"]]
+            revised = [case for r in results["rounds"] for case in r["cases_revised"]]
             assert len(revised) == 2 and len(set(revised)) == 2  # one per round, never the same case twice
 
             published = [e.model_set for e in events if isinstance(e, events_pb2.ModelPublished)]
@@ -122,9 +124,24 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
             scraper.stop()
             collector.close()
             demo.client.close()
-        report_rounds = results["rounds"]
-        assert [r["round"] for r in report_rounds] == [0, 1, 2]
-        assert all(0 <= r["mean_dice"] <= 1 for r in report_rounds)
-        assert report_rounds[0]["detection"]["attention"]["error_voxels"] > 0
+        snapshots = results["snapshots"]
+        assert [r["round"] for r in snapshots] == [0, 1, 2]
+        assert all(0 <= r["mean_dice"] <= 1 for r in snapshots)
+        # results.json as other tools read it
+        assert [r["round"] for r in results["rounds"]] == [1, 2]
+        for r in results["rounds"]:
+            assert r["published"] == (r["run"]["state"] == "PUBLISHED") and r["human_minutes"] > 0
+            assert 0 <= r["model_dice_unrevised_before"] <= 1 and 0 <= r["model_dice_unrevised_after"] <= 1
+            if not r["published"]:  # the same set labels the unrevised cases before and after
+                assert r["model_dice_unrevised_after"] == r["model_dice_unrevised_before"]
+        detection = results["detection"]
+        assert detection["voxel"]["error_voxels"] > 0
+        for level in ("case_organ", "region"):
+            assert detection[level]["relevant"] > 0 and {"sensitivity", "precision"} <= set(detection[level])
+        assert set(detection["by_mode"]) == {"reference", "improved", "uncertainty"}
+        assert results["efficiency"]["per_seed"][0]["seed"] == 0
+        assert "minutes_ratio_attention_vs_random" in results["efficiency"]
+        report = write_report(json.loads(json.dumps(results, default=float)), tmp_path)
+        assert "Minutes attention needs / minutes random needs" in report.read_text()
     finally:
         stack.down()

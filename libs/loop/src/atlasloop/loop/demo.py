@@ -39,7 +39,7 @@ from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.volume import Volume
-from atlasloop.loop import evaluation
+from atlasloop.loop import evaluation, judging
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
 from atlasloop.loop.config import LABELLED_SITES, UNLABELLED_SITES, DemoConfig, RoundRecord
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
@@ -134,6 +134,15 @@ class Demo:
 
     # ---- the state of the dataset ----
 
+    def ai_labels(self, cases: list[str]) -> dict[str, Volume]:
+        """Each case's newest AI label (the ensemble's current prediction)."""
+        labels = {}
+        for case_id in cases:
+            versions = self.client.label_versions(case_id, role="reviewer")
+            ai = [v for v in versions if v.source == common_pb2.LABEL_SOURCE_AI]
+            labels[case_id] = self.client.labels(case_id, ai[-1].label_version, role="reviewer")
+        return labels
+
     def dataset_labels(self) -> tuple[dict[str, Volume], dict[str, str]]:
         """Each unlabelled case's current label: its newest human version, else its newest AI one
         (read as the coordinator, a reviewer: an annotator sees only the cases they work on)."""
@@ -186,7 +195,14 @@ class Demo:
         }
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
-        return {name: asdict(evaluation.detection(ai, self.truth, plan.regions)) for name, plan in plans.items()}
+        return {
+            name: {
+                "voxel": asdict(evaluation.detection(ai, self.truth, plan.regions)),
+                "case_organ": judging.case_organ(ai, self.truth, plan.regions).as_json(),
+                "region": judging.region_level(ai, self.truth, plan.regions).as_json(),
+            }
+            for name, plan in plans.items()
+        }
 
     def round_budget(self, ai: dict[str, Volume], plan: evaluation.Plan) -> float:
         """The minutes one round of the loop spends: the attention strategy's first ``per_round`` cases."""
@@ -279,19 +295,36 @@ class Demo:
                     f"one round = {self.budget_min:.1f} min"
                 )
             before = {r.run_id for r in self.client.runs()}
+            ai_before = self.ai_labels(self.unlabelled)
             self.revise_round(round_, record)
             record.run = self.train("", run_id=self.triggered_run(before))
             self.rounds.append(record)
             remaining = [x for x in self.unlabelled if x not in {y for r in self.rounds for y in r.revised}]
             self.wait_scored(remaining)
+            truth = {x: self.truth[x] for x in remaining}
+            record.model_dice_unrevised_before = evaluation.mean_dice(ai_before, truth)
+            record.model_dice_unrevised_after = evaluation.mean_dice(self.ai_labels(remaining), truth)
+            self.say(
+                f"round {round_}: models on the {len(remaining)} unrevised cases "
+                f"{record.model_dice_unrevised_before:.3f} -> {record.model_dice_unrevised_after:.3f} "
+                f"({record.run['state']})"
+            )
         final = self.snapshot(c.rounds)
         self.rounds.append(final)
         self.timings["total"] = time.monotonic() - started
         stats = self.client.statistics()
+        detection = self.rounds[0].detection
         return {
             "config": asdict(c),
             "initial_run": initial,
-            "rounds": [asdict(r) for r in self.rounds],
+            "rounds": [_round_json(r) for r in self.rounds[:-1]],
+            "snapshots": [asdict(r) for r in self.rounds],
+            "detection": {
+                **{level: detection["attention"][level] for level in ("case_organ", "region", "voxel")},
+                "by_mode": {_MODES.get(name, name): levels for name, levels in detection.items()},
+                "definitions": {"matters_dice": judging.MATTERS_DICE, "min_error_ml": judging.MIN_ERROR_ML},
+            },
+            "efficiency": judging.efficiency(self.comparison, self.budget_min * 2),
             "comparison": [asdict(curve) for curve in self.comparison],
             "budget_min": self.budget_min,
             "timings": self.timings,
@@ -300,6 +333,23 @@ class Demo:
             "cases": {"labelled": c.labelled_cases, "unlabelled": len(self.unlabelled)},
             "effort": asdict(self.annotator.effort),
         }
+
+
+_MODES = {"attention": "reference", "improved": "improved", "uncertainty": "uncertainty"}
+
+
+def _round_json(record: RoundRecord) -> dict:
+    """One round as other tools read it (``results.json`` ``rounds``)."""
+    return {
+        "round": record.round + 1,
+        "model_set": record.model_set,
+        "published": record.run.get("state") == "PUBLISHED",
+        "model_dice_unrevised_before": record.model_dice_unrevised_before,
+        "model_dice_unrevised_after": record.model_dice_unrevised_after,
+        "human_minutes": record.minutes,
+        "cases_revised": list(record.revised),
+        "run": record.run,
+    }
 
 
 def _tag_counts(stats) -> dict[str, int]:
