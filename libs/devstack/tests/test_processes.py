@@ -56,3 +56,27 @@ def test_a_reused_pid_is_never_signalled(tmp_path):
     table.stop("old")
     assert table.running("victim")
     table.stop("victim")
+
+
+def test_processes_are_found_by_a_folder_of_our_own_and_stopped(tmp_path):
+    """What Ray leaves outside our process groups carries its temp dir; a longer name that only
+    begins like it (another stack's) is not ours."""
+    import subprocess
+    import sys
+
+    from atlasloop.devstack.processes import mentioning_path, stop_pids
+
+    ours = tmp_path / "ray-1"
+    theirs = tmp_path / "ray-10"
+    script = "import time; time.sleep(60)"
+    mine = subprocess.Popen([sys.executable, "-c", script, f"--session-dir={ours}/session_1"])
+    other = subprocess.Popen([sys.executable, "-c", script, f"--temp-dir={theirs}"])
+    try:
+        assert mentioning_path(ours) == [mine.pid]
+        stop_pids(mentioning_path(ours), grace_s=5)
+        assert mine.wait(5) is not None and other.poll() is None
+        assert mentioning_path(ours) == []
+    finally:
+        for process in (mine, other):
+            process.kill()
+            process.wait()

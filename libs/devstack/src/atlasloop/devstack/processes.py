@@ -25,6 +25,44 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def mentioning_path(path: Path) -> list[int]:
+    """Live processes with ``path`` (a folder of this stack's own) or a path under it among their
+    arguments."""
+    ends = (f"{path}\0".encode(), f"{path}/".encode())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if any(end in command for end in ends) and _alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def stop_pids(pids: list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s`` for what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``."""
     members = []

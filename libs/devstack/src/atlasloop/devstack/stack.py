@@ -25,7 +25,7 @@ from atlasloop.common.settings import DatabaseSettings, KafkaSettings, S3Setting
 from atlasloop.devstack import postgres
 from atlasloop.devstack.binaries import package_file, venv_binary
 from atlasloop.devstack.ports import Ports
-from atlasloop.devstack.processes import ProcessTable
+from atlasloop.devstack.processes import ProcessTable, mentioning_path, stop_pids
 from atlasloop.devstack.ray_cluster import RayCluster
 from atlasloop.devstack.waiting import answers, wait_until
 
@@ -333,4 +333,9 @@ class Stack:
         for name in sorted(names, key=lambda n: order.index(n) if n in order else -1):
             if self.processes.stop(name):
                 stopped.append(name)
+        # Ray's workers (the Serve proxy among them) are the raylets' children in sessions of their
+        # own, outside the process groups stopped above; orphaned, they exit on their own, but not
+        # always before their ports are wanted again. They carry the cluster's temp dir, ours alone.
+        if "ray" in names or "ray-node" in names:
+            stop_pids(mentioning_path(self.ray_temp_dir()))
         return stopped
