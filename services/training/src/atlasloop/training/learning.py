@@ -36,7 +36,8 @@ def one_hot(labels: torch.Tensor) -> torch.Tensor:
 
 def dice_bce_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Soft Dice over the organ channels plus BCE over all channels, on per-channel sigmoids;
-    ``weight`` (B, X, Y, Z) in {0, 1}: only those voxels count (the verified ones)."""
+    ``weight`` in {0, 1}, (B, X, Y, Z) for every class or (B, C, X, Y, Z) per class: only those
+    voxels count (the verified ones)."""
     target = one_hot(labels)
     if weight is None:
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
@@ -122,7 +123,8 @@ class Sampler:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Images (B, 1, X, Y, Z), labels (B, X, Y, Z) and, when the recipe masks the loss and a
-        crop is not verified everywhere, the verified mask (B, X, Y, Z); else None."""
+        crop is not verified everywhere, the verified mask ((B, X, Y, Z), or (B, C, X, Y, Z) when
+        any example is verified per class); else None."""
         images, labels, masks = [], [], []
         for _ in range(self.recipe.batch_size):
             example = self._example()
