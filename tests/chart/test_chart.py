@@ -4,8 +4,6 @@ against KubeRay's own CRD schemas (tests/data/crds, copied from KubeRay with its
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,35 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "atlasloop"
-CI = sorted((CHART / "ci").glob("*-values.yaml"))
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    path = os.environ.get("ATLASLOOP_HELM") or str(REPO / ".venv" / "tools" / "helm")
-    if not Path(path).exists() and not shutil.which("helm"):
-        pytest.fail(f"helm not found at {path}; run 'make chart'")
-    return path if Path(path).exists() else shutil.which("helm")
-
-
-@pytest.fixture(scope="session")
-def crds() -> Path:
-    path = Path(os.environ.get("ATLASLOOP_CRDS", REPO / "tests" / "data" / "crds" / "kuberay"))
-    if not (path / "ray.io_rayservices.yaml").exists():
-        pytest.fail(f"KubeRay CRDs not found at {path}; set ATLASLOOP_CRDS")
-    return path
-
-
-def render(helm: str, values: Path | None = None, *sets: str) -> list[dict]:
-    command = [helm, "template", "atlasloop", str(CHART)]
-    if values is not None:
-        command += ["-f", str(values)]
-    for item in sets:
-        command += ["--set", item]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+from .rendering import CHART, CI, render
 
 
 def pods(documents: list[dict]):
@@ -188,7 +158,8 @@ def test_each_service_calls_the_others_with_its_own_identity(helm):
     for owner, spec in pods(documents):
         for container in spec["containers"]:
             for e in container.get("env", []):
-                if e["name"].endswith("_TOKEN") and "secretKeyRef" in e.get("valueFrom", {}):
+                ray_token = e["name"].endswith("_RAY_AUTH_TOKEN")  # Ray's own, test_operator_expansion
+                if e["name"].endswith("_TOKEN") and "secretKeyRef" in e.get("valueFrom", {}) and not ray_token:
                     service = e["name"].split("_")[1].lower()
                     assert e["valueFrom"]["secretKeyRef"]["key"] == service, (owner, e["name"])
                     seen.setdefault(service, set()).add(owner.split("/")[0])

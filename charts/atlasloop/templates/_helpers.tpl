@@ -106,9 +106,21 @@ capabilities:
 {{- default (printf "%s-s3" (include "atlasloop.fullname" .)) .Values.s3.existingSecret }}
 {{- end }}
 
-{{- define "atlasloop.rayHeadService" -}}
-{{- printf "%s-%s-head-svc" (include "atlasloop.fullname" .root) .cluster }}
+{{/* imagePullSecrets of every pod the chart or the operator makes (empty when none are named). */}}
+{{- define "atlasloop.pullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret holding Ray's auth token (key auth_token): the site's own, or the chart's. */}}
+{{- define "atlasloop.rayAuthSecret" -}}
+{{- default (printf "%s-ray-auth" (include "atlasloop.fullname" .)) .Values.ray.auth.existingSecret }}
+{{- end }}
+
 
 {{/*
 One gRPC service: ServiceAccount, Deployment (restricted, native gRPC probes against the health
@@ -158,12 +170,7 @@ spec:
       automountServiceAccountToken: false
       securityContext:
         {{- include "atlasloop.podSecurityContext" $root | nindent 8 }}
-      {{- with $root.Values.image.pullSecrets }}
-      imagePullSecrets:
-        {{- range . }}
-        - name: {{ . }}
-        {{- end }}
-      {{- end }}
+      {{- include "atlasloop.pullSecrets" $root | nindent 6 }}
       {{- with $root.Values.podDefaults.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
@@ -316,6 +323,20 @@ spec:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The pods of one of the release's Ray clusters (ctx: root, component), by labels the chart sets. */}}
+{{- define "atlasloop.rayPods" -}}
+matchLabels:
+  app.kubernetes.io/instance: {{ .root.Release.Name }}
+  atlasloop.io/ray-cluster: {{ .component }}
+{{- end }}
+
+{{/* The pods of one of the release's services (ctx: root, component). */}}
+{{- define "atlasloop.servicePods" -}}
+matchLabels:
+  app.kubernetes.io/instance: {{ .root.Release.Name }}
+  app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* Egress rule to one dependency (ctx: peers, port). */}}

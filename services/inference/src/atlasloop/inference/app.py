@@ -23,7 +23,7 @@ SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
 
 def build(settings: InferenceSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
-    dashboard = RayDashboard(settings.ray_dashboard_url)
+    dashboard = RayDashboard(settings.ray_dashboard_url, token=settings.ray_auth_token)
     ensemble = EnsembleClient(settings.serve_url, settings.serve_app_name, dashboard)
     core = InferenceCore(ensemble, store)
     core.sweeper = sweeper = Sweeper(

@@ -19,6 +19,10 @@ class InferenceSettings(ServiceSettings):
     storage_token: str = Field(default="", description="Bearer token with the service role for storage.")
     serve_url: str = Field(default="http://127.0.0.1:8000", description="Ray Serve's HTTP proxy.")
     ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (REST API).")
+    ray_auth_token: str = Field(
+        default="",
+        description="Ray's token (Ray token authentication), sent to the dashboard; empty when the cluster has none.",
+    )
     serve_app_name: str = "ensemble"
     # The Serve application's own settings, read on the Ray pods from this same environment prefix:
     num_cpus: float = Field(default=1.0, description="CPUs per member replica.")

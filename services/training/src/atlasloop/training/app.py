@@ -26,7 +26,7 @@ SERVICE = training_pb2.DESCRIPTOR.services_by_name["TrainingService"]
 def build(settings: TrainingSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "training")
-    dashboard = RayDashboard(settings.ray_dashboard_url)
+    dashboard = RayDashboard(settings.ray_dashboard_url, token=settings.ray_auth_token)
     scheduler = Scheduler(settings, store, producer, RunJobs(dashboard, settings), settings.job_poll_s)
     check = ApprovalCheck(settings.tracking_target, settings.tracking_token)
     triggers = Triggers(scheduler, settings.triggers, check)

@@ -48,6 +48,10 @@ class TrainingSettings(ServiceSettings):
     tracking_target: str = Field(default=default_target("tracking"), description="The tracking service (host:port).")
     tracking_token: str = Field(default="", description="Bearer token with the service role for tracking.")
     ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard (jobs REST API).")
+    ray_auth_token: str = Field(
+        default="",
+        description="Ray's token (Ray token authentication), sent to the dashboard; empty when the cluster has none.",
+    )
     job_poll_s: float = Field(default=1.0, gt=0, description="How often a running job and its record are read.")
     verified_regions_mode: str = Field(
         default="reference",
