@@ -68,6 +68,13 @@ def unique():
 
 
 def start_in_process(spec, settings, timeout_s=30.0):
+    """Start a service's gRPC server in this process, wait until its health says SERVING, and open a
+    plaintext channel to it."""
+    service = serve_in_process(spec, settings, timeout_s)
+    return service, grpc.insecure_channel(f"127.0.0.1:{service.port}")
+
+
+def serve_in_process(spec, settings, timeout_s=30.0):
     """Start a service's gRPC server in this process and wait until its health says SERVING."""
     service = GrpcService(spec, settings)
     service.start()
@@ -77,8 +84,7 @@ def start_in_process(spec, settings, timeout_s=30.0):
             service.stop(0)
             raise TimeoutError(f"{spec.name} not ready: {service.monitor.failing}")
         time.sleep(0.2)
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
-    return service, channel
+    return service
 
 
 @pytest.fixture

@@ -97,8 +97,82 @@ capabilities:
 - name: {{ $p }}AUTH__DEV_TOKENS
   valueFrom: {secretKeyRef: {name: {{ $v.auth.devTokensSecret }}, key: devTokens}}
 {{- end }}
+{{- include "atlasloop.securityEnv" (dict "root" .root "prefix" $p) }}
 {{- range $key, $value := (index $v.services .component).env }}
 - {name: {{ $p }}{{ $key }}, value: {{ $value | quote }}}
+{{- end }}
+{{- end }}
+
+{{/*
+TLS and credentials of every connection, as settings (ctx: root, prefix): gRPC TLS on the work port
+and on calls to the other services (atlasloop.common.tls; the probe port stays plaintext, for
+kubelet), Kafka SASL and TLS, and a private CA for S3. Files come from the volumes of
+atlasloop.securityVolumes, mounted by atlasloop.securityMounts.
+*/}}
+{{- define "atlasloop.securityEnv" -}}
+{{- $p := .prefix }}
+{{- $v := .root.Values }}
+{{- if $v.tls.enabled }}
+- {name: {{ $p }}TLS__CERT_FILE, value: /etc/atlasloop/tls/tls.crt}
+- {name: {{ $p }}TLS__KEY_FILE, value: /etc/atlasloop/tls/tls.key}
+- {name: {{ $p }}CLIENT_TLS__ENABLED, value: "true"}
+- {name: {{ $p }}CLIENT_TLS__CA_FILE, value: /etc/atlasloop/tls/ca.crt}
+{{- if $v.tls.mutual }}
+- {name: {{ $p }}TLS__CLIENT_CA_FILE, value: /etc/atlasloop/tls/ca.crt}
+- {name: {{ $p }}TLS__REQUIRE_CLIENT_CERT, value: "true"}
+- {name: {{ $p }}CLIENT_TLS__CERT_FILE, value: /etc/atlasloop/tls/tls.crt}
+- {name: {{ $p }}CLIENT_TLS__KEY_FILE, value: /etc/atlasloop/tls/tls.key}
+{{- end }}
+{{- end }}
+{{- if hasPrefix "SASL_" $v.kafka.securityProtocol }}
+{{- $sasl := required "kafka.sasl.existingSecret (the user's password) is required with a SASL_* securityProtocol" $v.kafka.sasl.existingSecret }}
+- {name: {{ $p }}KAFKA__SASL_MECHANISM, value: {{ $v.kafka.sasl.mechanism | quote }}}
+- {name: {{ $p }}KAFKA__SASL_USERNAME, value: {{ required "kafka.sasl.username is required with a SASL_* securityProtocol" $v.kafka.sasl.username | quote }}}
+- name: {{ $p }}KAFKA__SASL_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ $sasl }}, key: {{ $v.kafka.sasl.passwordKey }}}}
+{{- end }}
+{{- if $v.kafka.tls.caSecret }}
+- {name: {{ $p }}KAFKA__SSL_CA_FILE, value: /etc/atlasloop/kafka-ca/ca.crt}
+{{- end }}
+{{- if $v.s3.caSecret }}
+- {name: {{ $p }}S3__CA_FILE, value: /etc/atlasloop/s3-ca/ca.crt}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the files atlasloop.settingsEnv names (ctx: root): the JWKS, certificates and CAs. */}}
+{{- define "atlasloop.securityVolumes" -}}
+{{- $v := .Values }}
+{{- if eq $v.auth.mode "jwt" }}
+- name: jwks
+  configMap: {name: {{ $v.auth.jwksConfigMap }}}
+{{- end }}
+{{- if $v.tls.enabled }}
+- name: tls
+  secret: {secretName: {{ required "tls.secretName (a kubernetes.io/tls Secret with ca.crt) is required when tls.enabled" $v.tls.secretName }}}
+{{- end }}
+{{- if $v.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret: {secretName: {{ $v.kafka.tls.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
+{{- if $v.s3.caSecret }}
+- name: s3-ca
+  secret: {secretName: {{ $v.s3.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
+{{- end }}
+
+{{- define "atlasloop.securityMounts" -}}
+{{- $v := .Values }}
+{{- if eq $v.auth.mode "jwt" }}
+- {name: jwks, mountPath: /etc/atlasloop/jwks, readOnly: true}
+{{- end }}
+{{- if $v.tls.enabled }}
+- {name: tls, mountPath: /etc/atlasloop/tls, readOnly: true}
+{{- end }}
+{{- if $v.kafka.tls.caSecret }}
+- {name: kafka-ca, mountPath: /etc/atlasloop/kafka-ca, readOnly: true}
+{{- end }}
+{{- if $v.s3.caSecret }}
+- {name: s3-ca, mountPath: /etc/atlasloop/s3-ca, readOnly: true}
 {{- end }}
 {{- end }}
 
@@ -222,16 +296,11 @@ spec:
             {{- include "atlasloop.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
-            {{- if eq $root.Values.auth.mode "jwt" }}
-            - {name: jwks, mountPath: /etc/atlasloop/jwks, readOnly: true}
-            {{- end }}
+            {{- include "atlasloop.securityMounts" $root | nindent 12 }}
       volumes:
         - name: tmp
           emptyDir: {sizeLimit: 8Gi}
-        {{- if eq $root.Values.auth.mode "jwt" }}
-        - name: jwks
-          configMap: {name: {{ $root.Values.auth.jwksConfigMap }}}
-        {{- end }}
+        {{- include "atlasloop.securityVolumes" $root | nindent 8 }}
 ---
 apiVersion: v1
 kind: Service

@@ -64,9 +64,11 @@ headGroupSpec:
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
             - {name: shm, mountPath: /dev/shm}
+            {{- include "atlasloop.securityMounts" $root | nindent 12 }}
       volumes:
         - {name: tmp, emptyDir: {sizeLimit: 20Gi}}
         - {name: shm, emptyDir: {medium: Memory, sizeLimit: 4Gi}}
+        {{- include "atlasloop.securityVolumes" $root | nindent 8 }}
 workerGroupSpecs:
   - groupName: gpu
     replicas: {{ .workers.replicas }}
@@ -126,9 +128,11 @@ workerGroupSpecs:
             volumeMounts:
               - {name: tmp, mountPath: /tmp}
               - {name: shm, mountPath: /dev/shm}
+              {{- include "atlasloop.securityMounts" $root | nindent 14 }}
         volumes:
           - {name: tmp, emptyDir: {sizeLimit: 50Gi}}
           - {name: shm, emptyDir: {medium: Memory, sizeLimit: 16Gi}}
+          {{- include "atlasloop.securityVolumes" $root | nindent 10 }}
 {{- end }}
 
 {{/* Probes of a Ray container, over HTTP (no wget or curl in our images): liveness is the node's

@@ -2,7 +2,8 @@
 
 Defaults suit ``make up``: the service's port on 127.0.0.1 and the development token of the
 needed role from ``.run/tokens.json``. ``--target`` / ``--token`` or ``ATLASLOOP_<SERVICE>_TARGET``
-and ``ATLASLOOP_TOKEN`` point it at a cluster instead.
+and ``ATLASLOOP_TOKEN`` point it at a cluster instead, over TLS with ``ATLASLOOP_TLS_CA`` (and
+``ATLASLOOP_TLS_CERT``/``_KEY`` for mutual TLS; ``atlasloop.client.targets``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 import grpc
 
 from atlasloop.client.client import channel_options
-from atlasloop.client.targets import target_from_env
+from atlasloop.client.targets import target_from_env, tls_from_env
 from atlasloop.client.tokens import TokenFile
+from atlasloop.common.tls import open_channel
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, service: str) -> None:
@@ -38,5 +40,5 @@ def token_for(args: argparse.Namespace, role: str) -> str:
 
 
 def connect(args: argparse.Namespace, role: str) -> tuple[grpc.Channel, list[tuple[str, str]]]:
-    channel = grpc.insecure_channel(args.target, options=channel_options())
+    channel = open_channel(args.target, tls_from_env(), channel_options())
     return channel, [("authorization", f"Bearer {token_for(args, role)}")]

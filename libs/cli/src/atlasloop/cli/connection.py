@@ -1,5 +1,6 @@
 """How a loop command reaches the services: every address from ``ATLASLOOP_<SERVICE>_TARGET`` (the
-workstation's ports by default) and a bearer token: ``--token`` / ``ATLASLOOP_TOKEN`` for every
+workstation's ports by default), TLS from ``ATLASLOOP_TLS_*`` (``atlasloop.client.targets``) and a
+bearer token: ``--token`` / ``ATLASLOOP_TOKEN`` for every
 call, or on a workstation the development token of the role each call needs (``.run/tokens.json``)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from atlasloop.client import Client, TokenFile, targets_from_env
+from atlasloop.client import Client, TokenFile, targets_from_env, tls_from_env
 from atlasloop.common.domain import Role
 
 
@@ -25,4 +26,4 @@ def client_from_args(args: argparse.Namespace) -> Client:
             tokens = TokenFile(args.run_dir).by_role()
         except FileNotFoundError as exc:
             raise SystemExit(f"atlasloop {args.command}: no --token given and {exc}") from None
-    return Client(targets_from_env(), tokens)
+    return Client(targets_from_env(), tokens, tls=tls_from_env())

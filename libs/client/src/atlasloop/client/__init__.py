@@ -4,7 +4,7 @@ closed loop and the local stack use it; it imports no service and neither torch 
 """
 
 from atlasloop.client.client import Client
-from atlasloop.client.targets import targets_from_env
+from atlasloop.client.targets import targets_from_env, tls_from_env
 from atlasloop.client.tokens import TokenFile
 
-__all__ = ["Client", "TokenFile", "targets_from_env"]
+__all__ = ["Client", "TokenFile", "targets_from_env", "tls_from_env"]

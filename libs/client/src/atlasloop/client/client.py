@@ -16,6 +16,7 @@ import grpc
 
 from atlasloop.common import case_grants
 from atlasloop.common.service_map import SERVICES
+from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
@@ -36,11 +37,18 @@ def channel_options() -> list[tuple[str, int]]:
 
 
 class Client:
-    """``targets``: service name -> host:port; ``tokens``: role -> bearer token."""
+    """``targets``: service name -> host:port; ``tokens``: role -> bearer token; ``tls``: how to
+    reach services that serve TLS (plaintext when None)."""
 
-    def __init__(self, targets: Mapping[str, str], tokens: Mapping[str, str], timeout_s: float = 300) -> None:
+    def __init__(
+        self,
+        targets: Mapping[str, str],
+        tokens: Mapping[str, str],
+        timeout_s: float = 300,
+        tls: ClientTls | None = None,
+    ) -> None:
         def channel(name: str) -> grpc.Channel:
-            return grpc.insecure_channel(targets[name], options=channel_options())
+            return open_channel(targets[name], tls, channel_options())
 
         self.channels = {name: channel(name) for name in SERVICES}
         storage, inference, scoring, rendering, tracking, training = (

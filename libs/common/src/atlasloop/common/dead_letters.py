@@ -107,12 +107,11 @@ def read(settings: KafkaSettings, timeout_s: float = 30.0, idle_s: float = 1.0) 
     (partition EOF) with nothing new for ``idle_s``: the end a fetch reports, not the high
     watermark asked beforehand, which some brokers (Tansu) answer stale."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
+        settings.client_config()
+        | {
             "group.id": f"dead-letter-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "security.protocol": settings.security_protocol,
         }
     )
     try:

@@ -69,7 +69,7 @@ def ensure_topics(settings: KafkaSettings, event_types: Iterable[type[ProtoMessa
 
 
 def ensure_topic_names(settings: KafkaSettings, wanted: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
         NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in wanted if t not in existing
@@ -114,12 +114,11 @@ class EventProducer:
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self._settings = settings
         self._producer = Producer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
+            settings.client_config()
+            | {
                 "client.id": client_id,
                 "enable.idempotence": True,
                 "acks": "all",
-                "security.protocol": settings.security_protocol,
                 "message.timeout.ms": int(settings.publish_timeout_s * 1000 * 0.75),
             }
         )
@@ -184,14 +183,13 @@ class EventConsumer:
         if settings.create_topics:  # subscribing to a topic that does not exist yet would idle until a refresh
             ensure_topics(settings, event_types)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
+            settings.client_config()
+            | {
                 # Deployments sharing a broker (told apart by their topic prefix) never share a group.
                 "group.id": settings.topic_prefix + group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
-                "security.protocol": settings.security_protocol,
                 # Notice topics created after subscribing (by an operator or another service) in seconds,
                 # not after librdkafka's default five minutes.
                 "topic.metadata.refresh.interval.ms": 5000,

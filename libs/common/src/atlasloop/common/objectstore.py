@@ -73,10 +73,15 @@ class ObjectStore:
     def __init__(self, settings: S3Settings) -> None:
         self.bucket = settings.bucket
         self._settings = settings
+        # a private CA (secure endpoints inside a hospital) is trusted by file; else the system's
+        verify: dict[str, Any] = (
+            {"cert_reqs": "CERT_REQUIRED", "ca_certs": str(settings.ca_file)} if settings.ca_file else {}
+        )
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=settings.timeout_s, read=max(settings.timeout_s, 60)),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
             maxsize=16,
+            **verify,
         )
         self.client = Minio(
             settings.endpoint,
@@ -93,7 +98,9 @@ class ObjectStore:
             secret_key=settings.secret_key.get_secret_value(),
             secure=settings.secure,
             region=settings.region,
-            http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.5, read=3), retries=False, maxsize=4),
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=1.5, read=3), retries=False, maxsize=4, **verify
+            ),
         )
 
     def check_bucket(self) -> None:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atlasloop.common.settings import KafkaSettings
+from atlasloop.common.tls import ClientTls, open_channel
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -43,7 +43,7 @@ def kafka_check(settings: KafkaSettings, timeout_s: float = 2.0) -> ReadinessChe
 
     from atlasloop.common.events import ensure_topics
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 2000})
+    admin = AdminClient(settings.client_config() | {"socket.timeout.ms": 2000})
     topics_made = threading.Event()
 
     def probe() -> None:
@@ -66,9 +66,9 @@ def database_check(engine: Engine) -> ReadinessCheck:
     return ReadinessCheck("database", probe)
 
 
-def grpc_health_check(name: str, target: str, timeout_s: float = 2.0) -> ReadinessCheck:
+def grpc_health_check(name: str, target: str, timeout_s: float = 2.0, tls: ClientTls | None = None) -> ReadinessCheck:
     """A gRPC server answers the standard health check with SERVING."""
-    channel = grpc.insecure_channel(target)
+    channel = open_channel(target, tls)
     stub = health_pb2_grpc.HealthStub(channel)
 
     def probe() -> None:

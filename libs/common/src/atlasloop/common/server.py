@@ -29,6 +29,7 @@ from atlasloop.common.jsonlog import configure_logging
 from atlasloop.common.readiness import ReadinessCheck
 from atlasloop.common.settings import ServiceSettings
 from atlasloop.common.stream_limits import StreamLimitInterceptor, StreamLimits
+from atlasloop.common.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class GrpcService:
         names = [s.full_name for s in spec.services]
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server)
         self.monitor = HealthMonitor(self.health, names, spec.checks, settings.health_poll_s)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        self.port = add_port(self.server, f"{settings.host}:{settings.port}", settings.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.host}:{settings.port}")
 
@@ -118,7 +119,15 @@ class GrpcService:
         self.monitor.start()
         for hook in self.spec.on_start:
             hook()
-        log.info("serving", extra={"host": self.settings.host, "port": self.port})
+        log.info(
+            "serving",
+            extra={
+                "host": self.settings.host,
+                "port": self.port,
+                "tls": self.settings.tls.enabled,
+                "mutual_tls": self.settings.tls.require_client_cert,
+            },
+        )
 
     def stop(self, grace_s: float = 5.0) -> None:
         self.monitor.stop()

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from atlasloop.common.tls import ClientTls, ServerTls
 
 
 class S3Settings(BaseModel):
@@ -28,6 +30,9 @@ class S3Settings(BaseModel):
         default=True, description="Create the bucket at start; when false, its absence is an error."
     )
     timeout_s: float = 5.0
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA that signs the endpoint's certificate (secure), when not a public one."
+    )
 
     def with_secrets(self) -> dict[str, object]:
         """Plain values, keys included, for a process that rebuilds these settings (a Ray task or
@@ -47,7 +52,15 @@ class KafkaSettings(BaseModel):
     create_topics: bool = True
     session_timeout_ms: int = 6000
     publish_timeout_s: float = 20.0
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL (SCRAM, as Strimzi's scram-sha-512 listeners and managed Kafkas use; PLAIN only over TLS)
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    # TLS (SSL, SASL_SSL): the brokers' CA when not a public one; a client certificate for mutual TLS
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
     # A failing event is retried this many times in all, with backoff doubling from
     # retry_backoff_s up to retry_backoff_max_s, then dead-lettered (atlasloop.common.dead_letters).
     max_attempts: int = Field(default=6, ge=1, le=100)
@@ -55,6 +68,47 @@ class KafkaSettings(BaseModel):
     retry_backoff_max_s: float = Field(default=30.0, ge=0.0, le=600.0)
     # An event its handler is not ready for yet (NotReady: a dependency down) waits this long.
     not_ready_wait_s: float = Field(default=900.0, ge=0.0, le=86_400.0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+            raise ValueError("SASL PLAIN sends the password as it is: use it over SASL_SSL only")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("a Kafka client certificate needs both ssl_cert_file and ssl_key_file")
+        return self
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka's connection and security settings, shared by every producer, consumer and
+        admin client (each adds its own)."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL_"):
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.get_secret_value(),
+            }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl.endpoint.identification.algorithm"] = "https"  # check the broker's name
+            if self.ssl_ca_file is not None:
+                config["ssl.ca.location"] = str(self.ssl_ca_file)
+            if self.ssl_cert_file is not None and self.ssl_key_file is not None:
+                config |= {
+                    "ssl.certificate.location": str(self.ssl_cert_file),
+                    "ssl.key.location": str(self.ssl_key_file),
+                }
+        return config
+
+    def with_secrets(self) -> dict[str, object]:
+        """Plain values, the SASL password included, for a process that rebuilds these settings (a
+        Serve replica); never log or store the result."""
+        return self.model_dump(mode="json") | {"sasl_password": self.sasl_password.get_secret_value()}
 
 
 class DatabaseSettings(BaseModel):
@@ -123,6 +177,8 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, description="Prometheus /metrics on host:metrics_port; 0 = none.")
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: ServerTls = Field(default_factory=ServerTls, description="TLS of the work port (atlasloop.common.tls).")
+    client_tls: ClientTls = Field(default_factory=ClientTls, description="TLS of the calls to other services.")
 
 
 def public(settings: BaseModel) -> dict[str, object]:

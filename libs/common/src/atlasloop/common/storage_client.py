@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import Message
 
 from atlasloop.common.errors import InvalidInput, NotFound, NotReady
+from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
@@ -23,8 +24,8 @@ _CODES = {grpc.StatusCode.INVALID_ARGUMENT: InvalidInput, grpc.StatusCode.NOT_FO
 
 
 class StorageClient:
-    def __init__(self, target: str, token: str) -> None:
-        self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 16 * 2**20)])
+    def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
+        self._channel = open_channel(target, tls, [("grpc.max_receive_message_length", 16 * 2**20)])
         self._stub = storage_pb2_grpc.StorageServiceStub(traced_channel(self._channel))
         self._metadata = [("authorization", f"Bearer {token}")]
 

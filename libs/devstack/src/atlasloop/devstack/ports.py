@@ -18,6 +18,7 @@ SLOTS = 7
 @dataclass(frozen=True)
 class Ports:
     s3: int = 8333
+    s3_https: int = 8334  # only when the stack is given a certificate (Stack's s3_tls)
     s3_master: int = 9333
     s3_volume: int = 8080
     s3_filer: int = 8888
@@ -54,6 +55,7 @@ class Ports:
         k = 100 * (slot + 1)
         return cls(
             s3=8333 + k,
+            s3_https=26550 + k,
             s3_master=9333 + k,
             s3_volume=8080 + k,
             s3_filer=8888 + k,

@@ -56,9 +56,12 @@ class Stack:
         ports: Ports | None = None,
         private_postgres: bool = False,
         service_settings: dict[str, dict[str, str]] | None = None,
+        s3_tls: tuple[Path, Path] | None = None,
     ) -> None:
         """``service_settings``: per service, extra settings as environment keys without the
-        service's prefix (for example ``{"training": {"TRIGGERS__APPROVED_THRESHOLD": "3"}}``)."""
+        service's prefix (for example ``{"training": {"TRIGGERS__APPROVED_THRESHOLD": "3"}}``).
+        ``s3_tls``: a certificate and key for S3 to serve HTTPS with too, on ``ports.s3_https``."""
+        self.s3_tls = s3_tls
         self.run_dir = run_dir.resolve()
         self.service_settings = service_settings or {}
         self.ports = ports or Ports()
@@ -122,6 +125,15 @@ class Stack:
                     "-s3.port.iceberg=0",
                     "-s3.port.lance=0",
                     f"-s3.port={p.s3}",
+                    *(
+                        [
+                            f"-s3.cert.file={self.s3_tls[0]}",
+                            f"-s3.key.file={self.s3_tls[1]}",
+                            f"-s3.port.https={p.s3_https}",
+                        ]
+                        if self.s3_tls
+                        else []
+                    ),
                     f"-master.port={p.s3_master}",
                     f"-volume.port={p.s3_volume}",
                     f"-filer.port={p.s3_filer}",

@@ -27,7 +27,7 @@ def build(settings: InferenceSettings) -> ServiceSpec:
     ensemble = EnsembleClient(settings.serve_url, settings.serve_app_name, dashboard)
     core = InferenceCore(ensemble, store)
     core.sweeper = sweeper = Sweeper(
-        lambda: StorageClient(settings.storage_target, settings.storage_token), core.predict_case
+        lambda: StorageClient(settings.storage_target, settings.storage_token, settings.client_tls), core.predict_case
     )
     servicer = InferenceServiceServicer(core)
     consumer = ConsumerThread(

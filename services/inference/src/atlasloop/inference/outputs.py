@@ -13,6 +13,7 @@ from atlasloop.common.errors import NotFound
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.storage_client import StorageClient
+from atlasloop.common.tls import ClientTls
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.volume import Volume, save_nifti
 
@@ -20,10 +21,17 @@ EVENT_NAMESPACE = uuid.UUID("3b0c2f8e-4b9d-4f57-9a3e-5c7d1e2f4a60")
 
 
 class OutputWriter:
-    def __init__(self, store: ObjectStore, producer: EventProducer, storage_target: str, storage_token: str) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        producer: EventProducer,
+        storage_target: str,
+        storage_token: str,
+        tls: ClientTls | None = None,
+    ) -> None:
         self._store = store
         self._producer = producer
-        self._storage = StorageClient(storage_target, storage_token)
+        self._storage = StorageClient(storage_target, storage_token, tls)
 
     def done(self, case_id: str, model_set: str) -> dict[str, Any] | None:
         """The record of an earlier, complete prediction (outputs durable and announced)."""

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import ray
 from google.protobuf import json_format
@@ -40,6 +40,7 @@ from atlasloop.common.errors import AtlasError, NotReady
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.settings import KafkaSettings, S3Settings, merged
+from atlasloop.common.tls import ClientTls
 from atlasloop.imaging.preprocess import preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.inference.outputs import OutputWriter
@@ -62,6 +63,7 @@ class AppArgs:
     kafka: dict
     storage_target: str
     storage_token: str
+    client_tls: dict = field(default_factory=dict)  # ClientTls: how the replicas call storage
     architectures: tuple[str, ...] = ()  # one deployment each; the current set's when empty
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -131,6 +133,7 @@ class Ensemble:
             EventProducer(KafkaSettings(**self._args.kafka), "inference"),
             self._args.storage_target,
             self._args.storage_token,
+            ClientTls(**self._args.client_tls),
         )
 
     def check_health(self) -> None:
@@ -257,9 +260,10 @@ def app_args(settings: InferenceSettings) -> dict:
     s = settings
     return {
         "s3": s.s3.with_secrets(),
-        "kafka": s.kafka.model_dump(mode="json"),
+        "kafka": s.kafka.with_secrets(),
         "storage_target": s.storage_target,
         "storage_token": s.storage_token,
+        "client_tls": s.client_tls.model_dump(mode="json"),
         "num_cpus": s.num_cpus,
         "num_gpus": s.num_gpus,
         "overlap": s.overlap,

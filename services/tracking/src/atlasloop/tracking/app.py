@@ -39,7 +39,7 @@ def migration_check(settings: TrackingSettings, engine) -> ReadinessCheck:
 
 def build(settings: TrackingSettings) -> ServiceSpec:
     engine = make_engine(settings.database)
-    storage = StorageClient(settings.storage_target, settings.storage_token)
+    storage = StorageClient(settings.storage_target, settings.storage_token, settings.client_tls)
     core = TrackingCore(settings, engine, storage)
     servicer = TrackingServiceServicer(core)
     observed.register_gauges(core.sessions)

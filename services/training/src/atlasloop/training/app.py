@@ -28,7 +28,7 @@ def build(settings: TrainingSettings) -> ServiceSpec:
     producer = EventProducer(settings.kafka, "training")
     dashboard = RayDashboard(settings.ray_dashboard_url, token=settings.ray_auth_token)
     scheduler = Scheduler(settings, store, producer, RunJobs(dashboard, settings), settings.job_poll_s)
-    check = ApprovalCheck(settings.tracking_target, settings.tracking_token)
+    check = ApprovalCheck(settings.tracking_target, settings.tracking_token, tls=settings.client_tls)
     triggers = Triggers(scheduler, settings.triggers, check)
     servicer = TrainingServiceServicer(TrainingCore(scheduler))
     consumer = ConsumerThread(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from atlasloop.common.errors import NotReady
+from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.tracing import traced_channel
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGANS
@@ -28,8 +29,8 @@ class Verified:
 
 
 class ApprovalCheck:
-    def __init__(self, target: str, token: str, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, token: str, timeout_s: float = 10.0, tls: ClientTls | None = None) -> None:
+        self._channel = open_channel(target, tls)
         self._stub = tracking_pb2_grpc.TrackingServiceStub(traced_channel(self._channel))
         self._metadata = [("authorization", f"Bearer {token}")]
         self._timeout_s = timeout_s

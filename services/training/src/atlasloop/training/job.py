@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         settings,
         store,
         EventProducer(settings.kafka, "training-job"),
-        lambda: StorageClient(settings.storage_target, settings.storage_token),
+        lambda: StorageClient(settings.storage_target, settings.storage_token, settings.client_tls),
     )
     run = job.runs.get(args[0])
     if run.state.terminal:

@@ -29,6 +29,7 @@ FOR_THE_JOB = {
     "torch_threads",
     "train_storage_path",
     "storage_target",
+    "client_tls",
     "s3",
     "kafka",
 }
