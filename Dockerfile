@@ -1,21 +1,25 @@
 # One image recipe for all six services. Build from the repository root, naming the service:
 #   docker build --build-arg SERVICE=storage -t atlasloop/storage:dev .
-#   docker build --build-arg SERVICE=inference --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 \
-#       -t atlasloop/inference:dev-cuda .
-# (`make images` builds them all.) Multi-stage: stubs and wheels are built in the first stage; the
-# runtime stage holds only the installed packages and runs as an unprivileged user (the chart
-# mounts the root filesystem read-only with a writable /tmp). Services whose package depends on
-# atlasloop-models (inference, training) get torch from TORCH_INDEX (CPU by default); the others
-# get no torch at all.
+#   docker build --build-arg SERVICE=inference --build-arg TORCH_VARIANT=cuda -t atlasloop/inference:dev-cuda .
+# (`make images` builds them all, and the CUDA variants of inference and training.) Multi-stage:
+# stubs and wheels are built in the first stage; the runtime stage holds only the installed
+# packages and runs as an unprivileged user (the chart mounts the root filesystem read-only with a
+# writable /tmp). Services whose package depends on atlasloop-models (inference, training) get
+# torch: TORCH_VARIANT=cpu takes the CPU build from PyTorch's CPU index; TORCH_VARIANT=cuda takes
+# the build PyPI serves for Linux x86_64, which is the CUDA one, with NVIDIA's runtime libraries as
+# its dependencies (PyTorch's own cuXYZ indexes carry only some versions; PyPI carries every one).
+# The others get no torch at all.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG SERVICE
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_VARIANT=cpu
+ARG TORCH_VERSION=2.13.0
 WORKDIR /src
 RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<storage|inference|scoring|rendering|tracking|training>"; exit 1; }
+RUN case "${TORCH_VARIANT}" in cpu|cuda) ;; *) echo "TORCH_VARIANT is cpu or cuda, not ${TORCH_VARIANT}"; exit 1;; esac
 RUN pip install --no-cache-dir grpcio-tools==1.85.1
 COPY constraints.txt ./
 COPY protos ./protos
@@ -27,8 +31,11 @@ RUN find protos -name '*.proto' -print0 | xargs -0 python -m grpc_tools.protoc -
       --python_out=libs/common/src --pyi_out=libs/common/src --grpc_python_out=libs/common/src
 # Our libraries as wheels first (no dependencies), so the service's resolution finds them locally.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ./libs/common ./libs/models ./libs/method
+# torch's wheel first, from the variant's index; the service's resolution then takes it from
+# /wheels and its dependencies (for cuda, NVIDIA's runtime libraries) from PyPI
 RUN if grep -q '"atlasloop-models"' "services/${SERVICE}/pyproject.toml"; then \
-      pip wheel --no-cache-dir --no-deps --wheel-dir /wheels --index-url "${TORCH_INDEX}" torch==2.13.0; fi \
+      if [ "${TORCH_VARIANT}" = cuda ]; then index=https://pypi.org/simple; else index=https://download.pytorch.org/whl/cpu; fi; \
+      pip wheel --no-cache-dir --no-deps --wheel-dir /wheels --index-url "${index}" "torch==${TORCH_VERSION}"; fi \
     && pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels -c constraints.txt "./services/${SERVICE}"
 
 FROM ${PYTHON_IMAGE}

@@ -134,13 +134,19 @@ bench: venv proto
 REGISTRY ?= atlasloop
 TAG ?= dev
 SERVICES := storage inference scoring rendering tracking training
+GPU_SERVICES := inference training
+# CPU images of every service, and the CUDA variants (tag suffix -cuda) of the two that run on the
+# Ray GPU workers, with whatever builder the machine has; it says so when it has none.
 images:
 	@builder=$$(command -v docker || command -v podman || command -v buildah || true); \
 	if [ -z "$$builder" ]; then echo "make images: no image builder here (docker, podman or buildah); the Dockerfile is linted by make lint"; exit 0; fi; \
 	if [ "$$(basename $$builder)" = docker ] && ! docker info >/dev/null 2>&1; then echo "make images: docker is installed but no engine answers"; exit 0; fi; \
+	build() { if [ "$$(basename $$builder)" = buildah ]; then $$builder bud "$$@"; else $$builder build "$$@"; fi; }; \
 	for s in $(SERVICES); do \
-		if [ "$$(basename $$builder)" = buildah ]; then $$builder bud --build-arg SERVICE=$$s -t $(REGISTRY)/$$s:$(TAG) . || exit 1; \
-		else $$builder build --build-arg SERVICE=$$s -t $(REGISTRY)/$$s:$(TAG) . || exit 1; fi; \
+		build --build-arg SERVICE=$$s -t $(REGISTRY)/$$s:$(TAG) . || exit 1; \
+	done; \
+	for s in $(GPU_SERVICES); do \
+		build --build-arg SERVICE=$$s --build-arg TORCH_VARIANT=cuda -t $(REGISTRY)/$$s:$(TAG)-cuda . || exit 1; \
 	done
 
 clean: down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -12,12 +13,15 @@ CHART = REPO / "charts" / "atlasloop"
 CI = sorted((CHART / "ci").glob("*-values.yaml"))
 
 
-def render(helm: str, values: Path | None = None, *sets: str, api_versions: tuple[str, ...] = ()) -> list[dict]:
+def render(
+    helm: str, values: Path | Sequence[Path] | None = None, *sets: str, api_versions: tuple[str, ...] = ()
+) -> list[dict]:
+    """``values``: one values file or several, later ones winning; ``sets``: --set items."""
     command = [helm, "template", "atlasloop", str(CHART)]
     for api in api_versions:  # as if the cluster served these APIs (.Capabilities.APIVersions)
         command += ["--api-versions", api]
-    if values is not None:
-        command += ["-f", str(values)]
+    for file in [values] if isinstance(values, Path) else values or []:
+        command += ["-f", str(file)]
     for item in sets:
         command += ["--set", item]
     result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)

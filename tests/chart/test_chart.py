@@ -192,3 +192,19 @@ def test_serve_replicas_reach_the_storage_service_without_credentials_in_the_ray
     service = next(d for d in documents if d["kind"] == "RayService")
     assert "token" not in service["spec"]["serveConfigV2"].lower()
     assert "secret" not in service["spec"]["serveConfigV2"].lower()
+
+
+def test_an_inference_upgrade_needs_no_second_cluster_of_gpus_unless_asked(helm):
+    """KubeRay's default (NewCluster) keeps the old cluster serving while a full new one starts:
+    every GPU twice. The chart chooses None (model sets load in place; an image upgrade replaces
+    the cluster, deploy/README.md) and takes NewCluster only when asked."""
+    for values in CI:
+        (service,) = [d for d in render(helm, values) if d["kind"] == "RayService"]
+        assert service["spec"]["upgradeStrategy"] == {"type": "None"}, values.name
+    (service,) = [
+        d for d in render(helm, CI[0], "ray.inference.upgradeStrategy=NewCluster") if d["kind"] == "RayService"
+    ]
+    assert service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        render(helm, CI[0], "ray.inference.upgradeStrategy=Blue")
+    assert "upgradeStrategy" in refused.value.stderr

@@ -17,7 +17,7 @@ HOSPITAL = CHART / "ci" / "external-managed-values.yaml"  # mutual TLS, SASL_SSL
 EXTRA = ("s3.caSecret=hospital-s3-ca", "kafka.tls.caSecret=kafka-cluster-ca")
 
 
-def _settings_class(component: str):
+def settings_class(component: str):
     module = importlib.import_module(f"atlasloop.{component}.settings")
     return getattr(module, f"{component.title()}Settings")
 
@@ -57,7 +57,7 @@ def test_tls_sasl_and_cas_reach_every_service_and_ray_container_as_their_setting
             for name, value in env.items():
                 if name.startswith(prefix):
                     patch.setenv(name, value)
-            settings = _settings_class(component)()
+            settings = settings_class(component)()
         assert settings.tls.enabled and settings.tls.require_client_cert, pod["metadata"]["name"]
         assert settings.client_tls.enabled and settings.client_tls.cert_file is not None
         fields = type(settings).model_fields

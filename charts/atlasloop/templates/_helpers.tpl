@@ -38,8 +38,17 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* An image (ctx: root, component, variant "" or "cuda"): pinned by image.digests["<component>"]
+or ["<component>-cuda"] when given, else by tag (the CUDA variant's tag ends in -cuda). */}}
 {{- define "atlasloop.image" -}}
-{{- printf "%s/%s:%s" .root.Values.image.registry .component (default .root.Chart.AppVersion .root.Values.image.tag) }}
+{{- $cuda := eq (default "" .variant) "cuda" }}
+{{- $name := printf "%s%s" .component (ternary "-cuda" "" $cuda) }}
+{{- $digest := index (default dict .root.Values.image.digests) $name }}
+{{- if $digest }}
+{{- printf "%s/%s@%s" .root.Values.image.registry .component $digest }}
+{{- else }}
+{{- printf "%s/%s:%s%s" .root.Values.image.registry .component (default .root.Chart.AppVersion .root.Values.image.tag) (ternary "-cuda" "" $cuda) }}
+{{- end }}
 {{- end }}
 
 {{/* Restricted pod security (Pod Security Standards "restricted"). */}}

@@ -100,7 +100,7 @@ workerGroupSpecs:
         {{- end }}
         containers:
           - name: ray-worker
-            image: {{ include "atlasloop.image" $sel }}{{ if gt (int .workers.gpusPerWorker) 0 }}-cuda{{ end }}
+            image: {{ include "atlasloop.image" (merge (dict "variant" (ternary "cuda" "" (gt (int .workers.gpusPerWorker) 0))) $sel) }}
             imagePullPolicy: {{ $root.Values.image.pullPolicy }}
             ports:
               - {name: metrics, containerPort: 8080}

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from atlasloop.common import layout
-from atlasloop.common.errors import AtlasError, NotReady
+from atlasloop.common.errors import AtlasError, NotFound, NotReady
 from atlasloop.common.events import EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.settings import KafkaSettings, S3Settings, merged
@@ -53,6 +53,12 @@ from atlasloop.models.registry import ModelRegistry
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024  # a case id, a version and a trace context
 KEEP_VERSIONS = 2  # a member holds the current version and the one before it (requests in flight)
+
+
+FIRST_SET = (
+    "no model set is current yet: import the first one (atlasloop models import, then atlasloop models set "
+    "--current; deploy/README.md, 'The first model set'); cases wait for it"
+)
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Member:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.waiting = False  # True while no model set is current yet (a new install, FIRST_SET)
         self._follow_current()  # serve the current set from the start
         self._thread = threading.Thread(target=self._follow, args=(follow_s,), name="follow-current", daemon=True)
         self._thread.start()
@@ -101,7 +108,14 @@ class Member:
             return self._models[version]
 
     def _follow_current(self) -> None:
-        current = self.registry.model_set(self.registry.current())
+        try:
+            current = self.registry.model_set(self.registry.current())
+        except NotFound:
+            if not self.waiting:
+                log.warning("waiting for a first model set", extra={"member": self.architecture, "hint": FIRST_SET})
+            self.waiting = True
+            return
+        self.waiting = False
         version = next((m.version for m in current.members if m.architecture == self.architecture), None)
         if version is not None:
             self._model(version)
@@ -114,7 +128,9 @@ class Member:
                 log.warning("could not look for a new current model set", exc_info=True)
 
     def check_health(self) -> None:
-        if not self._models:
+        """Unhealthy when the current set's model could not be loaded; a new install with no set
+        yet is healthy and idle (the ensemble answers NotReady until one is made current)."""
+        if not self._models and not self.waiting:
             raise RuntimeError(f"{self.architecture}: no model loaded")
 
     def predict(self, image, version: str) -> MemberOutput:
@@ -170,7 +186,7 @@ class Ensemble:
 
     async def _run(self, request: ensemble_pb2.RunRequest) -> AsyncIterator[ensemble_pb2.RunResponse]:
         clock = _Phases()
-        model_set = self._model_set(request.model_set or self.registry.current())
+        model_set = self._model_set(request.model_set or self._current())
         done = self._writer.done(request.case_id, model_set.version)
         if done is not None:  # computed and announced before: nothing twice
             yield _finished(model_set.version, done, clock, repeated=True)
@@ -204,6 +220,13 @@ class Ensemble:
         )
         clock.lap("write")
         yield _finished(model_set.version, record, clock, repeated=False)
+
+    def _current(self) -> str:
+        """The current set; NotReady (retried later, never dead-lettered) while there is none."""
+        try:
+            return self.registry.current()
+        except NotFound:
+            raise NotReady(FIRST_SET) from None
 
     def _model_set(self, version: str) -> ModelSet:
         model_set = self.registry.model_set(version)
