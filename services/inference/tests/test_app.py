@@ -10,7 +10,7 @@ from atlasloop.inference.settings import InferenceSettings
 def test_spec_serves_inference_and_checks_its_dependencies():
     spec = build(InferenceSettings())
     assert [s.full_name for s in spec.services] == ["atlasloop.inference.v1.InferenceService"]
-    assert [c.name for c in spec.checks] == ["s3:atlasloop", "kafka", "ensemble"]
+    assert [c.name for c in spec.checks] == ["s3:atlasloop", "kafka", "model-set", "ensemble"]
 
 
 def test_serve_builder_merges_the_request_over_the_pods_environment(monkeypatch):

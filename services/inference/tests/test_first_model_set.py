@@ -1,13 +1,16 @@
-"""A new install has no model set yet: the ensemble's members start healthy and idle, and a case
-asked for meanwhile is NotReady (retried later, never dead-lettered) with what to do; once a set
-is made current the members load it by themselves."""
+"""A new install has no model set yet: the ensemble's members start healthy and idle, a case asked
+for meanwhile is NotReady (retried later, never dead-lettered) with what to do, and the inference
+service reports NOT_SERVING saying so; once a set is made current the members load it by
+themselves."""
 
 from __future__ import annotations
 
 import pytest
 
+from atlasloop.common import layout
 from atlasloop.common.errors import NotFound, NotReady
 from atlasloop.inference import serve_app
+from atlasloop.inference.first_set import model_set_check
 from atlasloop.models.records import ModelSet
 
 
@@ -59,3 +62,18 @@ def test_a_case_asked_for_before_any_set_is_not_ready_with_what_to_do(registry):
     ensemble.registry = registry
     with pytest.raises(NotReady, match="atlasloop models import"):
         ensemble._current()
+
+
+def test_the_service_is_not_ready_until_a_set_is_current():
+    class Bucket:  # the registry's pointer, as the bucket holds it or not
+        keys: set[str] = set()
+
+        def exists(self, key: str) -> bool:
+            return key in self.keys
+
+    bucket = Bucket()
+    check = model_set_check(bucket)  # type: ignore[arg-type]
+    with pytest.raises(NotReady, match="no model set is current yet"):
+        check.probe()
+    bucket.keys.add(layout.CURRENT_MODEL_SET)
+    check.probe()

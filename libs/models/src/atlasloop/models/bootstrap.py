@@ -1,9 +1,9 @@
 """The bootstrap model set: what a fresh installation serves before anything is trained.
 
-The inference service is NOT_SERVING until it serves a model set, and a new workstation has none.
-``bootstrap_set`` registers three tiny, untrained networks (U-Net, DynUNet, SegResNet; seeded, so
-every fresh stack starts from the same weights) on a ``spacing_mm`` grid, labelled ``untrained`` in
-their provenance, and makes them current. Training (which keeps their grid) or
+The inference service is NOT_SERVING until a model set is current (``atlasloop.inference.first_set``),
+and a new workstation has none. ``bootstrap_set`` registers three tiny, untrained networks (U-Net,
+DynUNet, SegResNet; seeded, so every fresh stack starts from the same weights) on a ``spacing_mm``
+grid, labelled ``untrained`` in their provenance, and makes them current. Training (which keeps their grid) or
 ``atlasloop models import`` replaces them. A registry that already has a current set is left alone.
 """
 

@@ -13,6 +13,7 @@ from atlasloop.common.storage_client import StorageClient
 from atlasloop.events.v1 import events_pb2
 from atlasloop.inference.core import InferenceCore
 from atlasloop.inference.ensemble_client import EnsembleClient
+from atlasloop.inference.first_set import model_set_check
 from atlasloop.inference.repredict import Sweeper
 from atlasloop.inference.servicer import InferenceServiceServicer
 from atlasloop.inference.settings import InferenceSettings
@@ -44,7 +45,12 @@ def build(settings: InferenceSettings) -> ServiceSpec:
         name="inference",
         services=[SERVICE],
         register=register,
-        checks=[s3_bucket_check(store), kafka_check(settings.kafka), ReadinessCheck("ensemble", ensemble.ready)],
+        checks=[
+            s3_bucket_check(store),
+            kafka_check(settings.kafka),
+            model_set_check(store),
+            ReadinessCheck("ensemble", ensemble.ready),
+        ],
         on_start=[consumer.start, sweeper.start] if settings.consume_events else [],
         on_stop=[consumer.stop, sweeper.stop, ensemble.close],
     )

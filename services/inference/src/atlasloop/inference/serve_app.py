@@ -43,6 +43,7 @@ from atlasloop.common.settings import KafkaSettings, S3Settings, merged
 from atlasloop.common.tls import ClientTls
 from atlasloop.imaging.preprocess import preprocess_image, to_native
 from atlasloop.imaging.stream import load_nifti_chunks
+from atlasloop.inference.first_set import FIRST_SET
 from atlasloop.inference.outputs import OutputWriter
 from atlasloop.inference.settings import InferenceSettings
 from atlasloop.inference.v1 import ensemble_pb2, inference_pb2
@@ -53,12 +54,6 @@ from atlasloop.models.registry import ModelRegistry
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024  # a case id, a version and a trace context
 KEEP_VERSIONS = 2  # a member holds the current version and the one before it (requests in flight)
-
-
-FIRST_SET = (
-    "no model set is current yet: import the first one (atlasloop models import, then atlasloop models set "
-    "--current; deploy/README.md, 'The first model set'); cases wait for it"
-)
 
 
 @dataclass
