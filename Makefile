@@ -36,7 +36,7 @@ help:
 	@echo "make down   stop exactly what 'make up' started (idempotent)"
 	@echo "make status print the service map and each service's health"
 	@echo "make proto  regenerate the Python stubs from protos/"
-	@echo "make lint   buf lint, hadolint, ruff check and format, import contracts, mypy"
+	@echo "make lint   buf lint, hadolint, shellcheck, ruff check and format, import contracts, mypy"
 	@echo "make bench  run the benchmarks"
 	@echo "make chart  helm lint --strict, render every ci/*-values.yaml, validate against Kubernetes 1.30 and 1.37,"
 	@echo "            and check what the KubeRay operator makes of it (tests/chart, checkov's Pod Security scan)"
@@ -67,10 +67,12 @@ proto: $(GEN_STAMP)
 
 PY_SOURCES := libs services tests benchmarks conftest.py
 DOCKERFILES := Dockerfile
+SHELL_SCRIPTS := $(shell find . -name '*.sh' -not -path './.venv/*' -not -path './node_modules/*' -not -path './.run/*')
 
 lint: venv proto
 	$(BUF) lint
 	$(BIN)/hadolint --failure-threshold warning $(DOCKERFILES)
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/lint-imports --no-cache
