@@ -73,3 +73,14 @@ def test_the_system_of_record_is_backed_up_where_the_store_keeps_it_and_can_be_r
     production = yaml.safe_load((PREREQUISITES.parent / "values" / "production.yaml").read_text())
     assert store["spec"]["configuration"]["destinationPath"].split("/")[2] in buckets
     assert production["s3"]["bucket"] in buckets
+
+
+def test_production_reaches_the_in_cluster_s3_the_way_it_serves():
+    """deploy/values/production.yaml speaks HTTPS to the in-cluster S3 with a private CA: the S3
+    prerequisite must serve HTTPS on that port (MinIO, as this guide once configured it, did not)."""
+    production = yaml.safe_load((PREREQUISITES.parent / "values" / "production.yaml").read_text())["s3"]
+    seaweedfs = yaml.safe_load((PREREQUISITES / "seaweedfs-values.yaml").read_text())["s3"]
+    host, port = production["endpoint"].rsplit(":", 1)
+    assert host.startswith("seaweedfs-s3.seaweedfs.svc")
+    assert production["secure"] and production["caSecret"] and int(port) == seaweedfs["httpsPort"]
+    assert any(arg.startswith("-cert.file=") for arg in seaweedfs["extraArgs"])
