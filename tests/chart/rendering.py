@@ -1,7 +1,9 @@
-"""The chart rendered by the real Helm, as the chart's tests read it."""
+"""The chart rendered by the real Helm, as the chart's tests read it, and the settings classes its
+environment is read by."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,3 +28,21 @@ def render(
         command += ["--set", item]
     result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def settings_class(component: str):
+    module = importlib.import_module(f"atlasloop.{component}.settings")
+    return getattr(module, f"{component.title()}Settings")
+
+
+def pods(documents: list[dict]):
+    """(owner kind/name, pod spec) of every workload, Ray head and worker groups included."""
+    for doc in documents:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("Deployment", "Job"):
+            yield f"{kind}/{name}", doc["spec"]["template"]["spec"]
+        elif kind in ("RayService", "RayCluster"):
+            cluster = doc["spec"]["rayClusterConfig"] if kind == "RayService" else doc["spec"]
+            yield f"{kind}/{name}/head", cluster["headGroupSpec"]["template"]["spec"]
+            for group in cluster["workerGroupSpecs"]:
+                yield f"{kind}/{name}/{group['groupName']}", group["template"]["spec"]

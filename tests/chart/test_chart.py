@@ -11,20 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .rendering import CHART, CI, render
-
-
-def pods(documents: list[dict]):
-    """(owner kind/name, pod spec) of every workload, Ray head and worker groups included."""
-    for doc in documents:
-        kind, name = doc["kind"], doc["metadata"]["name"]
-        if kind in ("Deployment", "Job"):
-            yield f"{kind}/{name}", doc["spec"]["template"]["spec"]
-        elif kind in ("RayService", "RayCluster"):
-            cluster = doc["spec"]["rayClusterConfig"] if kind == "RayService" else doc["spec"]
-            yield f"{kind}/{name}/head", cluster["headGroupSpec"]["template"]["spec"]
-            for group in cluster["workerGroupSpecs"]:
-                yield f"{kind}/{name}/{group['groupName']}", group["template"]["spec"]
+from .rendering import CHART, CI, pods, render
 
 
 def test_schema_refuses_a_wrong_value_type(helm):

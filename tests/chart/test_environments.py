@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .rendering import CHART, CI, REPO, render
-from .test_security import settings_class
+from .rendering import CHART, CI, REPO, render, settings_class
 
 ENVIRONMENTS = {
     "production": (CHART / "ci" / "gpu-8-values.yaml", REPO / "deploy" / "values" / "production.yaml"),

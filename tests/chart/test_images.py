@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .rendering import CHART, REPO, render
+from .rendering import CHART, REPO, pods, render
 
 GPU = CHART / "ci" / "gpu-8-values.yaml"
 IMAGES = ("storage", "inference", "scoring", "rendering", "tracking", "training")
@@ -22,16 +22,8 @@ def _make_variable(name: str) -> list[str]:
 
 
 def _containers(documents: list[dict]):
-    for doc in documents:
-        spec = doc.get("spec") or {}
-        templates = []
-        if doc["kind"] in ("Deployment", "Job"):
-            templates = [spec["template"]]
-        elif doc["kind"] in ("RayService", "RayCluster"):
-            cluster = spec["rayClusterConfig"] if doc["kind"] == "RayService" else spec
-            templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-        for template in templates:
-            yield from template["spec"]["containers"]
+    for _owner, spec in pods(documents):
+        yield from spec["containers"]
 
 
 def test_the_cuda_variant_takes_the_pinned_torch_from_an_index_that_has_it():

@@ -5,21 +5,15 @@ setting fails the install with its reason; the GRPCRoute sends each gRPC service
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import pytest
 
 from .kuberay_operator import expand
-from .rendering import CHART, REPO, render
+from .rendering import CHART, REPO, render, settings_class
 
 HOSPITAL = CHART / "ci" / "external-managed-values.yaml"  # mutual TLS, SASL_SSL
 EXTRA = ("s3.caSecret=hospital-s3-ca", "kafka.tls.caSecret=kafka-cluster-ca")
-
-
-def settings_class(component: str):
-    module = importlib.import_module(f"atlasloop.{component}.settings")
-    return getattr(module, f"{component.title()}Settings")
 
 
 def _environment(container: dict) -> dict[str, str]:
