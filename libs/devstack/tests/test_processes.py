@@ -80,3 +80,34 @@ def test_processes_are_found_by_a_folder_of_our_own_and_stopped(tmp_path):
         for process in (mine, other):
             process.kill()
             process.wait()
+
+
+def test_processes_holding_a_file_of_our_folder_open_are_found(tmp_path):
+    """Ray's workers retitle themselves (``ray::ProxyActor``): their arguments no longer name the
+    cluster's folder, but their log files in it stay open."""
+    import subprocess
+    import sys
+
+    from atlasloop.devstack.processes import mentioning_path
+
+    ours, theirs = tmp_path / "ray-1", tmp_path / "ray-10"
+    for folder in (ours, theirs):
+        (folder / "logs").mkdir(parents=True)
+    holder = (
+        "import sys, time; log = open(sys.stdin.readline().strip(), 'a'); print('open', flush=True); time.sleep(60)"
+    )
+    processes = []
+    try:
+        for folder in (ours, theirs):
+            process = subprocess.Popen(
+                [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            process.stdin.write(f"{folder / 'logs' / 'worker.out'}\n")
+            process.stdin.flush()
+            assert process.stdout.readline().strip() == "open"
+            processes.append(process)
+        assert mentioning_path(ours) == [processes[0].pid]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

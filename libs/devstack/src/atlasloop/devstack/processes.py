@@ -27,19 +27,38 @@ def _start_time(pid: int) -> int | None:
 
 def mentioning_path(path: Path) -> list[int]:
     """Live processes with ``path`` (a folder of this stack's own) or a path under it among their
-    arguments."""
+    arguments, or holding a file under it open. The open files matter: Ray's workers (the Serve
+    proxy among them) rewrite their command line to a title such as ``ray::ProxyActor``, but keep
+    their log files in the cluster's session folder open."""
     ends = (f"{path}\0".encode(), f"{path}/".encode())
+    prefix = f"{path}/"
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             command = (entry / "cmdline").read_bytes()
-            if any(end in command for end in ends) and _alive(int(entry.name)):
-                found.append(int(entry.name))
         except OSError:
             continue
-    return [pid for pid in found if pid != os.getpid()]
+        ours = any(end in command for end in ends) or _holds_open(entry, prefix)
+        if ours and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _holds_open(process: Path, prefix: str) -> bool:
+    """Whether the process (its /proc entry) has a file under ``prefix`` open."""
+    try:
+        descriptors = list((process / "fd").iterdir())
+    except OSError:  # gone, or not ours to look into
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor).startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def stop_pids(pids: list[int], grace_s: float = 5.0) -> None:

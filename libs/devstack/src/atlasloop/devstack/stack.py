@@ -347,7 +347,8 @@ class Stack:
                 stopped.append(name)
         # Ray's workers (the Serve proxy among them) are the raylets' children in sessions of their
         # own, outside the process groups stopped above; orphaned, they exit on their own, but not
-        # always before their ports are wanted again. They carry the cluster's temp dir, ours alone.
+        # always before their ports are wanted again. They name the cluster's temp dir (ours alone)
+        # in their arguments or hold their log files in it open (processes.mentioning_path).
         if "ray" in names or "ray-node" in names:
             stop_pids(mentioning_path(self.ray_temp_dir()))
         return stopped
