@@ -35,7 +35,6 @@ class Expanded:
 
     pods: list[dict] = field(default_factory=list)  # kind Pod, metadata.name is the owner and group
     services: list[dict] = field(default_factory=list)
-    clusters: list[dict] = field(default_factory=list)  # RayClusters, those a RayService creates included
 
 
 def expand(documents: list[dict]) -> Expanded:
@@ -48,11 +47,9 @@ def expand(documents: list[dict]) -> Expanded:
         elif kind == "Service":
             out.services.append(doc)
         elif kind == "RayCluster":
-            out.clusters.append(doc)
             _cluster(doc, "RayCluster", out)
         elif kind == "RayService":
             cluster = _cluster_for_rayservice(doc)
-            out.clusters.append(cluster)
             _cluster(cluster, "RayService", out)
             out.services += _rayservice_services(doc, cluster)
     return out
@@ -311,9 +308,3 @@ def selects(selector: dict | None, labels: dict) -> bool:
         if operator == "DoesNotExist" and key in labels:
             return False
     return True
-
-
-def service_selects(service: dict, labels: dict) -> bool:
-    """A Service's selector is a plain map; a Service without one selects no pod."""
-    selector = service["spec"].get("selector") or {}
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
