@@ -4,6 +4,7 @@ times, dead-lettered with its reason, and replayed by an admin."""
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -57,6 +58,34 @@ def test_group_resumes_from_committed_offset_after_restarts(stack):
     rest = _consume(settings, "grp", 3, linger_s=3.0)  # exactly the rest: no replay, no loss
     assert [e for e, _ in rest] == sent[3:]
     assert [o for _, o in rest] == [o + 3 for _, o in first]
+
+
+def test_a_producer_fenced_by_an_outage_is_replaced_and_publishes_again(stack):
+    """A message that timed out while the broker was away makes an idempotent producer bump its
+    epoch; Tansu answers PRODUCER_FENCED, which leaves a librdkafka producer broken for good. The
+    service's producer must publish again once the broker is back, not answer UNAVAILABLE until
+    someone restarts the service (a fault-injection run found this)."""
+    settings = _settings(stack, publish_timeout_s=6.0)
+    events.ensure_topics(settings, [events_pb2.CaseIngested])
+    producer = events.EventProducer(settings, "test")
+    before = _ingested("before")
+    producer.publish(before, key="case-5")
+
+    stack.processes.stop("kafka", grace_s=0, sig=signal.SIGKILL)
+    try:
+        with pytest.raises(NotReady):
+            producer.publish(_ingested("while-away"), key="case-5")
+    finally:
+        stack.start_kafka(timeout_s=120)
+
+    after = [_ingested(f"after-{i}") for i in range(3)]
+    for event in after:
+        producer.publish(event, key="case-5")
+    producer.close()
+    assert producer.replaced == 1  # Tansu fenced it, as it does; the next ones went through the new one
+
+    got = {e for e, _ in _consume(settings, "grp", 4, linger_s=2.0)}
+    assert {before.meta.event_id} | {e.meta.event_id for e in after} <= got
 
 
 def _settings(stack, **update):

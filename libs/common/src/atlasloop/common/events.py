@@ -47,6 +47,15 @@ TOPICS: dict[type[ProtoMessage], str] = {
 }
 _BY_NAME = {cls.DESCRIPTOR.full_name: cls for cls in TOPICS}
 TYPE_HEADER = "event-type"
+# Errors after which a producer never delivers again. librdkafka flags some as fatal; a fenced
+# idempotent producer (PRODUCER_FENCED from a broker that refuses an epoch bump) it reports in each
+# delivery without the flag.
+_BROKEN_PRODUCER = {
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError._FENCED,
+    KafkaError._FATAL,
+}
 ID_HEADER = "event-id"
 
 
@@ -109,17 +118,31 @@ def decode(value: bytes, headers: Iterable[tuple[str, bytes]] | None) -> ProtoMe
 
 
 class EventProducer:
-    """Publish events synchronously: :meth:`publish` returns once the broker has them."""
+    """Publish events synchronously: :meth:`publish` returns once the broker has them.
+
+    A librdkafka producer that meets a fatal error stays broken: every later message fails the
+    same way. This happens after a broker outage: a message that timed out makes an idempotent
+    producer bump its epoch (KIP-360), and a broker that does not support the bump (Tansu answers
+    PRODUCER_FENCED) leaves it fenced for good, so a service would answer UNAVAILABLE until it was
+    restarted. Such an error therefore replaces the producer with a new one (a new producer id) and
+    sends the message once more on it; delivery stays at least once, as the module says.
+    """
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self._settings = settings
-        self._producer = Producer(
-            settings.client_config()
+        self._client_id = client_id
+        self._lock = threading.Lock()  # guards the swap of a fenced producer; publishing is concurrent
+        self._producer = self._new_producer()
+        self.replaced = 0  # producers replaced after a fatal error, for logs and tests
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            self._settings.client_config()
             | {
-                "client.id": client_id,
+                "client.id": self._client_id,
                 "enable.idempotence": True,
                 "acks": "all",
-                "message.timeout.ms": int(settings.publish_timeout_s * 1000 * 0.75),
+                "message.timeout.ms": int(self._settings.publish_timeout_s * 1000 * 0.75),
             }
         )
 
@@ -132,22 +155,53 @@ class EventProducer:
 
     def publish_raw(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Publish already-encoded bytes (the outbox relay stores events encoded)."""
+        producer = self._producer
+        error = self._send(producer, topic, key, value, headers)
+        if error is not None and _broken(error):
+            log.warning("producer is broken for good; replacing it", extra={"topic": topic, "error": str(error)})
+            producer = self._replace(producer)
+            error = self._send(producer, topic, key, value, headers)
+        if error is not None:
+            raise NotReady(f"broker refused an event on {topic}: {error}")
+        metrics.published(topic)
+
+    def _send(
+        self, producer: Producer, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> KafkaError | None:
+        """Produce one message and wait for its acknowledgement; the delivery error, if any."""
         timeout_s = self._settings.publish_timeout_s
         outcome: dict[str, KafkaError | None] = {}
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             outcome["error"] = error
 
-        self._producer.produce(topic, value=value, key=key.encode(), headers=list(headers), on_delivery=delivered)
-        self._producer.flush(timeout_s)
+        try:
+            producer.produce(topic, value=value, key=key.encode(), headers=list(headers), on_delivery=delivered)
+        except KafkaException as exc:  # refused before queueing: a fatal state, or a full queue
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and _broken(error):
+                return error
+            raise
+        producer.flush(timeout_s)
         if "error" not in outcome:
             raise NotReady(f"broker did not acknowledge an event on {topic} within {timeout_s:.0f} s")
-        if outcome["error"] is not None:
-            raise NotReady(f"broker refused an event on {topic}: {outcome['error']}")
-        metrics.published(topic)
+        return outcome["error"]
+
+    def _replace(self, failed: Producer) -> Producer:
+        """A new producer in place of ``failed``, unless another thread already replaced it."""
+        with self._lock:
+            if self._producer is failed:
+                failed.purge()  # its queue can never be delivered; dropping it frees the handle
+                self._producer = self._new_producer()
+                self.replaced += 1
+            return self._producer
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+def _broken(error: KafkaError) -> bool:
+    return error.fatal() or error.code() in _BROKEN_PRODUCER
 
 
 @dataclass(frozen=True)
