@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import urllib.error
@@ -11,12 +12,15 @@ import zipfile
 
 import grpc
 import numpy as np
+import pydicom
 import pytest
 
 from atlasloop.common import layout
+from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.app import build
@@ -39,8 +43,8 @@ SERVICE = [("authorization", "Bearer tok-svc")]  # the inference service: writes
 TRACKING = [("authorization", "Bearer tok-trk")]  # writes human labels (revisions of held leases)
 
 
-@pytest.fixture
-def storage(stack, unique):
+@contextlib.contextmanager
+def _storage(stack, unique, **settings_fields):
     settings = StorageSettings(
         port=0,
         max_upload_bytes=64 * 1024 * 1024,
@@ -48,15 +52,22 @@ def storage(stack, unique):
         s3=stack.s3_settings(bucket=f"storage-{unique}"),
         kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"s{unique}."}),
         auth={"dev_tokens": TOKENS},
+        **settings_fields,
     )
     service, channel = start_in_process(build(settings), settings)
     collector = EventCollector(settings.kafka, [events_pb2.CaseIngested])
-    from atlasloop.common.objectstore import ObjectStore
+    try:
+        yield storage_pb2_grpc.StorageServiceStub(channel), ObjectStore(settings.s3), collector
+    finally:
+        collector.close()
+        channel.close()
+        service.stop(0)
 
-    yield storage_pb2_grpc.StorageServiceStub(channel), ObjectStore(settings.s3), collector
-    collector.close()
-    channel.close()
-    service.stop(0)
+
+@pytest.fixture
+def storage(stack, unique):
+    with _storage(stack, unique) as parts:
+        yield parts
 
 
 @pytest.fixture
@@ -122,6 +133,76 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     assert [k for k in store.list_keys(layout.STAGING) if not k.endswith(".receipt.json")] == []
     listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=ADMIN)
     assert [c.case_id for c in listed.cases] == ["real-ct-01"] and listed.next_page_token == ""
+
+
+SCANNER = {
+    "Manufacturer": "GE MEDICAL SYSTEMS",
+    "KVP": "120",
+    "ConvolutionKernel": "STANDARD",
+    "BodyPartExamined": "ABDOMEN",
+}
+PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-0042", "PatientBirthDate": "19610203"}
+
+
+@pytest.mark.parametrize("keep_patient", [False, True])
+def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_when_allowed(
+    stack, unique, real_ct_dir, tmp_path, caplog, keep_patient
+):
+    """The real CT as a DICOM series (zip): the case keeps the UIDs and every slice's instance,
+    placed on the stored CT's grid, and the acquisition tags. Patient identifiers are dropped,
+    unless the deployment keeps them, and then only an admin sees them; never in an event or a log."""
+    caplog.set_level("DEBUG")
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    paths = write_series(ct, tmp_path / "series", tags={**SCANNER, **PATIENT})
+    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
+        for path in paths:
+            archive.write(path, f"series/{path.name}")
+    written = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+
+    with _storage(stack, unique, keep_patient_identifiers=keep_patient) as (stub, store, collector):
+        reply = _import(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="dicom-01")
+        dicom = reply.info.dicom
+        assert (dicom.study_instance_uid, dicom.series_instance_uid, dicom.frame_of_reference_uid) == (
+            written[0].StudyInstanceUID,
+            written[0].SeriesInstanceUID,
+            written[0].FrameOfReferenceUID,
+        )
+        assert sorted(i.sop_instance_uid for i in dicom.instances) == sorted(ds.SOPInstanceUID for ds in written)
+        assert dict(dicom.acquisition) == {
+            "modality": "CT",
+            "manufacturer": "GE MEDICAL SYSTEMS",
+            "kvp": "120",
+            "kernel": "STANDARD",
+            "body_part": "ABDOMEN",
+            "slice_thickness_mm": written[0].SliceThickness,
+        }
+        # every instance is a slice of the stored (canonical) CT: its corner lands on a voxel
+        # corner of that grid, each slice once
+        stored_affine = np.asarray(reply.info.geometry.affine).reshape(4, 4)
+        shape = list(reply.info.geometry.shape)
+        at = [
+            np.linalg.inv(stored_affine) @ np.array([-i.position_lps[0], -i.position_lps[1], i.position_lps[2], 1.0])
+            for i in dicom.instances
+        ]
+        assert all(np.allclose(v[:3], np.round(v[:3]), atol=1e-3) for v in at)
+        slice_axis = int(np.argmax([len({round(v[a]) for v in at}) for a in range(3)]))
+        assert sorted(round(v[slice_axis]) for v in at) == list(range(shape[slice_axis]))
+
+        admin = stub.GetCase(storage_pb2.GetCaseRequest(case_id="dicom-01"), metadata=ADMIN).info.dicom
+        service = stub.GetCase(storage_pb2.GetCaseRequest(case_id="dicom-01"), metadata=SERVICE).info.dicom
+        assert dict(admin.patient) == (
+            {"patient_id": "MRN-0042", "patient_name": "Doe^Jane", "birth_date": "19610203"} if keep_patient else {}
+        )
+        assert dict(service.patient) == {} and service.series_instance_uid == dicom.series_instance_uid
+        listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=SERVICE).cases
+        assert [dict(c.dicom.patient) for c in listed] == [{}]
+
+        (event,) = collector.wait_for(1)
+        meta = store.get_bytes(layout.meta_key("dicom-01"))
+    assert event.case_id == "dicom-01" and b"Doe^Jane" not in event.SerializeToString()
+    assert (b"Doe^Jane" in meta) == keep_patient and (b"MRN-0042" in meta) == keep_patient
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "dicom-01" in logged and "Doe^Jane" not in logged and "MRN-0042" not in logged
 
 
 def _nothing_left(store, collector):

@@ -5,6 +5,7 @@ number); rescale slope and intercept give Hounsfield units; the affine comes fro
 ImageOrientationPatient and ImagePositionPatient, converted from DICOM's LPS to RAS. Refused,
 before pixel data is read: files of more than one series, a modality other than CT, slices of
 different size or orientation, gaps (missing slices), and sizes over the voxel limit.
+:func:`read_series` also gives the series' identity (:mod:`atlasloop.imaging.dicom_identity`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from atlasloop.imaging.dicom_identity import SeriesIdentity, series_identity
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.limits import check_affine, check_zip
 from atlasloop.imaging.volume import MAX_VOXELS, Volume, check_geometry
@@ -108,11 +110,18 @@ def _geometry(
 
 def read_dicom_series(source: str | Path) -> Volume:
     """A CT volume in HU (int16 when the values allow, else float32) from one series."""
+    return read_series(source)[0]
+
+
+def read_series(source: str | Path) -> tuple[Volume, SeriesIdentity]:
+    """The CT volume of one series and its identity (UIDs, instances in slice order, acquisition)."""
     source = Path(source)
     if not source.exists():
         raise ImageError(source, "does not exist")
     headers = list(_datasets(source, with_pixels=False))
     names, affine, (rows, cols) = _geometry(source, headers)
+    by_name = dict(headers)
+    identity = series_identity([by_name[name] for name in names])
     index = {name: k for k, name in enumerate(names)}
     slices: list[np.ndarray | None] = [None] * len(names)
     for name, ds in _datasets(source, with_pixels=True):
@@ -140,4 +149,4 @@ def read_dicom_series(source: str | Path) -> Volume:
         hu = hu.astype(np.int16)
     else:
         hu = hu.astype(np.float32)
-    return Volume(hu, affine)
+    return Volume(hu, affine), identity

@@ -8,6 +8,7 @@ Used to hand scans to DICOM-only tools and, in tests, to prove the reader exact.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ def write_series(
     shuffle_names: bool = True,
     slope: float = 1.0,
     intercept: float | None = None,
+    tags: Mapping[str, object] | None = None,
 ) -> list[Path]:
-    """Write the series; ``shuffle_names`` scrambles file names so readers cannot rely on them."""
+    """Write the series; ``shuffle_names`` scrambles file names so readers cannot rely on them;
+    ``tags`` (DICOM keyword -> value) are set on every slice (a scanner's, a patient's)."""
     folder.mkdir(parents=True, exist_ok=True)
     if intercept is None:  # stored values are unsigned: the intercept is at or below the minimum
         intercept = float(min(-1024, int(volume.array.min())))
@@ -38,6 +41,7 @@ def write_series(
     col_dir = lps[:3, 1] / spacing[1]
     series_uid = series_uid or generate_uid()
     study_uid = generate_uid()
+    frame_uid = generate_uid()
     order = list(range(volume.shape[2]))
     if shuffle_names:
         random.Random(0).shuffle(order)
@@ -54,6 +58,7 @@ def write_series(
         ds.Modality = modality
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
         ds.InstanceNumber = name_index + 1
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in (lps[:3, :3] @ [0, 0, k] + lps[:3, 3])]
@@ -67,6 +72,8 @@ def write_series(
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = np.ascontiguousarray(stored.T).tobytes()  # rows = j, columns = i
+        for keyword, value in (tags or {}).items():
+            setattr(ds, keyword, value)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

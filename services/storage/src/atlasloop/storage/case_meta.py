@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from atlasloop.common.domain import LabelSource
 from atlasloop.common.objectstore import StoredObject
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.dicom_identity import SeriesIdentity
 from atlasloop.imaging.volume import Volume
 from atlasloop.storage.v1 import storage_pb2
 
@@ -88,6 +89,9 @@ class CaseRecord:
     # W3C headers of the import's trace: work on the case that starts without a trace of its own
     # (the re-prediction sweep) continues the case's trace (``meta_trace_context``)
     trace_context: dict[str, str] = field(default_factory=dict)
+    # atlasloop.imaging.dicom_identity.SeriesIdentity.as_json for a case imported from DICOM; its
+    # patient part is empty unless the deployment keeps patient identifiers
+    dicom: dict | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -96,7 +100,8 @@ class CaseRecord:
     def from_json(cls, data: dict) -> CaseRecord:
         return cls(**{**data, "geometry": Geometry(**data["geometry"])})
 
-    def to_proto(self, bucket: str) -> storage_pb2.CaseInfo:
+    def to_proto(self, bucket: str, with_patient: bool = False) -> storage_pb2.CaseInfo:
+        """The case as an answer; patient identifiers (where kept) only ``with_patient``."""
         return storage_pb2.CaseInfo(
             case_id=self.case_id,
             geometry=self.geometry.to_proto(),
@@ -107,7 +112,24 @@ class CaseRecord:
                 bucket=bucket, key=self.ct_key, sha256=self.ct_sha256, size_bytes=self.ct_size_bytes
             ),
             imported_at=timestamp(self.imported_at),
+            dicom=_dicom_proto(self.dicom, with_patient) if self.dicom else None,
         )
+
+
+def _dicom_proto(dicom: dict, with_patient: bool) -> storage_pb2.DicomIdentity:
+    identity = SeriesIdentity.from_json(dicom)
+    return storage_pb2.DicomIdentity(
+        study_instance_uid=identity.study_instance_uid,
+        series_instance_uid=identity.series_instance_uid,
+        frame_of_reference_uid=identity.frame_of_reference_uid,
+        sop_class_uid=identity.sop_class_uid,
+        instances=[
+            storage_pb2.DicomInstance(sop_instance_uid=i.sop_instance_uid, position_lps=list(i.position_lps))
+            for i in identity.instances
+        ],
+        acquisition=identity.acquisition,
+        patient=identity.patient if with_patient else {},
+    )
 
 
 @dataclass(frozen=True)

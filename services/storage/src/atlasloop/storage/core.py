@@ -38,7 +38,9 @@ class StorageCore:
         self.staging = Staging(store, settings.max_upload_bytes, settings.max_chunk_bytes, settings.staging_dir)
         self.labels = LabelVersions(store)
         self.catalog = Catalog(store, self.labels)
-        self.importer = CaseImporter(store, self.staging, self.labels, producer, settings.max_upload_bytes)
+        self.importer = CaseImporter(
+            store, self.staging, self.labels, producer, settings.max_upload_bytes, settings.keep_patient_identifiers
+        )
 
     def upload(self, header: UploadHeader, chunks: Iterator[bytes]) -> StagedUpload:
         return self.staging.receive(header, chunks)

@@ -31,8 +31,9 @@ from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.dicom import read_series
 from atlasloop.imaging.errors import ImageError
-from atlasloop.imaging.io import read_ct, safe_extract
+from atlasloop.imaging.io import safe_extract
 from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
@@ -88,25 +89,35 @@ def recognise(file_name: str) -> str:
 
 class CaseImporter:
     def __init__(
-        self, store: ObjectStore, staging: Staging, labels: LabelVersions, producer: EventProducer, max_bytes: int
+        self,
+        store: ObjectStore,
+        staging: Staging,
+        labels: LabelVersions,
+        producer: EventProducer,
+        max_bytes: int,
+        keep_patient_identifiers: bool = False,
     ) -> None:
         self._store = store
         self._staging = staging
         self._labels = labels
         self._producer = producer
         self._max_bytes = max_bytes
+        self._keep_patient = keep_patient_identifiers
 
-    def _read(self, path: Path, fmt: str, work: Path) -> tuple[Volume, Volume | None]:
+    def _read(self, path: Path, fmt: str, work: Path) -> tuple[Volume, Volume | None, dict | None]:
+        """The CT, its labels if the file holds any, and the DICOM identity (patient part dropped
+        unless the deployment keeps it) of a DICOM import."""
         if fmt == "nifti":
-            return load_nifti(path), None
+            return load_nifti(path), None, None
         if fmt == "dicom_zip":
-            return read_ct(path), None
+            ct, identity = read_series(path)
+            return ct, None, identity.as_json(keep_patient=self._keep_patient)
         folder = safe_extract(path, work / "case", self._max_bytes * 4)
         candidates = [p.parent for p in folder.rglob("ct.nii.gz")]
         if len(candidates) != 1:
             raise ImageError(path.name, f"an AbdomenAtlas case zip holds one ct.nii.gz; found {len(candidates)}")
         case = read_case(candidates[0])
-        return case.ct, case.labels
+        return case.ct, case.labels, None
 
     def import_case(self, request: ImportRequest, principal: Principal) -> ImportResult:
         with observe.step("import", "import case") as span:
@@ -140,7 +151,7 @@ class CaseImporter:
                 fmt = request.format or recognise(path.name)
                 if fmt not in FORMATS:
                     raise InvalidInput(f"unknown format {fmt!r}")
-                ct, labels = self._read(path, fmt, work)
+                ct, labels, dicom = self._read(path, fmt, work)
             ct = canonical_ct(ct, path.name)
             if request.label_upload_id:
                 with self._staging.fetched(request.label_upload_id) as label_path:
@@ -167,7 +178,7 @@ class CaseImporter:
                 new_receipt = True
             else:
                 new_receipt = False
-            record = self._write(receipt, new_receipt, ct, labels, digest, request, author, work)
+            record = self._write(receipt, new_receipt, ct, labels, dicom, digest, request, author, work)
         self._discard(request)
         return ImportResult(record, duplicate=False)
 
@@ -210,6 +221,7 @@ class CaseImporter:
         new_receipt: bool,
         ct: Volume,
         labels: Volume | None,
+        dicom: dict | None,
         digest: str,
         request: ImportRequest,
         author: str,
@@ -240,6 +252,7 @@ class CaseImporter:
                 imported_by=author,
                 imported_at=now_iso(),
                 trace_context=tracing.current_headers(),
+                dicom=dicom,
             )
             group.put_json(layout.meta_key(case_id), record.as_json())
             if not request.allow_duplicate or not self._store.exists(layout.content_index_key(digest)):

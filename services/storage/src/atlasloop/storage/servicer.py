@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from atlasloop.common.auth import current_principal
 from atlasloop.common.case_grants import check_case_read
-from atlasloop.common.domain import CaseFormat, LabelSource, VolumeKind
+from atlasloop.common.domain import CaseFormat, LabelSource, Role, VolumeKind
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.storage.case_meta import object_ref
@@ -25,6 +25,12 @@ def _expiry(seconds: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(datetime.now(UTC) + timedelta(seconds=seconds))
     return stamp
+
+
+def _sees_patient() -> bool:
+    """Patient identifiers (where the deployment keeps them) go to admins only: annotators and
+    services work on the images, not on who they are of."""
+    return Role.ADMIN in current_principal().roles
 
 
 def _kind(value: int) -> VolumeKind:
@@ -68,7 +74,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
             current_principal(),
         )
         return storage_pb2.ImportCaseResponse(
-            case_id=result.case.case_id, duplicate=result.duplicate, info=result.case.to_proto(self._bucket)
+            case_id=result.case.case_id,
+            duplicate=result.duplicate,
+            info=result.case.to_proto(self._bucket, _sees_patient()),
         )
 
     def DownloadVolume(self, request, context):
@@ -88,14 +96,19 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def GetCase(self, request, context):
         check_case_read(request.case_id)
-        return storage_pb2.GetCaseResponse(info=self._core.get_case(request.case_id).to_proto(self._bucket))
+        return storage_pb2.GetCaseResponse(
+            info=self._core.get_case(request.case_id).to_proto(self._bucket, _sees_patient())
+        )
 
     def AnnounceCase(self, request, context):
         return storage_pb2.AnnounceCaseResponse(info=self._core.announce(request.case_id).to_proto(self._bucket))
 
     def ListCases(self, request, context):
         records, token = self._core.list_cases(request.page_size, request.page_token)
-        return storage_pb2.ListCasesResponse(cases=[r.to_proto(self._bucket) for r in records], next_page_token=token)
+        with_patient = _sees_patient()
+        return storage_pb2.ListCasesResponse(
+            cases=[r.to_proto(self._bucket, with_patient) for r in records], next_page_token=token
+        )
 
     def WriteLabelVersion(self, request, context):
         record = self._core.write_label_version(

@@ -29,5 +29,10 @@ class StorageSettings(ServiceSettings):
         default_factory=lambda: {"human": ["tracking"], "ai": ["inference"]},
         description="Label source -> the service identities that may write it (atlasloop.storage.provenance).",
     )
+    keep_patient_identifiers: bool = Field(
+        default=False,
+        description="Keep a DICOM import's patient and visit identifiers (names, ids, dates) in the case "
+        "record, shown to admins only; off: they are dropped at import. Never logged nor sent in events.",
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
