@@ -14,12 +14,15 @@ import grpc
 import numpy as np
 import pydicom
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.dicom_identity import SeriesIdentity
+from atlasloop.imaging.dicom_seg import read_seg
 from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
@@ -203,6 +206,95 @@ def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_w
     assert (b"Doe^Jane" in meta) == keep_patient and (b"MRN-0042" in meta) == keep_patient
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "dicom-01" in logged and "Doe^Jane" not in logged and "MRN-0042" not in logged
+
+
+def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, real_ct_dir, tmp_path):
+    """The real CT imported as DICOM with its labels: the original label version downloads as a SEG
+    that references exactly the series' instances and decodes to the stored label map, built once.
+    A case imported from NIfTI has no series to reference; where patient identifiers are kept, the
+    SEG carries them and goes to admins only."""
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    paths = write_series(ct, tmp_path / "series", tags={**SCANNER, **PATIENT})
+    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
+        for path in paths:
+            archive.write(path, path.name)
+    seg = load_nifti(real_ct_dir / "example_seg.nii.gz")
+    save_nifti(seg.with_array(from_totalsegmentator(seg.array)), tmp_path / "labels.nii.gz")
+    instances = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths}
+
+    with _storage(stack, unique, keep_patient_identifiers=True) as (stub, store, _collector):
+        labels_upload = upload_file(stub, tmp_path / "labels.nii.gz", ADMIN)
+        reply = _import(
+            stub,
+            tmp_path / "series.zip",
+            format=storage_pb2.CASE_FORMAT_DICOM_ZIP,
+            case_id="seg-01",
+            label_upload_id=labels_upload,
+        )
+        (version,) = stub.ListLabelVersions(
+            storage_pb2.ListLabelVersionsRequest(case_id="seg-01"), metadata=ADMIN
+        ).versions
+        ref = download_volume(
+            stub,
+            "seg-01",
+            tmp_path / "labels.seg.dcm",
+            ADMIN,
+            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
+            label_version=version.label_version,
+        )
+        stored = store.stat(layout.seg_key("seg-01", version.label_version))
+        again = download_volume(
+            stub,
+            "seg-01",
+            tmp_path / "again.seg.dcm",
+            ADMIN,
+            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
+            label_version=version.label_version,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            download_volume(
+                stub,
+                "seg-01",
+                tmp_path / "x.dcm",
+                SERVICE,
+                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
+                label_version=version.label_version,
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        _import(
+            stub,
+            real_ct_dir / "example_ct_sm.nii.gz",
+            case_id="nifti-01",
+            allow_duplicate=True,
+            label_upload_id=upload_file(stub, tmp_path / "labels.nii.gz", ADMIN),
+        )
+        (nifti_version,) = stub.ListLabelVersions(
+            storage_pb2.ListLabelVersionsRequest(case_id="nifti-01"), metadata=ADMIN
+        ).versions
+        with pytest.raises(grpc.RpcError) as no_series:
+            download_volume(
+                stub,
+                "nifti-01",
+                tmp_path / "y.dcm",
+                ADMIN,
+                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
+                label_version=nifti_version.label_version,
+            )
+        assert no_series.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not imported from DICOM" in no_series.value.details()
+
+    assert ref.sha256 == again.sha256 == stored.sha256  # built once, then served as stored
+    data = (tmp_path / "labels.seg.dcm").read_bytes()
+    ds = pydicom.dcmread(tmp_path / "labels.seg.dcm")
+    assert ds.Modality == "SEG" and ds.StudyInstanceUID == reply.info.dicom.study_instance_uid
+    assert ds.PatientID == "MRN-0042"
+    referenced = {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == instances
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"MANUAL"}  # an original: a person's
+    identity = SeriesIdentity.from_json(MessageToDict(reply.info.dicom, preserving_proto_field_name=True))
+    decoded = read_seg(data, identity, load_nifti(real_ct_dir / "example_ct_sm.nii.gz"))
+    assert np.array_equal(decoded.array, from_totalsegmentator(seg.array))
 
 
 def _nothing_left(store, collector):

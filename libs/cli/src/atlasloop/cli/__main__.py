@@ -8,6 +8,7 @@ import sys
 from atlasloop.cli import (
     bulk_import,
     dead_letters_command,
+    export_command,
     imaging_commands,
     models_command,
     pull_command,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     dead_letters_command.register(commands)
     reconcile_command.register(commands)
+    export_command.register(commands)
     return parser
 
 

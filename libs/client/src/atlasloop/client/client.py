@@ -123,6 +123,21 @@ class Client:
         download_volume(self.storage, case_id, dest, meta, kind=kind, label_version=label_version)
         return dest
 
+    def export_dicom_seg(self, case_id: str, dest: Path, label_version: str = "", role: str = "admin") -> Path:
+        """A label version (default: the newest) as DICOM SEG into ``dest``, checksum verified; for
+        cases imported from DICOM."""
+        if not label_version:
+            versions = self.label_versions(case_id, role)
+            if not versions:
+                raise ValueError(f"case {case_id!r} has no label version")
+            label_version = versions[-1].label_version
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        meta = self.case_auth(role, case_id)
+        download_volume(
+            self.storage, case_id, dest, meta, kind=common_pb2.VOLUME_KIND_DICOM_SEG, label_version=label_version
+        )
+        return dest
+
     def viewer_files(self, case_id: str, out: Path, organs: list[common_pb2.Organ] | None = None) -> list[Path]:
         """The case's heatmaps on the CT grid and the colour tables, written into ``out``."""
         out.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,7 @@ class VolumeKind(ProtoEnum):
     CT = "ct"
     LABEL = "label"
     ATTENTION = "attention"
+    DICOM_SEG = "dicom_seg"
 
 
 @_bound(common_pb2.Role, "ROLE_")

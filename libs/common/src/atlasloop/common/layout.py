@@ -90,6 +90,11 @@ def label_meta_key(case_id: str, version: str) -> str:
     return f"{labels_prefix(case_id)}{segment('label version', version)}.json"
 
 
+def seg_key(case_id: str, version: str) -> str:
+    """A label version as DICOM SEG (cases imported from DICOM; built on first download)."""
+    return f"{case_prefix(case_id)}exports/{segment('label version', version)}.seg.dcm"
+
+
 # ---- predictions (inference) and attention (scoring) ----
 
 

@@ -4,8 +4,8 @@ A label can point back at the images it was drawn on (a DICOM SEG references the
 instance by instance) only if the import keeps the study, series and frame-of-reference UIDs and
 each slice's SOP instance UID with its position. ``instances`` is in the series' slice order
 (increasing position along the slice normal, the order :mod:`atlasloop.imaging.dicom` stacks
-them in); each keeps its ImagePositionPatient (LPS, mm), so a slice of the stored canonical CT
-finds its instance by position whatever reorientation the import applied.
+them in, which the stored CT keeps); each keeps its ImagePositionPatient (LPS, mm), so a slice of
+a reoriented copy still finds its instance by position.
 
 The acquisition tags are the ones the loop balances rounds and reports by (scanner, kVp, kernel,
 slice thickness, contrast). Patient and visit identifiers (names, ids, dates, institution) are
@@ -45,6 +45,7 @@ PATIENT_TAGS = {
     "age": "PatientAge",
     "accession_number": "AccessionNumber",
     "study_date": "StudyDate",
+    "study_time": "StudyTime",
     "study_id": "StudyID",
     "institution": "InstitutionName",
     "referring_physician": "ReferringPhysicianName",
@@ -69,6 +70,12 @@ class SeriesIdentity:
     instances: tuple[Instance, ...]
     acquisition: dict[str, str] = field(default_factory=dict)
     patient: dict[str, str] = field(default_factory=dict)
+    # the slices' plane: ImageOrientationPatient (row then column direction, LPS), PixelSpacing
+    # (between rows, between columns, mm), Rows, Columns
+    orientation: tuple[float, ...] = ()
+    pixel_spacing: tuple[float, float] = (0.0, 0.0)
+    rows: int = 0
+    columns: int = 0
 
     def as_json(self, keep_patient: bool = False) -> dict[str, Any]:
         return {
@@ -81,6 +88,10 @@ class SeriesIdentity:
             ],
             "acquisition": dict(self.acquisition),
             "patient": dict(self.patient) if keep_patient else {},
+            "orientation": list(self.orientation),
+            "pixel_spacing": list(self.pixel_spacing),
+            "rows": self.rows,
+            "columns": self.columns,
         }
 
     @classmethod
@@ -93,6 +104,10 @@ class SeriesIdentity:
             tuple(Instance(i["sop_instance_uid"], tuple(i["position_lps"])) for i in data["instances"]),
             dict(data.get("acquisition", {})),
             dict(data.get("patient", {})),
+            tuple(float(v) for v in data.get("orientation", ())),
+            (float(data.get("pixel_spacing", (0, 0))[0]), float(data.get("pixel_spacing", (0, 0))[1])),
+            int(data.get("rows", 0)),
+            int(data.get("columns", 0)),
         )
 
 
@@ -130,4 +145,8 @@ def series_identity(ordered: Sequence[pydicom.Dataset]) -> SeriesIdentity:
         ),
         acquisition=_tags(first, ACQUISITION_TAGS),
         patient=_tags(first, PATIENT_TAGS),
+        orientation=tuple(float(v) for v in first.ImageOrientationPatient),
+        pixel_spacing=(float(first.PixelSpacing[0]), float(first.PixelSpacing[1])),
+        rows=int(first.Rows),
+        columns=int(first.Columns),
     )

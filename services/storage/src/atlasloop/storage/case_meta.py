@@ -129,6 +129,10 @@ def _dicom_proto(dicom: dict, with_patient: bool) -> storage_pb2.DicomIdentity:
         ],
         acquisition=identity.acquisition,
         patient=identity.patient if with_patient else {},
+        orientation=list(identity.orientation),
+        pixel_spacing=list(identity.pixel_spacing),
+        rows=identity.rows,
+        columns=identity.columns,
     )
 
 

@@ -21,9 +21,10 @@ from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.storage import provenance
 from atlasloop.storage.case_meta import CaseRecord, LabelRecord
-from atlasloop.storage.catalog import Catalog
+from atlasloop.storage.catalog import Catalog, VolumeObject
 from atlasloop.storage.importer import CaseImporter, ImportRequest, ImportResult
 from atlasloop.storage.label_versions import LabelVersions
+from atlasloop.storage.seg_exports import SegExports
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.staging import StagedUpload, Staging, UploadHeader
 from atlasloop.storage.writes import WriteGroup
@@ -38,6 +39,7 @@ class StorageCore:
         self.staging = Staging(store, settings.max_upload_bytes, settings.max_chunk_bytes, settings.staging_dir)
         self.labels = LabelVersions(store)
         self.catalog = Catalog(store, self.labels)
+        self.segs = SegExports(store, self.labels)
         self.importer = CaseImporter(
             store, self.staging, self.labels, producer, settings.max_upload_bytes, settings.keep_patient_identifiers
         )
@@ -103,9 +105,15 @@ class StorageCore:
         log.info("label version written", extra={"case_id": case_id, "source": str(source), "author": author})
         return record
 
+    def volume(self, case_id: str, kind: str, version: str) -> VolumeObject:
+        """The stored object behind a volume reference; a DICOM SEG is built on first request."""
+        if kind == "dicom_seg":
+            return self.segs.volume(self.catalog.get(case_id), version)
+        return self.catalog.volume(case_id, kind, version)
+
     def download(self, case_id: str, kind: str, version: str, chunk_bytes: int) -> Iterator[tuple[str, object]]:
         """('header', VolumeObject), then ('data', bytes)..., then ('sha256', hex) once verified."""
-        volume = self.catalog.volume(case_id, kind, version)
+        volume = self.volume(case_id, kind, version)
         size = min(chunk_bytes or self.settings.download_chunk_bytes, self.settings.max_chunk_bytes)
         if size < 0:
             raise InvalidInput("chunk_bytes must be >= 0")
@@ -119,7 +127,7 @@ class StorageCore:
         yield "sha256", digest.hexdigest()
 
     def presign_download(self, case_id: str, kind: str, version: str, expires_s: int) -> tuple[str, int]:
-        volume = self.catalog.volume(case_id, kind, version)
+        volume = self.volume(case_id, kind, version)
         seconds = self._lifetime(expires_s)
         return self.store.presign_get(volume.key, timedelta(seconds=seconds)), seconds
 

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from atlasloop.common.auth import current_principal
 from atlasloop.common.case_grants import check_case_read
 from atlasloop.common.domain import CaseFormat, LabelSource, Role, VolumeKind
-from atlasloop.common.errors import InvalidInput
+from atlasloop.common.errors import InvalidInput, PermissionDenied
 from atlasloop.common.v1 import common_pb2
 from atlasloop.storage.case_meta import object_ref
 from atlasloop.storage.core import StorageCore
@@ -18,7 +18,7 @@ from atlasloop.storage.importer import ImportRequest
 from atlasloop.storage.staging import UploadHeader
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
-DOWNLOADABLE = (VolumeKind.CT, VolumeKind.LABEL)
+DOWNLOADABLE = (VolumeKind.CT, VolumeKind.LABEL, VolumeKind.DICOM_SEG)
 
 
 def _expiry(seconds: int) -> Timestamp:
@@ -36,7 +36,7 @@ def _sees_patient() -> bool:
 def _kind(value: int) -> VolumeKind:
     kind = VolumeKind.from_proto(value)
     if kind not in DOWNLOADABLE:
-        raise InvalidInput("kind must be VOLUME_KIND_CT or VOLUME_KIND_LABEL")
+        raise InvalidInput("kind must be VOLUME_KIND_CT, VOLUME_KIND_LABEL or VOLUME_KIND_DICOM_SEG")
     return kind
 
 
@@ -79,9 +79,19 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
             info=result.case.to_proto(self._bucket, _sees_patient()),
         )
 
+    def _check_seg_reader(self, case_id: str, kind: VolumeKind) -> None:
+        """A SEG carries the patient identifiers the deployment keeps (a PACS files it under the
+        patient by them): then, like the identifiers themselves, it goes to admins only."""
+        if kind == VolumeKind.DICOM_SEG and not _sees_patient():
+            dicom = self._core.catalog.get(case_id).dicom or {}
+            if dicom.get("patient"):
+                raise PermissionDenied("this case's DICOM SEG carries patient identifiers: admins only")
+
     def DownloadVolume(self, request, context):
         check_case_read(request.case_id)
-        parts = self._core.download(request.case_id, _kind(request.kind), request.label_version, request.chunk_bytes)
+        kind = _kind(request.kind)
+        self._check_seg_reader(request.case_id, kind)
+        parts = self._core.download(request.case_id, kind, request.label_version, request.chunk_bytes)
         for part, value in parts:
             if part == "header":
                 yield storage_pb2.DownloadVolumeResponse(
@@ -129,9 +139,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def PresignDownload(self, request, context):
         check_case_read(request.case_id)
-        url, seconds = self._core.presign_download(
-            request.case_id, _kind(request.kind), request.label_version, request.expires_s
-        )
+        kind = _kind(request.kind)
+        self._check_seg_reader(request.case_id, kind)
+        url, seconds = self._core.presign_download(request.case_id, kind, request.label_version, request.expires_s)
         return storage_pb2.PresignDownloadResponse(url=url, expires_at=_expiry(seconds))
 
     def PresignUpload(self, request, context):
