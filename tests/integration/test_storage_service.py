@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from atlasloop.cli.__main__ import main as cli_main
 from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
@@ -60,7 +61,12 @@ def _storage(stack, unique, **settings_fields):
     service, channel = start_in_process(build(settings), settings)
     collector = EventCollector(settings.kafka, [events_pb2.CaseIngested])
     try:
-        yield storage_pb2_grpc.StorageServiceStub(channel), ObjectStore(settings.s3), collector
+        yield (
+            storage_pb2_grpc.StorageServiceStub(channel),
+            ObjectStore(settings.s3),
+            collector,
+            f"127.0.0.1:{service.port}",
+        )
     finally:
         collector.close()
         channel.close()
@@ -70,7 +76,7 @@ def _storage(stack, unique, **settings_fields):
 @pytest.fixture
 def storage(stack, unique):
     with _storage(stack, unique) as parts:
-        yield parts
+        yield parts[:3]
 
 
 @pytest.fixture
@@ -162,7 +168,7 @@ def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_w
             archive.write(path, f"series/{path.name}")
     written = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
 
-    with _storage(stack, unique, keep_patient_identifiers=keep_patient) as (stub, store, collector):
+    with _storage(stack, unique, keep_patient_identifiers=keep_patient) as (stub, store, collector, _target):
         reply = _import(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="dicom-01")
         dicom = reply.info.dicom
         assert (dicom.study_instance_uid, dicom.series_instance_uid, dicom.frame_of_reference_uid) == (
@@ -208,7 +214,44 @@ def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_w
     assert "dicom-01" in logged and "Doe^Jane" not in logged and "MRN-0042" not in logged
 
 
-def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, real_ct_dir, tmp_path):
+def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identifier(
+    stack, unique, real_ct_dir, tmp_path
+):
+    """With de-identification on, two series of one study import with new UIDs (the same study
+    UID for both, none of the source's), no patient identifier and no series description, and
+    the SEG references the new instance UIDs."""
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    first = write_series(ct, tmp_path / "a", tags={**SCANNER, **PATIENT, "SeriesDescription": "Doe^Jane abdomen"})
+    study = pydicom.dcmread(first[0], stop_before_pixels=True).StudyInstanceUID
+    second = write_series(
+        ct.with_array(ct.array[:, :, :20]), tmp_path / "b", tags={**PATIENT, "StudyInstanceUID": study}
+    )
+    source_uids = {
+        uid
+        for path in first + second
+        for ds in [pydicom.dcmread(path, stop_before_pixels=True)]
+        for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.SOPInstanceUID)
+    }
+    for name, paths in (("a", first), ("b", second)):
+        with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as archive:
+            for path in paths:
+                archive.write(path, path.name)
+
+    with _storage(stack, unique, deidentify=True, deidentify_key="k" * 32) as (stub, store, _collector, _target):
+        a = _import(stub, tmp_path / "a.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-a").info.dicom
+        b = _import(stub, tmp_path / "b.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-b").info.dicom
+        metas = store.get_bytes(layout.meta_key("anon-a")) + store.get_bytes(layout.meta_key("anon-b"))
+
+    assert a.study_instance_uid == b.study_instance_uid != study
+    kept = {a.series_instance_uid, b.series_instance_uid, a.frame_of_reference_uid, a.study_instance_uid}
+    kept |= {i.sop_instance_uid for i in list(a.instances) + list(b.instances)}
+    assert not kept & source_uids and len(a.instances) == 30 and len(b.instances) == 20
+    assert dict(a.patient) == {} and "series_description" not in a.acquisition and a.acquisition["kvp"] == "120"
+    assert b"Doe" not in metas and b"MRN-0042" not in metas
+    assert not any(uid.encode() in metas for uid in source_uids)
+
+
+def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, real_ct_dir, tmp_path, monkeypatch):
     """The real CT imported as DICOM with its labels: the original label version downloads as a SEG
     that references exactly the series' instances and decodes to the stored label map, built once.
     A case imported from NIfTI has no series to reference; where patient identifiers are kept, the
@@ -222,7 +265,7 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
     save_nifti(seg.with_array(from_totalsegmentator(seg.array)), tmp_path / "labels.nii.gz")
     instances = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths}
 
-    with _storage(stack, unique, keep_patient_identifiers=True) as (stub, store, _collector):
+    with _storage(stack, unique, keep_patient_identifiers=True) as (stub, store, _collector, target):
         labels_upload = upload_file(stub, tmp_path / "labels.nii.gz", ADMIN)
         reply = _import(
             stub,
@@ -251,6 +294,12 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
             kind=common_pb2.VOLUME_KIND_DICOM_SEG,
             label_version=version.label_version,
         )
+        # the command line: the newest label version (the only one here), as the admin
+        monkeypatch.setenv("ATLASLOOP_STORAGE_TARGET", target)
+        assert (
+            cli_main(["export", "dicom-seg", "seg-01", "--out", str(tmp_path / "cli.dcm"), "--token", "tok-admin"]) == 0
+        )
+        assert (tmp_path / "cli.dcm").read_bytes() == (tmp_path / "labels.seg.dcm").read_bytes()
         with pytest.raises(grpc.RpcError) as refused:
             download_volume(
                 stub,

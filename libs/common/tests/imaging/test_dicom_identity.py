@@ -96,3 +96,33 @@ def test_absent_tags_are_left_out_and_long_ones_cut(tmp_path, tags):
     assert set(identity.acquisition) <= {"modality", "slice_thickness_mm", "series_description"}
     assert len(identity.acquisition.get("series_description", "")) <= MAX_TAG_CHARS
     assert identity.patient == {}
+
+
+def test_deidentified_identity_remaps_every_uid_consistently_and_keeps_no_identifier(tmp_path):
+    write_series(_volume(4), tmp_path / "a", tags={**SCANNER, **PATIENT, "SeriesDescription": "Doe abdomen"})
+    _, identity = read_series(tmp_path / "a")
+    key = b"k" * 32
+
+    anonymous = identity.deidentified(key)
+
+    source_uids = {identity.study_instance_uid, identity.series_instance_uid, identity.frame_of_reference_uid}
+    source_uids |= {i.sop_instance_uid for i in identity.instances}
+    new_uids = {anonymous.study_instance_uid, anonymous.series_instance_uid, anonymous.frame_of_reference_uid}
+    new_uids |= {i.sop_instance_uid for i in anonymous.instances}
+    assert len(new_uids) == len(source_uids) and not new_uids & source_uids
+    assert all(u.startswith("2.25.") and len(u) <= 64 and u[5:].isdigit() for u in new_uids)
+    assert anonymous.deidentified(key) != anonymous  # a second pass remaps again: it is a function of the UID
+    assert identity.deidentified(key) == anonymous  # the same key: the same UIDs, every time
+    assert identity.deidentified(b"j" * 32).study_instance_uid != anonymous.study_instance_uid
+    assert [i.position_lps for i in anonymous.instances] == [i.position_lps for i in identity.instances]
+    assert anonymous.patient == {} and "series_description" not in anonymous.acquisition
+    assert anonymous.acquisition["manufacturer"] == "SIEMENS"
+    text = json.dumps(anonymous.as_json(keep_patient=True))
+    assert "Doe" not in text and "MRN-0042" not in text and identity.study_instance_uid not in text
+
+    # another series of the same study lands in the same (remapped) study
+    write_series(_volume(2), tmp_path / "b", tags={"StudyInstanceUID": identity.study_instance_uid})
+    _, other = read_series(tmp_path / "b")
+    assert other.deidentified(key).study_instance_uid == anonymous.study_instance_uid
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        identity.deidentified(b"short")

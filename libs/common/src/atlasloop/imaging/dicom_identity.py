@@ -11,12 +11,22 @@ The acquisition tags are the ones the loop balances rounds and reports by (scann
 slice thickness, contrast). Patient and visit identifiers (names, ids, dates, institution) are
 read into ``patient`` only so that a caller can decide; :meth:`SeriesIdentity.as_json` leaves
 them out unless asked to keep them.
+
+:meth:`SeriesIdentity.deidentified` applies DICOM PS3.15's basic confidentiality profile to what is
+kept: patient and visit identifiers and the series description removed, every UID replaced by
+``2.25.<HMAC-SHA256 of the UID under a deployment key>``, so the same source UID always maps to the
+same new one (a study imported in two series stays one study; a later import of the same study
+lines up) while nobody without the key can map back. The acquisition tags are technical values the
+loop balances by and are kept; burned-in text in the pixels is out of its reach.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydicom
@@ -50,6 +60,8 @@ PATIENT_TAGS = {
     "institution": "InstitutionName",
     "referring_physician": "ReferringPhysicianName",
 }
+# Acquisition tags the basic profile removes: free text that may name the patient or the site.
+DEIDENTIFY_DROPS = frozenset({"series_description"})
 MAX_TAG_CHARS = 256  # a tag longer than this is not an acquisition detail: cut, to bound meta.json
 
 
@@ -94,6 +106,20 @@ class SeriesIdentity:
             "columns": self.columns,
         }
 
+    def deidentified(self, key: bytes) -> SeriesIdentity:
+        """This identity under the basic confidentiality profile, UIDs remapped consistently by ``key``."""
+        if len(key) < 16:
+            raise ValueError("the de-identification key must be at least 16 bytes")
+        return replace(
+            self,
+            study_instance_uid=remap_uid(self.study_instance_uid, key),
+            series_instance_uid=remap_uid(self.series_instance_uid, key),
+            frame_of_reference_uid=remap_uid(self.frame_of_reference_uid, key),
+            instances=tuple(replace(i, sop_instance_uid=remap_uid(i.sop_instance_uid, key)) for i in self.instances),
+            acquisition={k: v for k, v in self.acquisition.items() if k not in DEIDENTIFY_DROPS},
+            patient={},
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SeriesIdentity:
         return cls(
@@ -109,6 +135,14 @@ class SeriesIdentity:
             int(data.get("rows", 0)),
             int(data.get("columns", 0)),
         )
+
+
+def remap_uid(uid: str, key: bytes) -> str:
+    """A new UID for ``uid``: the same for the same key, ``2.25`` form (at most 44 characters)."""
+    if not uid:
+        return ""
+    digest = hmac.new(key, uid.encode(), hashlib.sha256).digest()[:16]
+    return f"2.25.{uuid.UUID(bytes=digest).int}"
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str | None:

@@ -41,7 +41,13 @@ class StorageCore:
         self.catalog = Catalog(store, self.labels)
         self.segs = SegExports(store, self.labels)
         self.importer = CaseImporter(
-            store, self.staging, self.labels, producer, settings.max_upload_bytes, settings.keep_patient_identifiers
+            store,
+            self.staging,
+            self.labels,
+            producer,
+            settings.max_upload_bytes,
+            settings.keep_patient_identifiers,
+            settings.deidentify_key.get_secret_value().encode() if settings.deidentify else None,
         )
 
     def upload(self, header: UploadHeader, chunks: Iterator[bytes]) -> StagedUpload:

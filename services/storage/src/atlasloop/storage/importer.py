@@ -96,6 +96,7 @@ class CaseImporter:
         producer: EventProducer,
         max_bytes: int,
         keep_patient_identifiers: bool = False,
+        deidentify_key: bytes | None = None,
     ) -> None:
         self._store = store
         self._staging = staging
@@ -103,14 +104,17 @@ class CaseImporter:
         self._producer = producer
         self._max_bytes = max_bytes
         self._keep_patient = keep_patient_identifiers
+        self._deidentify_key = deidentify_key  # None: keep the UIDs as they are
 
     def _read(self, path: Path, fmt: str, work: Path) -> tuple[Volume, Volume | None, dict | None]:
-        """The CT, its labels if the file holds any, and the DICOM identity (patient part dropped
-        unless the deployment keeps it) of a DICOM import."""
+        """The CT, its labels if the file holds any, and the DICOM identity of a DICOM import: its
+        patient part dropped unless the deployment keeps it, all of it de-identified if it asks."""
         if fmt == "nifti":
             return load_nifti(path), None, None
         if fmt == "dicom_zip":
             ct, identity = read_series(path)
+            if self._deidentify_key is not None:
+                identity = identity.deidentified(self._deidentify_key)
             return ct, None, identity.as_json(keep_patient=self._keep_patient)
         folder = safe_extract(path, work / "case", self._max_bytes * 4)
         candidates = [p.parent for p in folder.rglob("ct.nii.gz")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from atlasloop.common.service_map import DEFAULT_PORTS
@@ -34,5 +34,21 @@ class StorageSettings(ServiceSettings):
         description="Keep a DICOM import's patient and visit identifiers (names, ids, dates) in the case "
         "record, shown to admins only; off: they are dropped at import. Never logged nor sent in events.",
     )
+    deidentify: bool = Field(
+        default=False,
+        description="De-identify DICOM imports (PS3.15 basic profile): patient identifiers and the series "
+        "description dropped, every UID remapped by HMAC under DEIDENTIFY_KEY, the same UID always to the same.",
+    )
+    deidentify_key: SecretStr = Field(
+        default=SecretStr(""), description="The key UIDs are remapped under (16 bytes or more); keep it secret."
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @model_validator(mode="after")
+    def _deidentification_has_a_key(self) -> StorageSettings:
+        if self.deidentify and len(self.deidentify_key.get_secret_value().encode()) < 16:
+            raise ValueError("deidentify needs deidentify_key of at least 16 bytes (ATLASLOOP_STORAGE_DEIDENTIFY_KEY)")
+        if self.deidentify and self.keep_patient_identifiers:
+            raise ValueError("deidentify and keep_patient_identifiers contradict each other; choose one")
+        return self
