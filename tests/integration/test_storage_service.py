@@ -251,6 +251,45 @@ def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identif
     assert not any(uid.encode() in metas for uid in source_uids)
 
 
+def test_cases_are_listed_by_their_acquisition_and_study(storage, real_ct_dir, tmp_path):
+    """ListCases keeps the DICOM cases whose acquisition matches (without case) or whose study or
+    series is asked for; a NIfTI case has no acquisition to match; an unknown field is refused."""
+    stub, _store, _collector = storage
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    scanners = {"ge": "GE MEDICAL SYSTEMS", "siemens": "SIEMENS", "ge-2": "GE MEDICAL SYSTEMS"}
+    replies = {}
+    for k, (case_id, maker) in enumerate(scanners.items()):
+        paths = write_series(ct.with_array(ct.array[:, :, k:]), tmp_path / case_id, tags={"Manufacturer": maker})
+        with zipfile.ZipFile(tmp_path / f"{case_id}.zip", "w") as archive:
+            for path in paths:
+                archive.write(path, path.name)
+        replies[case_id] = _import(
+            stub, tmp_path / f"{case_id}.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id=case_id
+        ).info
+    _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="nifti", allow_duplicate=True)
+
+    def listed(page_size=0, **fields):
+        found, token = [], ""
+        while True:
+            reply = stub.ListCases(
+                storage_pb2.ListCasesRequest(page_size=page_size, page_token=token, **fields), metadata=ADMIN
+            )
+            found += [c.case_id for c in reply.cases]
+            token = reply.next_page_token
+            if not token:
+                return found
+
+    assert listed() == ["ge", "ge-2", "nifti", "siemens"]
+    assert listed(acquisition={"manufacturer": "ge medical systems"}) == ["ge", "ge-2"]
+    assert listed(page_size=1, acquisition={"manufacturer": "GE MEDICAL SYSTEMS", "modality": "CT"}) == ["ge", "ge-2"]
+    assert listed(acquisition={"manufacturer": "Philips"}) == []
+    assert listed(study_instance_uid=replies["siemens"].dicom.study_instance_uid) == ["siemens"]
+    assert listed(series_instance_uid=replies["ge-2"].dicom.series_instance_uid) == ["ge-2"]
+    with pytest.raises(grpc.RpcError) as refused:
+        listed(acquisition={"patient_name": "x"})
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown acquisition" in refused.value.details()
+
+
 def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, real_ct_dir, tmp_path, monkeypatch):
     """The real CT imported as DICOM with its labels: the original label version downloads as a SEG
     that references exactly the series' instances and decodes to the stored label map, built once.

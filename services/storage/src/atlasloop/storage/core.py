@@ -21,7 +21,7 @@ from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.storage import provenance
 from atlasloop.storage.case_meta import CaseRecord, LabelRecord
-from atlasloop.storage.catalog import Catalog, VolumeObject
+from atlasloop.storage.catalog import CaseFilter, Catalog, VolumeObject
 from atlasloop.storage.importer import CaseImporter, ImportRequest, ImportResult
 from atlasloop.storage.label_versions import LabelVersions
 from atlasloop.storage.seg_exports import SegExports
@@ -159,8 +159,8 @@ class StorageCore:
         self.importer.announce(record)
         return record
 
-    def list_cases(self, page_size: int, token: str) -> tuple[list[CaseRecord], str]:
-        return self.catalog.page(page_size, token)
+    def list_cases(self, page_size: int, token: str, keep: CaseFilter | None = None) -> tuple[list[CaseRecord], str]:
+        return self.catalog.page(page_size, token, keep)
 
     def list_label_versions(self, case_id: str) -> list[LabelRecord]:
         self.catalog.get(case_id)

@@ -13,6 +13,7 @@ from atlasloop.common.domain import CaseFormat, LabelSource, Role, VolumeKind
 from atlasloop.common.errors import InvalidInput, PermissionDenied
 from atlasloop.common.v1 import common_pb2
 from atlasloop.storage.case_meta import object_ref
+from atlasloop.storage.catalog import CaseFilter
 from atlasloop.storage.core import StorageCore
 from atlasloop.storage.importer import ImportRequest
 from atlasloop.storage.staging import UploadHeader
@@ -114,7 +115,8 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.AnnounceCaseResponse(info=self._core.announce(request.case_id).to_proto(self._bucket))
 
     def ListCases(self, request, context):
-        records, token = self._core.list_cases(request.page_size, request.page_token)
+        keep = CaseFilter(dict(request.acquisition), request.study_instance_uid, request.series_instance_uid)
+        records, token = self._core.list_cases(request.page_size, request.page_token, keep)
         with_patient = _sees_patient()
         return storage_pb2.ListCasesResponse(
             cases=[r.to_proto(self._bucket, with_patient) for r in records], next_page_token=token
