@@ -4,12 +4,19 @@ A case is a NIfTI file, a zip of DICOM slices, an AbdomenAtlas case folder (``ct
 ``combined_labels.nii.gz`` or ``segmentations/``) or a folder of DICOM slices (one series). Folders
 are zipped on the way. Each case is reported as imported, skipped as a duplicate, or refused with
 the service's reason; anything else in the folder is listed as not a case.
+
+``atlasloop import --dicomweb URL --study UID [--series UID]`` imports from a PACS instead: each
+series of the study (QIDO-RS) is retrieved (WADO-RS) into a folder named by its series UID, which
+becomes the case id, and imported as above. ``ATLASLOOP_DICOMWEB_USER`` and
+``ATLASLOOP_DICOMWEB_PASSWORD`` give the PACS's basic authentication, ``ATLASLOOP_DICOMWEB_CA`` a CA
+file for HTTPS; the password is never a command-line argument (it would show in ``ps``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,6 +27,7 @@ import grpc
 from tqdm import tqdm
 
 from atlasloop.cli.client import add_connection_arguments, connect
+from atlasloop.common.dicomweb import DicomWebClient, check_uid
 from atlasloop.common.transfer import upload_file
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -107,8 +115,13 @@ def import_one(
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("import", help="import every case in a folder into the storage service")
-    parser.add_argument("folder", type=Path)
+    parser = commands.add_parser(
+        "import", help="import every case in a folder, or a study from a PACS (--dicomweb), into the storage service"
+    )
+    parser.add_argument("folder", type=Path, nargs="?", help="a folder of cases (or --dicomweb)")
+    parser.add_argument("--dicomweb", metavar="URL", help="a PACS's DICOMweb root, to import --study from")
+    parser.add_argument("--study", metavar="UID", help="the StudyInstanceUID to import (with --dicomweb)")
+    parser.add_argument("--series", metavar="UID", action="append", help="only this series (repeatable)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--generate-ids", action="store_true", help="do not use file and folder names as case ids")
     parser.add_argument("--allow-duplicates", action="store_true")
@@ -118,8 +131,33 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.folder.is_dir():
+    if args.dicomweb:
+        if args.folder is not None or not args.study:
+            raise SystemExit("atlasloop import: --dicomweb takes --study UID and no folder")
+        with tempfile.TemporaryDirectory(prefix="atlasloop-dicomweb-") as tmp:
+            args.folder = fetch_study(args, Path(tmp))
+            return _import_folder(args)
+    if args.folder is None or not args.folder.is_dir():
         raise SystemExit(f"atlasloop import: {args.folder} is not a folder")
+    return _import_folder(args)
+
+
+def fetch_study(args: argparse.Namespace, into: Path) -> Path:
+    """The study's series (or the ones asked for), each in a folder named by its series UID."""
+    pacs = DicomWebClient(
+        args.dicomweb,
+        os.environ.get("ATLASLOOP_DICOMWEB_USER", ""),
+        os.environ.get("ATLASLOOP_DICOMWEB_PASSWORD", ""),
+        ca_file=os.environ.get("ATLASLOOP_DICOMWEB_CA") or None,
+    )
+    study = check_uid(args.study, "study UID")
+    wanted = [check_uid(s, "series UID") for s in args.series] if args.series else pacs.series_of(study)
+    for series in wanted:
+        pacs.retrieve_series(study, series, into / series)
+    return into
+
+
+def _import_folder(args: argparse.Namespace) -> int:
     cases, outcomes = discover(args.folder)
     channel, metadata = connect(args, "admin")
     try:

@@ -37,6 +37,7 @@ class Ports:
     serve_http: int = 8000
     ray_metrics: int = 8090  # each Ray node's Prometheus export
     ray_node_metrics: int = 8091
+    orthanc: int = 8042  # the PACS's HTTP (REST and DICOMweb); it serves no DIMSE port here
     services: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     metrics: dict[str, int] = field(default_factory=lambda: {name: 9101 + i for i, name in enumerate(SERVICES)})
 
@@ -73,6 +74,7 @@ class Ports:
             serve_http=27000 + k,
             ray_metrics=28000 + k,
             ray_node_metrics=28050 + k,
+            orthanc=23000 + k,
             services={name: 30051 + k + i for i, name in enumerate(SERVICES)},
             metrics={name: 32000 + k + i for i, name in enumerate(SERVICES)},
         )

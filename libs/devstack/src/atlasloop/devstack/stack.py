@@ -24,6 +24,7 @@ from atlasloop.common.service_map import SERVICES
 from atlasloop.common.settings import DatabaseSettings, KafkaSettings, S3Settings
 from atlasloop.devstack import postgres
 from atlasloop.devstack.binaries import package_file, venv_binary
+from atlasloop.devstack.orthanc import Orthanc, OrthancAccess
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.processes import ProcessTable, mentioning_path, stop_pids
 from atlasloop.devstack.ray_cluster import RayCluster
@@ -187,6 +188,15 @@ class Stack:
             timeout_s,
             self.processes.log_file("kafka"),
         )
+
+    # ---- Orthanc: the PACS, over DICOMweb ----
+
+    @property
+    def orthanc(self) -> Orthanc:
+        return Orthanc(self.processes, self.run_dir, self.ports.orthanc)
+
+    def start_orthanc(self, timeout_s: float = 60) -> OrthancAccess:
+        return self.orthanc.start(timeout_s)
 
     # ---- PostgreSQL: the machine's when it answers, else a private one from pgserver ----
 
