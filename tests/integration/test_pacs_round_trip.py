@@ -6,7 +6,10 @@ for voxel."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
+import zipfile
 
 import numpy as np
 import pydicom
@@ -14,18 +17,27 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from atlasloop.cli.__main__ import main as cli_main
+from atlasloop.common import layout
+from atlasloop.common.approvals import Verified
 from atlasloop.common.dicomweb import DicomWebClient, split_multipart
-from atlasloop.common.errors import InvalidInput, NotFound, TooLarge
+from atlasloop.common.errors import InvalidInput, NotFound, NotReady, TooLarge
+from atlasloop.common.events import EventConsumer, EventProducer, new_meta
+from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
+from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.dicom_identity import SeriesIdentity
 from atlasloop.imaging.dicom_seg import read_seg
 from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
+from atlasloop.storage.catalog import Catalog
+from atlasloop.storage.label_versions import LabelVersions
+from atlasloop.storage.pacs_sender import ApprovedToPacs
+from atlasloop.storage.seg_exports import SegExports
 from atlasloop.storage.v1 import storage_pb2
 
-from .test_storage_service import ADMIN, SERVICE, _storage
+from .test_storage_service import ADMIN, SERVICE, TRACKING, _import, _storage
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +127,88 @@ def test_the_pacs_client_refuses_what_it_should(pacs, tmp_path):
         split_multipart(b"--b\r\nContent-Type: application/dicom\r\n\r\nDICM", 'multipart/related; boundary="b"')
     with pytest.raises(InvalidInput, match="boundary"):
         split_multipart(b"{}", "application/json")
+
+
+class TrackingSays:
+    """Tracking's answer to ``GetRevision``: revision ``rev-ok`` is approved, anything else is not
+    (the real ApprovalCheck's behaviour against tracking is tested in test_training_triggers)."""
+
+    def __init__(self, label_version: str, case_id: str) -> None:
+        self.asked: list[str] = []
+        self._approved = Verified("rev-ok", case_id, label_version, ["liver"])
+
+    def verify(self, event):
+        self.asked.append(event.revision_id)
+        return self._approved if event.revision_id == "rev-ok" else None
+
+
+def test_an_approved_label_reaches_the_pacs_once_and_a_forged_approval_sends_nothing(
+    stack, unique, pacs, real_ct_dir, tmp_path
+):
+    access, client = pacs
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    paths = write_series(ct.with_array(ct.array[:, :, :12]), tmp_path / "series")
+    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
+        for path in paths:
+            archive.write(path, path.name)
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study = source.StudyInstanceUID
+    client.store([p.read_bytes() for p in paths])
+
+    with _storage(stack, unique) as (stub, store, _collector, _target):
+        _import(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="pacs-1")
+        labels = Volume(np.zeros((122, 101, 12), np.uint8), ct.affine)
+        labels.array[40:60, 30:50, 2:8] = 5
+        save_nifti(labels, tmp_path / "human.nii.gz")
+        version = stub.WriteLabelVersion(
+            storage_pb2.WriteLabelVersionRequest(
+                case_id="pacs-1", upload_id=upload_file(stub, tmp_path / "human.nii.gz", ADMIN)
+            ),
+            metadata=TRACKING,
+        ).version.label_version
+        core_store = ObjectStore(stack.s3_settings(bucket=f"storage-{unique}"))
+        labels_db = LabelVersions(core_store)
+        sender = ApprovedToPacs(
+            TrackingSays(version, "pacs-1"),
+            Catalog(core_store, labels_db),
+            SegExports(core_store, labels_db),
+            core_store,
+            client,
+            access.dicomweb_url,
+        )
+        kafka = stack.kafka_settings().model_copy(update={"topic_prefix": f"p{unique}."})
+        producer = EventProducer(kafka, "tracking")
+        for revision in ("forged", "rev-ok", "rev-ok"):  # a forgery, then the approval delivered twice
+            producer.publish(
+                events_pb2.AnnotationApproved(
+                    meta=new_meta("tracking"), case_id="pacs-1", revision_id=revision, label_version=version
+                ),
+                key="pacs-1",
+            )
+        sent = []
+        consumer = EventConsumer(
+            kafka, "storage-pacs", [events_pb2.AnnotationApproved], lambda e, _d: sent.append(sender.on_approved(e))
+        )
+        deadline = time.monotonic() + 60
+        while len(sent) < 3 and time.monotonic() < deadline:
+            consumer.poll_once(0.5)
+        consumer.close()
+        producer.close()
+        assert sent == [False, True, False]  # refused, sent, already sent
+        record = store.get_json(layout.seg_sent_key("pacs-1", version))
+
+    seg_series = [s for s in client.series_of(study) if s != source.SeriesInstanceUID]
+    assert len(seg_series) == 1
+    (returned,) = client.retrieve_series(study, seg_series[0], tmp_path / "sent")
+    seg = pydicom.dcmread(returned)
+    assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"MANUAL"}
+    assert hashlib.sha256(returned.read_bytes()).hexdigest() == record["sha256"]  # the very bytes built
+    assert record["revision_id"] == "rev-ok" and record["pacs"] == access.dicomweb_url
+
+    # the PACS away: the client answers NotReady, which a consumer counts as a wait for the PACS
+    # (atlasloop.common.outages), not as a try of a poison event; it answers again once back
+    stack.processes.stop("orthanc")
+    with pytest.raises(NotReady):
+        DicomWebClient(access.dicomweb_url, access.username, access.password, timeout_s=5).series_of(study)
+    stack.start_orthanc()
+    assert client.series_of(study) == sorted([source.SeriesInstanceUID, seg_series[0]])

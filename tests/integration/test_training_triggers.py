@@ -12,11 +12,11 @@ import threading
 
 import pytest
 
+from atlasloop.common.approvals import Verified
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.ray_rest import JobInfo
 from atlasloop.events.v1 import events_pb2
-from atlasloop.training.approvals import Verified
 from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.settings import TrainingSettings, TriggerPolicy
 from atlasloop.training.triggers import Triggers

@@ -26,3 +26,9 @@ def test_the_key_never_shows_in_the_settings_text(monkeypatch):
     monkeypatch.setenv("ATLASLOOP_STORAGE_DEIDENTIFY_KEY", "secret-key-material-0123")
     settings = StorageSettings()
     assert settings.deidentify and "secret-key-material" not in repr(settings)
+
+
+def test_sending_approved_labels_needs_a_pacs():
+    with pytest.raises(ValidationError, match=r"needs pacs\.url"):
+        StorageSettings(pacs={"send_approved": True})
+    assert StorageSettings(pacs={"send_approved": True, "url": "http://pacs/dicom-web"}).pacs.send_approved

@@ -95,6 +95,11 @@ def seg_key(case_id: str, version: str) -> str:
     return f"{case_prefix(case_id)}exports/{segment('label version', version)}.seg.dcm"
 
 
+def seg_sent_key(case_id: str, version: str) -> str:
+    """The record that a label version's SEG reached the PACS (sent once)."""
+    return f"{case_prefix(case_id)}exports/{segment('label version', version)}.sent.json"
+
+
 # ---- predictions (inference) and attention (scoring) ----
 
 

@@ -8,12 +8,16 @@ from collections.abc import Callable
 import grpc
 from minio.versioningconfig import ENABLED, VersioningConfig
 
-from atlasloop.common.events import EventProducer
+from atlasloop.common.approvals import ApprovalCheck
+from atlasloop.common.dicomweb import DicomWebClient
+from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.outages import outage
 from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
+from atlasloop.events.v1 import events_pb2
 from atlasloop.storage.core import StorageCore
+from atlasloop.storage.pacs_sender import ApprovedToPacs
 from atlasloop.storage.servicer import StorageServiceServicer
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.staging_expiry import expire_staging
@@ -61,7 +65,25 @@ def staging_expiry_check(store: ObjectStore, days: int) -> ReadinessCheck:
 def build(settings: StorageSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "storage")
-    servicer = StorageServiceServicer(StorageCore(settings, store, producer))
+    core = StorageCore(settings, store, producer)
+    servicer = StorageServiceServicer(core)
+    on_start: list[Callable[[], None]] = []
+    on_stop: list[Callable[[], None]] = [producer.close]
+    if settings.pacs.send_approved:
+        check = ApprovalCheck(settings.tracking_target, settings.tracking_token, tls=settings.client_tls)
+        pacs = settings.pacs
+        client = DicomWebClient(
+            pacs.url, pacs.username, pacs.password.get_secret_value(), pacs.timeout_s, ca_file=pacs.ca_file
+        )
+        sender = ApprovedToPacs(check, core.catalog, core.segs, store, client, pacs.url)
+        consumer = ConsumerThread(
+            settings.kafka,
+            "storage-pacs",
+            [events_pb2.AnnotationApproved],
+            lambda event, _delivery: sender.on_approved(event),
+        )
+        on_start.append(consumer.start)
+        on_stop += [consumer.stop, check.close]
 
     def register(server: grpc.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
@@ -76,5 +98,6 @@ def build(settings: StorageSettings) -> ServiceSpec:
             staging_expiry_check(store, settings.staging_expiry_days),
             kafka_check(settings.kafka),
         ],
-        on_stop=[producer.close],
+        on_start=on_start,
+        on_stop=on_stop,
     )

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from atlasloop.common.service_map import DEFAULT_PORTS
+from atlasloop.common.service_map import DEFAULT_PORTS, default_target
 from atlasloop.common.settings import KafkaSettings, S3Settings, ServiceSettings
+
+
+class PacsSettings(BaseModel):
+    """The hospital's PACS, reached over DICOMweb (``ATLASLOOP_STORAGE_PACS__*``)."""
+
+    url: str = Field(default="", description="DICOMweb root of the PACS (QIDO/WADO/STOW-RS); empty: none.")
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    ca_file: str | None = Field(default=None, description="CA bundle for an HTTPS PACS with a private CA.")
+    send_approved: bool = Field(
+        default=False,
+        description="Send each approved label of a DICOM case to the PACS as DICOM SEG (STOW-RS), once.",
+    )
+    timeout_s: float = 60.0
 
 
 class StorageSettings(ServiceSettings):
@@ -42,6 +56,11 @@ class StorageSettings(ServiceSettings):
     deidentify_key: SecretStr = Field(
         default=SecretStr(""), description="The key UIDs are remapped under (16 bytes or more); keep it secret."
     )
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
+    tracking_target: str = Field(
+        default=default_target("tracking"), description="The tracking service, which confirms approvals."
+    )
+    tracking_token: str = Field(default="", description="Bearer token with the service role for tracking.")
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
@@ -49,6 +68,8 @@ class StorageSettings(ServiceSettings):
     def _deidentification_has_a_key(self) -> StorageSettings:
         if self.deidentify and len(self.deidentify_key.get_secret_value().encode()) < 16:
             raise ValueError("deidentify needs deidentify_key of at least 16 bytes (ATLASLOOP_STORAGE_DEIDENTIFY_KEY)")
+        if self.pacs.send_approved and not self.pacs.url:
+            raise ValueError("pacs.send_approved needs pacs.url (ATLASLOOP_STORAGE_PACS__URL)")
         if self.deidentify and self.keep_patient_identifiers:
             raise ValueError("deidentify and keep_patient_identifiers contradict each other; choose one")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from atlasloop.common.approvals import ApprovalCheck
 from atlasloop.common.errors import NotReady
 from atlasloop.common.events import ConsumerThread, EventProducer
 from atlasloop.common.objectstore import ObjectStore
@@ -11,7 +12,6 @@ from atlasloop.common.ray_rest import RayDashboard
 from atlasloop.common.readiness import ReadinessCheck, kafka_check, s3_bucket_check
 from atlasloop.common.server import ServiceSpec
 from atlasloop.events.v1 import events_pb2
-from atlasloop.training.approvals import ApprovalCheck
 from atlasloop.training.core import TrainingCore
 from atlasloop.training.jobs import RunJobs
 from atlasloop.training.scheduler import Scheduler

@@ -13,8 +13,8 @@ import logging
 import threading
 from collections import Counter
 
+from atlasloop.common.approvals import ApprovalCheck
 from atlasloop.events.v1 import events_pb2
-from atlasloop.training.approvals import ApprovalCheck
 from atlasloop.training.ledger import Approval
 from atlasloop.training.scheduler import Scheduler
 from atlasloop.training.settings import TriggerPolicy
