@@ -131,3 +131,12 @@ def running_services(stack, names, settings):
 def isolated(bucket: str, topic_prefix: str) -> dict[str, str]:
     """Settings that give a test's services their own bucket and topics on the shared stack."""
     return {"S3__BUCKET": bucket, "KAFKA__TOPIC_PREFIX": topic_prefix}
+
+
+@pytest.fixture
+def storage(stack, unique):
+    """(stub, object store, case.ingested collector) of a storage service of the test's own."""
+    from .storage_service import running_storage
+
+    with running_storage(stack, unique) as parts:
+        yield parts[:3]

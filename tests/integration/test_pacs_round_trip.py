@@ -37,7 +37,7 @@ from atlasloop.storage.pacs_sender import ApprovedToPacs
 from atlasloop.storage.seg_exports import SegExports
 from atlasloop.storage.v1 import storage_pb2
 
-from .test_storage_service import ADMIN, SERVICE, TRACKING, _import, _storage
+from .storage_service import ADMIN, SERVICE, TRACKING, import_file, running_storage
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_a_study_from_the_pacs_comes_back_to_it_as_dicom_seg(
     client.store([p.read_bytes() for p in paths])  # the hospital's scanner filled the PACS
     assert client.series_of(study) == [series]
 
-    with _storage(stack, unique) as (stub, _store, _collector, target):
+    with running_storage(stack, unique) as (stub, _store, _collector, target):
         monkeypatch.setenv("ATLASLOOP_DICOMWEB_USER", access.username)
         monkeypatch.setenv("ATLASLOOP_DICOMWEB_PASSWORD", access.password)
         argv = ["import", "--dicomweb", access.dicomweb_url, "--study", study, "--json"]
@@ -155,8 +155,8 @@ def test_an_approved_label_reaches_the_pacs_once_and_a_forged_approval_sends_not
     study = source.StudyInstanceUID
     client.store([p.read_bytes() for p in paths])
 
-    with _storage(stack, unique) as (stub, store, _collector, _target):
-        _import(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="pacs-1")
+    with running_storage(stack, unique) as (stub, store, _collector, _target):
+        import_file(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="pacs-1")
         labels = Volume(np.zeros((122, 101, 12), np.uint8), ct.affine)
         labels.array[40:60, 30:50, 2:8] = 5
         save_nifti(labels, tmp_path / "human.nii.gz")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
 import urllib.error
@@ -12,71 +11,22 @@ import zipfile
 
 import grpc
 import numpy as np
-import pydicom
 import pytest
-from google.protobuf.json_format import MessageToDict
 
-from atlasloop.cli.__main__ import main as cli_main
 from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
 from atlasloop.common.v1 import common_pb2
-from atlasloop.events.v1 import events_pb2
-from atlasloop.imaging.dicom_identity import SeriesIdentity
-from atlasloop.imaging.dicom_seg import read_seg
-from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.app import build
 from atlasloop.storage.settings import StorageSettings
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from .conftest import EventCollector, start_in_process
+from .conftest import start_in_process
+from .storage_service import ADMIN, SERVICE, TOKENS, TRACKING, import_file
 
 pytestmark = pytest.mark.integration
-
-TOKENS = {
-    "tok-admin": "ops:admin",
-    "tok-ann": "ann:annotator",
-    "tok-svc": "inference:service",
-    "tok-trk": "tracking:service",
-    "tok-trn": "training:service",
-}
-ADMIN = [("authorization", "Bearer tok-admin")]
-SERVICE = [("authorization", "Bearer tok-svc")]  # the inference service: writes AI labels
-TRACKING = [("authorization", "Bearer tok-trk")]  # writes human labels (revisions of held leases)
-
-
-@contextlib.contextmanager
-def _storage(stack, unique, **settings_fields):
-    settings = StorageSettings(
-        port=0,
-        max_upload_bytes=64 * 1024 * 1024,
-        health_poll_s=60,
-        s3=stack.s3_settings(bucket=f"storage-{unique}"),
-        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"s{unique}."}),
-        auth={"dev_tokens": TOKENS},
-        **settings_fields,
-    )
-    service, channel = start_in_process(build(settings), settings)
-    collector = EventCollector(settings.kafka, [events_pb2.CaseIngested])
-    try:
-        yield (
-            storage_pb2_grpc.StorageServiceStub(channel),
-            ObjectStore(settings.s3),
-            collector,
-            f"127.0.0.1:{service.port}",
-        )
-    finally:
-        collector.close()
-        channel.close()
-        service.stop(0)
-
-
-@pytest.fixture
-def storage(stack, unique):
-    with _storage(stack, unique) as parts:
-        yield parts[:3]
 
 
 @pytest.fixture
@@ -94,14 +44,9 @@ def atlas_zip(real_ct_dir, tmp_path):
     return path
 
 
-def _import(stub, path, **fields):
-    upload_id = upload_file(stub, path, ADMIN, chunk_bytes=64 * 1024)
-    return stub.ImportCase(storage_pb2.ImportCaseRequest(upload_id=upload_id, **fields), metadata=ADMIN)
-
-
 def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip, real_ct_dir, tmp_path):
     stub, store, collector = storage
-    reply = _import(
+    reply = import_file(
         stub,
         atlas_zip,
         format=storage_pb2.CASE_FORMAT_ABDOMENATLAS_ZIP,
@@ -134,7 +79,7 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     assert np.array_equal(load_nifti(tmp_path / "lab.nii.gz").array, expected)
 
     # The same CT again, now as a plain NIfTI: recognised by content, no second case, no event.
-    again = _import(stub, real_ct_dir / "example_ct_sm.nii.gz")
+    again = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz")
     assert (again.case_id, again.duplicate) == ("real-ct-01", True)
     received = collector.wait_for(1)
     assert [(e.case_id, e.original_label_version) for e in received] == [("real-ct-01", versions[0].label_version)]
@@ -142,247 +87,6 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     assert [k for k in store.list_keys(layout.STAGING) if not k.endswith(".receipt.json")] == []
     listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=ADMIN)
     assert [c.case_id for c in listed.cases] == ["real-ct-01"] and listed.next_page_token == ""
-
-
-SCANNER = {
-    "Manufacturer": "GE MEDICAL SYSTEMS",
-    "KVP": "120",
-    "ConvolutionKernel": "STANDARD",
-    "BodyPartExamined": "ABDOMEN",
-}
-PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-0042", "PatientBirthDate": "19610203"}
-
-
-@pytest.mark.parametrize("keep_patient", [False, True])
-def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_when_allowed(
-    stack, unique, real_ct_dir, tmp_path, caplog, keep_patient
-):
-    """The real CT as a DICOM series (zip): the case keeps the UIDs and every slice's instance,
-    placed on the stored CT's grid, and the acquisition tags. Patient identifiers are dropped,
-    unless the deployment keeps them, and then only an admin sees them; never in an event or a log."""
-    caplog.set_level("DEBUG")
-    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
-    paths = write_series(ct, tmp_path / "series", tags={**SCANNER, **PATIENT})
-    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
-        for path in paths:
-            archive.write(path, f"series/{path.name}")
-    written = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-
-    with _storage(stack, unique, keep_patient_identifiers=keep_patient) as (stub, store, collector, _target):
-        reply = _import(stub, tmp_path / "series.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="dicom-01")
-        dicom = reply.info.dicom
-        assert (dicom.study_instance_uid, dicom.series_instance_uid, dicom.frame_of_reference_uid) == (
-            written[0].StudyInstanceUID,
-            written[0].SeriesInstanceUID,
-            written[0].FrameOfReferenceUID,
-        )
-        assert sorted(i.sop_instance_uid for i in dicom.instances) == sorted(ds.SOPInstanceUID for ds in written)
-        assert dict(dicom.acquisition) == {
-            "modality": "CT",
-            "manufacturer": "GE MEDICAL SYSTEMS",
-            "kvp": "120",
-            "kernel": "STANDARD",
-            "body_part": "ABDOMEN",
-            "slice_thickness_mm": written[0].SliceThickness,
-        }
-        # every instance is a slice of the stored (canonical) CT: its corner lands on a voxel
-        # corner of that grid, each slice once
-        stored_affine = np.asarray(reply.info.geometry.affine).reshape(4, 4)
-        shape = list(reply.info.geometry.shape)
-        at = [
-            np.linalg.inv(stored_affine) @ np.array([-i.position_lps[0], -i.position_lps[1], i.position_lps[2], 1.0])
-            for i in dicom.instances
-        ]
-        assert all(np.allclose(v[:3], np.round(v[:3]), atol=1e-3) for v in at)
-        slice_axis = int(np.argmax([len({round(v[a]) for v in at}) for a in range(3)]))
-        assert sorted(round(v[slice_axis]) for v in at) == list(range(shape[slice_axis]))
-
-        admin = stub.GetCase(storage_pb2.GetCaseRequest(case_id="dicom-01"), metadata=ADMIN).info.dicom
-        service = stub.GetCase(storage_pb2.GetCaseRequest(case_id="dicom-01"), metadata=SERVICE).info.dicom
-        assert dict(admin.patient) == (
-            {"patient_id": "MRN-0042", "patient_name": "Doe^Jane", "birth_date": "19610203"} if keep_patient else {}
-        )
-        assert dict(service.patient) == {} and service.series_instance_uid == dicom.series_instance_uid
-        listed = stub.ListCases(storage_pb2.ListCasesRequest(), metadata=SERVICE).cases
-        assert [dict(c.dicom.patient) for c in listed] == [{}]
-
-        (event,) = collector.wait_for(1)
-        meta = store.get_bytes(layout.meta_key("dicom-01"))
-    assert event.case_id == "dicom-01" and b"Doe^Jane" not in event.SerializeToString()
-    assert (b"Doe^Jane" in meta) == keep_patient and (b"MRN-0042" in meta) == keep_patient
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    assert "dicom-01" in logged and "Doe^Jane" not in logged and "MRN-0042" not in logged
-
-
-def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identifier(
-    stack, unique, real_ct_dir, tmp_path
-):
-    """With de-identification on, two series of one study import with new UIDs (the same study
-    UID for both, none of the source's), no patient identifier and no series description, and
-    the SEG references the new instance UIDs."""
-    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
-    first = write_series(ct, tmp_path / "a", tags={**SCANNER, **PATIENT, "SeriesDescription": "Doe^Jane abdomen"})
-    study = pydicom.dcmread(first[0], stop_before_pixels=True).StudyInstanceUID
-    second = write_series(
-        ct.with_array(ct.array[:, :, :20]), tmp_path / "b", tags={**PATIENT, "StudyInstanceUID": study}
-    )
-    source_uids = {
-        uid
-        for path in first + second
-        for ds in [pydicom.dcmread(path, stop_before_pixels=True)]
-        for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.SOPInstanceUID)
-    }
-    for name, paths in (("a", first), ("b", second)):
-        with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as archive:
-            for path in paths:
-                archive.write(path, path.name)
-
-    with _storage(stack, unique, deidentify=True, deidentify_key="k" * 32) as (stub, store, _collector, _target):
-        a = _import(stub, tmp_path / "a.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-a").info.dicom
-        b = _import(stub, tmp_path / "b.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-b").info.dicom
-        metas = store.get_bytes(layout.meta_key("anon-a")) + store.get_bytes(layout.meta_key("anon-b"))
-
-    assert a.study_instance_uid == b.study_instance_uid != study
-    kept = {a.series_instance_uid, b.series_instance_uid, a.frame_of_reference_uid, a.study_instance_uid}
-    kept |= {i.sop_instance_uid for i in list(a.instances) + list(b.instances)}
-    assert not kept & source_uids and len(a.instances) == 30 and len(b.instances) == 20
-    assert dict(a.patient) == {} and "series_description" not in a.acquisition and a.acquisition["kvp"] == "120"
-    assert b"Doe" not in metas and b"MRN-0042" not in metas
-    assert not any(uid.encode() in metas for uid in source_uids)
-
-
-def test_cases_are_listed_by_their_acquisition_and_study(storage, real_ct_dir, tmp_path):
-    """ListCases keeps the DICOM cases whose acquisition matches (without case) or whose study or
-    series is asked for; a NIfTI case has no acquisition to match; an unknown field is refused."""
-    stub, _store, _collector = storage
-    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
-    scanners = {"ge": "GE MEDICAL SYSTEMS", "siemens": "SIEMENS", "ge-2": "GE MEDICAL SYSTEMS"}
-    replies = {}
-    for k, (case_id, maker) in enumerate(scanners.items()):
-        paths = write_series(ct.with_array(ct.array[:, :, k:]), tmp_path / case_id, tags={"Manufacturer": maker})
-        with zipfile.ZipFile(tmp_path / f"{case_id}.zip", "w") as archive:
-            for path in paths:
-                archive.write(path, path.name)
-        replies[case_id] = _import(
-            stub, tmp_path / f"{case_id}.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id=case_id
-        ).info
-    _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="nifti", allow_duplicate=True)
-
-    def listed(page_size=0, **fields):
-        found, token = [], ""
-        while True:
-            reply = stub.ListCases(
-                storage_pb2.ListCasesRequest(page_size=page_size, page_token=token, **fields), metadata=ADMIN
-            )
-            found += [c.case_id for c in reply.cases]
-            token = reply.next_page_token
-            if not token:
-                return found
-
-    assert listed() == ["ge", "ge-2", "nifti", "siemens"]
-    assert listed(acquisition={"manufacturer": "ge medical systems"}) == ["ge", "ge-2"]
-    assert listed(page_size=1, acquisition={"manufacturer": "GE MEDICAL SYSTEMS", "modality": "CT"}) == ["ge", "ge-2"]
-    assert listed(acquisition={"manufacturer": "Philips"}) == []
-    assert listed(study_instance_uid=replies["siemens"].dicom.study_instance_uid) == ["siemens"]
-    assert listed(series_instance_uid=replies["ge-2"].dicom.series_instance_uid) == ["ge-2"]
-    with pytest.raises(grpc.RpcError) as refused:
-        listed(acquisition={"patient_name": "x"})
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown acquisition" in refused.value.details()
-
-
-def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, real_ct_dir, tmp_path, monkeypatch):
-    """The real CT imported as DICOM with its labels: the original label version downloads as a SEG
-    that references exactly the series' instances and decodes to the stored label map, built once.
-    A case imported from NIfTI has no series to reference; where patient identifiers are kept, the
-    SEG carries them and goes to admins only."""
-    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
-    paths = write_series(ct, tmp_path / "series", tags={**SCANNER, **PATIENT})
-    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
-        for path in paths:
-            archive.write(path, path.name)
-    seg = load_nifti(real_ct_dir / "example_seg.nii.gz")
-    save_nifti(seg.with_array(from_totalsegmentator(seg.array)), tmp_path / "labels.nii.gz")
-    instances = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths}
-
-    with _storage(stack, unique, keep_patient_identifiers=True) as (stub, store, _collector, target):
-        labels_upload = upload_file(stub, tmp_path / "labels.nii.gz", ADMIN)
-        reply = _import(
-            stub,
-            tmp_path / "series.zip",
-            format=storage_pb2.CASE_FORMAT_DICOM_ZIP,
-            case_id="seg-01",
-            label_upload_id=labels_upload,
-        )
-        (version,) = stub.ListLabelVersions(
-            storage_pb2.ListLabelVersionsRequest(case_id="seg-01"), metadata=ADMIN
-        ).versions
-        ref = download_volume(
-            stub,
-            "seg-01",
-            tmp_path / "labels.seg.dcm",
-            ADMIN,
-            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-            label_version=version.label_version,
-        )
-        stored = store.stat(layout.seg_key("seg-01", version.label_version))
-        again = download_volume(
-            stub,
-            "seg-01",
-            tmp_path / "again.seg.dcm",
-            ADMIN,
-            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-            label_version=version.label_version,
-        )
-        # the command line: the newest label version (the only one here), as the admin
-        monkeypatch.setenv("ATLASLOOP_STORAGE_TARGET", target)
-        assert (
-            cli_main(["export", "dicom-seg", "seg-01", "--out", str(tmp_path / "cli.dcm"), "--token", "tok-admin"]) == 0
-        )
-        assert (tmp_path / "cli.dcm").read_bytes() == (tmp_path / "labels.seg.dcm").read_bytes()
-        with pytest.raises(grpc.RpcError) as refused:
-            download_volume(
-                stub,
-                "seg-01",
-                tmp_path / "x.dcm",
-                SERVICE,
-                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-                label_version=version.label_version,
-            )
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-
-        _import(
-            stub,
-            real_ct_dir / "example_ct_sm.nii.gz",
-            case_id="nifti-01",
-            allow_duplicate=True,
-            label_upload_id=upload_file(stub, tmp_path / "labels.nii.gz", ADMIN),
-        )
-        (nifti_version,) = stub.ListLabelVersions(
-            storage_pb2.ListLabelVersionsRequest(case_id="nifti-01"), metadata=ADMIN
-        ).versions
-        with pytest.raises(grpc.RpcError) as no_series:
-            download_volume(
-                stub,
-                "nifti-01",
-                tmp_path / "y.dcm",
-                ADMIN,
-                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-                label_version=nifti_version.label_version,
-            )
-        assert no_series.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "not imported from DICOM" in no_series.value.details()
-
-    assert ref.sha256 == again.sha256 == stored.sha256  # built once, then served as stored
-    data = (tmp_path / "labels.seg.dcm").read_bytes()
-    ds = pydicom.dcmread(tmp_path / "labels.seg.dcm")
-    assert ds.Modality == "SEG" and ds.StudyInstanceUID == reply.info.dicom.study_instance_uid
-    assert ds.PatientID == "MRN-0042"
-    referenced = {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
-    assert referenced == instances
-    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"MANUAL"}  # an original: a person's
-    identity = SeriesIdentity.from_json(MessageToDict(reply.info.dicom, preserving_proto_field_name=True))
-    decoded = read_seg(data, identity, load_nifti(real_ct_dir / "example_ct_sm.nii.gz"))
-    assert np.array_equal(decoded.array, from_totalsegmentator(seg.array))
 
 
 def _nothing_left(store, collector):
@@ -432,20 +136,20 @@ def test_checksum_mismatch_and_oversize_refused(storage, real_ct_dir, tmp_path):
 def test_bad_case_id_and_bad_image_change_nothing(storage, real_ct_dir, tmp_path):
     stub, store, collector = storage
     with pytest.raises(grpc.RpcError) as err:
-        _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="../escape")
+        import_file(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="../escape")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not valid" in err.value.details()
     broken = tmp_path / "broken.nii.gz"
     data = (real_ct_dir / "example_ct_sm.nii.gz").read_bytes()
     broken.write_bytes(data[: len(data) // 3])
     with pytest.raises(grpc.RpcError) as err:
-        _import(stub, broken)
+        import_file(stub, broken)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "broken.nii.gz" in err.value.details()
     _nothing_left(store, collector)
 
 
 def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_dir, tmp_path):
     stub, _, _ = storage
-    case_id = _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="lv-1").case_id
+    case_id = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="lv-1").case_id
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     labels = np.zeros(ct.shape, np.uint8)
     labels[40:60, 40:60, 10:20] = 5
@@ -507,7 +211,7 @@ def test_label_provenance_is_decided_by_the_caller_and_a_refusal_leaves_nothing(
     storage, real_ct_dir, tmp_path, who, source, refusal
 ):
     stub, store, _ = storage
-    case_id = _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="prov-1").case_id
+    case_id = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="prov-1").case_id
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     save_nifti(Volume(np.zeros(ct.shape, np.uint8), ct.affine), tmp_path / "l.nii.gz")
     upload_id = upload_file(stub, tmp_path / "l.nii.gz", ADMIN)
@@ -597,7 +301,7 @@ def test_presigned_upload_then_import_then_presigned_get(storage, real_ct_dir):
     assert unlimited.max_bytes == 64 * 1024 * 1024  # the service's upload limit, never more
 
 
-def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
+def test_broker_down_rolls_back_theimport_file(stack, unique, real_ct_dir):
     settings = StorageSettings(
         port=0,
         health_poll_s=60,
@@ -605,7 +309,6 @@ def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
         kafka={"bootstrap_servers": "127.0.0.1:1", "publish_timeout_s": 2, "create_topics": False},
         auth={"dev_tokens": TOKENS},
     )
-    from atlasloop.common.objectstore import ObjectStore
     from atlasloop.common.server import GrpcService
 
     service = GrpcService(build(settings), settings)
@@ -616,7 +319,7 @@ def test_broker_down_rolls_back_the_import(stack, unique, real_ct_dir):
         with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
             stub = storage_pb2_grpc.StorageServiceStub(channel)
             with pytest.raises(grpc.RpcError) as err:
-                _import(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="no-broker")
+                import_file(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="no-broker")
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert store.list_keys(layout.CASES) == [] and store.list_keys(layout.CONTENT_INDEX) == []
     finally:
@@ -684,7 +387,6 @@ def test_staged_uploads_expire_by_a_lifecycle_rule_that_keeps_the_operators_own(
     from minio.commonconfig import ENABLED, Filter
     from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
-    from atlasloop.common.objectstore import ObjectStore
     from atlasloop.storage.staging_expiry import RULE_ID
 
     s3 = stack.s3_settings(bucket=f"storage-lc-{unique}")
