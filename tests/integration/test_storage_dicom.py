@@ -28,6 +28,13 @@ from .storage_service import ADMIN, SERVICE, import_file, running_storage
 pytestmark = pytest.mark.integration
 
 
+def _seg(stub, case_id, label_version, path, metadata):
+    """Download a label version as DICOM SEG into ``path``."""
+    return download_volume(
+        stub, case_id, path, metadata, kind=common_pb2.VOLUME_KIND_DICOM_SEG, label_version=label_version
+    )
+
+
 SCANNER = {
     "Manufacturer": "GE MEDICAL SYSTEMS",
     "KVP": "120",
@@ -200,23 +207,9 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
         (version,) = stub.ListLabelVersions(
             storage_pb2.ListLabelVersionsRequest(case_id="seg-01"), metadata=ADMIN
         ).versions
-        ref = download_volume(
-            stub,
-            "seg-01",
-            tmp_path / "labels.seg.dcm",
-            ADMIN,
-            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-            label_version=version.label_version,
-        )
+        ref = _seg(stub, "seg-01", version.label_version, tmp_path / "labels.seg.dcm", ADMIN)
         stored = store.stat(layout.seg_key("seg-01", version.label_version))
-        again = download_volume(
-            stub,
-            "seg-01",
-            tmp_path / "again.seg.dcm",
-            ADMIN,
-            kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-            label_version=version.label_version,
-        )
+        again = _seg(stub, "seg-01", version.label_version, tmp_path / "again.seg.dcm", ADMIN)
         # the command line: the newest label version (the only one here), as the admin
         monkeypatch.setenv("ATLASLOOP_STORAGE_TARGET", target)
         assert (
@@ -224,14 +217,7 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
         )
         assert (tmp_path / "cli.dcm").read_bytes() == (tmp_path / "labels.seg.dcm").read_bytes()
         with pytest.raises(grpc.RpcError) as refused:
-            download_volume(
-                stub,
-                "seg-01",
-                tmp_path / "x.dcm",
-                SERVICE,
-                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-                label_version=version.label_version,
-            )
+            _seg(stub, "seg-01", version.label_version, tmp_path / "x.dcm", SERVICE)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
         import_file(
@@ -245,14 +231,7 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
             storage_pb2.ListLabelVersionsRequest(case_id="nifti-01"), metadata=ADMIN
         ).versions
         with pytest.raises(grpc.RpcError) as no_series:
-            download_volume(
-                stub,
-                "nifti-01",
-                tmp_path / "y.dcm",
-                ADMIN,
-                kind=common_pb2.VOLUME_KIND_DICOM_SEG,
-                label_version=nifti_version.label_version,
-            )
+            _seg(stub, "nifti-01", nifti_version.label_version, tmp_path / "y.dcm", ADMIN)
         assert no_series.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "not imported from DICOM" in no_series.value.details()
 

@@ -93,19 +93,29 @@ def _geometry(
                 f"slices are not evenly spaced: {steps[gap]:.3f} mm after slice {gap} "
                 f"where {step:.3f} mm is usual (missing slices?)",
             )
-        slice_vec = (positions[order[-1]] - positions[order[0]]) / (len(headers) - 1)
-    else:
-        thickness = float(headers[0][1].get("SliceThickness", 1.0) or 1.0)
-        slice_vec = normal * thickness
-    # Array axes (i, j, k) = (column, row, slice): i moves along row_dir, j along col_dir.
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * pixel[1]
-    lps[:3, 1] = col_dir * pixel[0]
-    lps[:3, 2] = slice_vec
-    lps[:3, 3] = positions[order[0]]
+    thickness = float(headers[0][1].get("SliceThickness", 1.0) or 1.0) if len(headers) == 1 else 0.0
+    affine = stack_affine(orientation, (pixel[0], pixel[1]), positions[order], thickness)
     names = [headers[i][0] for i in order]
-    check_affine(LPS_TO_RAS @ lps, (cols, rows, len(names)), source)
-    return names, LPS_TO_RAS @ lps, (rows, cols)
+    check_affine(affine, (cols, rows, len(names)), source)
+    return names, affine, (rows, cols)
+
+
+def stack_affine(
+    orientation: np.ndarray, pixel_spacing: tuple[float, float], positions: np.ndarray, thickness: float
+) -> np.ndarray:
+    """The RAS affine of slices in slice order, array axes (i, j, k) = (column, row, slice): i moves
+    along the row direction, j along the column direction, k from the first position to the last
+    (one slice: along the normal by ``thickness``). The reader stacks series by it, and a DICOM SEG
+    maps a label map back onto a series with it."""
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    n = len(positions)
+    slice_vec = (positions[-1] - positions[0]) / (n - 1) if n > 1 else np.cross(row_dir, col_dir) * thickness
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * pixel_spacing[1]
+    lps[:3, 1] = col_dir * pixel_spacing[0]
+    lps[:3, 2] = slice_vec
+    lps[:3, 3] = positions[0]
+    return LPS_TO_RAS @ lps
 
 
 def read_dicom_series(source: str | Path) -> Volume:

@@ -32,12 +32,12 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import CTImageStorage
 
+from atlasloop.imaging.dicom import stack_affine
 from atlasloop.imaging.dicom_identity import SeriesIdentity
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.volume import Volume
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
 ORGAN_CODES = {
     "spleen": Code("78961009", "SCT", "Spleen"),
@@ -74,17 +74,11 @@ def series_affine(identity: SeriesIdentity) -> tuple[np.ndarray, tuple[int, int,
     """The series' voxel grid (RAS affine, shape (columns, rows, slices)), as the reader stacks it."""
     if not identity.instances or len(identity.orientation) != 6 or not identity.rows:
         raise ImageError(identity.series_instance_uid or "series", "the case keeps no DICOM geometry")
-    row_dir, col_dir = np.array(identity.orientation[:3]), np.array(identity.orientation[3:])
     positions = np.array([i.position_lps for i in identity.instances])
-    n = len(positions)
-    normal = np.cross(row_dir, col_dir)
-    slice_vec = (positions[-1] - positions[0]) / (n - 1) if n > 1 else normal
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * identity.pixel_spacing[1]
-    lps[:3, 1] = col_dir * identity.pixel_spacing[0]
-    lps[:3, 2] = slice_vec
-    lps[:3, 3] = positions[0]
-    return LPS_TO_RAS @ lps, (identity.columns, identity.rows, n)
+    single = len(positions) == 1  # only then does the thickness place the slice
+    thickness = float(identity.acquisition.get("slice_thickness_mm") or 1.0) if single else 0.0
+    affine = stack_affine(np.array(identity.orientation), identity.pixel_spacing, positions, thickness)
+    return affine, (identity.columns, identity.rows, len(positions))
 
 
 def _axis_map(
