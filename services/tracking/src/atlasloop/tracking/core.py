@@ -16,9 +16,18 @@ from atlasloop.common import case_grants, dead_letters, ids
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
 from atlasloop.common.events import EventProducer
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.tracking import observed, queue, revisions, statistics
+from atlasloop.tracking import observed, queue, releases, revisions, statistics
 from atlasloop.tracking.events_in import apply_event
-from atlasloop.tracking.models import AuditEntry, Case, LabelVersion, Lease, Project, Revision
+from atlasloop.tracking.models import (
+    AuditEntry,
+    Case,
+    LabelVersion,
+    Lease,
+    Project,
+    Release,
+    ReleaseCase,
+    Revision,
+)
 from atlasloop.tracking.reconcile import Reconciler, Report
 from atlasloop.tracking.settings import TrackingSettings
 from atlasloop.tracking.states import STATES
@@ -249,3 +258,17 @@ class TrackingCore:
 
     def statistics(self, project_id: str = "") -> statistics.Statistics:
         return statistics.statistics(self.sessions, project_id)
+
+    # dataset releases
+    def create_release(
+        self, name: str, project_id: str, description: str, principal: str
+    ) -> tuple[Release, list[ReleaseCase], list[str]]:
+        release, cases, unlabelled = releases.create(self.sessions, name, project_id, description, principal)
+        log.info("release created", extra={"release": name, "cases": len(cases), "unlabelled": len(unlabelled)})
+        return release, cases, unlabelled
+
+    def list_releases(self, project_id: str) -> list[tuple[Release, int]]:
+        return releases.listed(self.sessions, project_id)
+
+    def get_release(self, name: str) -> tuple[Release, list[ReleaseCase], list[releases.Change]]:
+        return releases.get(self.sessions, name)

@@ -252,3 +252,31 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     consumer: Mapped[str] = mapped_column(String(64))
     processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Release(Base):
+    """A frozen dataset release; with its cases, append-only on PostgreSQL (a trigger refuses
+    UPDATE and DELETE), so a name always means the same data."""
+
+    __tablename__ = "releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # creation order
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    project_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    previous: Mapped[str] = mapped_column(String(100), default="")
+    created_by: Mapped[str] = mapped_column(String(200))
+    classes: Mapped[dict] = mapped_column(default=dict)  # voxel value (as text) -> structure name
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReleaseCase(Base):
+    __tablename__ = "release_cases"
+    __table_args__ = (UniqueConstraint("release_id", "case_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
+    case_id: Mapped[str] = mapped_column(String(64))
+    label_version: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # human | original | ai
+    model_set: Mapped[str] = mapped_column(String(64), default="")
+    revision_id: Mapped[str] = mapped_column(String(40), default="")
+    round: Mapped[int] = mapped_column(Integer, default=0)

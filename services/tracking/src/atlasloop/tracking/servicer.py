@@ -20,7 +20,9 @@ from atlasloop.common.domain import (
 from atlasloop.common.errors import InvalidInput, PermissionDenied
 from atlasloop.common.v1 import common_pb2
 from atlasloop.tracking.core import CaseView, TrackingCore
+from atlasloop.tracking.models import Release, ReleaseCase
 from atlasloop.tracking.queue import LeaseInfo
+from atlasloop.tracking.releases import Change
 from atlasloop.tracking.revisions import Tag
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
@@ -229,6 +231,76 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             minutes_per_round=stats.minutes_per_round,
             revisions_per_annotator=stats.revisions_per_annotator,
         )
+
+    def CreateRelease(self, request, context):
+        release, cases, unlabelled = self._core.create_release(
+            request.name, request.project_id, request.description, current_principal().name
+        )
+        return tracking_pb2.CreateReleaseResponse(
+            release=_release(release, len(cases)),
+            cases=[_release_case(c) for c in cases],
+            unlabelled=unlabelled,
+        )
+
+    def ListReleases(self, request, context):
+        return tracking_pb2.ListReleasesResponse(
+            releases=[_release(r, count) for r, count in self._core.list_releases(request.project_id)]
+        )
+
+    def GetRelease(self, request, context):
+        release, cases, changes = self._core.get_release(request.name)
+        return tracking_pb2.GetReleaseResponse(
+            release=_release(release, len(cases)),
+            cases=[_release_case(c) for c in cases],
+            changes=[_change(c) for c in changes],
+        )
+
+
+def _release(release: Release, case_count: int) -> tracking_pb2.Release:
+    return tracking_pb2.Release(
+        name=release.name,
+        project_id=release.project_id,
+        description=release.description,
+        previous=release.previous,
+        created_by=release.created_by,
+        created_at=_stamp(release.created_at),
+        case_count=case_count,
+        classes={int(value): name for value, name in release.classes.items()},
+    )
+
+
+def _release_case(case: ReleaseCase) -> tracking_pb2.ReleaseCase:
+    return tracking_pb2.ReleaseCase(
+        case_id=case.case_id,
+        label_version=case.label_version,
+        source=LabelSource(case.source).to_proto(),
+        model_set=case.model_set,
+        revision_id=case.revision_id,
+        round=case.round,
+    )
+
+
+def _change(change: Change) -> tracking_pb2.ReleaseChange:
+    kinds = {
+        "added": tracking_pb2.RELEASE_CHANGE_KIND_ADDED,
+        "changed": tracking_pb2.RELEASE_CHANGE_KIND_CHANGED,
+        "removed": tracking_pb2.RELEASE_CHANGE_KIND_REMOVED,
+    }
+    message = tracking_pb2.ReleaseChange(
+        case_id=change.case_id,
+        kind=kinds[change.kind],
+        tags=[
+            common_pb2.OrganErrorTag(organ=organ_to_proto(organ), tag=ErrorTag(tag).to_proto())
+            for organ, tag in change.tags
+        ],
+    )
+    if change.before is not None:
+        message.from_label_version = change.before.label_version
+        message.from_source = LabelSource(change.before.source).to_proto()
+    if change.after is not None:
+        message.to_label_version = change.after.label_version
+        message.to_source = LabelSource(change.after.source).to_proto()
+    return message
 
 
 def _review_state(value: str) -> int:
