@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -25,6 +27,8 @@ from atlasloop.common.service_map import SERVICES
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
+from atlasloop.imaging.dataset_formats import verify
+from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
 from atlasloop.imaging.viewer import check_scene
 from atlasloop.imaging.volume import load_nifti, save_nifti
@@ -154,3 +158,95 @@ def test_the_whole_loop_from_a_terminal(workstation, real_ct_dir):
         check=False,
     )
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_dataset_releases_from_a_terminal(workstation, real_ct_dir, tmp_path):
+    """Three new cases (an AbdomenAtlas folder with its labels, a NIfTI, a DICOM series) are
+    released in every format, one is revised and approved, and the second release's changelog names
+    exactly that case; the first release still writes the same labels afterwards."""
+    home, env, stack = workstation
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    reference = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
+    scans = home / "release-scans"
+    save_nifti(ct.with_array(ct.array[:, :, :24]), scans / "rel-orig" / "ct.nii.gz")
+    save_nifti(ct.with_array(reference[:, :, :24]), scans / "rel-orig" / "combined_labels.nii.gz")
+    save_nifti(ct.with_array(ct.array[:, :, 3:27]), scans / "rel-ai.nii.gz")
+    write_series(ct.with_array(ct.array[:, :, 5:]), scans / "rel-dicom")
+    report = json.loads(atlasloop(home, env, "import", str(scans), "--json"))
+    assert sorted((r["case_id"], r["status"]) for r in report) == [
+        ("rel-ai", "imported"),
+        ("rel-dicom", "imported"),
+        ("rel-orig", "imported"),
+    ]
+    ours = {"rel-ai", "rel-dicom", "rel-orig"}
+    deadline = time.monotonic() + 300
+    while {c["case"] for c in json.loads(atlasloop(home, env, "cases", "--state", "scored", "--json"))} < ours - {
+        "rel-orig"
+    }:
+        assert time.monotonic() < deadline, "the new cases were not scored in 300 s"
+        time.sleep(2)
+
+    out = tmp_path / "releases"
+    for fmt in ("abdomenatlas", "nnunet", "msd", "dicom-seg"):
+        folder = out / f"r1-{fmt}"
+        said = json.loads(atlasloop(home, env, "release", "r1", "--out", str(folder), "--format", fmt, "--json"))
+        assert said["created"] == (fmt == "abdomenatlas") and said["previous"] == ""
+        manifest = json.loads((out / f"r1-{fmt}" / "manifest.json").read_text())
+        sources = {c["case_id"]: c["source"] for c in manifest["cases"]}
+        assert sources["rel-orig"] == "original" and sources["rel-ai"] == sources["rel-dicom"] == "ai"
+        assert verify(out / f"r1-{fmt}") == []
+    client = Client({n: stack.service_target(n) for n in SERVICES}, TokenFile(home / ".run").by_role())
+    try:
+        released = {c["case_id"]: c for c in manifest["cases"]}  # the dicom-seg release
+        # the DICOM case's SEG references its own series; the others' their written CT
+        dicom = client.case_info("rel-dicom").dicom
+        assert released["rel-dicom"]["series_instance_uid"] == dicom.series_instance_uid
+        assert not (out / "r1-dicom-seg" / "rel-dicom" / "ct").exists()
+        assert (out / "r1-dicom-seg" / "rel-ai" / "ct").is_dir()
+        seg = hd.seg.segread(out / "r1-dicom-seg" / "rel-dicom" / "seg.dcm")
+        assert {uid for _, _, uid in seg.get_source_image_uids()} == {i.sop_instance_uid for i in dicom.instances}
+        stored = client.labels("rel-ai", released["rel-ai"]["label_version"], role="admin").array
+        atlas = nib.load(out / "r1-abdomenatlas" / "rel-ai" / "combined_labels.nii.gz")
+        assert np.array_equal(np.asarray(atlas.dataobj), stored)
+    finally:
+        client.close()
+
+    # one of the new cases is revised and approved between the releases
+    assert "queued" in atlasloop(home, env, "queue", "--round", "2", "--cases", "3")
+    leased = atlasloop(home, env, "next")
+    lease_id, case_id = re.search(r"^lease (\S+) on case (\S+)", leased, re.M).groups()
+    atlasloop(home, env, "pull", lease_id, "--out", "rel-work")
+    labels = load_nifti(home / "rel-work" / "labels.nii.gz")
+    painted = labels.array.copy()
+    painted[:40, :40, :8] = ORGAN_IDS["liver"]  # the annotator paints a liver the models missed
+    assert not np.array_equal(painted, labels.array)
+    save_nifti(labels.with_array(painted), home / "rel-work" / "labels.nii.gz")
+    revised = atlasloop(home, env, "revise", lease_id, "rel-work", "--organs", "liver", "--tag", "liver:boundary")
+    revision_id = re.search(r"^revision (\S+) stored", revised, re.M).group(1)
+    atlasloop(home, env, "review", revision_id, "approve")
+
+    said = json.loads(atlasloop(home, env, "release", "r2", "--out", str(out / "r2"), "--format", "nnunet", "--json"))
+    assert said["created"] and said["previous"] == "r1"
+    changes = json.loads((out / "r2" / "changelog.json").read_text())["changes"]
+    assert [(c["case_id"], c["change"], c["to"]["source"]) for c in changes] == [(case_id, "changed", "human")]
+    assert changes[0]["error_tags"] == [{"organ": "liver", "tag": "boundary"}]
+    assert f"| {case_id} | changed |" in (out / "r2" / "CHANGELOG.md").read_text()
+    listed = json.loads(atlasloop(home, env, "releases", "--json"))
+    assert [(r["name"], r.get("previous", "")) for r in listed] == [("r1", ""), ("r2", "r1")]
+
+    # a release never changes: r1 again, after the revision, writes the same files
+    atlasloop(home, env, "release", "r1", "--out", str(out / "r1-again"), "--format", "nnunet")
+    first = json.loads((out / "r1-nnunet" / "manifest.json").read_text())["cases"]
+    again = json.loads((out / "r1-again" / "manifest.json").read_text())["cases"]
+    assert again == first
+    refused = subprocess.run(
+        [ATLASLOOP, "release", "r3", "--out", str(out / "r2"), "--format", "msd"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0 and "not empty" in refused.stderr
+    assert [r["name"] for r in json.loads(atlasloop(home, env, "releases", "--json"))] == ["r1", "r2"]

@@ -106,6 +106,12 @@ class Client:
         )
         return reply.info.case_id
 
+    def case_info(self, case_id: str, role: str = "admin") -> storage_pb2.CaseInfo:
+        """What storage keeps of a case (its geometry, source, DICOM identity)."""
+        return self.storage.GetCase(
+            storage_pb2.GetCaseRequest(case_id=case_id), metadata=self.case_auth(role, case_id), timeout=self.timeout_s
+        ).info
+
     def label_versions(self, case_id: str, role: str = "annotator") -> list[storage_pb2.LabelVersionInfo]:
         return list(
             self.storage.ListLabelVersions(

@@ -137,6 +137,13 @@ class SeriesIdentity:
         )
 
 
+def derived_uid(*parts: str) -> str:
+    """A UID that depends only on ``parts`` (``2.25`` UUID form): the same object gets the same UID
+    every time it is written."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()[:16]
+    return f"2.25.{uuid.UUID(bytes=digest).int}"
+
+
 def remap_uid(uid: str, key: bytes) -> str:
     """A new UID for ``uid``: the same for the same key, ``2.25`` form (at most 44 characters)."""
     if not uid:

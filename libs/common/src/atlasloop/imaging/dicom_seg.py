@@ -19,9 +19,7 @@ the content date from the label's creation, so building the SEG twice gives the 
 
 from __future__ import annotations
 
-import hashlib
 import io
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,7 +31,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import CTImageStorage
 
 from atlasloop.imaging.dicom import stack_affine
-from atlasloop.imaging.dicom_identity import SeriesIdentity
+from atlasloop.imaging.dicom_identity import SeriesIdentity, derived_uid
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.volume import Volume
@@ -62,12 +60,6 @@ class SegProvenance:
     automatic: bool
     author: str
     created_at: datetime
-
-
-def _uid(*parts: str) -> str:
-    """A deterministic UID in the ``2.25`` (UUID) form."""
-    digest = hashlib.sha256("/".join(parts).encode()).digest()[:16]
-    return f"2.25.{uuid.UUID(bytes=digest).int}"
 
 
 def series_affine(identity: SeriesIdentity) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -182,7 +174,7 @@ def write_seg(labels: Volume, identity: SeriesIdentity, provenance: SegProvenanc
             segmented_property_type=ORGAN_CODES[organ],
             algorithm_type=algorithm_type,
             algorithm_identification=algorithm,
-            tracking_uid=_uid(provenance.case_id, provenance.label_version, organ, "tracking"),
+            tracking_uid=derived_uid(provenance.case_id, provenance.label_version, organ, "tracking"),
             tracking_id=f"{provenance.case_id}/{organ}",
         )
         for label, organ in sorted(ORGANS.items())
@@ -192,9 +184,9 @@ def write_seg(labels: Volume, identity: SeriesIdentity, provenance: SegProvenanc
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=_uid(provenance.case_id, provenance.label_version, "series"),
+        series_instance_uid=derived_uid(provenance.case_id, provenance.label_version, "series"),
         series_number=1,
-        sop_instance_uid=_uid(provenance.case_id, provenance.label_version, "instance"),
+        sop_instance_uid=derived_uid(provenance.case_id, provenance.label_version, "instance"),
         instance_number=1,
         manufacturer=SOFTWARE,
         manufacturer_model_name="AtlasLoop",
@@ -227,7 +219,7 @@ def _pin(seg: Dataset, provenance: SegProvenance) -> None:
         setattr(seg, f"{keyword}Time", stamp.strftime("%H%M%S"))
     for item in seg.get("ContributingEquipmentSequence", []):
         item.ContributionDateTime = stamp.strftime("%Y%m%d%H%M%S")
-    organization = _uid(provenance.case_id, provenance.label_version, "dimensions")
+    organization = derived_uid(provenance.case_id, provenance.label_version, "dimensions")
     for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
         for item in seg.get(sequence, []):
             item.DimensionOrganizationUID = organization

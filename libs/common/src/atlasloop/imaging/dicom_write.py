@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from atlasloop.imaging.dicom_identity import derived_uid
 from atlasloop.imaging.volume import Volume
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -29,9 +30,16 @@ def write_series(
     slope: float = 1.0,
     intercept: float | None = None,
     tags: Mapping[str, object] | None = None,
+    uid_seed: str | None = None,
 ) -> list[Path]:
     """Write the series; ``shuffle_names`` scrambles file names so readers cannot rely on them;
-    ``tags`` (DICOM keyword -> value) are set on every slice (a scanner's, a patient's)."""
+    ``tags`` (DICOM keyword -> value) are set on every slice (a scanner's, a patient's);
+    ``uid_seed`` derives every UID from it (the same series written twice is the same series),
+    otherwise they are new."""
+
+    def uid(*parts: object) -> UID:
+        return UID(derived_uid(uid_seed, *map(str, parts))) if uid_seed is not None else generate_uid()
+
     folder.mkdir(parents=True, exist_ok=True)
     if intercept is None:  # stored values are unsigned: the intercept is at or below the minimum
         intercept = float(min(-1024, int(volume.array.min())))
@@ -39,9 +47,9 @@ def write_series(
     spacing = volume.spacing
     row_dir = lps[:3, 0] / spacing[0]
     col_dir = lps[:3, 1] / spacing[1]
-    series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
-    frame_uid = generate_uid()
+    series_uid = series_uid or uid("series")
+    study_uid = uid("study")
+    frame_uid = uid("frame")
     order = list(range(volume.shape[2]))
     if shuffle_names:
         random.Random(0).shuffle(order)
@@ -49,7 +57,7 @@ def write_series(
     for name_index, k in enumerate(order):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = uid("instance", k)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = folder / f"IM{name_index:04d}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
