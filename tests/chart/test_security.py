@@ -120,3 +120,73 @@ def test_the_grpc_route_sends_each_service_to_its_backend(helm):
     assert not any(
         d["kind"] == "GRPCRoute" for d in render(helm, HOSPITAL, "gateway.enabled=true", "gateway.parentRefs[0].name=g")
     )
+
+
+PACS = (
+    "pacs.url=https://pacs.hospital.example/dicom-web",
+    "pacs.sendApproved=true",
+    "pacs.existingSecret=pacs-login",
+    "pacs.caSecret=pacs-ca",
+    "pacs.timeoutSeconds=90",
+    "dicom.deidentify=true",
+    "dicom.deidentifyKeySecret=deid-key",
+    "networkPolicy.pacs.peers[0].ipBlock.cidr=10.20.0.0/16",
+)
+
+
+def _storage(documents: list[dict]) -> tuple[dict, dict]:
+    deployment = next(
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "atlasloop-storage"
+    )
+    policy = next(d for d in documents if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "atlasloop-storage")
+    return deployment["spec"]["template"]["spec"], policy
+
+
+def test_the_pacs_and_deidentification_reach_storage_as_its_settings(helm, monkeypatch):
+    pod, policy = _storage(render(helm, HOSPITAL, *PACS))
+    container = pod["containers"][0]
+    env = _environment(container)
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            if name.startswith("ATLASLOOP_STORAGE_"):
+                patch.setenv(name, value)
+        settings = settings_class("storage")()
+    assert settings.pacs.url == "https://pacs.hospital.example/dicom-web" and settings.pacs.send_approved
+    assert settings.pacs.username == "from-pacs-login-username" and settings.pacs.timeout_s == 90
+    assert settings.pacs.password.get_secret_value() == "from-pacs-login-password"
+    assert settings.deidentify and settings.deidentify_key.get_secret_value() == "from-deid-key-deidentifyKey"
+    assert not settings.keep_patient_identifiers
+    assert settings.tracking_target == "atlasloop-tracking:50055"
+    assert settings.tracking_token == "from-atlasloop-service-token-storage"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "pacs-ca")
+    assert settings.pacs.ca_file == mount["mountPath"] + "/ca.crt"
+    assert next(v for v in pod["volumes"] if v["name"] == "pacs-ca")["secret"]["secretName"] == "pacs-ca"
+    egress = policy["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 443, "protocol": "TCP"}]} in egress
+    assert any(
+        rule["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "tracking"
+        for rule in egress
+        if "to" in rule
+    )
+    assert "from-" not in str(render(helm, HOSPITAL))  # no PACS, no secret reference, no egress to it
+    plain, plain_policy = _storage(render(helm, HOSPITAL))
+    names = {e["name"] for e in plain["containers"][0]["env"]}
+    assert not any("PACS" in n or "DEIDENTIFY" in n or "TRACKING" in n for n in names)
+    assert len(plain_policy["spec"]["egress"]) == len(egress) - 2
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("dicom.deidentify=true",), "dicom.deidentifyKeySecret"),
+        (("dicom.deidentify=true", "dicom.deidentifyKeySecret=k", "dicom.keepPatientIdentifiers=true"), "contradict"),
+        (("pacs.sendApproved=true",), "pacs.sendApproved needs pacs.url"),
+        (("pacs.url=ftp://pacs",), "/pacs/url"),
+    ],
+)
+def test_an_incomplete_hospital_setting_fails_the_install_with_its_reason(helm, sets, message):
+    import subprocess
+
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        render(helm, HOSPITAL, *sets)
+    assert message in failure.value.stderr

@@ -208,7 +208,8 @@ imagePullSecrets:
 {{/*
 One gRPC service: ServiceAccount, Deployment (restricted, native gRPC probes against the health
 service), Service with a named gRPC port, PDB, HPA and NetworkPolicy.
-ctx: root, component, extraEnv (list), egress (list of NetworkPolicyEgressRule).
+ctx: root, component, extraEnv (list), egress (list of NetworkPolicyEgressRule), extraVolumes and
+extraMounts (lists, for files a service's own settings name).
 */}}
 {{- define "atlasloop.grpcService" -}}
 {{- $root := .root }}
@@ -306,10 +307,16 @@ spec:
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
             {{- include "atlasloop.securityMounts" $root | nindent 12 }}
+            {{- with .extraMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir: {sizeLimit: 8Gi}
         {{- include "atlasloop.securityVolumes" $root | nindent 8 }}
+        {{- with .extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
 ---
 apiVersion: v1
 kind: Service
