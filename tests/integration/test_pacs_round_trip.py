@@ -113,6 +113,8 @@ def test_the_pacs_client_refuses_what_it_should(pacs, tmp_path):
 
     with pytest.raises(InvalidInput, match="not a DICOM UID"):
         client.series_of("1.2/../../system")
+    with pytest.raises(InvalidInput, match="DICOM keyword or tag"):
+        client.studies({"StudyDate&limit": "1"})
     with pytest.raises(NotFound):
         client.retrieve_series(first.StudyInstanceUID, "1.2.3.4", tmp_path / "x")
     with pytest.raises(InvalidInput, match="credentials"):
@@ -127,6 +129,55 @@ def test_the_pacs_client_refuses_what_it_should(pacs, tmp_path):
         split_multipart(b"--b\r\nContent-Type: application/dicom\r\n\r\nDICM", 'multipart/related; boundary="b"')
     with pytest.raises(InvalidInput, match="boundary"):
         split_multipart(b"{}", "application/json")
+
+
+def test_the_watcher_imports_each_new_matching_study_once(
+    stack, unique, pacs, real_ct_dir, tmp_path, monkeypatch, capsys
+):
+    """``atlasloop watch-pacs``: the studies matching its query are imported once each, across
+    restarts (its state file); others are left alone; with storage away a new study stays new."""
+    access, client = pacs
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    monkeypatch.setenv("ATLASLOOP_DICOMWEB_USER", access.username)
+    monkeypatch.setenv("ATLASLOOP_DICOMWEB_PASSWORD", access.password)
+
+    def scanned(index: int, description: str) -> str:
+        """A study of one series in the PACS (a different crop each: storage refuses duplicates)."""
+        paths = write_series(
+            ct.with_array(ct.array[:, :, index : index + 12]),
+            tmp_path / f"study-{index}",
+            tags={"StudyDescription": description},
+        )
+        client.store([p.read_bytes() for p in paths])
+        return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+
+    def poll(target: str) -> tuple[int, dict]:
+        argv = ["watch-pacs", access.dicomweb_url, "--query", f"StudyDescription=WATCH{unique}*"]
+        argv += ["--state", str(tmp_path / "state.json"), "--once", "--json"]
+        argv += ["--target", target, "--token", "tok-admin"]
+        code = cli_main(argv)
+        out = capsys.readouterr().out.strip()
+        return code, json.loads(out) if out else {}
+
+    first, second = scanned(0, f"WATCH{unique} abdomen"), scanned(12, f"WATCH{unique} follow-up")
+    scanned(3, f"OTHER{unique} abdomen")  # does not match the query
+    with running_storage(stack, unique) as (stub, _store, _collector, target):
+        code, done = poll(target)
+        assert code == 0 and sorted(done) == sorted([first, second])
+        for study, record in done.items():
+            (outcome,) = record["outcomes"]
+            assert outcome["status"] == "imported"
+            info = stub.GetCase(storage_pb2.GetCaseRequest(case_id=outcome["case_id"]), metadata=ADMIN).info
+            assert info.dicom.study_instance_uid == study
+        assert poll(target) == (0, {})  # nothing new: nothing imported again
+        third = scanned(24, f"WATCH{unique} third")
+        code, done = poll(target)
+        assert code == 0 and list(done) == [third]
+    fourth = scanned(15, f"WATCH{unique} fourth")
+    code, _ = poll("127.0.0.1:1")  # storage away: an error, and the study stays new
+    assert code != 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert sorted(state["studies"]) == sorted([first, second, third]) and fourth not in state["studies"]
 
 
 class TrackingSays:

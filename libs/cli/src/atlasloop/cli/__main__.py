@@ -11,9 +11,11 @@ from atlasloop.cli import (
     export_command,
     imaging_commands,
     models_command,
+    pacs_watch,
     pull_command,
     queue_commands,
     reconcile_command,
+    release_command,
     revise_command,
     score_command,
     slices_command,
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     imaging_commands.register(commands)
     synth_command.register(commands)
     bulk_import.register(commands)
+    pacs_watch.register(commands)
     score_command.register(commands)
     models_command.register(commands)
     queue_commands.register(commands)
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead_letters_command.register(commands)
     reconcile_command.register(commands)
     export_command.register(commands)
+    release_command.register(commands)
     return parser
 
 

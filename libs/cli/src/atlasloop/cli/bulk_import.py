@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from atlasloop.cli.client import add_connection_arguments, connect
 from atlasloop.common.dicomweb import DicomWebClient, check_uid
+from atlasloop.common.errors import NotReady
 from atlasloop.common.transfer import upload_file
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -135,37 +136,55 @@ def run(args: argparse.Namespace) -> int:
         if args.folder is not None or not args.study:
             raise SystemExit("atlasloop import: --dicomweb takes --study UID and no folder")
         with tempfile.TemporaryDirectory(prefix="atlasloop-dicomweb-") as tmp:
-            args.folder = fetch_study(args, Path(tmp))
+            args.folder = fetch_study(pacs_client(args.dicomweb), args.study, args.series, Path(tmp))
             return _import_folder(args)
     if args.folder is None or not args.folder.is_dir():
         raise SystemExit(f"atlasloop import: {args.folder} is not a folder")
     return _import_folder(args)
 
 
-def fetch_study(args: argparse.Namespace, into: Path) -> Path:
-    """The study's series (or the ones asked for), each in a folder named by its series UID."""
-    pacs = DicomWebClient(
-        args.dicomweb,
+def pacs_client(url: str) -> DicomWebClient:
+    """The PACS at ``url``, with the credentials and CA of the environment."""
+    return DicomWebClient(
+        url,
         os.environ.get("ATLASLOOP_DICOMWEB_USER", ""),
         os.environ.get("ATLASLOOP_DICOMWEB_PASSWORD", ""),
         ca_file=os.environ.get("ATLASLOOP_DICOMWEB_CA") or None,
     )
-    study = check_uid(args.study, "study UID")
-    wanted = [check_uid(s, "series UID") for s in args.series] if args.series else pacs.series_of(study)
-    for series in wanted:
-        pacs.retrieve_series(study, series, into / series)
+
+
+def fetch_study(pacs: DicomWebClient, study: str, series: list[str] | None, into: Path) -> Path:
+    """The study's series (or the ones asked for), each in a folder named by its series UID."""
+    study = check_uid(study, "study UID")
+    wanted = [check_uid(s, "series UID") for s in series] if series else pacs.series_of(study)
+    for uid in wanted:
+        pacs.retrieve_series(study, uid, into / uid)
     return into
 
 
 def _import_folder(args: argparse.Namespace) -> int:
-    cases, outcomes = discover(args.folder)
+    outcomes = import_folder(args, args.folder)
+    if args.json:
+        print(json.dumps([asdict(o) for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            detail = o.case_id if o.status in ("imported", "duplicate") else o.reason
+            print(f"{o.status:<11} {o.name:<40} {detail}")
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("imported", "duplicate", "refused", "not a case")}
+        print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 1 if any(o.status == "refused" for o in outcomes) else 0
+
+
+def import_folder(args: argparse.Namespace, folder: Path) -> list[Outcome]:
+    """Every case in ``folder`` into storage (``args``: the connection, workers, id and duplicate
+    choices); one outcome per entry, by name."""
+    cases, outcomes = discover(folder)
     channel, metadata = connect(args, "admin")
     try:
         grpc.channel_ready_future(channel).result(timeout=10)
     except grpc.FutureTimeoutError:
-        raise SystemExit(
-            f"atlasloop import: the storage service at {args.target} does not answer "
-            "(is the stack running? 'make up' starts it)"
+        raise NotReady(
+            f"the storage service at {args.target} does not answer (is the stack running? 'make up' starts it)"
         ) from None
     stub = storage_pb2_grpc.StorageServiceStub(channel)
     with (
@@ -179,13 +198,4 @@ def _import_folder(args: argparse.Namespace) -> int:
             outcomes.append(future.result())
             bar.update(1)
     channel.close()
-    outcomes.sort(key=lambda o: o.name)
-    if args.json:
-        print(json.dumps([asdict(o) for o in outcomes], indent=2))
-    else:
-        for o in outcomes:
-            detail = o.case_id if o.status in ("imported", "duplicate") else o.reason
-            print(f"{o.status:<11} {o.name:<40} {detail}")
-        counts = {s: sum(o.status == s for o in outcomes) for s in ("imported", "duplicate", "refused", "not a case")}
-        print(", ".join(f"{n} {s}" for s, n in counts.items()))
-    return 1 if any(o.status == "refused" for o in outcomes) else 0
+    return sorted(outcomes, key=lambda o: o.name)

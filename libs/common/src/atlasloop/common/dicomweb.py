@@ -1,4 +1,4 @@
-"""A DICOMweb client (PS3.18): QIDO-RS to find a study's series, WADO-RS to retrieve a series'
+"""A DICOMweb client (PS3.18): QIDO-RS to find studies and a study's series, WADO-RS to retrieve a series'
 instances, STOW-RS to store instances (a SEG going back to the PACS).
 
 Any PACS that speaks DICOMweb works (Orthanc with its plugin in the local stack and the tests).
@@ -13,8 +13,9 @@ import json
 import re
 import secrets
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import urllib3
 
@@ -22,6 +23,8 @@ from atlasloop.common.errors import InvalidInput, NotFound, NotReady, TooLarge
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SERIES_INSTANCE_UID = "0020000E"
+STUDY_INSTANCE_UID = "0020000D"
+QUERY_KEY = re.compile(r"^([A-Za-z]{1,64}|[0-9A-Fa-f]{8})$")  # a DICOM keyword or a tag
 FAILED_SOP_SEQUENCE = "00081198"
 DICOM_PARTS = 'multipart/related; type="application/dicom"'
 
@@ -112,18 +115,32 @@ class DicomWebClient:
             raise NotReady(f"the PACS failed {method} {path} (HTTP {reply.status}): {bytes(data[:200])!r}")
         return reply, bytes(data)
 
-    def series_of(self, study_uid: str) -> list[str]:
-        """QIDO-RS: the SeriesInstanceUIDs of a study."""
-        check_uid(study_uid, "study UID")
-        _reply, data = self._request("GET", f"/studies/{study_uid}/series", "application/dicom+json")
+    def studies(self, query: Mapping[str, str], limit: int = 1000) -> list[str]:
+        """QIDO-RS: the StudyInstanceUIDs of the studies matching ``query`` (DICOM keyword or tag ->
+        value, with the PACS's matching: ``*`` wildcards, ``-`` date ranges), at most ``limit``."""
+        for key, value in query.items():
+            if not QUERY_KEY.match(key) or len(value) > 256:
+                raise InvalidInput(f"QIDO query {key[:70]!r}={value[:70]!r}: a DICOM keyword or tag, a value of <= 256")
+        # Wildcards, ranges and lists stay literal: percent-encoded, Orthanc 1.10 matches them as text.
+        params = urlencode({**query, "limit": str(limit)}, safe="*?-,.:^", quote_via=quote)
+        _reply, data = self._request("GET", f"/studies?{params}", "application/dicom+json")
+        return self._uids(data, STUDY_INSTANCE_UID, "study UID")
+
+    def _uids(self, data: bytes, tag: str, what: str) -> list[str]:
         found = json.loads(data or b"[]")
         if not isinstance(found, list):
             raise InvalidInput("the PACS's QIDO answer is not a list")
         uids = []
         for item in found:
-            value = (item.get(SERIES_INSTANCE_UID) or {}).get("Value") or [""]
-            uids.append(check_uid(str(value[0]), "series UID"))
+            value = (item.get(tag) or {}).get("Value") or [""]
+            uids.append(check_uid(str(value[0]), what))
         return sorted(uids)
+
+    def series_of(self, study_uid: str) -> list[str]:
+        """QIDO-RS: the SeriesInstanceUIDs of a study."""
+        check_uid(study_uid, "study UID")
+        _reply, data = self._request("GET", f"/studies/{study_uid}/series", "application/dicom+json")
+        return self._uids(data, SERIES_INSTANCE_UID, "series UID")
 
     def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
         """WADO-RS: every instance of a series, written to ``folder`` as ``NNNNN.dcm``."""
