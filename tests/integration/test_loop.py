@@ -14,6 +14,7 @@ import pytest
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.dataset_formats import FORMATS
 from atlasloop.loop.config import DemoConfig
 from atlasloop.loop.demo import Demo
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
@@ -141,7 +142,17 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
         assert set(detection["by_mode"]) == {"reference", "improved", "uncertainty"}
         assert results["efficiency"]["per_seed"][0]["seed"] == 0
         assert "minutes_ratio_attention_vs_random" in results["efficiency"]
+        # releases of the cohort before and after round 1's revisions, every format read back
+        before, after = results["releases"]
+        assert (before["name"], after["name"], after["previous"]) == ("demo-r0", "demo-r1", "demo-r0")
+        assert before["cases"] == after["cases"] == len(demo.truth) + demo.config.labelled_cases
+        assert after["sources"]["human"] == len(results["rounds"][0]["cases_revised"])
+        assert after["sources"]["original"] == before["sources"]["original"] == demo.config.labelled_cases
+        for record in (before, after):
+            assert {fmt: f["problems"] for fmt, f in record["formats"].items()} == {fmt: [] for fmt in FORMATS}
+        assert after["changelog_lists_exactly_the_revised_cases"], after["changes"]
         report = write_report(json.loads(json.dumps(results, default=float)), tmp_path)
         assert "Minutes attention needs / minutes random needs" in report.read_text()
+        assert "exactly the" in report.read_text()
     finally:
         stack.down()

@@ -106,11 +106,12 @@ def test_a_dicom_import_keeps_the_series_identity_and_patient_identifiers_only_w
 
 
 def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identifier(
-    stack, unique, real_ct_dir, tmp_path
+    stack, unique, real_ct_dir, tmp_path, caplog
 ):
     """With de-identification on, two series of one study import with new UIDs (the same study
     UID for both, none of the source's), no patient identifier and no series description, and
-    the SEG references the new instance UIDs."""
+    none of the source's identifiers or UIDs reaches storage, the events or the logs."""
+    caplog.set_level("DEBUG")
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     first = write_series(ct, tmp_path / "a", tags={**SCANNER, **PATIENT, "SeriesDescription": "Doe^Jane abdomen"})
     study = pydicom.dcmread(first[0], stop_before_pixels=True).StudyInstanceUID
@@ -128,10 +129,12 @@ def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identif
             for path in paths:
                 archive.write(path, path.name)
 
-    with running_storage(stack, unique, deidentify=True, deidentify_key="k" * 32) as (stub, store, _collector, _target):
+    with running_storage(stack, unique, deidentify=True, deidentify_key="k" * 32) as (stub, store, collector, _target):
         a = import_file(stub, tmp_path / "a.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-a").info.dicom
         b = import_file(stub, tmp_path / "b.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-b").info.dicom
         metas = store.get_bytes(layout.meta_key("anon-a")) + store.get_bytes(layout.meta_key("anon-b"))
+        events = b"".join(e.SerializeToString() for e in collector.wait_for(2))
+        stored = b"".join(store.get_bytes(key) for key in store.list_keys("cases/") if not key.endswith(".nii.gz"))
 
     assert a.study_instance_uid == b.study_instance_uid != study
     kept = {a.series_instance_uid, b.series_instance_uid, a.frame_of_reference_uid, a.study_instance_uid}
@@ -139,7 +142,11 @@ def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identif
     assert not kept & source_uids and len(a.instances) == 30 and len(b.instances) == 20
     assert dict(a.patient) == {} and "series_description" not in a.acquisition and a.acquisition["kvp"] == "120"
     assert b"Doe" not in metas and b"MRN-0042" not in metas
-    assert not any(uid.encode() in metas for uid in source_uids)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "anon-a" in logged  # the imports were logged, without what identifies the patient
+    for where in (metas, stored, events, logged.encode()):
+        assert b"Doe" not in where and b"MRN-0042" not in where and b"19610203" not in where
+        assert not any(uid.encode() in where for uid in source_uids)
 
 
 def test_cases_are_listed_by_their_acquisition_and_study(storage, real_ct_dir, tmp_path):

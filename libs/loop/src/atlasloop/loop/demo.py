@@ -39,7 +39,7 @@ from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.layout import read_case
 from atlasloop.imaging.synth.cohort import generate_cohort
 from atlasloop.imaging.volume import Volume
-from atlasloop.loop import evaluation, judging
+from atlasloop.loop import evaluation, judging, releases
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
 from atlasloop.loop.config import LABELLED_SITES, UNLABELLED_SITES, DemoConfig, RoundRecord
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
@@ -64,6 +64,7 @@ class Demo:
         self.comparison: list[evaluation.Curve] = []
         self.budget_min = 0.0
         self.timings: dict[str, float] = {}
+        self.releases: list[dict] = []
 
     # ---- set-up ----
 
@@ -296,7 +297,16 @@ class Demo:
                 )
             before = {r.run_id for r in self.client.runs()}
             ai_before = self.ai_labels(self.unlabelled)
+            if round_ == 1:  # a release of the cohort as the models left it, and one after the revisions
+                self.releases.append(releases.release(self.client, "demo-r0", self.work / "releases", "before"))
             self.revise_round(round_, record)
+            if round_ == 1:
+                after = releases.release(self.client, "demo-r1", self.work / "releases", "round 1 revised")
+                self.releases.append(releases.check_changelog(after, record.revised))
+                self.say(
+                    f"releases demo-r0 and demo-r1 written in {', '.join(after['formats'])}; the changelog lists "
+                    f"{len(after['changes'])} cases, round 1 revised {len(record.revised)}"
+                )
             record.run = self.train("", run_id=self.triggered_run(before))
             self.rounds.append(record)
             remaining = [x for x in self.unlabelled if x not in {y for r in self.rounds for y in r.revised}]
@@ -327,6 +337,7 @@ class Demo:
             "efficiency": judging.efficiency(self.comparison, self.budget_min * 2),
             "comparison": [asdict(curve) for curve in self.comparison],
             "budget_min": self.budget_min,
+            "releases": self.releases,
             "timings": self.timings,
             "tag_counts": _tag_counts(stats),
             "minutes_per_round": dict(stats.minutes_per_round),

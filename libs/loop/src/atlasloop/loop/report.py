@@ -211,6 +211,7 @@ def write_report(results: dict, out: Path) -> Path:
         )
     lines += detection_lines(results["detection"])
     lines += efficiency_lines(results["efficiency"])
+    lines += release_lines(results.get("releases", []))
     lines += ["", "## Error tags (tracking statistics)", "", "| tag | count |", "|---|---|"]
     lines += [f"| {tag} | {n} |" for tag, n in sorted(results["tag_counts"].items())]
     lines += [
@@ -288,4 +289,33 @@ def efficiency_lines(efficiency: dict) -> list[str]:
         + (f"; range {spread[0]:.3f}-{spread[1]:.3f})" if spread else ")")
         + "; below 1 is better.",
     ]
+    return lines
+
+
+def release_lines(releases: list[dict]) -> list[str]:
+    """The dataset releases the run froze, each written in every format and read back."""
+    if not releases:
+        return []
+    lines = [
+        "",
+        "## Dataset releases",
+        "",
+        "Frozen by tracking (per case the best label by provenance: approved human revision, then original, "
+        "then AI), written by `atlasloop.client.releases` in every format and read back by the format's rules "
+        "(`atlasloop.imaging.dataset_formats.verify`).",
+        "",
+        "| release | after | cases | label sources | formats read back | changelog | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in releases:
+        clean = [fmt for fmt, f in r["formats"].items() if not f["problems"]]
+        changelog = f"{len(r['changes'])} cases"
+        if "changelog_lists_exactly_the_revised_cases" in r:
+            exact = r["changelog_lists_exactly_the_revised_cases"]
+            changelog += f" ({'exactly' if exact else 'NOT exactly'} the {len(r['revised_since_previous'])} revised)"
+        sources = ", ".join(f"{k}: {v}" for k, v in sorted(r["sources"].items()))
+        lines.append(
+            f"| {r['name']} | {r['previous'] or '-'} | {r['cases']} | {sources} | {', '.join(clean)} | "
+            f"{changelog} | {r['seconds']:.0f} |"
+        )
     return lines
