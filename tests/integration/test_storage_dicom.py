@@ -4,6 +4,7 @@ acquisition, and label versions as DICOM SEG (decoded voxel for voxel; from the 
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import grpc
@@ -11,16 +12,18 @@ import numpy as np
 import pydicom
 import pytest
 from google.protobuf.json_format import MessageToDict
+from pydicom.data import get_testdata_file
 
 from atlasloop.cli.__main__ import main as cli_main
 from atlasloop.common import layout
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.dicom import read_series
 from atlasloop.imaging.dicom_identity import SeriesIdentity
 from atlasloop.imaging.dicom_seg import read_seg
 from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import from_totalsegmentator
-from atlasloop.imaging.volume import load_nifti, save_nifti
+from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.v1 import storage_pb2
 
 from .storage_service import ADMIN, SERVICE, import_file, running_storage
@@ -253,3 +256,50 @@ def test_a_label_version_downloads_as_dicom_seg_of_its_series(stack, unique, rea
     identity = SeriesIdentity.from_json(MessageToDict(reply.info.dicom, preserving_proto_field_name=True))
     decoded = read_seg(data, identity, load_nifti(real_ct_dir / "example_ct_sm.nii.gz"))
     assert np.array_equal(decoded.array, from_totalsegmentator(seg.array))
+
+
+def test_a_scanners_own_file_keeps_its_uids_and_its_seg_decodes(stack, unique, tmp_path):
+    """A file from a GE scanner (pydicom's CT_small.dcm: signed pixels, its own UIDs, contrast and
+    kernel tags, a patient name), not one of ours: imported from a zip, its UIDs and acquisition are
+    kept, its patient is not, and a label map on it comes back from the SEG voxel for voxel."""
+    vendor = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    with zipfile.ZipFile(tmp_path / "vendor.zip", "w") as archive:
+        archive.write(get_testdata_file("CT_small.dcm"), "IMG0001")
+    (tmp_path / "series").mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "series" / "IMG0001")
+    volume, _ = read_series(tmp_path / "series")
+    labels = Volume(np.random.default_rng(1).integers(0, 10, volume.shape).astype(np.uint8), volume.affine)
+    save_nifti(labels, tmp_path / "labels.nii.gz")
+
+    with running_storage(stack, unique) as (stub, store, _collector, _target):
+        reply = import_file(
+            stub,
+            tmp_path / "vendor.zip",
+            format=storage_pb2.CASE_FORMAT_DICOM_ZIP,
+            case_id="vendor-ge",
+            label_upload_id=upload_file(stub, tmp_path / "labels.nii.gz", ADMIN),
+        )
+        (version,) = stub.ListLabelVersions(
+            storage_pb2.ListLabelVersionsRequest(case_id="vendor-ge"), metadata=ADMIN
+        ).versions
+        _seg(stub, "vendor-ge", version.label_version, tmp_path / "vendor.seg.dcm", ADMIN)
+        meta = store.get_bytes(layout.meta_key("vendor-ge"))
+
+    dicom = reply.info.dicom
+    assert (dicom.study_instance_uid, dicom.series_instance_uid, dicom.frame_of_reference_uid) == (
+        vendor.StudyInstanceUID,
+        vendor.SeriesInstanceUID,
+        vendor.FrameOfReferenceUID,
+    )
+    assert [i.sop_instance_uid for i in dicom.instances] == [vendor.SOPInstanceUID]
+    assert dicom.acquisition["manufacturer"] == "GE MEDICAL SYSTEMS" and dicom.acquisition["kernel"] == "STANDARD"
+    assert dicom.acquisition["contrast_agent"] == "ISOVUE300/100" and dict(dicom.patient) == {}
+    seg_bytes = (tmp_path / "vendor.seg.dcm").read_bytes()
+    for where in (meta, seg_bytes):
+        assert str(vendor.PatientName).encode() not in where and vendor.PatientID.encode() not in where
+    seg = pydicom.dcmread(tmp_path / "vendor.seg.dcm")
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == vendor.SeriesInstanceUID
+    assert [r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence] == [vendor.SOPInstanceUID]
+    identity = SeriesIdentity.from_json(MessageToDict(dicom, preserving_proto_field_name=True))
+    assert np.array_equal(read_seg(seg_bytes, identity, labels).array, labels.array)
