@@ -47,11 +47,12 @@ def write_case(
     ct: Path,
     labels: Path,
     classes: Mapping[int, str],
-    provenance: SegProvenance,
+    provenance: SegProvenance | None = None,
     seg: Path | None = None,
 ) -> list[Path]:
-    """Write one case into ``out`` in ``fmt``; the files written. ``seg`` is the case's own SEG
-    (from storage) when it came from DICOM."""
+    """Write one case into ``out`` in ``fmt``; the files written. For ``dicom-seg``: ``seg`` is the
+    case's own SEG (from storage) when it came from DICOM, else ``provenance`` says who made the
+    label the SEG is built from."""
     if fmt == "abdomenatlas":
         return _abdomenatlas(out / case_id, ct, labels, classes)
     if fmt in ("nnunet", "msd"):
@@ -60,6 +61,8 @@ def write_case(
     if fmt == "dicom-seg":
         if seg is not None:
             return [_copy(seg, out / case_id / SEG_NAME)]
+        if provenance is None:
+            raise ValueError(f"case {case_id}: a SEG needs the label's provenance")
         return _dicom_seg(out / case_id, case_id, ct, labels, provenance)
     raise ValueError(f"unknown release format {fmt!r} (one of {', '.join(FORMATS)})")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -149,12 +149,13 @@ def listed(sessions: sessionmaker, project_id: str) -> list[tuple[Release, int]]
         if project_id:
             query = query.where(Release.project_id == project_id)
         releases = list(session.scalars(query))
-        counts = {r.id: 0 for r in releases}
-        for release_id in session.scalars(
-            select(ReleaseCase.release_id).where(ReleaseCase.release_id.in_(list(counts)))
-        ):
-            counts[release_id] += 1
-        return [(r, counts[r.id]) for r in releases]
+        query_counts = (
+            select(ReleaseCase.release_id, func.count())
+            .where(ReleaseCase.release_id.in_([r.id for r in releases]))
+            .group_by(ReleaseCase.release_id)
+        )
+        counts: dict[int, int] = {release_id: n for release_id, n in session.execute(query_counts)}
+        return [(r, counts.get(r.id, 0)) for r in releases]
 
 
 def get(sessions: sessionmaker, name: str) -> tuple[Release, list[ReleaseCase], list[Change]]:
