@@ -94,3 +94,25 @@ def test_a_label_map_off_the_series_grid_is_refused(tmp_path):
         write_seg(Volume(labels.array, shifted), identity, SegProvenance("c", "v", True, "s", WHEN))
     with pytest.raises(ImageError, match="not the DICOM series' grid"):
         write_seg(Volume(labels.array[:, :, :-1], labels.affine), identity, SegProvenance("c", "v", True, "s", WHEN))
+
+
+def test_a_sparse_label_map_carries_only_the_frames_an_organ_is_in_and_decodes_whole(tmp_path):
+    """Frames where a segment is empty are left out (a real CT's SEG shrinks from one frame per
+    organ per slice to the slices each organ is in), and still every slice is referenced and the
+    label map decodes with its empty slices; an empty label map keeps every frame (a SEG needs one)."""
+    volume, identity, _ = _oblique_series(tmp_path)
+    sparse = np.zeros(volume.shape, np.uint8)
+    sparse[2:9, 3:8, 1:3] = 5  # the liver on two slices
+    sparse[10:12, 4:6, 4] = 1  # the spleen on one
+    labels = Volume(sparse, volume.affine)
+
+    data = write_seg(labels, identity, SegProvenance("c", "v3", True, "s", WHEN))
+
+    ds = parse(data)
+    assert int(ds.NumberOfFrames) == 3  # (liver, 2 slices) + (spleen, 1 slice), of 9 x 7 = 63
+    referenced = {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {i.sop_instance_uid for i in identity.instances}
+    assert np.array_equal(read_seg(data, identity, labels).array, sparse)
+    empty = Volume(np.zeros(volume.shape, np.uint8), volume.affine)
+    nothing = write_seg(empty, identity, SegProvenance("c", "v4", True, "s", WHEN))
+    assert not read_seg(nothing, identity, empty).array.any()

@@ -1,7 +1,9 @@
 """A label map as a DICOM Segmentation (highdicom) that points back at the CT series it was drawn on.
 
 One segment per organ of the label schema, numbered by the organ's label id, coded with SNOMED CT
-(category Anatomical Structure). Each frame references the source slice by SOP instance UID, from
+(category Anatomical Structure). Frames where a segment is empty are left out (every slice is still
+referenced), so a CT's SEG holds the slices each organ is in: at 512x512x300 with nine organs, a
+few megabytes instead of 88. Each frame references the source slice by SOP instance UID, from
 the identity the import kept (:mod:`atlasloop.imaging.dicom_identity`); the source datasets
 highdicom needs are rebuilt from that identity, with the patient and study attributes empty unless
 the deployment kept them. A label made by the models is ``AUTOMATIC`` with the model set as the
@@ -196,7 +198,7 @@ def write_seg(labels: Volume, identity: SeriesIdentity, provenance: SegProvenanc
         content_description=f"label version {provenance.label_version}"[:64],
         content_creator_name=None if provenance.automatic else _person(provenance.author),
         series_description=("AI" if provenance.automatic else "Revised") + " organ segmentation",
-        omit_empty_frames=False,
+        omit_empty_frames=True,
     )
     _pin(seg, provenance)
     buffer = io.BytesIO()
