@@ -3,16 +3,22 @@ regions come back over gRPC, and a round proposal respects the budget."""
 
 from __future__ import annotations
 
+import json
+
+import grpc
 import numpy as np
 import pytest
 
+from atlasloop.cli.__main__ import main as cli_main
 from atlasloop.common import events
 from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
-from atlasloop.method.simulate import simulate
+from atlasloop.imaging.volume import save_nifti
+from atlasloop.method.simulate import ErrorModel, simulate
 from atlasloop.scoring.app import build
 from atlasloop.scoring.settings import ScoringSettings
 from atlasloop.scoring.v1 import scoring_pb2, scoring_pb2_grpc
@@ -71,3 +77,61 @@ def test_redelivered_prediction_scored_once_and_round_proposed(stack, unique):
         scored.close()
         channel.close()
         service.stop(0)
+
+
+def test_an_external_label_map_is_scored_as_one_more_member(stack, unique, tmp_path, monkeypatch, capsys):
+    """``atlasloop score-external`` against the served ensemble: a map with the kidneys' names swapped
+    and the spleen left out is flagged there (exit 3), the right organs are not; garbage and an
+    annotator are refused; nothing is stored."""
+    settings = ScoringSettings(
+        port=0,
+        health_poll_s=60,
+        consume_events=False,
+        s3=stack.s3_settings(bucket=f"external-{unique}"),
+        kafka=stack.kafka_settings().model_copy(update={"topic_prefix": f"ex{unique}."}),
+        auth={"dev_tokens": {**TOKENS, "tok-rev": "rev:reviewer"}},
+    )
+    store = ObjectStore(settings.s3)
+    store.check_bucket()
+    _, labels = render(np.random.default_rng([9, 1]), SITES["A"], 4.0)
+    output = simulate(labels.array, labels.affine, np.random.default_rng(1), ErrorModel(shared_error_rate=0.0))
+    store.put_bytes(ensemble_key("ext-1", "ms-0001"), output.to_bytes())
+    wrong = labels.array.copy()
+    left, right = wrong == ORGAN_IDS["kidney_left"], wrong == ORGAN_IDS["kidney_right"]
+    wrong[left], wrong[right] = ORGAN_IDS["kidney_right"], ORGAN_IDS["kidney_left"]
+    wrong[wrong == ORGAN_IDS["spleen"]] = 0
+    save_nifti(labels.with_array(wrong), tmp_path / "vendor.nii.gz")
+    (tmp_path / "garbage.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 100)
+    before = sorted(store.list_keys(""))
+    service, channel = start_in_process(build(settings), settings)
+    try:
+        monkeypatch.setenv("ATLASLOOP_SCORING_TARGET", f"127.0.0.1:{service.port}")
+        argv = ["score-external", "ext-1", str(tmp_path / "vendor.nii.gz"), "--json", "--token", "tok-rev"]
+        assert cli_main(argv) == 3
+        reply = json.loads(capsys.readouterr().out)
+        flags = {o["organ"]: o["flags"] for o in reply["organs"]}
+        assert reply["model_set"] == "ms-0001" and reply["coverage"] == 1.0
+        assert {"laterality", "disagrees"} <= set(flags["kidney_left"]) and "laterality" in flags["kidney_right"]
+        assert "missing" in flags["spleen"] and flags["stomach"] == [] and flags["aorta"] == []
+        assert cli_main(["score-external", "ext-1", str(tmp_path / "vendor.nii.gz"), "--token", "tok-rev"]) == 3
+        assert "laterality" in capsys.readouterr().out
+
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        request = scoring_pb2.ScoreExternalRequest(
+            case_id="ext-1", label_map=(tmp_path / "garbage.nii.gz").read_bytes()
+        )
+        with pytest.raises(grpc.RpcError) as garbage:
+            stub.ScoreExternal(request, metadata=[("authorization", "Bearer tok-rev")])
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        request.label_map = (tmp_path / "vendor.nii.gz").read_bytes()
+        with pytest.raises(grpc.RpcError) as annotator:
+            stub.ScoreExternal(request, metadata=[("authorization", "Bearer tok-ann")])
+        assert annotator.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        request.case_id = "ext-none"
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.ScoreExternal(request, metadata=[("authorization", "Bearer tok-rev")])
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        service.stop(0)
+    assert sorted(store.list_keys("")) == before  # nothing stored

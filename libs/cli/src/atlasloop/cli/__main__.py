@@ -18,6 +18,7 @@ from atlasloop.cli import (
     release_command,
     revise_command,
     score_command,
+    score_external_command,
     slices_command,
     synth_command,
     train_commands,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk_import.register(commands)
     pacs_watch.register(commands)
     score_command.register(commands)
+    score_external_command.register(commands)
     models_command.register(commands)
     queue_commands.register(commands)
     pull_command.register(commands)

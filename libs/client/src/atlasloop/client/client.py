@@ -227,6 +227,17 @@ class Client:
             timeout=self.timeout_s,
         ).scores
 
+    def score_external(self, case_id: str, labels: Path, model_set: str = "") -> scoring_pb2.ScoreExternalResponse:
+        """An external label map (NIfTI file) scored against the case's ensemble, as a reviewer."""
+        size = labels.stat().st_size
+        if size > MAX_MESSAGE // 2:  # the service's own limit is lower still by default (8 MiB)
+            raise ValueError(f"{labels}: {size:,} bytes is too large to score (compress it: .nii.gz)")
+        return self.scoring.ScoreExternal(
+            scoring_pb2.ScoreExternalRequest(case_id=case_id, model_set=model_set, label_map=labels.read_bytes()),
+            metadata=self.auth("reviewer"),
+            timeout=self.timeout_s,
+        )
+
     def salient_slices(
         self, case_id: str, label_version: str, out: Path, count: int = 4, size_px: int = 0
     ) -> list[Path]:

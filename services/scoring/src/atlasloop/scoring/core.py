@@ -9,9 +9,11 @@ publishes again with the same event id, which consumers deduplicate.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from atlasloop.common import layout, observe
 from atlasloop.common.domain import organ_to_proto
@@ -20,7 +22,10 @@ from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.compact import AttentionMaps, Cropped, EnsembleOutput
+from atlasloop.imaging.labels import validate_label_map
+from atlasloop.imaging.volume import load_nifti
 from atlasloop.method.case_scoring import MODES, CaseResult, score_case
+from atlasloop.method.external import ExternalScore, score_external
 from atlasloop.method.selection import Candidate, budget, select
 
 log = logging.getLogger(__name__)
@@ -122,6 +127,20 @@ class ScoringCore:
             key=case_id,
         )
         self._store.put_json(layout.scored_marker_key(case_id, model_set), {"event_id": meta.event_id})
+
+    def score_external(self, case_id: str, data: bytes, model_set: str = "") -> tuple[str, ExternalScore]:
+        """An external label map (NIfTI bytes) against the case's ensemble; nothing is stored."""
+        model_set = model_set or self.latest_model_set(case_id)
+        output = self.load(case_id, model_set)
+        with tempfile.TemporaryDirectory(prefix="atlasloop-external-") as tmp:
+            suffix = ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"
+            path = Path(tmp) / f"external{suffix}"
+            path.write_bytes(data)
+            labels = load_nifti(path, labels=True)  # header checked before the voxels are read
+        labels = labels.with_array(validate_label_map(labels.array, "external label map"))
+        score = score_external(output, labels)
+        log.info("external labels scored", extra={"case_id": case_id, "model_set": model_set, "flagged": score.flagged})
+        return model_set, score
 
     def stored(self, case_id: str, model_set: str = "", mode: str = "") -> StoredScores:
         model_set = model_set or self.latest_model_set(case_id)

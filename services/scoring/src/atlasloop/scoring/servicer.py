@@ -60,6 +60,26 @@ class ScoringServiceServicer(scoring_pb2_grpc.ScoringServiceServicer):
         stored = self._core.stored(request.case_id, request.model_set)
         return scoring_pb2.GetCaseScoresResponse(scores=case_scores(stored.document))
 
+    def ScoreExternal(self, request, context):
+        if not request.case_id or not request.label_map:
+            raise InvalidInput("ScoreExternal needs case_id and label_map (NIfTI bytes)")
+        model_set, score = self._core.score_external(request.case_id, request.label_map, request.model_set)
+        return scoring_pb2.ScoreExternalResponse(
+            model_set=model_set,
+            coverage=score.coverage,
+            organs=[
+                scoring_pb2.ExternalOrganScore(
+                    organ=organ_to_proto(o.organ),
+                    volume_ml=o.volume_ml,
+                    dice_vs_ensemble=o.dice_vs_ensemble,
+                    mean_dice_vs_members=o.mean_dice_vs_members,
+                    members_agreement=o.members_agreement,
+                    flags=o.flags,
+                )
+                for o in score.organs
+            ],
+        )
+
     def ProposeRound(self, request, context):
         quotas: dict[str, int] = {}
         for quota in request.quotas:
