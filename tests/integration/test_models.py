@@ -5,6 +5,7 @@ the predictor produces compact outputs and a native-grid pseudo-label for the re
 from __future__ import annotations
 
 import io
+import tarfile
 
 import numpy as np
 import pytest
@@ -12,11 +13,12 @@ import torch
 
 from atlasloop.cli.__main__ import main
 from atlasloop.common import layout
-from atlasloop.common.errors import InvalidInput
+from atlasloop.common.errors import AlreadyExists, InvalidInput
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.models.architectures import build, config
+from atlasloop.models.bundles import unpack
 from atlasloop.models.checkpoints import state_dict_bytes
 from atlasloop.models.ensemble import InferenceConfig, member_probabilities, predict
 from atlasloop.models.records import LoadedModel
@@ -147,3 +149,62 @@ def test_a_models_spacing_sets_the_grid_it_predicts_on(registry, real_ct_dir):
         predict(ct, [registry_.load("unet", "fine"), members[1]])
     with pytest.raises(InvalidInput, match=r"spacing 0\.0 mm"):
         registry_.register("segresnet", "tiny", b"", preprocess=PreprocessConfig(spacing_mm=0.0))
+
+
+def _other_registry(stack, name):
+    store = ObjectStore(stack.s3_settings(bucket=name))
+    store.check_bucket()
+    return ModelRegistry(store), store
+
+
+def test_a_model_set_moves_to_another_site_in_one_file_and_a_damaged_bundle_changes_nothing(
+    stack, unique, registry, tmp_path, monkeypatch, capsys
+):
+    source, _ = registry
+    for architecture in ("unet", "dynunet"):
+        source.register(architecture, "tiny", state_dict_bytes(build(config(architecture, "tiny"))), version="v1")
+    source.create_set([("unet", "v1"), ("dynunet", "v1")], version="ms-0001")
+    assert main(["models", "pack", "ms-0001", "--out", str(tmp_path / "ms-0001.tar")]) == 0
+    bundle = tmp_path / "ms-0001.tar"
+
+    # the other site: its own registry (another bucket), reached only through the file
+    target, _ = _other_registry(stack, f"site-{unique}")
+    monkeypatch.setenv("ATLASLOOP_S3__BUCKET", f"site-{unique}")
+    assert main(["models", "unpack", str(bundle), "--current"]) == 0
+    assert "2 models added, 0 already here" in capsys.readouterr().out
+    assert target.current() == "ms-0001" and target.model_set("ms-0001").members == source.model_set("ms-0001").members
+    for architecture in ("unet", "dynunet"):
+        assert target.weights(architecture, "v1") == source.weights(architecture, "v1")
+        assert target.manifest(architecture, "v1") == source.manifest(architecture, "v1")
+    assert [m.architecture for m in target.load_set("ms-0001")] == ["unet", "dynunet"]  # verified and loadable
+    assert unpack(target, bundle).kept == ["unet@v1", "dynunet@v1"]  # again: nothing new
+
+    # damaged, padded or conflicting bundles are refused whole
+    with tarfile.open(bundle) as original:
+        members = [(m, original.extractfile(m).read()) for m in original.getmembers()]
+    for name, change in (("damaged.tar", "flip"), ("padded.tar", "add")):
+        with tarfile.open(tmp_path / name, "w") as archive:
+            for member, data in members:
+                if change == "flip" and member.name.endswith("weights.pt"):
+                    data = data[:600] + bytes([data[600] ^ 0xFF]) + data[601:]  # one bit of one weight file
+                archive.addfile(member, io.BytesIO(data))
+            if change == "add":
+                evil = tarfile.TarInfo("../../etc/cron.d/x")
+                evil.size = 4
+                archive.addfile(evil, io.BytesIO(b"boom"))
+    fresh, fresh_store = _other_registry(stack, f"fresh-{unique}")
+    with pytest.raises(InvalidInput, match="SHA-256"):
+        unpack(fresh, tmp_path / "damaged.tar")
+    with pytest.raises(InvalidInput, match=r"not in bundle\.json"):
+        unpack(fresh, tmp_path / "padded.tar")
+    with pytest.raises(InvalidInput, match="not a model bundle"):
+        unpack(fresh, _write(tmp_path / "junk.tar", b"junk" * 100))
+    fresh.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="v1")  # other weights
+    with pytest.raises(AlreadyExists, match="other weights"):
+        unpack(fresh, bundle)
+    assert [k for k in fresh_store.list_keys("") if "dynunet" in k or "model-sets" in k] == []
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path

@@ -1,4 +1,5 @@
-"""``atlasloop models import|set|list``: the model registry in object storage.
+"""``atlasloop models import|set|list|pack|unpack``: the model registry in object storage; a model
+set moves to a site without network access as one file (:mod:`atlasloop.models.bundles`).
 
 Weights come from files the operator provides (a plain PyTorch or MONAI state dict, or a
 checkpoint holding one); nothing is downloaded. The S3 endpoint and credentials come from
@@ -45,6 +46,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     make.set_defaults(run=run_set)
     show = sub.add_parser("list", help="list model sets, newest first")
     show.set_defaults(run=run_list)
+    pack = sub.add_parser("pack", help="write a model set with its weights and manifests to one file")
+    pack.add_argument("model_set", help="the model set's version")
+    pack.add_argument("--out", type=Path, required=True, help="the bundle to write (FILE.tar)")
+    pack.set_defaults(run=run_pack)
+    unpack = sub.add_parser("unpack", help="register a bundle's models and model set here, all checked first")
+    unpack.add_argument("bundle", type=Path)
+    unpack.add_argument("--current", action="store_true", help="make its set the current one")
+    unpack.set_defaults(run=run_unpack)
 
 
 def _registry():
@@ -92,4 +101,23 @@ def run_set(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     print(json.dumps([s.as_json() for s in _registry().model_sets()], indent=2))
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from atlasloop.models.bundles import pack
+
+    path = pack(_registry(), args.model_set, args.out)
+    print(f"model set {args.model_set} -> {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def run_unpack(args: argparse.Namespace) -> int:
+    from atlasloop.models.bundles import unpack
+
+    done = unpack(_registry(), args.bundle, make_current=args.current)
+    print(
+        f"model set {done.model_set}{' (current)' if args.current else ''}: "
+        f"{len(done.added)} models added, {len(done.kept)} already here"
+    )
     return 0

@@ -74,6 +74,14 @@ class ModelRegistry:
         self._store.put_json(layout.manifest_key(architecture, version), manifest.as_json())
         return manifest
 
+    def adopt(self, manifest: Manifest, weights: bytes) -> None:
+        """Store a model version another registry made (a bundle's), as it was recorded there;
+        the caller has verified it (:func:`atlasloop.models.bundles.unpack`)."""
+        if self._store.exists(layout.manifest_key(manifest.architecture, manifest.version)):
+            raise InvalidInput(f"model version {manifest.architecture}/{manifest.version} exists already")
+        self._store.put_bytes(layout.weights_key(manifest.architecture, manifest.version), weights)
+        self._store.put_json(layout.manifest_key(manifest.architecture, manifest.version), manifest.as_json())
+
     def manifest(self, architecture: str, version: str) -> Manifest:
         try:
             document = self._store.get_json(layout.manifest_key(architecture, version))
