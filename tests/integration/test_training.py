@@ -23,6 +23,7 @@ import torch
 from atlasloop.client import Client
 from atlasloop.client.tokens import TokenFile
 from atlasloop.common import events, layout
+from atlasloop.common.domain import organ_from_proto
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.transfer import upload_file
@@ -251,6 +252,11 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
     provenance = registry.manifest("unet", run_id).provenance
     assert provenance["run_id"] == run_id and provenance["base_model_set"] == "ms-0"
     assert provenance["label_versions"] == list(run.label_versions)
+    # each published member carries the temperatures fitted on the revisions the gate kept aside
+    assert {c.architecture for c in run.calibration} == {"unet", "dynunet"}
+    for c in run.calibration:
+        assert 0.05 <= c.temperature <= 20 and c.voxels > 0 and 0 <= c.ece_after <= 1
+        assert registry.manifest(c.architecture, run_id).temperatures[organ_from_proto(c.organ)] == c.temperature
 
     watcher.join(60)
     assert watched and watched[-1].state == S.RUN_STATE_PUBLISHED

@@ -21,8 +21,10 @@ def test_serve_builder_merges_the_request_over_the_pods_environment(monkeypatch)
     monkeypatch.setenv("ATLASLOOP_INFERENCE_STORAGE_TARGET", "atlasloop-storage:50051")
     monkeypatch.setenv("ATLASLOOP_INFERENCE_STORAGE_TOKEN", "from-a-secret")
     monkeypatch.setenv("ATLASLOOP_INFERENCE_S3__SECRET_KEY", "s3-secret")
+    monkeypatch.setenv("ATLASLOOP_INFERENCE_MIRROR_AXES", "[0, 1, 2]")
     parsed = resolve_args({"overlap": 0.75, "architectures": ["unet"]})
     assert (parsed.storage_target, parsed.storage_token) == ("atlasloop-storage:50051", "from-a-secret")
+    assert parsed.mirror_axes == (0, 1, 2)  # test-time mirroring from the pods' environment
     assert parsed.s3["secret_key"] == "s3-secret" and parsed.overlap == 0.75 and parsed.architectures == ("unet",)
     given = resolve_args({"s3": {"bucket": "test-bucket"}, "kafka": {"topic_prefix": "t."}, "storage_target": "t"})
     assert given.s3["bucket"] == "test-bucket" and given.s3["secret_key"] == "s3-secret"

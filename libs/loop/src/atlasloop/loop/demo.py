@@ -110,6 +110,18 @@ class Demo:
             "trigger": run.trigger,
             "current": {ORGANS[m.organ]: m.dice for m in run.current_metrics},
             "candidate": {ORGANS[m.organ]: m.dice for m in run.candidate_metrics},
+            "calibration": [
+                {
+                    "member": c.architecture,
+                    "organ": ORGANS[c.organ],
+                    "temperature": c.temperature,
+                    "ece_before": c.ece_before,
+                    "ece_after": c.ece_after,
+                    "held_out": c.held_out,
+                    "voxels": c.voxels,
+                }
+                for c in run.calibration
+            ],
         }
 
     def current_set(self) -> str:

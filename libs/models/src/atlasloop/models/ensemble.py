@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -36,6 +37,17 @@ class InferenceConfig:
     overlap: float = 0.5  # the reference used 0.75; configurable (docs/adr/0003-sliding-window-overlap.md)
     sw_batch_size: int = 2
     device: str = "cpu"
+    # test-time mirroring: the logits averaged over the input flipped along every subset of these
+    # axes (nnU-Net's default is all three: 8 passes); () = one pass
+    mirror_axes: tuple[int, ...] = ()
+    calibrated: bool = True  # apply the member's fitted temperatures, where it has them
+
+
+def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes`` (the empty one first): the flips test-time mirroring averages."""
+    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"mirror axes must be distinct spatial axes 0, 1, 2 (got {tuple(axes)})")
+    return [tuple(a for i, a in enumerate(axes) if mask >> i & 1) for mask in range(1 << len(axes))]
 
 
 @dataclass
@@ -55,24 +67,46 @@ class Prediction:
     labels: Volume  # pseudo-label map on the native grid
 
 
-def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:
-    """Sigmoid probabilities (channels, x, y, z) of one member on the model grid."""
+def member_logits(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:
+    """Logits (channels, x, y, z) of one member on the model grid, averaged over the mirrored
+    passes when ``cfg.mirror_axes`` asks for them (as nnU-Net averages its mirrored logits)."""
     device = torch.device(cfg.device)
     module = model.module.to(device)
     patch = model.config.patch
     x = torch.from_numpy(image)[None, None].to(device)
+    flips = mirror_sets(cfg.mirror_axes)
+    total: torch.Tensor | None = None
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        logits = sliding_window_inference(
-            x,
-            (patch, patch, patch),
-            cfg.sw_batch_size,
-            module,
-            overlap=cfg.overlap,
-            mode="gaussian",
-            sw_device=device,
-            device=torch.device("cpu"),
-        )
-    return torch.sigmoid(logits[0].float())
+        for axes in flips:
+            dims = [a + 2 for a in axes]  # (batch, channel, x, y, z)
+            logits = cast(
+                torch.Tensor,
+                sliding_window_inference(
+                    torch.flip(x, dims) if dims else x,
+                    (patch, patch, patch),
+                    cfg.sw_batch_size,
+                    module,
+                    overlap=cfg.overlap,
+                    mode="gaussian",
+                    sw_device=device,
+                    device=torch.device("cpu"),
+                ),
+            )
+            logits = (torch.flip(logits, dims) if dims else logits)[0].float()
+            total = logits if total is None else total + logits
+    assert total is not None  # mirror_sets always holds the unflipped pass
+    return total / len(flips)
+
+
+def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:
+    """Sigmoid probabilities (channels, x, y, z) of one member on the model grid, each organ's
+    logits divided by the member's fitted temperature when it has one (``cfg.calibrated``)."""
+    logits = member_logits(model, image, cfg)
+    temperatures = model.manifest.temperatures if cfg.calibrated else {}
+    for label, organ in ORGANS.items():
+        if organ in temperatures:
+            logits[label] /= float(temperatures[organ])
+    return torch.sigmoid(logits)
 
 
 def run_member(

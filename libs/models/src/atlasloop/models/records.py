@@ -31,6 +31,9 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    # organ -> temperature T of its sigmoid (atlasloop.models.calibration), fitted on approved
+    # revisions when the version was published; absent organs are not rescaled (T = 1)
+    temperatures: dict[str, float] = field(default_factory=dict)
 
     @property
     def size(self) -> str:

@@ -42,8 +42,11 @@ class ModelRegistry:
         metrics: dict | None = None,
         version: str = "",
         preprocess: PreprocessConfig | None = None,
+        temperatures: dict[str, float] | None = None,
     ) -> Manifest:
         cfg = config(architecture, size)
+        if any(not 0.01 <= t <= 100 for t in (temperatures or {}).values()):
+            raise InvalidInput(f"temperatures {temperatures} outside 0.01-100")
         preprocess = preprocess or PreprocessConfig()
         if not 0.25 <= preprocess.spacing_mm <= 8.0 or preprocess.hu_min >= preprocess.hu_max:
             raise InvalidInput(
@@ -69,6 +72,7 @@ class ModelRegistry:
             provenance=provenance or {},
             metrics=metrics or {},
             created_at=datetime.now(UTC).isoformat(),
+            temperatures=dict(temperatures or {}),
         )
         # written last: the version exists from now on
         self._store.put_json(layout.manifest_key(architecture, version), manifest.as_json())

@@ -71,6 +71,7 @@ class AppArgs:
     overlap: float = 0.5
     sw_batch_size: int = 2
     follow_s: float = 5.0  # how often members look for a new current set
+    mirror_axes: tuple[int, ...] = ()  # test-time mirroring (atlasloop.models.ensemble.InferenceConfig)
 
 
 def _registry(s3: dict) -> ModelRegistry:
@@ -79,11 +80,21 @@ def _registry(s3: dict) -> ModelRegistry:
 
 @serve.deployment(max_ongoing_requests=2, health_check_period_s=10)
 class Member:
-    def __init__(self, s3: dict, architecture: str, overlap: float, sw_batch_size: int, follow_s: float) -> None:
+    def __init__(
+        self,
+        s3: dict,
+        architecture: str,
+        overlap: float,
+        sw_batch_size: int,
+        follow_s: float,
+        mirror_axes: tuple[int, ...] = (),
+    ) -> None:
         self.architecture = architecture
         self.registry = _registry(s3)
         device = "cuda" if _gpu() else "cpu"
-        self.config = InferenceConfig(overlap=overlap, sw_batch_size=sw_batch_size, device=device)
+        self.config = InferenceConfig(
+            overlap=overlap, sw_batch_size=sw_batch_size, device=device, mirror_axes=tuple(mirror_axes)
+        )
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -286,6 +297,7 @@ def app_args(settings: InferenceSettings) -> dict:
         "num_gpus": s.num_gpus,
         "overlap": s.overlap,
         "sw_batch_size": s.sw_batch_size,
+        "mirror_axes": list(s.mirror_axes),
     }
 
 
@@ -294,7 +306,8 @@ def resolve_args(args: dict) -> AppArgs:
     credential) over the ``ATLASLOOP_INFERENCE_*`` environment of the Ray pods (the chart's secret),
     nested blocks merged key by key: ``{"s3": {"bucket": "b"}}`` keeps the pods' S3 keys."""
     resolved = merged(app_args(InferenceSettings()), args)
-    return AppArgs(**(resolved | {"architectures": tuple(resolved.get("architectures") or ())}))  # type: ignore[arg-type]
+    tuples: dict[str, tuple] = {name: tuple(resolved.get(name) or ()) for name in ("architectures", "mirror_axes")}  # type: ignore[arg-type]
+    return AppArgs(**(resolved | tuples))  # type: ignore[arg-type]
 
 
 def app(args: dict) -> Application:
@@ -311,7 +324,7 @@ def app(args: dict) -> Application:
             name=architecture, ray_actor_options={"num_cpus": parsed.num_cpus, "num_gpus": parsed.num_gpus}
         )
         members[architecture] = deployment.bind(
-            parsed.s3, architecture, parsed.overlap, parsed.sw_batch_size, parsed.follow_s
+            parsed.s3, architecture, parsed.overlap, parsed.sw_batch_size, parsed.follow_s, parsed.mirror_axes
         )
     ingress = Ensemble.options(ray_actor_options={"num_cpus": min(parsed.num_cpus, 0.5)})  # type: ignore[attr-defined]
     return ingress.bind(members, asdict(parsed))

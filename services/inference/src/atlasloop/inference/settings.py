@@ -29,6 +29,11 @@ class InferenceSettings(ServiceSettings):
     num_gpus: float = Field(default=0.0, description="GPUs per member replica.")
     overlap: float = 0.5
     sw_batch_size: int = 2
+    mirror_axes: list[int] = Field(
+        default_factory=list,
+        description="Test-time mirroring: average each member's logits over the input flipped along every "
+        "subset of these axes (0, 1, 2 for all eight, as nnU-Net does; each axis doubles the time); empty: none.",
+    )
     predict_labelled: bool = Field(
         default=True,
         description=(

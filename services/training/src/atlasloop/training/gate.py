@@ -22,13 +22,14 @@ The first failing rule is the recorded reason; every set's scores are always rec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.metrics import OrganMetrics, organ_metrics
-from atlasloop.models.ensemble import InferenceConfig, ensemble_labels
+from atlasloop.models.calibration import calibrate, near_voxels, sigmoid
+from atlasloop.models.ensemble import InferenceConfig, ensemble_labels, member_logits
 from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.training.learning import Example
 from atlasloop.training.runs import OrganScore
@@ -80,6 +81,44 @@ def evaluate_here(members: Sequence[LoadedModel], examples: Sequence[Example], t
     return evaluate(
         members, examples, InferenceConfig(overlap=GATE_OVERLAP, sw_batch_size=2, device=device), tolerance_mm
     )
+
+
+def calibration(
+    members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig
+) -> dict[str, dict[str, dict]]:
+    """Each member's temperature per organ (:mod:`atlasloop.models.calibration`), fitted on the
+    ``examples`` (approved revisions the members were not trained on) where a person verified the
+    organ; architecture -> organ -> the fit, with the calibration error before and after."""
+    samples: dict[str, dict[str, tuple[list[np.ndarray], list[np.ndarray]]]] = {
+        m.architecture: {organ: ([], []) for organ in ORGANS.values()} for m in members
+    }
+    for example in examples:
+        image = example.image.astype(np.float32)
+        for member in members:
+            logits = member_logits(member, image, cfg).numpy()
+            for label, organ in ORGANS.items():
+                where = None
+                if example.verified is not None:
+                    where = example.verified if example.verified.ndim == 3 else example.verified[label]
+                    if not where.any():
+                        continue
+                truth = example.labels == label
+                index = near_voxels(sigmoid(logits[label]), truth, where)
+                if index.size:
+                    samples[member.architecture][organ][0].append(logits[label].ravel()[index])
+                    samples[member.architecture][organ][1].append(truth.ravel()[index])
+    return {
+        architecture: {organ: asdict(calibrate(z, y)) for organ, (z, y) in organs.items() if z}
+        for architecture, organs in samples.items()
+    }
+
+
+def calibration_here(members: Sequence[LoadedModel], examples: Sequence[Example]) -> dict[str, dict[str, dict]]:
+    """``calibration`` as a Ray task runs it: the gate's overlap, the worker's GPU when it has one."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return calibration(members, examples, InferenceConfig(overlap=GATE_OVERLAP, sw_batch_size=2, device=device))
 
 
 def overall(scores: Scores) -> float:

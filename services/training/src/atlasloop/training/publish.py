@@ -49,6 +49,7 @@ class Publisher:
                 metrics,
                 version=run.run_id,
                 preprocess=candidate.preprocess,
+                temperatures={o: c["temperature"] for o, c in run.calibration.get(candidate.architecture, {}).items()},
             )
             members.append((candidate.architecture, run.run_id))
         return self._registry.create_set(members, make_current=True, version=candidate_set_version(run.run_id)).version

@@ -193,6 +193,7 @@ class RunJob:
         if not decision.passed:
             self.log.finish(run, RunState.REJECTED, decision.reason, self._started)
             return
+        run.calibration = self._calibrate(candidates, site_held_out or held_out)
         run.published_model_set = self.publisher.publish_set(run, candidates, self.recipe(run))
         reason = decision.reason
         try:
@@ -200,6 +201,22 @@ class RunJob:
         except Exception as exc:  # noqa: BLE001 - the set is current either way; say so rather than fail the run
             reason += f"; model.published not delivered ({type(exc).__name__}): roll back or re-announce"
         self.log.finish(run, RunState.PUBLISHED, reason, self._started)
+
+    def _calibrate(self, candidates: list[LoadedModel], examples: list[Example]) -> dict[str, dict[str, dict]]:
+        """The candidates' temperatures, fitted in a Ray task on the approved revisions the gate
+        kept aside (the frozen held-out set before any exists). A failure costs the calibration,
+        not the run: the set is published uncalibrated and the reason logged."""
+        import ray
+
+        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(
+            gate.calibration_here
+        )
+        try:
+            fitted: dict[str, dict[str, dict]] = ray.get(task.remote(candidates, examples))
+            return fitted
+        except Exception as exc:  # noqa: BLE001 - calibration is an improvement, never a reason to fail
+            log.warning("calibration failed; publishing uncalibrated", extra={"reason": root_cause(exc)})
+            return {}
 
     def _evaluate(self, sets: list[list[LoadedModel]], examples: list[Example]) -> list[gate.Scores]:
         """Each set scored on ``examples`` in one Ray task per set, on a worker with the training

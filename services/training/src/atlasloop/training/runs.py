@@ -45,6 +45,8 @@ class RunRecord:
     site_held_out: list[str] = field(default_factory=list)  # "case/version" of the site held-out cases
     quarantined: dict[str, str] = field(default_factory=dict)  # "case/version" -> why it was set aside
     losses: dict[str, list[float]] = field(default_factory=dict)  # architecture -> loss per epoch
+    # architecture -> organ -> {temperature, ece_before, ece_after, held_out, voxels} of the published members
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)  # the latest epoch: architecture, epoch, loss, eta_s
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str = ""

@@ -38,6 +38,19 @@ def run_to_proto(run: RunRecord) -> training_pb2.Run:
         site_candidate_metrics=_metrics(run.site_candidate_metrics),
         site_held_out=run.site_held_out,
         held_out=run.held_out,
+        calibration=[
+            training_pb2.OrganCalibration(
+                architecture=architecture,
+                organ=organ_to_proto(organ),
+                temperature=c["temperature"],
+                ece_before=c["ece_before"],
+                ece_after=c["ece_after"],
+                held_out=c["held_out"],
+                voxels=c["voxels"],
+            )
+            for architecture, organs in sorted(run.calibration.items())
+            for organ, c in sorted(organs.items())
+        ],
     )
 
 
