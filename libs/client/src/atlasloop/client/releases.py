@@ -111,14 +111,16 @@ def _write(client: Client, reply: tracking_pb2.GetReleaseResponse, folder: Path,
     with tempfile.TemporaryDirectory(prefix="atlasloop-release-") as tmp:
         for case in reply.cases:
             work = Path(tmp) / case.case_id
-            ct = client.download(case.case_id, work / "ct.nii.gz", role="admin")
-            labels = client.download(case.case_id, work / "labels.nii.gz", case.label_version, role="admin")
             info = client.case_info(case.case_id)
+            ct = labels = work / "unused"
             seg, provenance = None, None
             if fmt == "dicom-seg" and info.HasField("dicom"):  # the SEG of its own series, from storage
                 seg = client.export_dicom_seg(case.case_id, work / "seg.dcm", case.label_version)
-            elif fmt == "dicom-seg":
-                provenance = _provenance(client, case)
+            else:
+                ct = client.download(case.case_id, work / "ct.nii.gz", role="admin")
+                labels = client.download(case.case_id, work / "labels.nii.gz", case.label_version, role="admin")
+                if fmt == "dicom-seg":
+                    provenance = _provenance(client, case)
             files = write_case(fmt, folder, case.case_id, ct, labels, classes, provenance, seg)
             entries.append(_entry(case, info, files, folder))
             shutil.rmtree(work)

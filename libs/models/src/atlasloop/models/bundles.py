@@ -152,6 +152,8 @@ def unpack(registry: ModelRegistry, path: Path, make_current: bool = False) -> U
     adds, kept = [], []
     for manifest in manifests:
         manifest_key, weights_key = _member_paths(manifest)
+        if manifest_key not in files or weights_key not in files:
+            raise InvalidInput(f"{path}: {manifest.architecture}/{manifest.version} has no files in the bundle")
         if json.loads(files[manifest_key]) != manifest.as_json():
             raise InvalidInput(f"{path}: {manifest_key} differs from {INDEX}")
         weights = files[weights_key]
