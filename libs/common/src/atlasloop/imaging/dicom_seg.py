@@ -2,8 +2,8 @@
 
 One segment per organ of the label schema, numbered by the organ's label id, coded with SNOMED CT
 (category Anatomical Structure). Frames where a segment is empty are left out (every slice is still
-referenced), so a CT's SEG holds the slices each organ is in: at 512x512x300 with nine organs, a
-few megabytes instead of 88. Each frame references the source slice by SOP instance UID, from
+referenced), so a SEG holds one frame per organ per slice the organ is in, not per slice of the
+scan (nine organs on a 512x512x300 CT: at most 88 MB of frames, most of them empty). Each frame references the source slice by SOP instance UID, from
 the identity the import kept (:mod:`atlasloop.imaging.dicom_identity`); the source datasets
 highdicom needs are rebuilt from that identity, with the patient and study attributes empty unless
 the deployment kept them. A label made by the models is ``AUTOMATIC`` with the model set as the
