@@ -71,7 +71,7 @@ def test_imported_checkpoint_predicts_like_the_module(registry, tmp_path, archit
     loaded = registry_.load(architecture, "v1")
     assert loaded.manifest.provenance == {"trained_by": "tests", "source_file": path.name}
     image = np.random.default_rng(0).random((70, 66, 64), dtype=np.float32)
-    direct = LoadedModel(architecture, "direct", loaded.config, module, {})
+    direct = LoadedModel(architecture, "direct", loaded.config, module, loaded.manifest)  # the module itself
     cfg = InferenceConfig(overlap=0.25)
     assert torch.equal(member_probabilities(loaded, image, cfg), member_probabilities(direct, image, cfg))
 
