@@ -37,12 +37,19 @@ RUN if grep -q '"atlasloop-models"' "services/${SERVICE}/pyproject.toml"; then \
       if [ "${TORCH_VARIANT}" = cuda ]; then index=https://pypi.org/simple; else index=https://download.pytorch.org/whl/cpu; fi; \
       pip wheel --no-cache-dir --no-deps --wheel-dir /wheels --index-url "${index}" "torch==${TORCH_VERSION}"; fi \
     && pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels -c constraints.txt "./services/${SERVICE}"
+# inference serves imported nnU-Net members: nnunetv2 and its network package without their
+# dependency lists (requirements-nnunet.txt says why); what they import came with atlasloop-models[nnunet]
+COPY requirements-nnunet.txt ./
+RUN if [ "${SERVICE}" = inference ]; then \
+      pip wheel --no-cache-dir --no-deps --wheel-dir /wheels/no-deps -c constraints.txt -r requirements-nnunet.txt; fi
 
 FROM ${PYTHON_IMAGE}
 ARG SERVICE
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "atlasloop-${SERVICE}==0.1.0" && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "atlasloop-${SERVICE}==0.1.0" \
+    && if [ -d /wheels/no-deps ]; then pip install --no-cache-dir --no-index --no-deps /wheels/no-deps/*.whl; fi \
+    && rm -rf /wheels \
     && ln -s "$(command -v "atlasloop-${SERVICE}")" /usr/local/bin/atlasloop-service \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin atlasloop
 USER 10001:10001

@@ -43,10 +43,12 @@ help:
 
 # The virtual environment: torch first (the local CPU wheel; nothing may pull a CUDA build),
 # then every package editable, all pinned by constraints.txt.
-$(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
+# nnU-Net's two packages go in without their dependency lists (requirements-nnunet.txt says why).
+$(STAMP): constraints.txt requirements-dev.txt requirements-nnunet.txt $(PYPROJECTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt -r requirements-nnunet.txt
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
 	touch $@
 

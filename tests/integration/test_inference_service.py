@@ -3,7 +3,8 @@ cannot import Ray: three tiny architectures predict the real CT; outputs are dur
 the pseudo-label lands on the CT's native grid; case.predicted is emitted exactly once although
 case.ingested arrives twice; progress streams over gRPC. A model set published while predictions
 run reaches the running replicas: no prediction fails, and those asked after the swap carry the new
-set. (Re-predicting AI-labelled cases after a training run is tested with training.)"""
+set. An imported nnU-Net member serves beside a MONAI member. (Re-predicting AI-labelled cases
+after a training run is tested with training.)"""
 
 from __future__ import annotations
 
@@ -21,16 +22,20 @@ from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.compact import EnsembleOutput
+from atlasloop.imaging.preprocess import preprocess_image
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 from atlasloop.imaging.volume import load_nifti, save_nifti
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
 from atlasloop.models.architectures import build, config
 from atlasloop.models.checkpoints import state_dict_bytes
+from atlasloop.models.ensemble import InferenceConfig, run_member
+from atlasloop.models.nnunet import class_map, read_results_folder
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from .conftest import EventCollector, isolated, running_services
+from .nnunet_folder import write_results_folder
 
 pytestmark = pytest.mark.integration
 ARCHITECTURES = ("unet", "dynunet", "segresnet")
@@ -182,3 +187,57 @@ def test_a_published_set_reaches_the_running_replicas_without_failing_a_predicti
             output = EnsembleOutput.from_bytes(store.get_bytes(record["predictions_prefix"] + "ensemble.npz"))
             version = model_set.removeprefix("ms-")
             assert output.members == [f"{a}@{version}" for a in ARCHITECTURES]  # never a mix of sets
+
+
+def test_an_imported_nnunet_member_serves_beside_a_monai_member(ray_stack, unique, ensemble_app, real_ct_dir, tmp_path):
+    """An nnU-Net v2 folder joins a set with a MONAI member; the Serve replica runs it on the native
+    CT (nnU-Net's own preprocessing) and its organ maps are those the same member gives here."""
+    stack = ray_stack
+    admin = [("authorization", f"Bearer {stack.token_for('admin')}")]
+    svc = [("authorization", f"Bearer {stack.token_for('service')}")]
+    kafka = stack.kafka_settings().model_copy(update={"topic_prefix": f"n{unique}."})
+    s3 = stack.s3_settings(bucket=f"nnserve-{unique}")
+    store = ObjectStore(s3)
+    store.check_bucket()
+    registry = ModelRegistry(store)
+    torch.manual_seed(7)
+    registry.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="v1")
+    payload = read_results_folder(write_results_folder(tmp_path / "nnunet", folds=(0,)))
+    registry.register_nnunet("nnunet-abdomen", payload, class_map(payload), version="v1")
+    registry.create_set([("unet", "v1"), ("nnunet-abdomen", "v1")], make_current=True, version="ms-nn")
+    stack.ray.deploy_ensemble(  # its members: the current set's architectures, nnU-Net's among them
+        {"s3": {"bucket": s3.bucket}, "kafka": {"topic_prefix": kafka.topic_prefix}, "follow_s": 1.0, "overlap": 0.5},
+        name=ensemble_app,
+    )
+    common = isolated(s3.bucket, kafka.topic_prefix)
+    settings = {"storage": common, "inference": common | {"SERVE_APP_NAME": ensemble_app, "CONSUME_EVENTS": "false"}}
+    with running_services(stack, ["storage", "inference"], settings) as channels:
+        storage_stub = storage_pb2_grpc.StorageServiceStub(channels["storage"])
+        storage_stub.ImportCase(
+            storage_pb2.ImportCaseRequest(
+                upload_id=upload_file(storage_stub, real_ct_dir / "example_ct_sm.nii.gz", admin), case_id="real-ct"
+            ),
+            metadata=admin,
+        )
+        stub = inference_pb2_grpc.InferenceServiceStub(channels["inference"])
+        steps = list(stub.Predict(inference_pb2.PredictRequest(case_id="real-ct"), metadata=svc, timeout=300))
+        finished = steps[-1].ensemble_finished
+        assert finished.model_set == "ms-nn"
+        assert {s.member_finished.member.architecture for s in steps[:-1]} == {"unet", "nnunet-abdomen"}
+        download_volume(storage_stub, "real-ct", tmp_path / "ct.nii.gz", svc, kind=common_pb2.VOLUME_KIND_CT)
+    record = store.get_json(layout.prediction_record_key("real-ct", "ms-nn"))
+    output = EnsembleOutput.from_bytes(store.get_bytes(record["predictions_prefix"] + "ensemble.npz"))
+    assert output.members == ["unet@v1", "nnunet-abdomen@v1"]
+
+    ct = load_nifti(tmp_path / "ct.nii.gz")  # as storage keeps it: what the replica read
+    member = registry.load("nnunet-abdomen", "v1")
+    pre = preprocess_image(ct, member.preprocess)
+    here = run_member(member, pre.image, InferenceConfig(overlap=0.5), native=(ct, pre.grid))  # the app's
+    # untrained, its softmax stays near 1/6 (no soft map above the threshold): its entropy terms,
+    # non-zero wherever a probability is neither 0 nor 1, carry its maps
+    served = output.entropy["nnunet-abdomen@v1"]
+    for organ in ("liver", "spleen", "kidney_left", "kidney_right"):
+        assert here.entropy[organ].box is not None and served[organ].box == here.entropy[organ].box
+        assert np.abs(served[organ].data.astype(int) - here.entropy[organ].data).max() <= 1  # uint8 of the same floats
+    assert served["stomach"].box is None  # an organ it does not predict: nothing, the MONAI member decides alone
+    assert output.entropy["unet@v1"]["stomach"].box is not None

@@ -1,5 +1,7 @@
-"""``atlasloop models import|set|list|pack|unpack``: the model registry in object storage; a model
-set moves to a site without network access as one file (:mod:`atlasloop.models.bundles`).
+"""``atlasloop models import|import-nnunet|set|list|pack|unpack``: the model registry in object
+storage; a model set moves to a site without network access as one file
+(:mod:`atlasloop.models.bundles`). ``import-nnunet`` registers an nnU-Net v2 results folder as a
+member (:mod:`atlasloop.models.nnunet`; needs ``pip install 'atlasloop-models[nnunet]'``).
 
 Weights come from files the operator provides (a plain PyTorch or MONAI state dict, or a
 checkpoint holding one); nothing is downloaded. The S3 endpoint and credentials come from
@@ -40,6 +42,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     imp.add_argument("--spacing-mm", type=float, default=1.5, help="the isotropic input spacing it was trained at")
     imp.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE")
     imp.set_defaults(run=run_import)
+    nn = sub.add_parser("import-nnunet", help="register an nnU-Net v2 results folder as an ensemble member")
+    nn.add_argument("folder", type=Path, help="holds plans.json, dataset.json and fold_*/checkpoint_final.pth")
+    nn.add_argument("--name", required=True, help="the member's name (lower case, digits, '-'), e.g. nnunet-abdomen")
+    nn.add_argument("--folds", nargs="+", help="the folds to average (default: every fold_* with a checkpoint)")
+    nn.add_argument("--checkpoint", default="checkpoint_final.pth")
+    nn.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CLASS=ORGAN",
+        help="map a class of the model's dataset.json onto an organ (default: classes named like an organ)",
+    )
+    nn.add_argument("--no-mirroring", action="store_true", help="one pass instead of nnU-Net's mirrored passes")
+    nn.add_argument("--version", default="")
+    nn.add_argument("--spacing-mm", type=float, default=1.5, help="the grid of the set it joins")
+    nn.set_defaults(run=run_import_nnunet)
     make = sub.add_parser("set", help="create a model set from architecture@version members")
     make.add_argument("members", nargs="+", metavar="ARCHITECTURE@VERSION")
     make.add_argument("--current", action="store_true", help="make it the current set")
@@ -87,6 +105,40 @@ def run_import(args: argparse.Namespace) -> int:
         preprocess=PreprocessConfig(spacing_mm=args.spacing_mm),
     )
     print(f"registered {manifest.architecture}@{manifest.version} (sha256 {manifest.weights_sha256[:12]})")
+    return 0
+
+
+def run_import_nnunet(args: argparse.Namespace) -> int:
+    registry = _registry()
+    try:
+        from atlasloop.models.nnunet import class_map, read_results_folder
+    except ImportError as exc:
+        raise SystemExit(
+            f"importing nnU-Net needs {exc.name}: pip install 'atlasloop-models[nnunet]', then "
+            "pip install --no-deps nnunetv2 dynamic_network_architectures (requirements-nnunet.txt)"
+        ) from None
+    from atlasloop.imaging.preprocess import PreprocessConfig
+
+    explicit = dict(item.split("=", 1) for item in args.map if "=" in item)
+    if len(explicit) != len(args.map):
+        raise SystemExit("atlasloop models import-nnunet: --map takes CLASS=ORGAN")
+    payload = read_results_folder(args.folder, args.folds, args.checkpoint)
+    classes = class_map(payload, explicit or None)
+    labels = {v: k for k, v in payload.labels.items()}
+    manifest = registry.register_nnunet(
+        args.name,
+        payload,
+        classes,
+        mirroring=not args.no_mirroring,
+        version=args.version,
+        preprocess=PreprocessConfig(spacing_mm=args.spacing_mm),
+        provenance={"source_folder": args.folder.name},
+    )
+    mapped = ", ".join(f"{labels[k]}->{v}" for k, v in sorted(classes.items()))
+    dropped = sorted(name for name, value in payload.labels.items() if value and value not in classes)
+    print(f"registered {manifest.architecture}@{manifest.version}: folds {', '.join(sorted(payload.folds))}; {mapped}")
+    if dropped:
+        print(f"classes left out (no organ of the project): {', '.join(dropped)}")
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from atlasloop.common import layout
 from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 from atlasloop.models.records import SCHEMA, Manifest, ModelSet
-from atlasloop.models.registry import ModelRegistry
+from atlasloop.models.registry import ModelRegistry, build_member
 
 FORMAT = "atlasloop-model-bundle/1"
 INDEX = "bundle.json"
@@ -146,9 +146,6 @@ def unpack(registry: ModelRegistry, path: Path, make_current: bool = False) -> U
     manifests = [Manifest.from_json(m) for m in index["members"]]
     if {(m.architecture, m.version) for m in manifests} != {(r.architecture, r.version) for r in model_set.members}:
         raise InvalidInput(f"{path}: its members and its model set disagree")
-    from atlasloop.models.architectures import config
-    from atlasloop.models.checkpoints import load_checkpoint  # torch: only where models are handled
-
     adds, kept = [], []
     for manifest in manifests:
         manifest_key, weights_key = _member_paths(manifest)
@@ -159,10 +156,7 @@ def unpack(registry: ModelRegistry, path: Path, make_current: bool = False) -> U
         weights = files[weights_key]
         if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
             raise InvalidInput(f"{path}: the weights of {manifest.architecture}/{manifest.version} are not its own")
-        cfg = config(manifest.config["architecture"], manifest.config["size"])
-        if cfg.as_json() != manifest.config:
-            raise InvalidInput(f"{manifest.architecture}/{manifest.version}: a configuration this release cannot build")
-        load_checkpoint(cfg, weights, f"{manifest.architecture}/{manifest.version}")  # strict
+        build_member(manifest, weights)  # a configuration this release builds; every tensor loads strictly
         try:
             there = registry.manifest(manifest.architecture, manifest.version)
         except NotFound:

@@ -9,6 +9,10 @@ voxels float tensor never exists. For the mean, each member also keeps its raw p
 inside the box where they exceed ``NEGLIGIBLE``. ``combine`` averages the members (in the order
 given) and applies the pseudo-label rule. The Serve deployments, the local predictor and the
 training gate all run these functions.
+
+An imported nnU-Net member (``model.runtime``) runs on the native CT instead, with nnU-Net's own
+preprocessing; its organ probabilities are then resampled (linear) onto the same model grid, so
+the rest is the same for every member. It needs the native CT and the grid (``native``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from monai.inferers import sliding_window_inference
 
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, nonzero_box, slices
 from atlasloop.imaging.ensemble_rule import add_organ, member_maps
-from atlasloop.imaging.labels import ORGANS
-from atlasloop.imaging.preprocess import preprocess_image, to_native
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.preprocess import GridTransform, preprocess_image, resample, to_native
 from atlasloop.imaging.volume import Volume
 from atlasloop.models.records import LoadedModel, shared_preprocess
 
@@ -98,9 +102,33 @@ def member_logits(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -
     return total / len(flips)
 
 
-def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -> torch.Tensor:
+Native = tuple[Volume, GridTransform]  # the CT as stored, and where the model grid lies on it
+
+
+def nnunet_probabilities(model: LoadedModel, native: Native | None, cfg: InferenceConfig) -> torch.Tensor:
+    """An imported nnU-Net member's organ probabilities (channels, x, y, z) on the model grid:
+    nnU-Net's own prediction on the native CT, its classes summed per organ, resampled linearly."""
+    if native is None:
+        raise ValueError(f"{model.name} is an nnU-Net member: it predicts from the native CT, which was not given")
+    ct, grid = native
+    predictor = model.runtime.predictor
+    predictor.tile_step_size = 1.0 - cfg.overlap
+    if predictor.device.type != torch.device(cfg.device).type:
+        predictor.device = torch.device(cfg.device)
+        predictor.perform_everything_on_device = predictor.device.type == "cuda"
+    out = np.zeros((len(ORGANS) + 1, *grid.cropped_shape), np.float32)
+    for organ, p in model.runtime.organ_probabilities(ct).items():
+        out[ORGAN_IDS[organ]] = resample(p, ct.affine, grid.cropped_shape, grid.cropped_affine, order=1)
+    return torch.from_numpy(out)
+
+
+def member_probabilities(
+    model: LoadedModel, image: np.ndarray, cfg: InferenceConfig, native: Native | None = None
+) -> torch.Tensor:
     """Sigmoid probabilities (channels, x, y, z) of one member on the model grid, each organ's
     logits divided by the member's fitted temperature when it has one (``cfg.calibrated``)."""
+    if model.runtime is not None:
+        return nnunet_probabilities(model, native, cfg)
     logits = member_logits(model, image, cfg)
     temperatures = model.manifest.temperatures if cfg.calibrated else {}
     for label, organ in ORGANS.items():
@@ -110,11 +138,16 @@ def member_probabilities(model: LoadedModel, image: np.ndarray, cfg: InferenceCo
 
 
 def run_member(
-    model: LoadedModel, image: np.ndarray, cfg: InferenceConfig, negligible: float = NEGLIGIBLE
+    model: LoadedModel,
+    image: np.ndarray,
+    cfg: InferenceConfig,
+    negligible: float = NEGLIGIBLE,
+    native: Native | None = None,
 ) -> MemberOutput:
-    """One member on one preprocessed image; ``negligible=0`` keeps every probability for the mean."""
+    """One member on one preprocessed image (an nnU-Net member on ``native``); ``negligible=0``
+    keeps every probability for the mean."""
     started = time.perf_counter()
-    probs = member_probabilities(model, image, cfg).numpy()
+    probs = member_probabilities(model, image, cfg, native).numpy()
     out = MemberOutput(model.name)
     for label, organ in ORGANS.items():
         p = probs[label]
@@ -161,7 +194,7 @@ def predict(
     pre = preprocess_image(ct, shared_preprocess([m.manifest for m in members]))
     outputs = []
     for model in members:
-        outputs.append(run_member(model, pre.image, cfg))
+        outputs.append(run_member(model, pre.image, cfg, native=(ct, pre.grid)))
         if on_member is not None:
             on_member(model)
     output, labels = combine(pre.image.shape, pre.grid.cropped_affine, outputs)

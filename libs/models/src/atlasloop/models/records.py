@@ -40,6 +40,12 @@ class Manifest:
         return str(self.config["size"])
 
     @property
+    def kind(self) -> str:
+        """``monai`` (an architecture of this code, by name and size) or ``nnunet`` (an imported
+        nnU-Net v2 results folder, ``atlasloop.models.nnunet``)."""
+        return str(self.config.get("kind", "monai"))
+
+    @property
     def preprocess(self) -> PreprocessConfig:
         """The input grid and HU window the model was trained on."""
         hu_min, hu_max = self.hu_window
@@ -92,6 +98,9 @@ class LoadedModel:
     config: ArchitectureConfig
     module: nn.Module
     manifest: Manifest
+    # an imported nnU-Net member's predictor (atlasloop.models.nnunet.NnunetRuntime), which runs on
+    # the native CT with nnU-Net's own preprocessing; None for the MONAI members
+    runtime: Any = None
 
     @property
     def name(self) -> str:

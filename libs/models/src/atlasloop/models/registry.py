@@ -10,19 +10,77 @@ CPU demo). Members of one set share spacing and window, since the ensemble avera
 ``model-sets/<version>.json`` lists the members of an ensemble; ``model-sets/current.json`` names
 the current set. Loading verifies the checksum, refuses a manifest whose label schema or
 configuration differs from this code's, and loads the state dict strictly (every tensor must fit).
+
+An imported nnU-Net v2 results folder is a version too (``register_nnunet``): its ``weights.pt``
+is the folder's payload (``atlasloop.models.nnunet``), its manifest's configuration says
+``kind: nnunet`` and maps the model's classes onto the project's organs. Its spacing and window are
+those of the set it joins (the grid its organ maps are averaged on); it preprocesses the native CT
+itself, as nnU-Net does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.preprocess import PreprocessConfig
-from atlasloop.models.architectures import config
+from atlasloop.models.architectures import BUILDERS, ArchitectureConfig, config
 from atlasloop.models.records import SCHEMA, LoadedModel, Manifest, MemberRef, ModelSet, shared_preprocess
+
+if TYPE_CHECKING:
+    from atlasloop.models.nnunet import NnunetPayload
+
+MEMBER_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")  # a key in object storage and a Serve deployment name
+
+
+def _usable_grid(preprocess: PreprocessConfig | None) -> PreprocessConfig:
+    preprocess = preprocess or PreprocessConfig()
+    if not 0.25 <= preprocess.spacing_mm <= 8.0 or preprocess.hu_min >= preprocess.hu_max:
+        raise InvalidInput(
+            f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
+            f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable"
+        )
+    return preprocess
+
+
+def build_member(manifest: Manifest, weights: bytes) -> LoadedModel:
+    """A stored model version, verified and built: this project's label schema, a configuration
+    this code builds, the recorded checksum, and a strict load of every tensor."""
+    source = f"{manifest.architecture}/{manifest.version}"
+    if manifest.label_schema != SCHEMA:
+        raise InvalidInput(f"{source} was trained on another label schema")
+    if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
+        raise InvalidInput(f"{source}: weights do not match their recorded SHA-256")
+    if manifest.kind == "nnunet":
+        from atlasloop.models.nnunet import NnunetPayload, build_runtime
+
+        kwargs = manifest.config["kwargs"]
+        classes = {int(k): str(v) for k, v in kwargs["classes"].items()}
+        runtime = build_runtime(NnunetPayload.from_bytes(weights, source), classes, 0.5, bool(kwargs["mirroring"]))
+        imported = ArchitectureConfig(manifest.architecture, "imported", int(manifest.config["patch"]), kwargs)
+        return LoadedModel(
+            manifest.architecture, manifest.version, imported, runtime.predictor.network, manifest, runtime
+        )
+    cfg = config(manifest.config["architecture"], manifest.config["size"])
+    if cfg.as_json() != manifest.config:
+        raise InvalidInput(f"{source}: its configuration does not match this release's {cfg.architecture}/{cfg.size}")
+    from atlasloop.models.checkpoints import load_checkpoint
+
+    return LoadedModel(manifest.architecture, manifest.version, cfg, load_checkpoint(cfg, weights, source), manifest)
+
+
+def _organs_of(manifest: Manifest) -> set[str]:
+    """The organs a member predicts: all of the schema for this code's architectures, the mapped
+    classes for an imported nnU-Net model."""
+    if manifest.kind == "nnunet":
+        return set(manifest.config["kwargs"]["classes"].values())
+    return set(manifest.label_schema.values())
 
 
 def new_version() -> str:
@@ -47,12 +105,7 @@ class ModelRegistry:
         cfg = config(architecture, size)
         if any(not 0.01 <= t <= 100 for t in (temperatures or {}).values()):
             raise InvalidInput(f"temperatures {temperatures} outside 0.01-100")
-        preprocess = preprocess or PreprocessConfig()
-        if not 0.25 <= preprocess.spacing_mm <= 8.0 or preprocess.hu_min >= preprocess.hu_max:
-            raise InvalidInput(
-                f"input spacing {preprocess.spacing_mm} mm (0.25-8) or HU window "
-                f"[{preprocess.hu_min}, {preprocess.hu_max}] is not usable"
-            )
+        preprocess = _usable_grid(preprocess)
         from atlasloop.models.checkpoints import load_checkpoint  # torch: only to register and load
 
         load_checkpoint(cfg, weights, "weights")  # refuse before storing anything
@@ -78,6 +131,53 @@ class ModelRegistry:
         self._store.put_json(layout.manifest_key(architecture, version), manifest.as_json())
         return manifest
 
+    def register_nnunet(
+        self,
+        name: str,
+        payload: NnunetPayload,
+        classes: Mapping[int, str],
+        mirroring: bool = True,
+        version: str = "",
+        preprocess: PreprocessConfig | None = None,
+        provenance: dict | None = None,
+    ) -> Manifest:
+        """An nnU-Net v2 results folder's payload as version ``version`` of member ``name``; it is
+        built and every fold loaded strictly before anything is stored."""
+        from atlasloop.models.nnunet import KIND, build_runtime
+
+        if not MEMBER_NAME.fullmatch(name) or name in BUILDERS:
+            raise InvalidInput(
+                f"member name {name!r}: lower-case letters, digits and '-', at most 40, "
+                f"not one of this code's architectures ({', '.join(sorted(BUILDERS))})"
+            )
+        preprocess = _usable_grid(preprocess)
+        build_runtime(payload, classes, overlap=0.5, mirroring=mirroring)  # refuse before storing anything
+        version = version or new_version()
+        if self._store.exists(layout.manifest_key(name, version)):
+            raise InvalidInput(f"model version {name}/{version} exists already")
+        stored = self._store.put_bytes(layout.weights_key(name, version), payload.to_bytes())
+        kwargs = {
+            "configuration": payload.configuration,
+            "trainer": payload.trainer,
+            "folds": sorted(payload.folds),
+            "classes": {str(k): v for k, v in sorted(classes.items())},
+            "mirroring": mirroring,
+        }
+        manifest = Manifest(
+            architecture=name,
+            version=version,
+            config=ArchitectureConfig(name, "imported", max(payload.patch_size), kwargs).as_json() | {"kind": KIND},
+            label_schema=dict(SCHEMA),
+            spacing_mm=preprocess.spacing_mm,
+            hu_window=(preprocess.hu_min, preprocess.hu_max),
+            weights_sha256=stored.sha256,
+            weights_bytes=stored.size_bytes,
+            provenance=(provenance or {}) | {"source": "nnunetv2", "dataset": payload.plans.get("dataset_name", "")},
+            created_at=datetime.now(UTC).isoformat(),
+        )
+        self._store.put_json(layout.manifest_key(name, version), manifest.as_json())
+        return manifest
+
     def adopt(self, manifest: Manifest, weights: bytes) -> None:
         """Store a model version another registry made (a bundle's), as it was recorded there;
         the caller has verified it (:func:`atlasloop.models.bundles.unpack`)."""
@@ -97,22 +197,7 @@ class ModelRegistry:
         return self._store.get_bytes(layout.weights_key(architecture, version))
 
     def load(self, architecture: str, version: str) -> LoadedModel:
-        manifest = self.manifest(architecture, version)
-        if manifest.label_schema != SCHEMA:
-            raise InvalidInput(f"{architecture}/{version} was trained on another label schema")
-        cfg = config(manifest.config["architecture"], manifest.config["size"])
-        if cfg.as_json() != manifest.config:
-            raise InvalidInput(
-                f"{architecture}/{version}: its configuration does not match this release's "
-                f"{cfg.architecture}/{cfg.size}"
-            )
-        weights = self.weights(architecture, version)
-        if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
-            raise InvalidInput(f"{architecture}/{version}: weights do not match their recorded SHA-256")
-        from atlasloop.models.checkpoints import load_checkpoint
-
-        module = load_checkpoint(cfg, weights, f"{architecture}/{version}")
-        return LoadedModel(architecture, version, cfg, module, manifest)
+        return build_member(self.manifest(architecture, version), self.weights(architecture, version))
 
     def load_set(self, version: str) -> list[LoadedModel]:
         """Every member of a model set, loaded and verified."""
@@ -125,6 +210,10 @@ class ModelRegistry:
         if any(m.label_schema != manifests[0].label_schema for m in manifests):
             raise InvalidInput("model set members disagree on the label schema")
         shared_preprocess(manifests)
+        predicted = set().union(*(_organs_of(m) for m in manifests))
+        unpredicted = [organ for organ in SCHEMA.values() if organ not in predicted]
+        if unpredicted:
+            raise InvalidInput(f"no member of the set predicts {', '.join(unpredicted)}; add a member that does")
         document = ModelSet(
             version or new_version(), tuple(MemberRef(a, v) for a, v in members), datetime.now(UTC).isoformat()
         )

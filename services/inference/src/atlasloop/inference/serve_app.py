@@ -139,8 +139,10 @@ class Member:
         if not self._models and not self.waiting:
             raise RuntimeError(f"{self.architecture}: no model loaded")
 
-    def predict(self, image, version: str) -> MemberOutput:
-        return run_member(self._model(version), image, self.config)
+    def predict(self, image, version: str, native=None) -> MemberOutput:
+        """This member on the preprocessed image; an imported nnU-Net member on ``native`` (the
+        CT as stored and its grid transform), which it preprocesses as nnU-Net does."""
+        return run_member(self._model(version), image, self.config, native=native)
 
 
 @serve.deployment(max_ongoing_requests=4, health_check_period_s=10)
@@ -199,13 +201,19 @@ class Ensemble:
             return
         ct = load_nifti_chunks(self._store.iter_chunks(layout.ct_key(request.case_id)), request.case_id)
         clock.lap("read_ct")
-        grid = shared_preprocess([self.registry.manifest(m.architecture, m.version) for m in model_set.members])
-        pre = preprocess_image(ct, grid)
+        manifests = [self.registry.manifest(m.architecture, m.version) for m in model_set.members]
+        pre = preprocess_image(ct, shared_preprocess(manifests))
         image = ray.put(pre.image)
+        # the native CT goes to the object store only when a member predicts from it (nnU-Net's)
+        native_ref = ray.put((ct, pre.grid)) if any(m.kind == "nnunet" for m in manifests) else None
         clock.lap("preprocess")
         calls = [
-            asyncio.ensure_future(self.members[m.architecture].predict.remote(image, m.version))
-            for m in model_set.members
+            asyncio.ensure_future(
+                self.members[m.architecture].predict.remote(
+                    image, m.version, native_ref if manifest.kind == "nnunet" else None
+                )
+            )
+            for m, manifest in zip(model_set.members, manifests, strict=True)
         ]
         for finished in asyncio.as_completed(calls):
             result: MemberOutput = await finished

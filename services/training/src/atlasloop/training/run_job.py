@@ -97,6 +97,12 @@ class RunJob:
         run.label_versions = [str(r) for r in chosen.revised + chosen.replay]
         self.runs.save(run)
         current = self.registry.load_set(run.base_model_set)  # verifies checksum, schema, config
+        imported = [m.name for m in current if m.runtime is not None]
+        if imported:  # nnU-Net members predict with nnU-Net's pipeline; fine-tuning them is not built
+            raise InvalidInput(
+                f"model set {run.base_model_set} holds imported nnU-Net members ({', '.join(imported)}), "
+                "which this service does not fine-tune; make a set of the trainable members current to train"
+            )
         grid = shared_preprocess([m.manifest for m in current])  # candidates keep their base's grid
         revised, replay = (
             self._usable(run, client, chosen.revised, grid),
