@@ -38,8 +38,19 @@ def test_calibration_lowers_the_error_out_of_sample_and_keeps_the_ranking():
     assert result.ece_after < result.ece_before / 3 and result.ece_after < 0.02
     z = cases[0][0]
     assert np.array_equal(np.argsort(sigmoid(z)), np.argsort(sigmoid(z / result.temperature)))
+    assert result.applied  # measured out of sample, and lower: published
     single = calibrate([cases[0][0]], [cases[0][1]])
     assert not single.held_out and single.ece_after < single.ece_before
+    assert not single.applied  # lower on the one case it was fitted on proves nothing: T = 1
+
+
+def test_a_temperature_that_does_not_help_on_other_cases_is_not_applied():
+    """Cases that disagree: the folds (cases 0, 2 and cases 1, 3) are over- and under-confident,
+    so each fold's temperature makes the other worse; the fit is recorded and not applied."""
+    rng = np.random.default_rng(2)
+    cases = [_overconfident(rng, 50_000, scale) for scale in (3.0, 0.5, 3.0, 0.5)]
+    result = calibrate([c[0] for c in cases], [c[1] for c in cases])
+    assert result.held_out and result.ece_after >= result.ece_before and not result.applied
 
 
 def test_ece_and_the_voxels_looked_at():

@@ -118,6 +118,7 @@ class Demo:
                     "ece_before": c.ece_before,
                     "ece_after": c.ece_after,
                     "held_out": c.held_out,
+                    "applied": c.applied,
                     "voxels": c.voxels,
                 }
                 for c in run.calibration

@@ -13,6 +13,11 @@ At most ``MAX_VOXELS`` of them per organ and case, taken at a fixed stride, keep
 
 The expected calibration error (ECE) is the standard one: 15 equal-width bins of the probability,
 the mean of |accuracy - confidence| weighted by each bin's share of the voxels.
+
+When a temperature is applied (``applied``): only when its benefit was measured out of sample (two
+cases or more, two folds by case) and the error fell. A fit on one case always lowers the error on
+that case, which proves nothing; the demo's round-2 run showed it (one case, ECE 0.045 -> 0.053 on
+the next). An organ whose fit is not applied keeps T = 1: its probabilities as the member gives them.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class OrganCalibration:
     ece_after: float
     voxels: int
     held_out: bool  # ECE measured on cases the temperature was not fitted on
+    applied: bool = False  # held out and lower after: the temperature is published (else T = 1)
 
 
 def calibrate(logits: list[np.ndarray], truths: list[np.ndarray]) -> OrganCalibration:
@@ -123,12 +129,14 @@ def calibrate(logits: list[np.ndarray], truths: list[np.ndarray]) -> OrganCalibr
             before.append((ece(sigmoid(z), y), z.size))
             after.append((ece(sigmoid(z / t), y), z.size))
         weight = sum(n for _, n in before)
+        ece_before, ece_after = sum(e * n for e, n in before) / weight, sum(e * n for e, n in after) / weight
         return OrganCalibration(
             temperature,
-            sum(e * n for e, n in before) / weight,
-            sum(e * n for e, n in after) / weight,
+            ece_before,
+            ece_after,
             int(everything_logits.size),
             held_out=True,
+            applied=ece_after < ece_before,
         )
     return OrganCalibration(
         temperature,

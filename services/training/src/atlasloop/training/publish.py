@@ -49,7 +49,7 @@ class Publisher:
                 metrics,
                 version=run.run_id,
                 preprocess=candidate.preprocess,
-                temperatures={o: c["temperature"] for o, c in run.calibration.get(candidate.architecture, {}).items()},
+                temperatures=applied_temperatures(run.calibration.get(candidate.architecture, {})),
             )
             members.append((candidate.architecture, run.run_id))
         return self._registry.create_set(members, make_current=True, version=candidate_set_version(run.run_id)).version
@@ -66,3 +66,9 @@ class Publisher:
         log.info("model set rolled back", extra={"model_set": model_set, "reason": reason})
         self.announce(model_set, "")
         return model_set
+
+
+def applied_temperatures(fits: dict[str, dict]) -> dict[str, float]:
+    """organ -> temperature, for the fits whose benefit was measured out of sample
+    (``atlasloop.models.calibration``); the other organs stay at T = 1."""
+    return {organ: float(fit["temperature"]) for organ, fit in fits.items() if fit.get("applied")}

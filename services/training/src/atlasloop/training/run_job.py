@@ -199,7 +199,8 @@ class RunJob:
         if not decision.passed:
             self.log.finish(run, RunState.REJECTED, decision.reason, self._started)
             return
-        run.calibration = self._calibrate(candidates, site_held_out or held_out)
+        # both held-out sets (never trained on): more cases make the error measurable out of sample
+        run.calibration = self._calibrate(candidates, site_held_out + held_out)
         run.published_model_set = self.publisher.publish_set(run, candidates, self.recipe(run))
         reason = decision.reason
         try:
@@ -209,8 +210,8 @@ class RunJob:
         self.log.finish(run, RunState.PUBLISHED, reason, self._started)
 
     def _calibrate(self, candidates: list[LoadedModel], examples: list[Example]) -> dict[str, dict[str, dict]]:
-        """The candidates' temperatures, fitted in a Ray task on the approved revisions the gate
-        kept aside (the frozen held-out set before any exists). A failure costs the calibration,
+        """The candidates' temperatures, fitted in a Ray task on the cases the gate kept aside (the
+        approved revisions of the sites being labelled and the frozen held-out set). A failure costs the calibration,
         not the run: the set is published uncalibrated and the reason logged."""
         import ray
 

@@ -47,6 +47,7 @@ def run_to_proto(run: RunRecord) -> training_pb2.Run:
                 ece_after=c["ece_after"],
                 held_out=c["held_out"],
                 voxels=c["voxels"],
+                applied=bool(c.get("applied", False)),
             )
             for architecture, organs in sorted(run.calibration.items())
             for organ, c in sorted(organs.items())
