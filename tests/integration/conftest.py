@@ -6,6 +6,7 @@ Nothing here skips: a component that does not start fails the tests that need it
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -21,8 +22,9 @@ from atlasloop.devstack.stack import Stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """S3 and Kafka on port slot 0, shared by the tests of this session."""
-    stack = Stack(tmp_path_factory.mktemp("stack"), Ports.for_tests(0))
+    """S3 and Kafka on port slot 0 (``ATLASLOOP_TEST_SLOT`` picks another, for a second session beside
+    a running one), shared by the tests of this session."""
+    stack = Stack(tmp_path_factory.mktemp("stack"), Ports.for_tests(int(os.environ.get("ATLASLOOP_TEST_SLOT", "0"))))
     try:
         stack.start_s3()
         stack.start_kafka()

@@ -3,7 +3,7 @@ cannot import Ray: three tiny architectures predict the real CT; outputs are dur
 the pseudo-label lands on the CT's native grid; case.predicted is emitted exactly once although
 case.ingested arrives twice; progress streams over gRPC. A model set published while predictions
 run reaches the running replicas: no prediction fails, and those asked after the swap carry the new
-set. An imported nnU-Net member serves beside a MONAI member. (Re-predicting AI-labelled cases
+set. Imported members (an nnU-Net folder, a MONAI bundle) serve beside a MONAI member. (Re-predicting AI-labelled cases
 after a training run is tested with training.)"""
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
 from atlasloop.models.architectures import build, config
 from atlasloop.models.checkpoints import state_dict_bytes
 from atlasloop.models.ensemble import InferenceConfig, run_member
+from atlasloop.models.monai_bundle import class_map as bundle_classes
+from atlasloop.models.monai_bundle import read_bundle_folder
 from atlasloop.models.nnunet import class_map, read_results_folder
 from atlasloop.models.registry import ModelRegistry
 from atlasloop.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from .conftest import EventCollector, isolated, running_services
+from .monai_bundle_folder import write_bundle
 from .nnunet_folder import write_results_folder
 
 pytestmark = pytest.mark.integration
@@ -189,9 +192,10 @@ def test_a_published_set_reaches_the_running_replicas_without_failing_a_predicti
             assert output.members == [f"{a}@{version}" for a in ARCHITECTURES]  # never a mix of sets
 
 
-def test_an_imported_nnunet_member_serves_beside_a_monai_member(ray_stack, unique, ensemble_app, real_ct_dir, tmp_path):
-    """An nnU-Net v2 folder joins a set with a MONAI member; the Serve replica runs it on the native
-    CT (nnU-Net's own preprocessing) and its organ maps are those the same member gives here."""
+def test_imported_members_serve_beside_a_monai_member(ray_stack, unique, ensemble_app, real_ct_dir, tmp_path):
+    """An nnU-Net v2 folder and a MONAI bundle join a set with a MONAI member; the Serve replicas run
+    them on the native CT (their frameworks' own preprocessing) and their organ maps are those the
+    same members give here."""
     stack = ray_stack
     admin = [("authorization", f"Bearer {stack.token_for('admin')}")]
     svc = [("authorization", f"Bearer {stack.token_for('service')}")]
@@ -204,8 +208,11 @@ def test_an_imported_nnunet_member_serves_beside_a_monai_member(ray_stack, uniqu
     registry.register("unet", "tiny", state_dict_bytes(build(config("unet", "tiny"))), version="v1")
     payload = read_results_folder(write_results_folder(tmp_path / "nnunet", folds=(0,)))
     registry.register_nnunet("nnunet-abdomen", payload, class_map(payload), version="v1")
-    registry.create_set([("unet", "v1"), ("nnunet-abdomen", "v1")], make_current=True, version="ms-nn")
-    stack.ray.deploy_ensemble(  # its members: the current set's architectures, nnU-Net's among them
+    zoo = read_bundle_folder(write_bundle(tmp_path / "bundle"))
+    registry.register_bundle("zoo-ct", zoo, bundle_classes(zoo), version="v1")
+    members = [("unet", "v1"), ("nnunet-abdomen", "v1"), ("zoo-ct", "v1")]
+    registry.create_set(members, make_current=True, version="ms-nn")
+    stack.ray.deploy_ensemble(  # its members: the current set's architectures, the imported ones among them
         {"s3": {"bucket": s3.bucket}, "kafka": {"topic_prefix": kafka.topic_prefix}, "follow_s": 1.0, "overlap": 0.5},
         name=ensemble_app,
     )
@@ -223,21 +230,26 @@ def test_an_imported_nnunet_member_serves_beside_a_monai_member(ray_stack, uniqu
         steps = list(stub.Predict(inference_pb2.PredictRequest(case_id="real-ct"), metadata=svc, timeout=300))
         finished = steps[-1].ensemble_finished
         assert finished.model_set == "ms-nn"
-        assert {s.member_finished.member.architecture for s in steps[:-1]} == {"unet", "nnunet-abdomen"}
+        assert {s.member_finished.member.architecture for s in steps[:-1]} == {a for a, _ in members}
         download_volume(storage_stub, "real-ct", tmp_path / "ct.nii.gz", svc, kind=common_pb2.VOLUME_KIND_CT)
     record = store.get_json(layout.prediction_record_key("real-ct", "ms-nn"))
     output = EnsembleOutput.from_bytes(store.get_bytes(record["predictions_prefix"] + "ensemble.npz"))
-    assert output.members == ["unet@v1", "nnunet-abdomen@v1"]
+    assert output.members == [f"{a}@{v}" for a, v in members]
 
-    ct = load_nifti(tmp_path / "ct.nii.gz")  # as storage keeps it: what the replica read
-    member = registry.load("nnunet-abdomen", "v1")
-    pre = preprocess_image(ct, member.preprocess)
-    here = run_member(member, pre.image, InferenceConfig(overlap=0.5), native=(ct, pre.grid))  # the app's
-    # untrained, its softmax stays near 1/6 (no soft map above the threshold): its entropy terms,
-    # non-zero wherever a probability is neither 0 nor 1, carry its maps
-    served = output.entropy["nnunet-abdomen@v1"]
-    for organ in ("liver", "spleen", "kidney_left", "kidney_right"):
-        assert here.entropy[organ].box is not None and served[organ].box == here.entropy[organ].box
-        assert np.abs(served[organ].data.astype(int) - here.entropy[organ].data).max() <= 1  # uint8 of the same floats
-    assert served["stomach"].box is None  # an organ it does not predict: nothing, the MONAI member decides alone
-    assert output.entropy["unet@v1"]["stomach"].box is not None
+    ct = load_nifti(tmp_path / "ct.nii.gz")  # as storage keeps it: what the replicas read
+    predicted = {
+        "nnunet-abdomen": ("liver", "spleen", "kidney_left", "kidney_right"),
+        "zoo-ct": ("liver", "spleen", "kidney_left"),
+    }
+    for name, organs in predicted.items():
+        member = registry.load(name, "v1")
+        pre = preprocess_image(ct, member.preprocess)
+        here = run_member(member, pre.image, InferenceConfig(overlap=0.5), native=(ct, pre.grid))  # the app's
+        # untrained, their softmax stays near 1 / classes (no soft map above the threshold): their
+        # entropy terms, non-zero wherever a probability is neither 0 nor 1, carry their maps
+        served = output.entropy[f"{name}@v1"]
+        for organ in organs:
+            assert here.entropy[organ].box is not None and served[organ].box == here.entropy[organ].box
+            assert np.abs(served[organ].data.astype(int) - here.entropy[organ].data).max() <= 1  # uint8 of the same
+        assert served["stomach"].box is None  # an organ it does not predict: nothing
+    assert output.entropy["unet@v1"]["stomach"].box is not None  # the MONAI member decides it alone

@@ -46,6 +46,19 @@ def registry(stack, unique, monkeypatch):
     return ModelRegistry(store), store
 
 
+def turned_copy(source, out):
+    """The same scan stored with its axes permuted and two of them flipped (the same world)."""
+    image = nib.load(source)
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    turned = np.flip(array.transpose(2, 0, 1), axis=(0, 2))
+    affine = image.affine[:, [2, 0, 1, 3]].copy()
+    for axis in (0, 2):
+        affine[:3, 3] += affine[:3, axis] * (turned.shape[axis] - 1)
+        affine[:3, axis] *= -1
+    nib.save(nib.Nifti1Image(turned, affine), out)
+    return out
+
+
 def _nnunet_predicts(folder, images, out):
     """nnU-Net's own predictor from the folder on image files: probabilities (classes, z, y, x)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -75,15 +88,7 @@ def test_an_imported_nnunet_folder_predicts_the_real_ct_as_nnunet_does(registry,
 
     # the CT as stored (RAS), and the same scan with its axes permuted and two of them flipped
     stored = real_ct_dir / "example_ct_sm.nii.gz"
-    image = nib.load(stored)
-    array = np.asarray(image.dataobj, dtype=np.float32)
-    turned = np.flip(array.transpose(2, 0, 1), axis=(0, 2))
-    affine = image.affine[:, [2, 0, 1, 3]].copy()
-    for axis in (0, 2):
-        affine[:3, 3] += affine[:3, axis] * (turned.shape[axis] - 1)
-        affine[:3, axis] *= -1
-    nib.save(nib.Nifti1Image(turned, affine), tmp_path / "turned.nii.gz")
-    images = {"stored": stored, "turned": tmp_path / "turned.nii.gz"}
+    images = {"stored": stored, "turned": turned_copy(stored, tmp_path / "turned.nii.gz")}
     theirs = _nnunet_predicts(folder, images, tmp_path)
     for name, path in images.items():
         ct = load_nifti(path)

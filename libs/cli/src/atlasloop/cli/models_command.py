@@ -1,7 +1,8 @@
-"""``atlasloop models import|import-nnunet|set|list|pack|unpack``: the model registry in object
+"""``atlasloop models import|import-nnunet|import-bundle|set|list|pack|unpack``: the model registry in object
 storage; a model set moves to a site without network access as one file
 (:mod:`atlasloop.models.bundles`). ``import-nnunet`` registers an nnU-Net v2 results folder as a
-member (:mod:`atlasloop.models.nnunet`; needs ``pip install 'atlasloop-models[nnunet]'``).
+member (:mod:`atlasloop.models.nnunet`; needs ``pip install 'atlasloop-models[nnunet]'``),
+``import-bundle`` a MONAI bundle (:mod:`atlasloop.models.monai_bundle`).
 
 Weights come from files the operator provides (a plain PyTorch or MONAI state dict, or a
 checkpoint holding one); nothing is downloaded. The S3 endpoint and credentials come from
@@ -58,6 +59,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     nn.add_argument("--version", default="")
     nn.add_argument("--spacing-mm", type=float, default=1.5, help="the grid of the set it joins")
     nn.set_defaults(run=run_import_nnunet)
+    bundle = sub.add_parser("import-bundle", help="register a MONAI bundle folder as an ensemble member")
+    bundle.add_argument("folder", type=Path, help="holds configs/inference.json (or .yaml) and models/model.pt")
+    bundle.add_argument("--name", required=True, help="the member's name (lower case, digits, '-'), e.g. zoo-spleen")
+    bundle.add_argument("--config", default="inference", help="the configuration under configs/ (default inference)")
+    bundle.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CHANNEL=ORGAN",
+        help="map a channel of metadata.json's channel_def onto an organ (default: channels named like an organ)",
+    )
+    bundle.add_argument("--version", default="")
+    bundle.add_argument("--spacing-mm", type=float, default=1.5, help="the grid of the set it joins")
+    bundle.set_defaults(run=run_import_bundle)
     make = sub.add_parser("set", help="create a model set from architecture@version members")
     make.add_argument("members", nargs="+", metavar="ARCHITECTURE@VERSION")
     make.add_argument("--current", action="store_true", help="make it the current set")
@@ -139,6 +154,33 @@ def run_import_nnunet(args: argparse.Namespace) -> int:
     print(f"registered {manifest.architecture}@{manifest.version}: folds {', '.join(sorted(payload.folds))}; {mapped}")
     if dropped:
         print(f"classes left out (no organ of the project): {', '.join(dropped)}")
+    return 0
+
+
+def run_import_bundle(args: argparse.Namespace) -> int:
+    registry = _registry()
+    from atlasloop.imaging.preprocess import PreprocessConfig
+    from atlasloop.models.monai_bundle import class_map, read_bundle_folder
+
+    explicit = dict(item.split("=", 1) for item in args.map if "=" in item)
+    if len(explicit) != len(args.map):
+        raise SystemExit("atlasloop models import-bundle: --map takes CHANNEL=ORGAN")
+    payload = read_bundle_folder(args.folder, args.config)
+    classes = class_map(payload, explicit or None)
+    manifest = registry.register_bundle(
+        args.name,
+        payload,
+        classes,
+        version=args.version,
+        preprocess=PreprocessConfig(spacing_mm=args.spacing_mm),
+        provenance={"source_folder": args.folder.name},
+    )
+    channels = payload.channels
+    mapped = ", ".join(f"{channels[k]}->{v}" for k, v in sorted(classes.items()))
+    dropped = sorted(name for index, name in channels.items() if index and index not in classes)
+    print(f"registered {manifest.architecture}@{manifest.version}: {mapped}")
+    if dropped:
+        print(f"channels left out (no organ of the project): {', '.join(dropped)}")
     return 0
 
 

@@ -10,9 +10,10 @@ inside the box where they exceed ``NEGLIGIBLE``. ``combine`` averages the member
 given) and applies the pseudo-label rule. The Serve deployments, the local predictor and the
 training gate all run these functions.
 
-An imported nnU-Net member (``model.runtime``) runs on the native CT instead, with nnU-Net's own
-preprocessing; its organ probabilities are then resampled (linear) onto the same model grid, so
-the rest is the same for every member. It needs the native CT and the grid (``native``).
+An imported member (``model.runtime``: an nnU-Net results folder or a MONAI bundle) runs on the
+native CT instead, with its own framework's preprocessing; its organ probabilities are then
+resampled (linear) onto the same model grid, so the rest is the same for every member. It needs
+the native CT and the grid (``native``).
 """
 
 from __future__ import annotations
@@ -105,19 +106,15 @@ def member_logits(model: LoadedModel, image: np.ndarray, cfg: InferenceConfig) -
 Native = tuple[Volume, GridTransform]  # the CT as stored, and where the model grid lies on it
 
 
-def nnunet_probabilities(model: LoadedModel, native: Native | None, cfg: InferenceConfig) -> torch.Tensor:
-    """An imported nnU-Net member's organ probabilities (channels, x, y, z) on the model grid:
-    nnU-Net's own prediction on the native CT, its classes summed per organ, resampled linearly."""
+def imported_probabilities(model: LoadedModel, native: Native | None, cfg: InferenceConfig) -> torch.Tensor:
+    """An imported member's organ probabilities (channels, x, y, z) on the model grid: its own
+    framework's prediction on the native CT (nnU-Net's, a MONAI bundle's), its classes summed per
+    organ, resampled linearly."""
     if native is None:
-        raise ValueError(f"{model.name} is an nnU-Net member: it predicts from the native CT, which was not given")
+        raise ValueError(f"{model.name} is an imported member: it predicts from the native CT, which was not given")
     ct, grid = native
-    predictor = model.runtime.predictor
-    predictor.tile_step_size = 1.0 - cfg.overlap
-    if predictor.device.type != torch.device(cfg.device).type:
-        predictor.device = torch.device(cfg.device)
-        predictor.perform_everything_on_device = predictor.device.type == "cuda"
     out = np.zeros((len(ORGANS) + 1, *grid.cropped_shape), np.float32)
-    for organ, p in model.runtime.organ_probabilities(ct).items():
+    for organ, p in model.runtime.organ_probabilities(ct, cfg.overlap, cfg.device).items():
         out[ORGAN_IDS[organ]] = resample(p, ct.affine, grid.cropped_shape, grid.cropped_affine, order=1)
     return torch.from_numpy(out)
 
@@ -128,7 +125,7 @@ def member_probabilities(
     """Sigmoid probabilities (channels, x, y, z) of one member on the model grid, each organ's
     logits divided by the member's fitted temperature when it has one (``cfg.calibrated``)."""
     if model.runtime is not None:
-        return nnunet_probabilities(model, native, cfg)
+        return imported_probabilities(model, native, cfg)
     logits = member_logits(model, image, cfg)
     temperatures = model.manifest.temperatures if cfg.calibrated else {}
     for label, organ in ORGANS.items():

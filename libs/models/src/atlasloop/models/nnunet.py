@@ -251,8 +251,17 @@ class NnunetRuntime:
         _, probs = self.predictor.predict_single_npy_array(image, {"spacing": spacing}, None, None, True)
         return np.asarray(probs, dtype=np.float32).transpose(0, 3, 2, 1)
 
-    def organ_probabilities(self, ct: Volume) -> dict[str, np.ndarray]:
-        """Per mapped organ, the summed probability of its classes on the native grid."""
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.predictor.network
+
+    def organ_probabilities(self, ct: Volume, overlap: float = 0.5, device: str = "cpu") -> dict[str, np.ndarray]:
+        """Per mapped organ, the summed probability of its classes on the native grid, with nnU-Net's
+        tile step 1 - ``overlap`` on ``device``."""
+        self.predictor.tile_step_size = 1.0 - overlap
+        if self.predictor.device.type != torch.device(device).type:
+            self.predictor.device = torch.device(device)
+            self.predictor.perform_everything_on_device = self.predictor.device.type == "cuda"
         probs = self.probabilities(ct)
         organs: dict[str, np.ndarray] = {}
         for label, organ in sorted(self.classes.items()):

@@ -42,8 +42,14 @@ class Manifest:
     @property
     def kind(self) -> str:
         """``monai`` (an architecture of this code, by name and size) or ``nnunet`` (an imported
-        nnU-Net v2 results folder, ``atlasloop.models.nnunet``)."""
+        nnU-Net v2 results folder, ``atlasloop.models.nnunet``) or ``monai-bundle`` (an imported
+        MONAI bundle, ``atlasloop.models.monai_bundle``)."""
         return str(self.config.get("kind", "monai"))
+
+    @property
+    def imported(self) -> bool:
+        """Predicts with its own framework's pipeline from the native CT (not this code's networks)."""
+        return self.kind != "monai"
 
     @property
     def preprocess(self) -> PreprocessConfig:

@@ -11,9 +11,10 @@ CPU demo). Members of one set share spacing and window, since the ensemble avera
 the current set. Loading verifies the checksum, refuses a manifest whose label schema or
 configuration differs from this code's, and loads the state dict strictly (every tensor must fit).
 
-An imported nnU-Net v2 results folder is a version too (``register_nnunet``): its ``weights.pt``
-is the folder's payload (``atlasloop.models.nnunet``), its manifest's configuration says
-``kind: nnunet`` and maps the model's classes onto the project's organs. Its spacing and window are
+An imported nnU-Net v2 results folder or MONAI bundle is a version too (``register_nnunet``,
+``register_bundle``): its ``weights.pt`` is the payload (``atlasloop.models.nnunet``,
+``atlasloop.models.monai_bundle``), its manifest's configuration says its ``kind`` and maps the
+model's classes onto the project's organs. Its spacing and window are
 those of the set it joins (the grid its organ maps are averaged on); it preprocesses the native CT
 itself, as nnU-Net does.
 """
@@ -24,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
@@ -34,6 +35,7 @@ from atlasloop.models.architectures import BUILDERS, ArchitectureConfig, config
 from atlasloop.models.records import SCHEMA, LoadedModel, Manifest, MemberRef, ModelSet, shared_preprocess
 
 if TYPE_CHECKING:
+    from atlasloop.models.monai_bundle import BundlePayload
     from atlasloop.models.nnunet import NnunetPayload
 
 MEMBER_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")  # a key in object storage and a Serve deployment name
@@ -57,16 +59,23 @@ def build_member(manifest: Manifest, weights: bytes) -> LoadedModel:
         raise InvalidInput(f"{source} was trained on another label schema")
     if hashlib.sha256(weights).hexdigest() != manifest.weights_sha256:
         raise InvalidInput(f"{source}: weights do not match their recorded SHA-256")
-    if manifest.kind == "nnunet":
-        from atlasloop.models.nnunet import NnunetPayload, build_runtime
-
+    if manifest.imported:
         kwargs = manifest.config["kwargs"]
         classes = {int(k): str(v) for k, v in kwargs["classes"].items()}
-        runtime = build_runtime(NnunetPayload.from_bytes(weights, source), classes, 0.5, bool(kwargs["mirroring"]))
+        runtime: Any
+        if manifest.kind == "nnunet":
+            from atlasloop.models import nnunet
+
+            payload = nnunet.NnunetPayload.from_bytes(weights, source)
+            runtime = nnunet.build_runtime(payload, classes, 0.5, bool(kwargs["mirroring"]))
+        elif manifest.kind == "monai-bundle":
+            from atlasloop.models import monai_bundle
+
+            runtime = monai_bundle.build_runtime(monai_bundle.BundlePayload.from_bytes(weights, source), classes)
+        else:
+            raise InvalidInput(f"{source}: member kind {manifest.kind!r} is not one this release serves")
         imported = ArchitectureConfig(manifest.architecture, "imported", int(manifest.config["patch"]), kwargs)
-        return LoadedModel(
-            manifest.architecture, manifest.version, imported, runtime.predictor.network, manifest, runtime
-        )
+        return LoadedModel(manifest.architecture, manifest.version, imported, runtime.network, manifest, runtime)
     cfg = config(manifest.config["architecture"], manifest.config["size"])
     if cfg.as_json() != manifest.config:
         raise InvalidInput(f"{source}: its configuration does not match this release's {cfg.architecture}/{cfg.size}")
@@ -78,7 +87,7 @@ def build_member(manifest: Manifest, weights: bytes) -> LoadedModel:
 def _organs_of(manifest: Manifest) -> set[str]:
     """The organs a member predicts: all of the schema for this code's architectures, the mapped
     classes for an imported nnU-Net model."""
-    if manifest.kind == "nnunet":
+    if manifest.imported:
         return set(manifest.config["kwargs"]["classes"].values())
     return set(manifest.label_schema.values())
 
@@ -143,19 +152,6 @@ class ModelRegistry:
     ) -> Manifest:
         """An nnU-Net v2 results folder's payload as version ``version`` of member ``name``; it is
         built and every fold loaded strictly before anything is stored."""
-        from atlasloop.models.nnunet import KIND, build_runtime
-
-        if not MEMBER_NAME.fullmatch(name) or name in BUILDERS:
-            raise InvalidInput(
-                f"member name {name!r}: lower-case letters, digits and '-', at most 40, "
-                f"not one of this code's architectures ({', '.join(sorted(BUILDERS))})"
-            )
-        preprocess = _usable_grid(preprocess)
-        build_runtime(payload, classes, overlap=0.5, mirroring=mirroring)  # refuse before storing anything
-        version = version or new_version()
-        if self._store.exists(layout.manifest_key(name, version)):
-            raise InvalidInput(f"model version {name}/{version} exists already")
-        stored = self._store.put_bytes(layout.weights_key(name, version), payload.to_bytes())
         kwargs = {
             "configuration": payload.configuration,
             "trainer": payload.trainer,
@@ -163,18 +159,63 @@ class ModelRegistry:
             "classes": {str(k): v for k, v in sorted(classes.items())},
             "mirroring": mirroring,
         }
+        origin = {"source": "nnunetv2", "dataset": payload.plans.get("dataset_name", "")}
+        return self._register_imported(
+            name, "nnunet", payload.to_bytes(), max(payload.patch_size), kwargs, version, preprocess, provenance, origin
+        )
+
+    def register_bundle(
+        self,
+        name: str,
+        payload: BundlePayload,
+        classes: Mapping[int, str],
+        version: str = "",
+        preprocess: PreprocessConfig | None = None,
+        provenance: dict | None = None,
+    ) -> Manifest:
+        """A MONAI bundle's payload as version ``version`` of member ``name``; it is built and its
+        weights loaded strictly before anything is stored."""
+        kwargs = {"classes": {str(k): v for k, v in sorted(classes.items())}}
+        origin = {"source": "monai-bundle", "bundle": str(payload.metadata.get("name", ""))}
+        return self._register_imported(
+            name, "monai-bundle", payload.to_bytes(), payload.patch, kwargs, version, preprocess, provenance, origin
+        )
+
+    def _register_imported(
+        self,
+        name: str,
+        kind: str,
+        data: bytes,
+        patch: int,
+        kwargs: dict,
+        version: str,
+        preprocess: PreprocessConfig | None,
+        provenance: dict | None,
+        origin: dict,
+    ) -> Manifest:
+        if not MEMBER_NAME.fullmatch(name) or name in BUILDERS:
+            raise InvalidInput(
+                f"member name {name!r}: lower-case letters, digits and '-', at most 40, "
+                f"not one of this code's architectures ({', '.join(sorted(BUILDERS))})"
+            )
+        preprocess = _usable_grid(preprocess)
+        version = version or new_version()
         manifest = Manifest(
             architecture=name,
             version=version,
-            config=ArchitectureConfig(name, "imported", max(payload.patch_size), kwargs).as_json() | {"kind": KIND},
+            config=ArchitectureConfig(name, "imported", patch, kwargs).as_json() | {"kind": kind},
             label_schema=dict(SCHEMA),
             spacing_mm=preprocess.spacing_mm,
             hu_window=(preprocess.hu_min, preprocess.hu_max),
-            weights_sha256=stored.sha256,
-            weights_bytes=stored.size_bytes,
-            provenance=(provenance or {}) | {"source": "nnunetv2", "dataset": payload.plans.get("dataset_name", "")},
+            weights_sha256=hashlib.sha256(data).hexdigest(),
+            weights_bytes=len(data),
+            provenance=(provenance or {}) | origin,
             created_at=datetime.now(UTC).isoformat(),
         )
+        build_member(manifest, data)  # built and loaded strictly: refused before anything is stored
+        if self._store.exists(layout.manifest_key(name, version)):
+            raise InvalidInput(f"model version {name}/{version} exists already")
+        self._store.put_bytes(layout.weights_key(name, version), data)
         self._store.put_json(layout.manifest_key(name, version), manifest.as_json())
         return manifest
 

@@ -140,8 +140,8 @@ class Member:
             raise RuntimeError(f"{self.architecture}: no model loaded")
 
     def predict(self, image, version: str, native=None) -> MemberOutput:
-        """This member on the preprocessed image; an imported nnU-Net member on ``native`` (the
-        CT as stored and its grid transform), which it preprocesses as nnU-Net does."""
+        """This member on the preprocessed image; an imported member (nnU-Net, a MONAI bundle) on
+        ``native`` (the CT as stored and its grid transform), which it preprocesses as its framework does."""
         return run_member(self._model(version), image, self.config, native=native)
 
 
@@ -204,14 +204,12 @@ class Ensemble:
         manifests = [self.registry.manifest(m.architecture, m.version) for m in model_set.members]
         pre = preprocess_image(ct, shared_preprocess(manifests))
         image = ray.put(pre.image)
-        # the native CT goes to the object store only when a member predicts from it (nnU-Net's)
-        native_ref = ray.put((ct, pre.grid)) if any(m.kind == "nnunet" for m in manifests) else None
+        # the native CT goes to the object store only when a member predicts from it (an imported one)
+        native_ref = ray.put((ct, pre.grid)) if any(m.imported for m in manifests) else None
         clock.lap("preprocess")
         calls = [
             asyncio.ensure_future(
-                self.members[m.architecture].predict.remote(
-                    image, m.version, native_ref if manifest.kind == "nnunet" else None
-                )
+                self.members[m.architecture].predict.remote(image, m.version, native_ref if manifest.imported else None)
             )
             for m, manifest in zip(model_set.members, manifests, strict=True)
         ]

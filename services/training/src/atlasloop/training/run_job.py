@@ -98,9 +98,9 @@ class RunJob:
         self.runs.save(run)
         current = self.registry.load_set(run.base_model_set)  # verifies checksum, schema, config
         imported = [m.name for m in current if m.runtime is not None]
-        if imported:  # nnU-Net members predict with nnU-Net's pipeline; fine-tuning them is not built
+        if imported:  # they predict with their own framework's pipeline; fine-tuning them is not built
             raise InvalidInput(
-                f"model set {run.base_model_set} holds imported nnU-Net members ({', '.join(imported)}), "
+                f"model set {run.base_model_set} holds imported members ({', '.join(imported)}), "
                 "which this service does not fine-tune; make a set of the trainable members current to train"
             )
         grid = shared_preprocess([m.manifest for m in current])  # candidates keep their base's grid
