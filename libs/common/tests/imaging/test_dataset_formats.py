@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from atlasloop.imaging.dataset_formats import FORMATS, sha256_of, verify, write_case, write_index
+from atlasloop.common.objectstore import sha256_file
+from atlasloop.imaging.dataset_formats import FORMATS, verify, write_case, write_index
 from atlasloop.imaging.dicom import read_series
 from atlasloop.imaging.dicom_seg import SegProvenance, from_series_grid, read_seg
 from atlasloop.imaging.labels import ORGANS
@@ -44,13 +45,13 @@ def _release(tmp_path, fmt):
     for case, (ct, labels) in cases.items():
         provenance = SegProvenance(case, f"v-{case}", automatic=case == "case-0", author="ms-1", created_at=WHEN)
         files = write_case(fmt, out, case, ct, labels, CLASSES, provenance)
-        entries.append({"case_id": case, "files": {str(p.relative_to(out)): sha256_of(p) for p in files}})
+        entries.append({"case_id": case, "files": {str(p.relative_to(out)): sha256_file(p) for p in files}})
     index = write_index(fmt, out, list(cases), CLASSES, "r1", "test")
     manifest = {
         "format": fmt,
         "classes": {str(k): v for k, v in CLASSES.items()},
         "cases": entries,
-        "files": {str(p.relative_to(out)): sha256_of(p) for p in index},
+        "files": {str(p.relative_to(out)): sha256_file(p) for p in index},
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out, cases
@@ -94,7 +95,7 @@ def test_a_second_write_of_a_dicom_case_is_the_same_series(tmp_path):
     first, _ = _release(tmp_path / "a", "dicom-seg")
     second, _ = _release(tmp_path / "b", "dicom-seg")
     for path in sorted(first.rglob("*.dcm")):
-        assert sha256_of(path) == sha256_of(second / path.relative_to(first))
+        assert sha256_file(path) == sha256_file(second / path.relative_to(first))
 
 
 def test_the_checker_finds_what_nnunet_would_refuse(tmp_path):

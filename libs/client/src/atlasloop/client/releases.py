@@ -32,8 +32,9 @@ import grpc
 
 from atlasloop.client.client import Client
 from atlasloop.common.domain import ErrorTag, organ_from_proto
+from atlasloop.common.objectstore import sha256_file
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.dataset_formats import FORMATS, sha256_of, verify, write_case, write_index
+from atlasloop.imaging.dataset_formats import FORMATS, verify, write_case, write_index
 from atlasloop.imaging.dicom_seg import SegProvenance
 from atlasloop.storage.v1 import storage_pb2
 from atlasloop.tracking.v1 import tracking_pb2
@@ -133,7 +134,7 @@ def _write(client: Client, reply: tracking_pb2.GetReleaseResponse, folder: Path,
         "format": fmt,
         "classes": {str(k): v for k, v in sorted(classes.items())},
         "cases": entries,
-        "files": {str(p.relative_to(folder)): sha256_of(p) for p in index},
+        "files": {str(p.relative_to(folder)): sha256_file(p) for p in index},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (folder / "changelog.json").write_text(
@@ -166,7 +167,7 @@ def _entry(
         "model_set": case.model_set,
         "revision_id": case.revision_id,
         "round": case.round,
-        "files": {str(p.relative_to(folder)): sha256_of(p) for p in files},
+        "files": {str(p.relative_to(folder)): sha256_file(p) for p in files},
     }
     if info.HasField("dicom"):
         entry["series_instance_uid"] = info.dicom.series_instance_uid

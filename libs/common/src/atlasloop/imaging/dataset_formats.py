@@ -19,7 +19,6 @@ and geometry: the label map of a case lies on its CT's grid in every layout.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from atlasloop.common.objectstore import sha256_file
 from atlasloop.imaging.dicom import read_series
 from atlasloop.imaging.dicom_seg import SegProvenance, write_seg
 from atlasloop.imaging.dicom_write import write_series
@@ -142,7 +142,7 @@ def verify(folder: Path) -> list[str]:
         f"{name}: checksum differs"
         for entry in [*manifest["cases"], {"files": manifest.get("files", {})}]
         for name, sha in entry["files"].items()
-        if not (folder / name).is_file() or sha256_of(folder / name) != sha
+        if not (folder / name).is_file() or sha256_file(folder / name) != sha
     ]
     classes = {int(k): v for k, v in manifest["classes"].items()}
     fmt = manifest["format"]
@@ -244,12 +244,3 @@ def _seg(folder: Path, case: Mapping[str, Any]) -> list[str]:
     elif series != {case.get("series_instance_uid")}:
         problems.append(f"{folder.name}/{SEG_NAME}: references series {sorted(series)}, not the case's")
     return problems
-
-
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
