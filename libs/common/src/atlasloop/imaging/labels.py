@@ -79,6 +79,8 @@ ALIASES: dict[str, str] = {
     "ivc": "postcava",
     "kidney_l": "kidney_left",
     "kidney_r": "kidney_right",
+    "left_kidney": "kidney_left",
+    "right_kidney": "kidney_right",
 }
 
 

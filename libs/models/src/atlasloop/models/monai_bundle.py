@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from atlasloop.common.errors import InvalidInput
-from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.models.checkpoints import read_state_dict
+from atlasloop.models.class_maps import map_onto_organs
 
 FORMAT = "atlasloop-monai-bundle/1"
 KIND = "monai-bundle"
@@ -194,31 +194,9 @@ def check_config(parts: Mapping[str, Any]) -> None:
 
 
 def class_map(payload: BundlePayload, explicit: Mapping[str, str] | None = None) -> dict[int, str]:
-    """Channel -> project organ: ``explicit`` (channel name -> organ), else the channels named like
-    an organ (``metadata.json``'s ``channel_def``); unmatched channels are dropped."""
-    from atlasloop.models.nnunet import ALIASES
-
-    channels = payload.channels
-    mapping: dict[int, str] = {}
-    if explicit:
-        by_name = {name: index for index, name in channels.items()}
-        for name, organ in explicit.items():
-            if name not in by_name:
-                raise InvalidInput(f"channel {name!r} is not in the bundle's channel_def ({sorted(by_name)})")
-            if organ not in ORGAN_IDS:
-                raise InvalidInput(f"{organ!r} is not an organ of the project ({sorted(ORGAN_IDS)})")
-            mapping[by_name[name]] = organ
-    else:
-        for index, name in channels.items():
-            key = name.lower().replace(" ", "_")
-            organ = ALIASES.get(key, key)
-            if index and organ in ORGAN_IDS:
-                mapping[index] = organ
-    if not mapping:
-        raise InvalidInput(
-            f"none of the bundle's channels {sorted(channels.values())} maps onto an organ of the project"
-        )
-    return mapping
+    """Channel -> project organ, through ``metadata.json``'s ``channel_def``
+    (:func:`atlasloop.models.class_maps.map_onto_organs`)."""
+    return map_onto_organs(payload.channels, explicit, "the bundle's channel_def")
 
 
 @dataclass

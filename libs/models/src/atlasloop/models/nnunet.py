@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from atlasloop.common.errors import InvalidInput
-from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.volume import Volume
+from atlasloop.models.class_maps import map_onto_organs
 
 FORMAT = "atlasloop-nnunet/1"
 KIND = "nnunet"
@@ -55,16 +55,6 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_CHECKPOINT_BYTES = 8 * 1024**3
 NETWORK_PREFIX = "dynamic_network_architectures.architectures."
 BLOCK_PREFIX = "torch.nn."
-# names nnU-Net's own datasets use for the AbdomenAtlas organs (lower case, spaces as underscores)
-ALIASES: dict[str, str] = {
-    "gallbladder": "gall_bladder",
-    "inferior_vena_cava": "postcava",
-    "ivc": "postcava",
-    "left_kidney": "kidney_left",
-    "right_kidney": "kidney_right",
-    "kidney_l": "kidney_left",
-    "kidney_r": "kidney_right",
-}
 
 
 @dataclass(frozen=True)
@@ -215,26 +205,8 @@ def _configuration(payload: NnunetPayload) -> dict[str, Any]:
 
 
 def class_map(payload: NnunetPayload, explicit: Mapping[str, str] | None = None) -> dict[int, str]:
-    """nnU-Net label id -> project organ: ``explicit`` (nnU-Net name -> organ) where given, else the
-    names that match an organ (or one of its usual aliases); unmatched classes are dropped."""
-    labels = payload.labels
-    mapping: dict[int, str] = {}
-    if explicit:
-        for name, organ in explicit.items():
-            if name not in labels:
-                raise InvalidInput(f"class {name!r} is not in the model's dataset.json ({sorted(labels)})")
-            if organ not in ORGAN_IDS:
-                raise InvalidInput(f"{organ!r} is not an organ of the project ({sorted(ORGAN_IDS)})")
-            mapping[labels[name]] = organ
-    else:
-        for name, value in labels.items():
-            key = name.lower().replace(" ", "_")
-            organ = ALIASES.get(key, key)
-            if value and organ in ORGAN_IDS:
-                mapping[value] = organ
-    if not mapping:
-        raise InvalidInput(f"none of the model's classes {sorted(labels)} maps onto an organ of the project")
-    return mapping
+    """nnU-Net label id -> project organ (:func:`atlasloop.models.class_maps.map_onto_organs`)."""
+    return map_onto_organs({v: k for k, v in payload.labels.items()}, explicit, "the model's dataset.json")
 
 
 @dataclass
