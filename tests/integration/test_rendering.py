@@ -14,6 +14,8 @@ from atlasloop.common import case_grants, layout
 from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging import display_copy
+from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.method.simulate import simulate
@@ -201,3 +203,28 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
     finally:
         channel.close()
         service.stop(0)
+
+
+def test_the_display_copy_reads_as_the_ct_and_a_bad_one_is_refused(rendered_case, real_ct_dir, tmp_path):
+    """Storage writes a display-ready copy beside the CT; the renderer reads it instead of inflating
+    the NIfTI and gets the same voxels on the same grid (a case without one falls back to the NIfTI);
+    a copy whose frame claims more than its header is refused before anything is decompressed."""
+    _core, _ct, _labels, store = rendered_case
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    flipped = np.diag([-1.0, 1.0, -1.0, 1.0])
+    flipped[:3, 3] = [ct.shape[0] - 1, 0, ct.shape[2] - 1]
+    stored = Volume(np.ascontiguousarray(ct.array[::-1, :, ::-1]), ct.affine @ flipped)  # LAI, not RAS
+    store.put_file(layout.ct_key("with-copy"), save_nifti(stored, tmp_path / "ct.nii.gz"))
+    store.put_bytes(layout.display_ct_key("with-copy"), display_copy.encode(stored))
+    store.put_file(layout.ct_key("without-copy"), tmp_path / "ct.nii.gz")
+    source = VolumeSource(store, 512 * 2**20, "reference")
+    fast, slow = source.ct("with-copy"), source.ct("without-copy")
+    assert np.array_equal(fast.array, slow.array) and np.allclose(fast.affine, slow.affine)
+    assert np.array_equal(fast.array, source.ct(CASE).array)  # the same world as the unflipped CT
+
+    other = display_copy.encode(Volume(np.zeros((200, 200, 200), np.int16), ct.affine))
+    header_end = other.index(b"}") + 1
+    forged = display_copy.encode(Volume(np.zeros((4, 4, 4), np.int16), ct.affine))
+    store.put_bytes(layout.display_ct_key("forged"), forged[: forged.index(b"}") + 1] + other[header_end:])
+    with pytest.raises(ImageError, match="frame holds 16,000,000 bytes, its header says 128"):
+        VolumeSource(store, 2**20, "reference").ct("forged")

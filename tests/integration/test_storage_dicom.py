@@ -137,7 +137,9 @@ def test_a_deidentified_import_remaps_the_uids_consistently_and_keeps_no_identif
         b = import_file(stub, tmp_path / "b.zip", format=storage_pb2.CASE_FORMAT_DICOM_ZIP, case_id="anon-b").info.dicom
         metas = store.get_bytes(layout.meta_key("anon-a")) + store.get_bytes(layout.meta_key("anon-b"))
         events = b"".join(e.SerializeToString() for e in collector.wait_for(2))
-        stored = b"".join(store.get_bytes(key) for key in store.list_keys("cases/") if not key.endswith(".nii.gz"))
+        stored = b"".join(
+            store.get_bytes(key) for key in store.list_keys("cases/") if not key.endswith((".nii.gz", ".display"))
+        )
 
     assert a.study_instance_uid == b.study_instance_uid != study
     kept = {a.series_instance_uid, b.series_instance_uid, a.frame_of_reference_uid, a.study_instance_uid}

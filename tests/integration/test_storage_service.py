@@ -17,6 +17,7 @@ from atlasloop.common import layout
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.transfer import download_volume, upload_file, upload_requests
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging import display_copy
 from atlasloop.imaging.labels import from_totalsegmentator
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.app import build
@@ -62,6 +63,8 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     original = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     back = load_nifti(tmp_path / "ct.nii.gz")
     assert np.array_equal(back.array, original.array) and np.allclose(back.affine, original.affine)
+    display = display_copy.decode(store.get_bytes(layout.display_ct_key("real-ct-01")), "display copy")
+    assert np.array_equal(display.array, back.array) and np.allclose(display.affine, back.affine)  # what viewers read
 
     versions = stub.ListLabelVersions(
         storage_pb2.ListLabelVersionsRequest(case_id="real-ct-01"), metadata=ADMIN

@@ -74,6 +74,11 @@ def ct_key(case_id: str) -> str:
     return case_prefix(case_id) + "ct.nii.gz"
 
 
+def display_ct_key(case_id: str) -> str:
+    """The CT's display-ready copy (``atlasloop.imaging.display_copy``), beside ``ct.nii.gz``."""
+    return case_prefix(case_id) + "ct.display"
+
+
 def meta_key(case_id: str) -> str:
     return case_prefix(case_id) + "meta.json"
 

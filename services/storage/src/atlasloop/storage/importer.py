@@ -31,6 +31,7 @@ from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging import display_copy
 from atlasloop.imaging.dicom import read_series
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.io import safe_extract
@@ -242,6 +243,9 @@ class CaseImporter:
                     group, case_id, labels, "original", "", "", 0, author, work, str(receipt["original_version"])
                 ).version
             stored = group.put_file(layout.ct_key(case_id), ct_path)
+            display = display_copy.encode(ct)  # what viewers read first (rendering); None when too large
+            if display is not None:
+                group.put_bytes(layout.display_ct_key(case_id), display)
             record = CaseRecord(
                 case_id=case_id,
                 geometry=Geometry.of(ct),

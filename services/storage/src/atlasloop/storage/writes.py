@@ -25,6 +25,10 @@ class WriteGroup:
         self.written.append(key)
         return self._store.put_file(key, path)
 
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        self.written.append(key)
+        return self._store.put_bytes(key, data)
+
     def put_json(self, key: str, value: object) -> StoredObject:
         self.written.append(key)
         return self._store.put_json(key, value)
