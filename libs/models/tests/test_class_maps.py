@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from atlasloop.common.errors import InvalidInput
-from atlasloop.models.class_maps import map_onto_organs
+from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
 
 TOTALSEG_LIKE = {
     0: "background",
@@ -38,3 +38,9 @@ def test_an_explicit_map_wins_and_is_checked():
         map_onto_organs(TOTALSEG_LIKE, {"lung": "brain"}, "x")
     with pytest.raises(InvalidInput, match="none of the classes of the bundle"):
         map_onto_organs({0: "background", 1: "lung"}, None, "the bundle")
+
+
+def test_a_case_whose_class_probabilities_would_not_fit_is_refused_with_the_reason():
+    check_probability_memory(26, (512, 512, 300), "nnU-Net member")  # 7.6 GiB: served
+    with pytest.raises(InvalidInput, match=r"118 classes on a 512 x 512 x 300 CT need 34\.6 GiB"):
+        check_probability_memory(118, (512, 512, 300), "nnU-Net member")

@@ -1,4 +1,5 @@
-"""An imported model's classes mapped onto the project's organs (nnU-Net folders, MONAI bundles)."""
+"""An imported model's classes mapped onto the project's organs (nnU-Net folders, MONAI bundles),
+and the bound on what its per-class probabilities may take."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ from collections.abc import Mapping
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.labels import ALIASES, ORGAN_IDS
+
+# An imported member's per-class probabilities exist at once on the CT's native grid, as their
+# frameworks export them (TotalSegmentator's 118 classes on a 512 x 512 x 300 CT: 37 GB). Above this,
+# a case is refused with the reason rather than the replica killed for memory.
+MAX_PROBABILITY_BYTES = 16 * 1024**3
+
+
+def check_probability_memory(classes: int, shape: tuple[int, ...], member: str) -> None:
+    """Refuse a prediction whose per-class float32 probabilities would exceed the bound."""
+    needed = classes * 4
+    for n in shape:
+        needed *= int(n)
+    if needed > MAX_PROBABILITY_BYTES:
+        raise InvalidInput(
+            f"{member}: {classes} classes on a {' x '.join(str(n) for n in shape)} CT need "
+            f"{needed / 1024**3:.1f} GiB of probabilities (at most {MAX_PROBABILITY_BYTES / 1024**3:.0f} GiB); "
+            "import the model with fewer classes or predict a cropped CT"
+        )
 
 
 def map_onto_organs(names: Mapping[int, str], explicit: Mapping[str, str] | None, where: str) -> dict[int, str]:

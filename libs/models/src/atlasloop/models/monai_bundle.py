@@ -37,7 +37,7 @@ import torch
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.models.checkpoints import read_state_dict
-from atlasloop.models.class_maps import map_onto_organs
+from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
 
 FORMAT = "atlasloop-monai-bundle/1"
 KIND = "monai-bundle"
@@ -208,10 +208,12 @@ class BundleRuntime:
     inferer: Any
     postprocessing: Any  # up to the first discretising transform
     classes: dict[int, str]
+    channels: dict[int, str]  # every output channel (metadata.json's channel_def)
 
     def probabilities(self, ct: Volume, device: str = "cpu") -> np.ndarray:
         """Per-channel probabilities (channels, i, j, k) on the CT's native grid, as the bundle's
         postprocessing gives them before it discretises."""
+        check_probability_memory(max(len(self.channels), 1), ct.shape, "MONAI bundle member")
         with tempfile.TemporaryDirectory(prefix="atlasloop-bundle-") as tmp:
             data = self.preprocessing({"image": str(save_nifti(ct, Path(tmp) / "image.nii"))})
         image = data["image"]
@@ -260,4 +262,5 @@ def build_runtime(payload: BundlePayload, classes: Mapping[int, str], strict_cla
         parser.get_parsed_content("inferer"),
         Compose(kept),
         dict(classes),
+        channels,
     )

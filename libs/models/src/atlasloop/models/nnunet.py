@@ -27,8 +27,9 @@ predicts, and the identity test holds us to it. What is ours:
   sigmoids of overlapping regions, not classes.
 
 Memory: like nnU-Net's own export with probabilities, all of a model's classes exist at once on the
-native grid (26 classes of a 512 x 512 x 300 CT are 8 GB of float32); the organ maps that leave the
-member are the project's 8.
+native grid (26 classes of a 512 x 512 x 300 CT are 8 GB of float32; a case above
+``class_maps.MAX_PROBABILITY_BYTES`` is refused with the reason); the organ maps that leave the
+member are the project's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.volume import Volume
-from atlasloop.models.class_maps import map_onto_organs
+from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
 
 FORMAT = "atlasloop-nnunet/1"
 KIND = "nnunet"
@@ -218,6 +219,7 @@ class NnunetRuntime:
 
     def probabilities(self, ct: Volume) -> np.ndarray:
         """Softmax probabilities (classes, i, j, k) on the CT's native grid, as nnU-Net exports them."""
+        check_probability_memory(self.predictor.label_manager.num_segmentation_heads, ct.shape, "nnU-Net member")
         spacing = [float(s) for s in reversed(ct.spacing)]
         image = np.ascontiguousarray(ct.array.transpose(2, 1, 0), dtype=np.float32)[None]
         _, probs = self.predictor.predict_single_npy_array(image, {"spacing": spacing}, None, None, True)
