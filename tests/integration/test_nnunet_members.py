@@ -112,10 +112,11 @@ def test_a_folder_that_would_run_code_or_cannot_be_served_is_refused_and_nothing
         change(folder)
         return folder
 
-    def plans_with(mutate):
+    def plans_with(mutate, **configuration):
         def change(folder):
             plans = json.loads(json.dumps(PLANS))
             mutate(plans["configurations"]["3d_fullres"]["architecture"])
+            plans["configurations"]["3d_fullres"].update(configuration)
             (folder / "plans.json").write_text(json.dumps(plans))
 
         return change
@@ -137,6 +138,7 @@ def test_a_folder_that_would_run_code_or_cannot_be_served_is_refused_and_nothing
         "building block": plans_with(lambda a: a["arch_kwargs"].update(nonlin="subprocess.Popen")),
         "without running code": pickled_code,
         "region-based": dataset_with(regions_class_order=[1, 2]),
+        "cascade stage": plans_with(lambda a: None, previous_stage="3d_lowres"),
         "single-channel": dataset_with(channel_names={"0": "CT", "1": "PET"}),
         "consecutive": dataset_with(labels={"background": 0, "liver": 2}),
     }

@@ -189,7 +189,13 @@ def check_payload(payload: NnunetPayload) -> None:
     channels = payload.dataset.get("channel_names") or payload.dataset.get("modality") or {}
     if len(channels) != 1:
         raise InvalidInput(f"only single-channel (CT) nnU-Net models can join the ensemble (channels {channels})")
-    architecture = _configuration(payload)["architecture"]
+    configuration = _configuration(payload)
+    if configuration.get("previous_stage"):
+        raise InvalidInput(
+            f"{payload.configuration} is a cascade stage (it needs {configuration['previous_stage']}'s "
+            "segmentation as input): import a full-resolution or low-resolution configuration"
+        )
+    architecture = configuration["architecture"]
     if not str(architecture["network_class_name"]).startswith(NETWORK_PREFIX):
         raise InvalidInput(f"network class {architecture['network_class_name']!r} is not from {NETWORK_PREFIX}*")
     for name in architecture.get("_kw_requires_import", []):
