@@ -90,6 +90,9 @@ def test_a_bundle_whose_predicting_parts_would_run_code_is_refused_and_nothing_i
             {"_target_": "subprocess.Popen", "args": ["true"]}
         ),
         "is not from monai.networks.nets": lambda c: c["network_def"].update(_target_="monai.transforms.Lambda"),
+        "not a Module class defined in monai.networks.nets": lambda c: c["network_def"].update(
+            _target_="monai.networks.nets.unet.torch.hub.load"  # inside the package by name, out by its imports
+        ),
         "leaves the parts": lambda c: c["preprocessing"]["transforms"][0].update(reader="@dataset"),
         "_requires_ is not allowed": lambda c: c["inferer"].update(_requires_="$print('hi')"),
     }

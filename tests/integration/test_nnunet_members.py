@@ -135,6 +135,9 @@ def test_a_folder_that_would_run_code_or_cannot_be_served_is_refused_and_nothing
 
     refused = {
         "network class": plans_with(lambda a: a.update(network_class_name="os.system")),
+        "not a Module class defined in dynamic_network_architectures": plans_with(  # a path that walks out
+            lambda a: a.update(network_class_name="dynamic_network_architectures.architectures.unet.torch.hub.load")
+        ),
         "building block": plans_with(lambda a: a["arch_kwargs"].update(nonlin="subprocess.Popen")),
         "without running code": pickled_code,
         "region-based": dataset_with(regions_class_order=[1, 2]),

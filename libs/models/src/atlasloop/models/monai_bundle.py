@@ -15,8 +15,9 @@ as the bundle itself does before saving. Writing files (``SaveImaged``) is never
 **Nothing from the bundle runs as code.** A bundle configuration may hold Python expressions
 (``$...``), which MONAI evaluates, and ``_target_`` names any importable callable. Here the parts
 are refused when they hold an expression, a macro (``%``) or ``_requires_``, when a reference
-(``@x``) leaves them, or when a ``_target_`` is not from MONAI's networks (``network_def``), its
-transforms (``preprocessing``, ``postprocessing``) or its inferers (``inferer``). The rest of the
+(``@x``) leaves them, or when a ``_target_`` is not a class defined in MONAI's networks
+(``network_def``), its transforms (``preprocessing``, ``postprocessing``) or its inferers
+(``inferer``) (``atlasloop.models.safe_names``). The rest of the
 configuration (datasets, handlers, evaluators, expressions that run the bundle) is not read.
 TorchScript models (``model.ts``) are code and are refused; the state dict loads ``weights_only``.
 """
@@ -38,6 +39,7 @@ from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.models.checkpoints import read_state_dict
 from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
+from atlasloop.models.safe_names import locate_class
 
 FORMAT = "atlasloop-monai-bundle/1"
 KIND = "monai-bundle"
@@ -158,23 +160,31 @@ def _until_discrete(post: Any) -> Any:
 def check_config(parts: Mapping[str, Any]) -> None:
     """Refuse any part that would run code or reach outside what predicts, with the reason."""
     from monai.bundle.config_item import ComponentLocator
+    from monai.inferers import Inferer
+    from monai.transforms import Transform
 
     locator = ComponentLocator()
+    bases: dict[str, type] = {
+        "network_def": torch.nn.Module,
+        "preprocessing": Transform,
+        "inferer": Inferer,
+        "postprocessing": Transform,
+    }
 
-    def module_of(target: str) -> str:
-        if "." in target:
-            return target
-        found = locator.get_component_module_name(target)
-        return found if isinstance(found, str) else ""
+    def check_target(target: str, part: str, where: str) -> None:
+        name = target
+        if "." not in target:  # MONAI's short names: the module MONAI's own locator finds for it
+            module = locator.get_component_module_name(target)
+            if not isinstance(module, str):
+                raise InvalidInput(f"{where}: _target_ {target!r} is not one MONAI component")
+            name = f"{module}.{target}"
+        locate_class(name, PARTS[part], bases[part], f"{where}: _target_")
 
     def walk(node: Any, part: str, where: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "_target_":
-                    module = module_of(str(value))
-                    if not any(module == p or module.startswith(p + ".") for p in PARTS[part]):
-                        allowed = " or ".join(PARTS[part])
-                        raise InvalidInput(f"{where}: _target_ {value!r} is not from {allowed}")
+                    check_target(str(value), part, where)
                 elif key in ("_requires_", "_mode_") or (
                     key.startswith("_") and key.endswith("_") and key not in IGNORED_KEYS
                 ):

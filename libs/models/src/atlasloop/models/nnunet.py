@@ -16,9 +16,10 @@ predicts, and the identity test holds us to it. What is ours:
 - **Nothing from the folder runs as code.** nnU-Net loads checkpoints with ``weights_only=False``
   and resolves the network class and its building blocks from the plans by any dotted name. Here
   checkpoints load ``weights_only`` (plain containers, tensors and numpy scalars only), the network
-  class must come from ``dynamic_network_architectures.architectures`` and every imported building
-  block from ``torch.nn``. Trainer classes are never looked up: the network is built from the plans
-  (nnU-Net's own ``get_network_from_plans``), which is how every released nnU-Net v2 trainer builds it.
+  class must be a module class defined in ``dynamic_network_architectures.architectures`` and every
+  imported building block one defined in ``torch.nn`` (``atlasloop.models.safe_names``). Trainer
+  classes are never looked up: the network is built from the plans (nnU-Net's own
+  ``get_network_from_plans``), which is how every released nnU-Net v2 trainer builds it.
 - **Orientation.** nnU-Net reads images with SimpleITK, whose arrays are (z, y, x) in the file's
   voxel order; our volumes are (i, j, k) in the same voxel order, so the image goes in transposed
   and the probabilities come back transposed, with the spacing reversed.
@@ -48,14 +49,15 @@ import torch
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.volume import Volume
 from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
+from atlasloop.models.safe_names import locate_class
 
 FORMAT = "atlasloop-nnunet/1"
 KIND = "nnunet"
 CHECKPOINT = "checkpoint_final.pth"
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_CHECKPOINT_BYTES = 8 * 1024**3
-NETWORK_PREFIX = "dynamic_network_architectures.architectures."
-BLOCK_PREFIX = "torch.nn."
+NETWORK_PACKAGE = "dynamic_network_architectures.architectures"
+BLOCK_PACKAGE = "torch.nn"
 
 
 @dataclass(frozen=True)
@@ -196,12 +198,11 @@ def check_payload(payload: NnunetPayload) -> None:
             "segmentation as input): import a full-resolution or low-resolution configuration"
         )
     architecture = configuration["architecture"]
-    if not str(architecture["network_class_name"]).startswith(NETWORK_PREFIX):
-        raise InvalidInput(f"network class {architecture['network_class_name']!r} is not from {NETWORK_PREFIX}*")
+    locate_class(str(architecture["network_class_name"]), (NETWORK_PACKAGE,), torch.nn.Module, "network class")
     for name in architecture.get("_kw_requires_import", []):
         value = architecture["arch_kwargs"].get(name)
-        if value is not None and not str(value).startswith(BLOCK_PREFIX):
-            raise InvalidInput(f"network building block {name}={value!r} is not from {BLOCK_PREFIX}*")
+        if value is not None:
+            locate_class(str(value), (BLOCK_PACKAGE,), torch.nn.Module, f"network building block {name}")
 
 
 def _configuration(payload: NnunetPayload) -> dict[str, Any]:
