@@ -93,13 +93,24 @@ def test_a_bundle_whose_predicting_parts_would_run_code_is_refused_and_nothing_i
         "not a Module class defined in monai.networks.nets": lambda c: c["network_def"].update(
             _target_="monai.networks.nets.unet.torch.hub.load"  # inside the package by name, out by its imports
         ),
-        "leaves the parts": lambda c: c["preprocessing"]["transforms"][0].update(reader="@dataset"),
+        "leaves the parts": lambda c: c["preprocessing"]["transforms"][1].update(keys="@dataset"),
+        "is not one of MONAI's image readers": lambda c: c["preprocessing"]["transforms"][0].update(
+            reader="torch.hub.load"  # LoadImage would locate it and call it with the transform's arguments
+        ),
+        "names code outside": lambda c: c["inferer"].update(padding_mode="builtins.open"),
         "_requires_ is not allowed": lambda c: c["inferer"].update(_requires_="$print('hi')"),
     }
     for index, (reason, change) in enumerate(refused.items()):
         bundle = write_bundle(tmp_path / f"b{index}", inference=with_change(change))
         with pytest.raises(InvalidInput, match=reason):
             registry_.register_bundle("zoo-x", read_bundle_folder(bundle), {1: "liver"}, version="v1")
+
+    # MONAI's own names are fine, short or dotted, and so is one of its readers
+    def dotted_and_reader(config):
+        config["network_def"]["_target_"] = "monai.networks.nets.UNet"
+        config["preprocessing"]["transforms"][0]["reader"] = "NibabelReader"
+
+    read_bundle_folder(write_bundle(tmp_path / "dotted", inference=with_change(dotted_and_reader)))
 
     torchscript = write_bundle(tmp_path / "ts")
     (torchscript / "models" / "model.pt").rename(torchscript / "models" / "model.ts")

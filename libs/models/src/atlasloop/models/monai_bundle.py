@@ -17,13 +17,17 @@ as the bundle itself does before saving. Writing files (``SaveImaged``) is never
 are refused when they hold an expression, a macro (``%``) or ``_requires_``, when a reference
 (``@x``) leaves them, or when a ``_target_`` is not a class defined in MONAI's networks
 (``network_def``), its transforms (``preprocessing``, ``postprocessing``) or its inferers
-(``inferer``) (``atlasloop.models.safe_names``). The rest of the
-configuration (datasets, handlers, evaluators, expressions that run the bundle) is not read.
+(``inferer``) (``atlasloop.models.safe_names``), when an image reader is not one of MONAI's
+(``LoadImage`` locates a reader by any dotted name and calls it), or when any other value is a
+dotted name of importable code. The rest of the configuration (datasets, handlers, evaluators,
+expressions that run the bundle) is not read.
 TorchScript models (``model.ts``) are code and are refused; the state dict loads ``weights_only``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import io
 import json
 import tempfile
@@ -39,7 +43,7 @@ from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.models.checkpoints import read_state_dict
 from atlasloop.models.class_maps import check_probability_memory, map_onto_organs
-from atlasloop.models.safe_names import locate_class
+from atlasloop.models.safe_names import DOTTED, locate_class
 
 FORMAT = "atlasloop-monai-bundle/1"
 KIND = "monai-bundle"
@@ -180,12 +184,25 @@ def check_config(parts: Mapping[str, Any]) -> None:
             name = f"{module}.{target}"
         locate_class(name, PARTS[part], bases[part], f"{where}: _target_")
 
+    def check_reader(reader: Any, where: str) -> None:
+        """Only MONAI's own image readers, by the names ``monai.data`` exports."""
+        import monai.data
+
+        found = getattr(monai.data, reader, None) if isinstance(reader, str) and reader.isidentifier() else None
+        if reader is not None and not (inspect.isclass(found) and issubclass(found, monai.data.ImageReader)):
+            raise InvalidInput(f"{where}: {reader!r} is not one of MONAI's image readers")
+
     def walk(node: Any, part: str, where: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "_target_":
                     check_target(str(value), part, where)
-                elif key in ("_requires_", "_mode_") or (
+                    continue
+                if key == "reader":  # LoadImage locates a reader by any dotted name and calls it
+                    for reader in value if isinstance(value, list) else [value]:
+                        check_reader(reader, f"{where}#reader")
+                    continue
+                if key in ("_requires_", "_mode_") or (
                     key.startswith("_") and key.endswith("_") and key not in IGNORED_KEYS
                 ):
                     raise InvalidInput(f"{where}: {key} is not allowed in a member's configuration")
@@ -194,6 +211,8 @@ def check_config(parts: Mapping[str, Any]) -> None:
             for index, value in enumerate(node):
                 walk(value, part, f"{where}#{index}")
         elif isinstance(node, str):
+            if DOTTED.fullmatch(node) and importlib.util.find_spec(node.split(".", 1)[0]) is not None:
+                raise InvalidInput(f"{where}: {node!r} names code outside the component's own arguments")
             if node.startswith("$") or node.startswith("%"):
                 raise InvalidInput(f"{where}: expressions and macros ({node[:40]!r}) are code and are not run")
             if node.startswith("@") and node not in REFERABLE:
