@@ -206,8 +206,9 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
 
 
 def test_the_display_copy_reads_as_the_ct_and_a_bad_one_is_refused(rendered_case, real_ct_dir, tmp_path):
-    """Storage writes a display-ready copy beside the CT; the renderer reads it instead of inflating
-    the NIfTI and gets the same voxels on the same grid (a case without one falls back to the NIfTI);
+    """Storage writes display-ready copies beside the CT and each label version; the renderer reads
+    them instead of inflating the NIfTI and gets the same voxels on the same grid (a case without
+    them falls back to the NIfTI);
     a copy whose frame claims more than its header is refused before anything is decompressed."""
     _core, _ct, _labels, store = rendered_case
     ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
@@ -217,9 +218,16 @@ def test_the_display_copy_reads_as_the_ct_and_a_bad_one_is_refused(rendered_case
     store.put_file(layout.ct_key("with-copy"), save_nifti(stored, tmp_path / "ct.nii.gz"))
     store.put_bytes(layout.display_ct_key("with-copy"), display_copy.encode(stored))
     store.put_file(layout.ct_key("without-copy"), tmp_path / "ct.nii.gz")
+    labels = stored.with_array((stored.array > 200).astype(np.uint8) * 5)
+    store.put_file(layout.label_key("with-copy", "v1"), save_nifti(labels, tmp_path / "l.nii.gz"))
+    store.put_bytes(layout.display_label_key("with-copy", "v1"), display_copy.encode(labels))
+    store.put_file(layout.label_key("without-copy", "v1"), tmp_path / "l.nii.gz")
     source = VolumeSource(store, 512 * 2**20, "reference")
     fast, slow = source.ct("with-copy"), source.ct("without-copy")
     assert np.array_equal(fast.array, slow.array) and np.allclose(fast.affine, slow.affine)
+    fast, slow = source.labels("with-copy", "v1"), source.labels("without-copy", "v1")
+    assert fast.array.any() and np.array_equal(fast.array, slow.array) and np.allclose(fast.affine, slow.affine)
+    fast = source.ct("with-copy")
     assert np.array_equal(fast.array, source.ct(CASE).array)  # the same world as the unflipped CT
 
     other = display_copy.encode(Volume(np.zeros((200, 200, 200), np.int16), ct.affine))

@@ -80,6 +80,8 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     )
     expected = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
     assert np.array_equal(load_nifti(tmp_path / "lab.nii.gz").array, expected)
+    key = layout.display_label_key("real-ct-01", versions[0].label_version)
+    assert np.array_equal(display_copy.decode(store.get_bytes(key), key).array, expected)  # its display copy
 
     # The same CT again, now as a plain NIfTI: recognised by content, no second case, no event.
     again = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz")

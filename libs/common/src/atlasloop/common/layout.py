@@ -91,6 +91,11 @@ def label_key(case_id: str, version: str) -> str:
     return f"{labels_prefix(case_id)}{segment('label version', version)}.nii.gz"
 
 
+def display_label_key(case_id: str, version: str) -> str:
+    """A label version's display-ready copy (``atlasloop.imaging.display_copy``), beside its NIfTI."""
+    return f"{labels_prefix(case_id)}{segment('label version', version)}.display"
+
+
 def label_meta_key(case_id: str, version: str) -> str:
     return f"{labels_prefix(case_id)}{segment('label version', version)}.json"
 

@@ -58,23 +58,30 @@ class VolumeSource:
             for future in [pool.submit(self.ct, case_id), pool.submit(self.labels, case_id, label_version)]:
                 future.result()
 
-    def ct(self, case_id: str) -> RasVolume:
-        return self.cache.get(("ct", case_id), lambda: self._ct(case_id))
-
-    def _ct(self, case_id: str) -> RasVolume:
+    def _display_or_nifti(self, display_key: str, nifti_key: str, what: str) -> RasVolume:
         """The display-ready copy when storage wrote one (it decompresses several times faster
-        than the NIfTI inflates), else the NIfTI."""
+        than the NIfTI inflates), else the NIfTI (what was stored before copies existed)."""
         try:
-            data = self._store.get_bytes(layout.display_ct_key(case_id))
+            data = self._store.get_bytes(display_key)
         except NotFound:
-            return self._nifti(layout.ct_key(case_id), f"case {case_id!r}")
-        volume = display_copy.decode(data, layout.display_ct_key(case_id))
+            return self._nifti(nifti_key, what)
+        volume = display_copy.decode(data, display_key)
         return to_ras(volume.array, volume.affine)
 
-    def labels(self, case_id: str, version: str) -> RasVolume:
-        key = layout.label_key(case_id, version)
+    def ct(self, case_id: str) -> RasVolume:
         return self.cache.get(
-            ("labels", case_id, version), lambda: self._nifti(key, f"label version {version!r} of case {case_id!r}")
+            ("ct", case_id),
+            lambda: self._display_or_nifti(layout.display_ct_key(case_id), layout.ct_key(case_id), f"case {case_id!r}"),
+        )
+
+    def labels(self, case_id: str, version: str) -> RasVolume:
+        return self.cache.get(
+            ("labels", case_id, version),
+            lambda: self._display_or_nifti(
+                layout.display_label_key(case_id, version),
+                layout.label_key(case_id, version),
+                f"label version {version!r} of case {case_id!r}",
+            ),
         )
 
     def latest_model_set(self, case_id: str) -> str:

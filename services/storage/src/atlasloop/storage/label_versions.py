@@ -10,6 +10,7 @@ from atlasloop.common import ids, layout
 from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging import display_copy
 from atlasloop.imaging.labels import census
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.storage.case_meta import LabelRecord, now_iso
@@ -42,8 +43,12 @@ class LabelVersions:
         if round_ < 0:
             raise InvalidInput("round must be >= 0")
         version = version or ids.new_version()
-        path = save_nifti(labels.with_array(labels.array.astype(np.uint8, copy=False)), work / f"{version}.nii.gz")
+        as_stored = labels.with_array(labels.array.astype(np.uint8, copy=False))
+        path = save_nifti(as_stored, work / f"{version}.nii.gz")
         stored = group.put_file(layout.label_key(case_id, version), path)
+        display = display_copy.encode(as_stored)  # what viewers read first (rendering); None when too large
+        if display is not None:
+            group.put_bytes(layout.display_label_key(case_id, version), display)
         counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}
         record = LabelRecord(
             case_id,
