@@ -69,6 +69,25 @@ def unique():
     return uuid.uuid4().hex[:8]
 
 
+@pytest.fixture
+def registry(stack, unique, monkeypatch):
+    """A model registry in this test's own bucket, and the CLI pointed at it (``ATLASLOOP_S3__*``)."""
+    from atlasloop.common.objectstore import ObjectStore
+    from atlasloop.models.registry import ModelRegistry
+
+    settings = stack.s3_settings(bucket=f"models-{unique}")
+    for key, value in {
+        "ENDPOINT": settings.endpoint,
+        "BUCKET": settings.bucket,
+        "ACCESS_KEY": settings.access_key.get_secret_value(),
+        "SECRET_KEY": settings.secret_key.get_secret_value(),
+    }.items():
+        monkeypatch.setenv(f"ATLASLOOP_S3__{key}", value)
+    store = ObjectStore(settings)
+    store.check_bucket()
+    return ModelRegistry(store), store
+
+
 def start_in_process(spec, settings, timeout_s=30.0):
     """Start a service's gRPC server in this process, wait until its health says SERVING, and open a
     plaintext channel to it."""

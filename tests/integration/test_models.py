@@ -27,21 +27,6 @@ from atlasloop.models.registry import ModelRegistry
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def registry(stack, unique, monkeypatch):
-    settings = stack.s3_settings(bucket=f"models-{unique}")
-    for key, value in {
-        "ENDPOINT": settings.endpoint,
-        "BUCKET": settings.bucket,
-        "ACCESS_KEY": settings.access_key.get_secret_value(),
-        "SECRET_KEY": settings.secret_key.get_secret_value(),
-    }.items():
-        monkeypatch.setenv(f"ATLASLOOP_S3__{key}", value)
-    store = ObjectStore(settings)
-    store.check_bucket()
-    return ModelRegistry(store), store
-
-
 @pytest.mark.parametrize("architecture", ["unet", "dynunet", "segresnet", "swin_unetr"])
 def test_imported_checkpoint_predicts_like_the_module(registry, tmp_path, architecture):
     registry_, _ = registry

@@ -21,7 +21,7 @@ from atlasloop.imaging.volume import load_nifti
 from atlasloop.models.monai_bundle import class_map, read_bundle_folder
 
 from .monai_bundle_folder import INFERENCE, write_bundle
-from .test_nnunet_members import registry, turned_copy  # noqa: F401 - the fixture, shared
+from .reoriented import turned_copy
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _monai_runs(bundle, image, out, probabilities):
     return np.moveaxis(saved, -1, 0) if probabilities else saved
 
 
-def test_an_imported_bundle_predicts_the_real_ct_as_monai_runs_it(registry, real_ct_dir, tmp_path, capsys):  # noqa: F811
+def test_an_imported_bundle_predicts_the_real_ct_as_monai_runs_it(registry, real_ct_dir, tmp_path, capsys):
     registry_, _ = registry
     bundle = write_bundle(tmp_path / "ct_segmentation")
     assert main(["models", "import-bundle", str(bundle), "--name", "zoo-ct", "--version", "v1"]) == 0
@@ -76,7 +76,7 @@ def test_an_imported_bundle_predicts_the_real_ct_as_monai_runs_it(registry, real
         assert sorted(organs) == ["kidney_left", "liver", "spleen"] and np.array_equal(organs["spleen"], ours[2])
 
 
-def test_a_bundle_whose_predicting_parts_would_run_code_is_refused_and_nothing_is_stored(registry, tmp_path):  # noqa: F811
+def test_a_bundle_whose_predicting_parts_would_run_code_is_refused_and_nothing_is_stored(registry, tmp_path):
     registry_, store = registry
 
     def with_change(change):

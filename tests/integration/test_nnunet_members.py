@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -27,36 +26,9 @@ from atlasloop.models.nnunet import class_map, read_results_folder
 from atlasloop.models.registry import ModelRegistry
 
 from .nnunet_folder import PLANS, write_results_folder
+from .reoriented import turned_copy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def registry(stack, unique, monkeypatch):
-    settings = stack.s3_settings(bucket=f"nnunet-{unique}")
-    for key, value in {
-        "ENDPOINT": settings.endpoint,
-        "BUCKET": settings.bucket,
-        "ACCESS_KEY": settings.access_key.get_secret_value(),
-        "SECRET_KEY": settings.secret_key.get_secret_value(),
-    }.items():
-        monkeypatch.setenv(f"ATLASLOOP_S3__{key}", value)
-    store = ObjectStore(settings)
-    store.check_bucket()
-    return ModelRegistry(store), store
-
-
-def turned_copy(source, out):
-    """The same scan stored with its axes permuted and two of them flipped (the same world)."""
-    image = nib.load(source)
-    array = np.asarray(image.dataobj, dtype=np.float32)
-    turned = np.flip(array.transpose(2, 0, 1), axis=(0, 2))
-    affine = image.affine[:, [2, 0, 1, 3]].copy()
-    for axis in (0, 2):
-        affine[:3, 3] += affine[:3, axis] * (turned.shape[axis] - 1)
-        affine[:3, axis] *= -1
-    nib.save(nib.Nifti1Image(turned, affine), out)
-    return out
 
 
 def _nnunet_predicts(folder, images, out):
