@@ -141,7 +141,7 @@ def run_member(
     negligible: float = NEGLIGIBLE,
     native: Native | None = None,
 ) -> MemberOutput:
-    """One member on one preprocessed image (an nnU-Net member on ``native``); ``negligible=0``
+    """One member on one preprocessed image (an imported member on ``native``); ``negligible=0``
     keeps every probability for the mean."""
     started = time.perf_counter()
     probs = member_probabilities(model, image, cfg, native).numpy()

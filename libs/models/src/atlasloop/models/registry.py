@@ -14,9 +14,9 @@ configuration differs from this code's, and loads the state dict strictly (every
 An imported nnU-Net v2 results folder or MONAI bundle is a version too (``register_nnunet``,
 ``register_bundle``): its ``weights.pt`` is the payload (``atlasloop.models.nnunet``,
 ``atlasloop.models.monai_bundle``), its manifest's configuration says its ``kind`` and maps the
-model's classes onto the project's organs. Its spacing and window are
-those of the set it joins (the grid its organ maps are averaged on); it preprocesses the native CT
-itself, as nnU-Net does.
+model's classes onto the project's organs. Its spacing and window are those of the set it joins
+(the grid its organ maps are averaged on); it preprocesses the native CT itself, as its framework
+does.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def build_member(manifest: Manifest, weights: bytes) -> LoadedModel:
 
 def _organs_of(manifest: Manifest) -> set[str]:
     """The organs a member predicts: all of the schema for this code's architectures, the mapped
-    classes for an imported nnU-Net model."""
+    classes for an imported model."""
     if manifest.imported:
         return set(manifest.config["kwargs"]["classes"].values())
     return set(manifest.label_schema.values())
