@@ -23,3 +23,23 @@ def test_default_ports_come_from_the_service_map():
     assert StorageSettings().port == DEFAULT_PORTS["storage"] == 50051
     assert TrackingSettings().port == DEFAULT_PORTS["tracking"] == 50055
     assert TrackingSettings().storage_target == "127.0.0.1:50051"
+
+
+def test_scoring_takes_a_projects_volume_ranges_and_refuses_bad_ones(monkeypatch):
+    import pydantic
+    import pytest
+
+    from atlasloop.method.plausibility import VOLUME_RANGE_ML
+    from atlasloop.scoring.settings import ScoringSettings
+
+    monkeypatch.setenv("ATLASLOOP_SCORING_VOLUME_RANGES_ML", '{"liver": [350, 1500]}')
+    ranges = ScoringSettings().improved().volume_ranges_ml
+    assert ranges["liver"] == (350.0, 1500.0) and ranges["spleen"] == VOLUME_RANGE_ML["spleen"]
+    for bad, reason in [
+        ('{"brain": [1, 2]}', "unknown organ 'brain'"),
+        ('{"liver": [1500, 350]}', "0 <= low < high"),
+        ('{"liver": [350]}', r"\[low, high\]"),
+    ]:
+        monkeypatch.setenv("ATLASLOOP_SCORING_VOLUME_RANGES_ML", bad)
+        with pytest.raises(pydantic.ValidationError, match=reason):
+            ScoringSettings()

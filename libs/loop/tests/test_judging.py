@@ -8,7 +8,7 @@ from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.volume import Volume
 from atlasloop.loop.annotator import NativeBox
 from atlasloop.loop.evaluation import Curve
-from atlasloop.loop.judging import case_organ, efficiency, minutes_to_reach, region_level
+from atlasloop.loop.judging import case_organ, efficiency, minutes_to_reach, oracle_plan, region_level
 
 LIVER, SPLEEN, KIDNEY = ORGAN_IDS["liver"], ORGAN_IDS["spleen"], ORGAN_IDS["kidney_right"]
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])  # 12 mm^3 voxels: 0.1 mL is 9 voxels
@@ -66,3 +66,16 @@ def test_minutes_to_reach_randoms_final_dice():
     assert [r["ratio_attention_vs_random"] for r in result["per_seed"]] == [0.25, 25 / 40]
     assert result["minutes_ratio_attention_vs_random"] == (0.25 + 25 / 40) / 2
     assert result["per_seed"][1]["reached"]["attention"] is False
+    assert result["median_ratios"] == {"attention": (0.25 + 25 / 40) / 2, "random": 1.0}
+
+
+def test_the_oracle_boxes_exactly_the_errors_that_matter():
+    ai, truth = _cases()
+    plan = oracle_plan(ai, truth)
+    # only the liver's missed half: the spleen's slice (Dice 0.95) and the kidney's speck do not matter
+    assert plan.regions["c"] == [NativeBox("liver", (5, 5, 5), (11, 19, 14))]
+    assert plan.order == ["c"]
+    found = case_organ(ai, truth, plan.regions)
+    assert (found.sensitivity, found.precision) == (1.0, 1.0)
+    fine = {"d": truth["c"]}
+    assert oracle_plan(fine, fine).regions == {"d": []}

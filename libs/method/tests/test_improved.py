@@ -57,3 +57,85 @@ def test_fragmented_members_are_flagged():
     two = _box(shape, (2, 2, 2), (10, 10, 10)) | _box(shape, (20, 20, 20), (26, 26, 26))
     assert plausibility.fragments(_prediction({"liver": two}))["liver"] == ["fragmented"]
     assert plausibility.fragments(_prediction({"liver": _box(shape, (2, 2, 2), (10, 10, 10))})) == {}
+
+
+def test_expected_dice_is_the_pseudo_labels_soft_dice_against_the_members_mean():
+    pseudo = np.zeros((4, 4, 4), bool)
+    pseudo[:2] = True  # 32 voxels
+    sure = np.stack([pseudo.astype(np.float64)] * 3)
+    assert improved.expected_dice(sure, pseudo) == pytest.approx(1.0)
+    half = np.stack([pseudo * 1.0, pseudo * 0.0, pseudo * 0.5])  # mean 0.5 inside, 0 outside
+    assert improved.expected_dice(half, pseudo) == pytest.approx(2 * 16 / (16 + 32))
+    leak = sure.copy()
+    leak[:, 2] = 0.5  # the members put half a slice's worth of belief beside the label
+    assert improved.expected_dice(leak, pseudo) == pytest.approx(2 * 32 / (32 + 8 + 32))
+    nothing = np.zeros((3, 4, 4, 4))
+    assert improved.expected_dice(nothing, np.zeros((4, 4, 4), bool)) == 1.0
+    assert improved.expected_dice(np.zeros((3, 0, 0, 0)), np.zeros((0, 0, 0), bool)) == 1.0
+    with pytest.raises(ValueError, match="expected_dice_floor"):
+        improved.ImprovedConfig(expected_dice_floor=1.5)
+
+
+def test_the_gate_drops_organs_the_ensemble_expects_right_and_keeps_flagged_ones():
+    from atlasloop.imaging.synth.phantom import render
+    from atlasloop.imaging.synth.sites import SITES
+    from atlasloop.method.case_scoring import score_case
+    from atlasloop.method.simulate import ErrorModel, simulate
+
+    _, labels = render(np.random.default_rng([11, 0]), SITES["B"], 4.0)
+    output = simulate(labels.array, labels.affine, np.random.default_rng(0), ErrorModel())
+    gated = score_case("c", output, "improved")
+    ungated = score_case("c", output, "improved", improved.ImprovedConfig(expected_dice_floor=None))
+    floor = improved.ERROR_MATTERS_DICE
+    by_organ = {o.organ: o for o in gated.organs}
+    dropped = [o for o in gated.organs if o.gated]
+    kept = [o for o in gated.organs if not o.gated]
+    assert dropped and kept  # the case has organs on both sides of the floor
+    for o in dropped:
+        assert o.expected_dice is not None and o.expected_dice >= floor and not o.flags and o.score == 0
+    for o in kept:
+        assert o.flags or (o.expected_dice is not None and o.expected_dice < floor)
+    assert {r.organ for r in gated.regions} <= {o.organ for o in kept}
+    assert not set(gated.organ_order()) & {o.organ for o in dropped}
+    # turned off, every organ keeps its regions and score; the gated ones' regions are the difference
+    assert not any(o.gated for o in ungated.organs)
+    assert [r for r in ungated.regions if not by_organ[r.organ].gated] == gated.regions
+    assert gated.priority == pytest.approx(sum(o.score for o in ungated.organs if not by_organ[o.organ].gated))
+    assert gated.as_json()["organs"][0]["expected_dice"] == by_organ[gated.organs[0].organ].expected_dice
+
+
+def test_a_plausibility_flag_keeps_an_organ_the_members_agree_on():
+    """A swapped kidney the members all predict has expected Dice near 1: only its flag keeps it."""
+    from atlasloop.method.reference import empty
+
+    def evidence(flags):
+        return improved.OrganEvidence(empty("kidney_left"), np.zeros((3, 0, 0, 0)), 150.0, 0.008, flags, 0.99)
+
+    assert evidence([]).gated(0.9)
+    assert not evidence(["laterality"]).gated(0.9)
+    assert not evidence([]).gated(None)
+    assert not evidence([]).gated(0.995)
+
+
+def test_a_projects_volume_ranges_replace_the_adult_ones(tmp_path):
+    from atlasloop.common.errors import InvalidInput
+
+    shape = (40, 40, 40)
+    child_spleen = _box(shape, (0, 0, 0), (10, 10, 10))  # 1000 voxels of 8 mm^3 = 8 mL: below adult 40
+    adult = plausibility.run_checks(_prediction({"spleen": child_spleen}))
+    assert "volume" in adult["spleen"]
+    half_size = plausibility.scaled_volume_ranges(0.5)
+    assert half_size["spleen"] == (5.0, 87.5)
+    prediction = _prediction({"spleen": child_spleen})
+    prediction.volume_ranges_ml = half_size
+    assert "volume" not in plausibility.run_checks(prediction).get("spleen", [])
+    path = tmp_path / "ranges.json"
+    path.write_text('{"spleen": [5, 90]}')
+    assert plausibility.read_volume_ranges(path)["spleen"] == (5.0, 90.0)
+    for text, reason in [("[1, 2]", "expected"), ("{", "Expecting"), ('{"spleen": [5, "x"]}', "low, high")]:
+        path.write_text(text)
+        with pytest.raises(InvalidInput, match=reason):
+            plausibility.read_volume_ranges(path)
+    path.write_text(" " * (plausibility.MAX_RANGES_FILE_BYTES + 1))
+    with pytest.raises(InvalidInput, match="at most"):
+        plausibility.read_volume_ranges(path)

@@ -3,9 +3,12 @@ services' settings that follow from them; and the record each round leaves in ``
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from atlasloop.common.service_map import SERVICES
+from atlasloop.method.improved import ImprovedConfig
+from atlasloop.method.plausibility import scaled_volume_ranges
 
 # Labelled: a portal-venous and a non-contrast site; to label: an arterial site and a portal site
 # with a narrow field of view and 5 mm slices (see atlasloop.imaging.synth.sites).
@@ -33,12 +36,21 @@ class DemoConfig:
     # only point at errors when the models are sure where they are right.
     model_spacing_mm: float = 3.0
 
+    def volume_ranges_ml(self) -> dict[str, tuple[float, float]]:
+        """The plausible organ volumes of this cohort: its bodies are ``scale`` times an adult's."""
+        return scaled_volume_ranges(self.scale)
+
+    def improved(self, **changes) -> ImprovedConfig:
+        """The improved scoring as the demo's scoring service runs it, with ``changes``."""
+        return ImprovedConfig(volume_ranges_ml=self.volume_ranges_ml(), **changes)
+
     def service_settings(self) -> dict[str, dict[str, str]]:
         """Settings the demo's services run with. Every consumer gets 30 s of session timeout:
         on two busy cores the broker can take longer than the workstation default (6 s) to answer
         a heartbeat. Training uses one worker with both cores (DDP is covered by the tests). The
         gate's margin is 0.1 Dice: its held-out set is two small cases, where one organ moves by
-        more than 0.05 between two equally good sets."""
+        more than 0.05 between two equally good sets. Scoring checks volumes against this cohort's
+        ranges (``volume_ranges_ml``)."""
         slow_broker = {"KAFKA__SESSION_TIMEOUT_MS": "30000"}
         settings = {name: dict(slow_broker) for name in SERVICES}
         settings["training"] |= {
@@ -54,6 +66,7 @@ class DemoConfig:
             "CPUS_PER_WORKER": "1",
             "TORCH_THREADS": "2",
         }
+        settings["scoring"]["VOLUME_RANGES_ML"] = json.dumps(self.volume_ranges_ml())
         settings["inference"]["PREDICT_LABELLED"] = "false"  # the demo labels the new sites only
         return settings
 

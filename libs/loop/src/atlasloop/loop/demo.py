@@ -43,7 +43,6 @@ from atlasloop.loop import evaluation, judging, releases
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
 from atlasloop.loop.config import LABELLED_SITES, UNLABELLED_SITES, DemoConfig, RoundRecord
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
-from atlasloop.method.improved import ImprovedConfig
 from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
@@ -201,11 +200,13 @@ class Demo:
         outputs = {
             c: EnsembleOutput.from_bytes(self.store.get_bytes(layout.ensemble_key(c, model_set))) for c in candidates
         }
-        entropy_only = ImprovedConfig(signals=("binary_entropy",), weights={"mm3": 1.0})
+        entropy_only = self.config.improved(signals=("binary_entropy",), weights={"mm3": 1.0}, expected_dice_floor=None)
         plans = {
             "attention": attention,
-            "improved": evaluation.local_plan(ai, outputs, ImprovedConfig()),
+            "improved": evaluation.local_plan(ai, outputs, self.config.improved()),
+            "improved_ungated": evaluation.local_plan(ai, outputs, self.config.improved(expected_dice_floor=None)),
             "uncertainty": evaluation.local_plan(ai, outputs, entropy_only),
+            "oracle": judging.oracle_plan(ai, self.truth),  # knows the truth: the bound, not a strategy
         }
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
@@ -359,7 +360,7 @@ class Demo:
         }
 
 
-_MODES = {"attention": "reference", "improved": "improved", "uncertainty": "uncertainty"}
+_MODES = {"attention": "reference"}
 
 
 def _round_json(record: RoundRecord) -> dict:

@@ -11,8 +11,10 @@ from atlasloop.imaging.labels import ORGANS
 STRATEGIES = {
     "attention": "attention-guided (the method, reference scoring)",
     "improved": "attention-guided, improved scoring",
+    "improved_ungated": "attention-guided, improved scoring without the expected-Dice gate",
     "uncertainty": "uncertainty only",
     "random": "random cases, full read",
+    "oracle": "oracle: boxes around the true errors that matter (a bound, not a strategy)",
 }
 
 
@@ -58,6 +60,8 @@ def plot_strategies(comparison: list[dict], budget: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for strategy, label in STRATEGIES.items():
         curves = np.array([_grid_dice(c, grid) for c in comparison if c["strategy"] == strategy])
+        if not len(curves):  # a results.json of before the strategy was compared
+            continue
         ax.plot(grid, curves.mean(axis=0), label=label)
         ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
     ax.axvline(budget, color="grey", linestyle=":", label="one round's minutes")
@@ -277,18 +281,21 @@ def efficiency_lines(efficiency: dict) -> list[str]:
         f"For each seed, the minutes each strategy needs to reach the dataset Dice that random selection reaches "
         f"with its whole budget ({efficiency['budget_min']:.1f} min); median over seeds.",
         "",
-        "| strategy | median minutes |",
-        "|---|---|",
+        "| strategy | median minutes | median ratio to random |",
+        "|---|---|---|",
     ]
+    ratios = efficiency.get("median_ratios", {})
     lines += [
-        f"| {STRATEGIES.get(name, name)} | {minutes:.1f} |" for name, minutes in efficiency["median_minutes"].items()
+        f"| {STRATEGIES.get(name, name)} | {minutes:.1f} | {_num(ratios.get(name))} |"
+        for name, minutes in efficiency["median_minutes"].items()
     ]
     ratio, spread = efficiency["minutes_ratio_attention_vs_random"], efficiency["ratio_spread"]
     lines += [
         "",
         f"**Minutes attention needs / minutes random needs: {_num(ratio)}** (median over seeds"
         + (f"; range {spread[0]:.3f}-{spread[1]:.3f})" if spread else ")")
-        + "; below 1 is better.",
+        + "; below 1 is better. The oracle's ratio is what perfect detection would reach under the same "
+        "effort model: a target below it cannot be met by better attention alone.",
     ]
     return lines
 

@@ -11,7 +11,7 @@ from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, quantise, union_box
 from atlasloop.imaging.ensemble_rule import above_threshold
 from atlasloop.method import reference
-from atlasloop.method.improved import ImprovedConfig, OrganEvidence, improved_attention, organ_score
+from atlasloop.method.improved import ImprovedConfig, OrganEvidence, expected_dice, improved_attention, organ_score
 from atlasloop.method.plausibility import Prediction, run_checks
 from atlasloop.method.regions import Region, find_regions
 from atlasloop.method.structures import TARGETS
@@ -26,6 +26,8 @@ class OrganResult:
     score: float  # region voxels (reference) or the combined improved score
     heat_sum: int  # sum of the stored uint8 attention: orders organs inside a case
     flags: list[str] = field(default_factory=list)
+    expected_dice: float | None = None  # improved mode: the pseudo-label's Dice against the members' mean
+    gated: bool = False  # improved mode: no error that matters expected, so no regions and no score
 
 
 @dataclass
@@ -38,7 +40,9 @@ class CaseResult:
 
     def organ_order(self) -> list[str]:
         """Organs with non-zero attention, most heat first (the reference's priority.csv order)."""
-        present = [o for o in self.organs if o.heat_sum != 0 or (self.mode == "improved" and o.score > 0)]
+        present = [
+            o for o in self.organs if not o.gated and (o.heat_sum != 0 or (self.mode == "improved" and o.score > 0))
+        ]
         return [o.organ for o in sorted(present, key=lambda o: (-o.heat_sum, -o.score))]
 
     def as_json(self) -> dict[str, Any]:
@@ -54,6 +58,8 @@ class CaseResult:
                     "heat_sum": o.heat_sum,
                     "region_voxels": o.attention.region_voxels,
                     "flags": o.flags,
+                    "expected_dice": o.expected_dice,
+                    "gated": o.gated,
                 }
                 for o in self.organs
             ],
@@ -105,19 +111,27 @@ def score_case(
         priority = float(reference.case_priority([o.attention for o in organs]))
     else:
         config = config or ImprovedConfig()
-        flags = run_checks(Prediction(output.pseudo, output.affine, _mean_over_half(output)))
+        flags = run_checks(Prediction(output.pseudo, output.affine, _mean_over_half(output), config.volume_ranges_ml))
         for organ in TARGETS:
             soft = [output.soft[m][organ] for m in output.members]
             attention, probs = improved_attention(organ, soft, output.pseudo, output.shape, config)
             crop = output.pseudo.get(organ)
             organ_ml = float(np.count_nonzero(crop.data)) * voxel_ml if crop is not None and crop.box else 0.0
-            evidence = OrganEvidence(attention, probs, organ_ml, voxel_ml, flags.get(organ, []))
+            own = np.zeros(probs.shape[1:], bool)
+            if crop is not None and attention.box is not None:
+                own = crop.read(attention.box).astype(bool)
+            evidence = OrganEvidence(
+                attention, probs, organ_ml, voxel_ml, flags.get(organ, []), expected_dice(probs, own)
+            )
+            gated = evidence.gated(config.expected_dice_floor)
+            score = 0.0 if gated else organ_score(evidence, config.weights)
             organs.append(
                 OrganResult(
-                    organ, attention, organ_score(evidence, config.weights), attention.stored_sum, flags.get(organ, [])
+                    organ, attention, score, attention.stored_sum, evidence.flags, evidence.expected_dice, gated
                 )
             )
-            regions += find_regions(attention, output.affine)
+            if not gated:
+                regions += find_regions(attention, output.affine)
         priority = float(sum(o.score for o in organs))
     regions.sort(key=lambda r: -r.heat_sum)
     return CaseResult(case_id, mode, priority, organs, regions)

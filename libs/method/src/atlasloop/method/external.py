@@ -25,7 +25,7 @@ from atlasloop.imaging.compact import Cropped, EnsembleOutput
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.volume import Volume
-from atlasloop.method.plausibility import Prediction, run_checks
+from atlasloop.method.plausibility import VOLUME_RANGE_ML, Prediction, VolumeRanges, run_checks
 
 DISAGREE_DICE = 0.5
 AGREE_DICE = 0.7
@@ -70,8 +70,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def score_external(output: EnsembleOutput, labels: Volume) -> ExternalScore:
-    """The external ``labels`` (on any grid of the case's scan) against the ensemble ``output``."""
+def score_external(output: EnsembleOutput, labels: Volume, ranges: VolumeRanges = VOLUME_RANGE_ML) -> ExternalScore:
+    """The external ``labels`` (on any grid of the case's scan) against the ensemble ``output``;
+    ``ranges``: the project's plausible volumes."""
     sampled, coverage = on_grid(labels, output.shape, output.affine)
     if coverage < MIN_COVERAGE:
         raise ImageError(
@@ -85,7 +86,7 @@ def score_external(output: EnsembleOutput, labels: Volume) -> ExternalScore:
         for member in output.members
     }
     crops = {organ: Cropped.of(mask) for organ, mask in masks.items()}
-    prediction = Prediction(crops, output.affine, crops)  # one map: its own "members' mean"
+    prediction = Prediction(crops, output.affine, crops, ranges)  # one map: its own "members' mean"
     checks = run_checks(prediction)
     native_ml = abs(float(np.linalg.det(labels.affine[:3, :3]))) / 1000.0
     organs = []

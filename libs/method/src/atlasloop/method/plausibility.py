@@ -1,15 +1,26 @@
 """Anatomical plausibility checks on a prediction, the errors attention maps cannot see: an organ
 missing or in pieces, a volume no adult has, left and right swapped, organs touching that never
-touch. Each check is a small function registered by name."""
+touch. Each check is a small function registered by name.
+
+Volume ranges are a project's: the adult defaults below, with a project's own for any organ
+(:func:`volume_ranges`; the scoring service's ``VOLUME_RANGES_ML``, ``atlasloop score
+--volume-ranges``). A paediatric cohort needs its own; so does the demo's synthetic cohort of
+half-size bodies, whose organs are an eighth of an adult's: with the adult ranges two thirds of its
+organs were flagged, which hid every real flag and kept the improved scoring from trusting any
+organ (docs/adr/0010)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Box, Cropped, grow, union_box
 
 # Plausible adult volumes in mL (about the 1st and 99th percentiles of abdominal CT studies).
@@ -24,6 +35,53 @@ VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
     "aorta": (15, 300),
     "postcava": (10, 300),
 }
+VolumeRanges = Mapping[str, tuple[float, float]]
+
+
+def volume_ranges(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
+    """The adult ranges, with ``overrides`` (organ -> [low, high] mL) in their place; every organ
+    must be one of the checked ones and 0 <= low < high, finite."""
+    ranges = dict(VOLUME_RANGE_ML)
+    for organ, bounds in (overrides or {}).items():
+        if organ not in VOLUME_RANGE_ML:
+            raise ValueError(f"volume range for unknown organ {organ!r}; organs: {', '.join(VOLUME_RANGE_ML)}")
+        values = list(bounds)
+        if len(values) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            raise ValueError(f"volume range of {organ} must be [low, high] in mL, got {bounds!r}")
+        low, high = float(values[0]), float(values[1])
+        if not 0 <= low < high:
+            raise ValueError(f"volume range of {organ} must have 0 <= low < high, got [{low}, {high}]")
+        ranges[organ] = (low, high)
+    return ranges
+
+
+MAX_RANGES_FILE_BYTES = 64 * 1024
+
+
+def read_volume_ranges(path: Path) -> dict[str, tuple[float, float]]:
+    """:func:`volume_ranges` from a JSON file of {organ: [low, high]} (at most 64 KiB); anything
+    else is refused as invalid input, naming the file."""
+    with path.open("rb") as f:
+        data = f.read(MAX_RANGES_FILE_BYTES + 1)
+    if len(data) > MAX_RANGES_FILE_BYTES:
+        raise InvalidInput(f"{path}: a volume ranges file is at most {MAX_RANGES_FILE_BYTES} bytes")
+    try:
+        document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("expected {organ: [low_ml, high_ml]}")
+        return volume_ranges(document)
+    except ValueError as exc:  # json's decode errors are ValueErrors too
+        raise InvalidInput(f"{path}: {exc}") from None
+
+
+def scaled_volume_ranges(body_scale: float) -> dict[str, tuple[float, float]]:
+    """The adult ranges for bodies ``body_scale`` times an adult's in every direction (volume: cubed)."""
+    if not 0 < body_scale <= 2:
+        raise ValueError(f"body scale must be in (0, 2], got {body_scale}")
+    factor = body_scale**3
+    return {organ: (low * factor, high * factor) for organ, (low, high) in VOLUME_RANGE_ML.items()}
+
+
 OPTIONAL = frozenset({"gall_bladder"})  # may be absent (cholecystectomy)
 # Pairs that do not touch in normal anatomy.
 NO_CONTACT = (
@@ -44,6 +102,7 @@ class Prediction:
     pseudo: Mapping[str, Cropped]
     affine: np.ndarray
     members_mean_over_half: Mapping[str, Cropped]  # mean of member soft maps > 0.5, before any LCC
+    volume_ranges_ml: VolumeRanges = field(default_factory=lambda: VOLUME_RANGE_ML)  # the project's
 
     @property
     def voxel_ml(self) -> float:
@@ -70,7 +129,7 @@ def missing(p: Prediction) -> Flags:
 
 def volume(p: Prediction) -> Flags:
     out: Flags = {}
-    for organ, (low, high) in VOLUME_RANGE_ML.items():
+    for organ, (low, high) in p.volume_ranges_ml.items():
         ml = p.volume_ml(organ)
         if ml > 0 and not low <= ml <= high:
             out[organ] = ["volume"]

@@ -20,7 +20,7 @@ SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"]
 def build(settings: ScoringSettings) -> ServiceSpec:
     store = ObjectStore(settings.s3)
     producer = EventProducer(settings.kafka, "scoring")
-    core = ScoringCore(store, producer, settings.mode)
+    core = ScoringCore(store, producer, settings.mode, settings.improved())
     servicer = ScoringServiceServicer(core)
     consumer = ConsumerThread(
         settings.kafka,

@@ -26,6 +26,7 @@ from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.method.case_scoring import MODES, CaseResult, score_case
 from atlasloop.method.external import ExternalScore, score_external
+from atlasloop.method.improved import ImprovedConfig
 from atlasloop.method.selection import Candidate, budget, select
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,15 @@ class StoredScores:
 
 
 class ScoringCore:
-    def __init__(self, store: ObjectStore, producer: EventProducer, default_mode: str) -> None:
+    def __init__(
+        self, store: ObjectStore, producer: EventProducer, default_mode: str, improved: ImprovedConfig | None = None
+    ) -> None:
         if default_mode not in MODES:
             raise InvalidInput(f"mode must be one of {MODES}")
         self._store = store
         self._producer = producer
         self.default_mode = default_mode
+        self.improved = improved or ImprovedConfig()
 
     def latest_model_set(self, case_id: str) -> str:
         prefix = layout.predictions_prefix(case_id)
@@ -72,7 +76,7 @@ class ScoringCore:
         started = time.perf_counter()
         model_set = model_set or self.latest_model_set(case_id)
         output = self.load(case_id, model_set)
-        results = {mode: score_case(case_id, output, mode) for mode in MODES}
+        results = {mode: score_case(case_id, output, mode, self.improved) for mode in MODES}
         for mode, result in results.items():
             self._write(case_id, model_set, mode, output, result)
         if publish:
@@ -138,7 +142,7 @@ class ScoringCore:
             path.write_bytes(data)
             labels = load_nifti(path, labels=True)  # header checked before the voxels are read
         labels = labels.with_array(validate_label_map(labels.array, "external label map"))
-        score = score_external(output, labels)
+        score = score_external(output, labels, self.improved.volume_ranges_ml)
         log.info("external labels scored", extra={"case_id": case_id, "model_set": model_set, "flagged": score.flagged})
         return model_set, score
 
