@@ -22,12 +22,12 @@ from scipy import ndimage
 from atlasloop.common import layout, observe
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore, StoredObject
+from atlasloop.imaging.display import PLANE_AXIS, RasVolume, SliceGeometry, slice_geometry, take, world_index
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.preprocess import resample
 from atlasloop.imaging.viewer import HEAT_TABLE, LABEL_TABLE, heat_color_table, label_color_table
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.rendering import layers
-from atlasloop.rendering.display import PLANE_AXIS, RasVolume, SliceGeometry, slice_geometry, take, world_index
 from atlasloop.rendering.volumes import AttentionSet, VolumeSource
 
 

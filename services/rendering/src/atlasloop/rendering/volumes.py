@@ -13,9 +13,9 @@ from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging import display_copy
 from atlasloop.imaging.compact import AttentionMaps, Cropped
+from atlasloop.imaging.display import RasVolume, to_ras
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.rendering.cache import ByteLRU
-from atlasloop.rendering.display import RasVolume, to_ras
 
 
 @dataclass

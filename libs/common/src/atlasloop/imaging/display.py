@@ -34,7 +34,7 @@ class RasVolume:
 
     @property
     def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
+        return np.asarray(np.linalg.norm(self.affine[:3, :3], axis=0), dtype=np.float64)
 
     @property
     def nbytes(self) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from atlasloop.common.errors import InvalidInput
-from atlasloop.rendering.display import slice_geometry, take, to_ras
+from atlasloop.imaging.display import slice_geometry, take, to_ras
 
 
 def _marked():
