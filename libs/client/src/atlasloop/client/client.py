@@ -294,6 +294,25 @@ class Client:
             timeout=self.timeout_s,
         )
 
+    def revisions(
+        self, review_state: tracking_pb2.ReviewState = tracking_pb2.REVIEW_STATE_PENDING
+    ) -> list[tracking_pb2.RevisionSummary]:
+        """Revisions in ``review_state`` (all when unspecified), oldest first: a reviewer's worklist."""
+        reply = self.tracking.ListRevisions(
+            tracking_pb2.ListRevisionsRequest(review_state=review_state),
+            metadata=self.auth("reviewer"),
+            timeout=self.timeout_s,
+        )
+        return list(reply.revisions)
+
+    def render_slice(self, view: rendering_pb2.SliceView, role: str = "annotator") -> rendering_pb2.RenderSliceResponse:
+        """One slice of a case as a PNG, drawn as ``view`` says."""
+        return self.rendering.RenderSlice(
+            rendering_pb2.RenderSliceRequest(view=view),
+            metadata=self.case_auth(role, view.case_id),
+            timeout=self.timeout_s,
+        )
+
     def review(self, revision_id: str, approve: bool, reason: str = "") -> tracking_pb2.SubmitReviewResponse:
         verdict = tracking_pb2.REVIEW_VERDICT_APPROVE if approve else tracking_pb2.REVIEW_VERDICT_REJECT
         return self.tracking.SubmitReview(

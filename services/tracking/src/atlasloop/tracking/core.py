@@ -227,6 +227,19 @@ class TrackingCore:
         )
         return state
 
+    def list_revisions(self, review_state: str = "", limit: int = 100) -> list[Revision]:
+        """Revisions oldest first, only those in ``review_state`` when given (detached)."""
+        if not 0 <= limit <= 500:
+            raise InvalidInput("limit must be 1..500 (0: 100)")
+        query = select(Revision).where(Revision.kind == "revision").order_by(Revision.created_at, Revision.id)
+        if review_state:
+            query = query.where(Revision.review_state == review_state)
+        with self.sessions() as session:
+            found = list(session.scalars(query.limit(limit or 100)))
+            for revision in found:
+                session.expunge(revision)
+            return found
+
     def revision(self, revision_id: str) -> Revision:
         """One revision as recorded (detached from its session)."""
         if not revision_id or len(revision_id) > 64:

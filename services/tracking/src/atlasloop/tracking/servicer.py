@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -182,14 +184,23 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.SubmitReviewResponse(state=CaseState(state).to_proto())
 
     def GetRevision(self, request, context):
-        revision = self._core.revision(request.revision_id)
-        return tracking_pb2.GetRevisionResponse(
-            revision_id=revision.id,
-            case_id=revision.case_id,
-            label_version=revision.label_version,
-            organs=[organ_to_proto(o) for o in revision.organs],
-            review_state=_review_state(revision.review_state),
-            annotator=revision.annotator,
+        return _revision(self._core.revision(request.revision_id))
+
+    def ListRevisions(self, request, context):
+        states = {s.to_proto(): s.value for s in ReviewState}
+        if request.review_state and request.review_state not in states:
+            raise InvalidInput(f"unknown review state {request.review_state}")
+        found = self._core.list_revisions(states.get(request.review_state, ""), request.limit)
+        return tracking_pb2.ListRevisionsResponse(
+            revisions=[
+                tracking_pb2.RevisionSummary(
+                    revision=_revision(r),
+                    parent_version=r.parent_version,
+                    seconds_spent=r.seconds_spent,
+                    created_at=_stamp(r.created_at),
+                )
+                for r in found
+            ]
         )
 
     def ListDeadLetters(self, request, context):
@@ -303,10 +314,22 @@ def _change(change: Change) -> tracking_pb2.ReleaseChange:
     return message
 
 
-def _review_state(value: str) -> int:
+def _revision(revision) -> tracking_pb2.GetRevisionResponse:
+    return tracking_pb2.GetRevisionResponse(
+        revision_id=revision.id,
+        case_id=revision.case_id,
+        label_version=revision.label_version,
+        organs=[organ_to_proto(o) for o in revision.organs],
+        review_state=_review_state(revision.review_state),
+        annotator=revision.annotator,
+    )
+
+
+def _review_state(value: str) -> tracking_pb2.ReviewState:
     """A double read (state "none") is never reviewed: unspecified."""
     states = {s.value: s for s in ReviewState}
-    return states[value].to_proto() if value in states else tracking_pb2.REVIEW_STATE_UNSPECIFIED
+    proto = states[value].to_proto() if value in states else tracking_pb2.REVIEW_STATE_UNSPECIFIED
+    return cast("tracking_pb2.ReviewState", proto)
 
 
 def _letter(letter: dead_letters.DeadLetter) -> tracking_pb2.DeadLetter:
