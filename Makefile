@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
-PACKAGES := libs/common libs/models libs/method libs/client libs/cli libs/devstack libs/loop $(wildcard services/*)
+PACKAGES := libs/common libs/models libs/method libs/client libs/cli libs/devstack libs/loop $(wildcard services/*) apps/web
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := libs/common/src
@@ -32,7 +32,7 @@ help:
 	@echo "make demo   run the closed loop end to end on a fresh stack; writes reports/demo/report.md"
 	@echo "make test   set up, lint, run unit and integration tests against the real stack"
 	@echo "make test-faults  the reduced loop under injected faults, three seeds (CI runs it too)"
-	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray and the six services (idempotent)"
+	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray, the six services and the web page (idempotent)"
 	@echo "make down   stop exactly what 'make up' started (idempotent)"
 	@echo "make status print the service map and each service's health"
 	@echo "make proto  regenerate the Python stubs from protos/"
@@ -67,7 +67,7 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 
 proto: $(GEN_STAMP)
 
-PY_SOURCES := libs services tests benchmarks conftest.py
+PY_SOURCES := libs services apps tests benchmarks conftest.py
 DOCKERFILES := Dockerfile
 SHELL_SCRIPTS := $(shell find . -name '*.sh' -not -path './.venv/*' -not -path './node_modules/*' -not -path './.run/*')
 
@@ -78,7 +78,7 @@ lint: venv proto
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/mypy libs/*/src services/*/src
+	$(BIN)/mypy libs/*/src services/*/src apps/*/src
 
 test-unit: lint $(HELM) $(CHECKOV)
 	$(CHART_TOOLS) $(BIN)/pytest -m "not integration"

@@ -4,6 +4,10 @@ CT through every service, driven only by the ``atlasloop`` command in subprocess
 import -> scored -> queue a round -> next -> pull (a folder 3D Slicer opens) -> correct the label
 file -> revise (organs and minutes measured) -> review -> stats shows the revision; and the stored
 revision is exactly the corrected file.
+
+On the same stack, the same loop in the web page (issue #22), driven in headless Chromium: sign
+in, take the case, jump to the top attention region, paint, submit, sign in as the reviewer,
+approve; the stored revision holds exactly the painted voxels and the audit log names the people.
 """
 
 from __future__ import annotations
@@ -249,3 +253,102 @@ def test_dataset_releases_from_a_terminal(workstation, real_ct_dir, tmp_path):
     )
     assert refused.returncode != 0 and "not empty" in refused.stderr
     assert [r["name"] for r in json.loads(atlasloop(home, env, "releases", "--json"))] == ["r1", "r2"]
+
+
+def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from atlasloop.devstack.system_packages import CHROMIUM, ensure
+    from atlasloop.imaging.display import to_ras
+    from atlasloop.tracking.v1 import tracking_pb2
+
+    from .reoriented import turned_copy
+
+    home, _env, stack = workstation
+    ensure(CHROMIUM, "the web page's browser test")
+    stack.start_web()
+    tokens = TokenFile(home / ".run").by_role()
+    client = Client({n: stack.service_target(n) for n in SERVICES}, tokens)
+    # a case of its own: the real CT stored turned (axes permuted, two flipped), so the page's
+    # pixel-to-voxel mapping is checked off the RAS orientation too
+    client.import_case(turned_copy(real_ct_dir / "example_ct_sm.nii.gz", tmp_path / "turned.nii.gz"), "page-1")
+    deadline = time.monotonic() + 300
+    while not any(c.case_id == "page-1" and c.state == common_pb2.CASE_STATE_SCORED for c in client.cases()):
+        assert time.monotonic() < deadline, "page-1 was not scored"
+        time.sleep(2)
+    client.queue(7, [r for r in client.propose_round(7, 20) if r.case_id == "page-1"])
+
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    wait = WebDriverWait(browser, 120)
+
+    def data(name):
+        return browser.execute_script(f"return document.body.dataset.{name} || null")
+
+    def sign_in(token):
+        browser.get(stack.web_url())
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "sign-in").click()
+
+    try:
+        sign_in(tokens["annotator"])
+        wait.until(lambda _: browser.find_element(By.ID, "next-case").is_displayed())
+        browser.find_element(By.ID, "next-case").click()
+        lease_id = wait.until(lambda _: data("caseReady"))
+        regions = browser.execute_script("return window.atlasloop.regions")
+        assert regions, "the page lists the case's attention regions"
+        browser.find_element(By.CSS_SELECTOR, "#regions li").click()
+        wait.until(lambda _: data("region") == "0")
+        assert browser.find_element(By.ID, "organ").get_attribute("value") == regions[0]["organ"]
+        centre = [(lo + hi) // 2 for lo, hi in zip(regions[0]["lo"], regions[0]["hi"], strict=True)]
+        assert browser.execute_script("return window.atlasloop.index") == {
+            "sagittal": centre[0],
+            "coronal": centre[1],
+            "axial": centre[2],
+        }
+        axial = browser.find_element(By.CSS_SELECTOR, "canvas[data-plane=axial]")
+        ActionChains(browser).move_to_element_with_offset(axial, 3, -2).click().perform()
+        painted = dict(browser.execute_script("return [...window.atlasloop.edits.entries()]"))
+        assert 0 < len(painted) <= 13  # a disc of radius 2, less what already was that organ
+        browser.find_element(By.ID, "submit").click()
+        revision_id = wait.until(lambda _: data("submitted"))
+
+        browser.find_element(By.ID, "sign-out").click()
+        wait.until(lambda _: all(c["name"] != "atlasloop_session" for c in browser.get_cookies()))
+        sign_in(tokens["reviewer"])
+        pending = f"#pending li[data-revision='{revision_id}']"
+        wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, pending))
+        browser.find_element(By.CSS_SELECTOR, pending).click()
+        wait.until(lambda _: data("reviewReady") == revision_id)
+        browser.find_element(By.ID, "reason").send_keys("the painted region is right")
+        browser.find_element(By.ID, "approve").click()
+        wait.until(lambda _: data("reviewed") == revision_id)
+    finally:
+        browser.quit()
+
+    [approved] = [
+        r for r in client.revisions(tracking_pb2.REVIEW_STATE_APPROVED) if r.revision.revision_id == revision_id
+    ]
+    assert approved.revision.case_id == "page-1" and approved.seconds_spent > 0
+    before = client.labels("page-1", approved.parent_version, role="reviewer")
+    after = client.labels("page-1", approved.revision.label_version, role="reviewer")
+    old = np.ascontiguousarray(to_ras(before.array, before.affine).array).ravel()
+    new = np.ascontiguousarray(to_ras(after.array, after.affine).array).ravel()
+    changed = np.flatnonzero(old != new)
+    assert sorted(changed.tolist()) == sorted(painted)  # exactly the painted voxels, nothing else
+    assert all(int(new[v]) == label for v, label in painted.items())
+    assert np.allclose(after.affine, before.affine) and after.shape == before.shape
+    history = [(h.action, h.principal) for h in client.history("page-1").history]
+    assert ("state:queued->leased", "dev-annotator") in history
+    assert ("state:leased->revised", "dev-annotator") in history
+    assert ("state:revised->approved", "dev-reviewer") in history
+    assert client.get_lease(lease_id).active is False
+    client.close()

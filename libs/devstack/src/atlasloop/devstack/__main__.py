@@ -32,7 +32,9 @@ def service_map(stack: Stack) -> str:
             state = "NOT SERVING"
         needs = ", ".join(NEEDS[name])
         lines.append(f"    {name:<10} 127.0.0.1:{p.services[name]}  {state:<11} needs {needs}")
+    page = "running" if stack.processes.running("web") else "not running"
     lines += [
+        f"  web page          {stack.web_url()}  {page}; sign in with a token from tokens.json",
         f"  logs and pid files: {stack.run_dir}",
         f"  dev bearer tokens:  {stack.run_dir / 'tokens.json'}",
         "  stop with: make down",
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         started = time.monotonic()
         stack.up()
+        stack.start_web()
         print(service_map(stack))
         print(f"stack up in {time.monotonic() - started:.1f} s")
     elif args.command == "down":

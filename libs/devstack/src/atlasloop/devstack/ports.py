@@ -38,6 +38,7 @@ class Ports:
     ray_metrics: int = 8090  # each Ray node's Prometheus export
     ray_node_metrics: int = 8091
     orthanc: int = 8042  # the PACS's HTTP (REST and DICOMweb); it serves no DIMSE port here
+    web: int = 8790  # the web page (atlasloop.web)
     services: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     metrics: dict[str, int] = field(default_factory=lambda: {name: 9101 + i for i, name in enumerate(SERVICES)})
 
@@ -75,6 +76,7 @@ class Ports:
             ray_metrics=28000 + k,
             ray_node_metrics=28050 + k,
             orthanc=23000 + k,
+            web=22000 + k,
             services={name: 30051 + k + i for i, name in enumerate(SERVICES)},
             metrics={name: 32000 + k + i for i, name in enumerate(SERVICES)},
         )

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import sys
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -320,6 +321,30 @@ class Stack:
         check = grpc_health_check(name, self.service_target(name))
         wait_until(f"service {name}", answers(check), timeout_s, self.processes.log_file(name))
 
+    # ---- the web page ----
+
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.web}"
+
+    def start_web(self, timeout_s: float = 60) -> None:
+        """The page (``atlasloop.web``) on 127.0.0.1, a client of this stack's services with the
+        same development tokens; waited for until it answers."""
+        if not self.processes.running("web"):
+            env = {
+                "ATLASLOOP_WEB_HOST": "127.0.0.1",
+                "ATLASLOOP_WEB_PORT": str(self.ports.web),
+                "ATLASLOOP_WEB_AUTH__MODE": "dev",
+                "ATLASLOOP_WEB_AUTH__DEV_TOKENS": json.dumps(self.tokens()),
+                "ATLASLOOP_WEB_TARGETS": json.dumps({n: self.service_target(n) for n in SERVICES}),
+            }
+            self.processes.start("web", [sys.executable, "-m", "atlasloop.web"], env=env)
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{self.web_url()}/api/schema", timeout=2) as reply:
+                return bool(reply.status == 200)
+
+        wait_until("web page", ready, timeout_s, self.processes.log_file("web"))
+
     # ---- everything ----
 
     def seed_models(self, spacing_mm: float = 1.5) -> str:
@@ -349,7 +374,7 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop every process this stack started, services first, and nothing else."""
-        order = [*SERVICES, "ray-node", "ray", "kafka", "postgres", "s3"]
+        order = ["web", *SERVICES, "ray-node", "ray", "kafka", "postgres", "s3"]
         names = self.processes.names()
         stopped = []
         for name in sorted(names, key=lambda n: order.index(n) if n in order else -1):

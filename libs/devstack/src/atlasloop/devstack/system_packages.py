@@ -1,4 +1,5 @@
-"""Debian packages the local stack needs (Orthanc and its DICOMweb plugin), installed once.
+"""Debian packages the local stack and its tests need (Orthanc and its DICOMweb plugin; Chromium
+and its WebDriver for the web page's browser test), installed once.
 
 Idempotent: packages already installed cost one ``dpkg-query``. Missing ones are installed with
 ``apt-get`` when this process may (root); otherwise the error says the one command to run.
@@ -11,6 +12,7 @@ import subprocess
 from collections.abc import Sequence
 
 ORTHANC = ("orthanc", "orthanc-dicomweb")
+CHROMIUM = ("chromium", "chromium-driver")  # /usr/bin/chromium, /usr/bin/chromedriver
 
 
 def missing(packages: Sequence[str]) -> list[str]:

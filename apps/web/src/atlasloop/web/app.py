@@ -1,0 +1,442 @@
+"""The page's HTTP side: sign-in, the annotator's and the reviewer's calls, the static page.
+
+Every call that touches a case goes to the services with the signed-in person's own token, so the
+services decide what they may do (an annotator reads only the cases they lease or revised, through
+tracking's grants; only a reviewer lists and reviews revisions). Blocking gRPC calls run in the
+thread pool; request bodies are bounded before they are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from atlasloop.client import Client
+from atlasloop.common.auth import build_authenticator
+from atlasloop.common.domain import ErrorTag, organ_from_proto, organ_to_proto
+from atlasloop.common.errors import AtlasError, InvalidInput
+from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
+from atlasloop.rendering.v1 import rendering_pb2
+from atlasloop.tracking.v1 import tracking_pb2
+from atlasloop.web.sessions import COOKIE, CSRF_HEADER, Sealer, Session
+from atlasloop.web.settings import WebSettings
+from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PLANES = {
+    "axial": rendering_pb2.PLANE_AXIAL,
+    "coronal": rendering_pb2.PLANE_CORONAL,
+    "sagittal": rendering_pb2.PLANE_SAGITTAL,
+}
+WINDOWS = {
+    "abdomen": rendering_pb2.WINDOW_PRESET_ABDOMEN,
+    "liver": rendering_pb2.WINDOW_PRESET_LIVER,
+    "bone": rendering_pb2.WINDOW_PRESET_BONE,
+}
+HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+MAX_SECONDS = 24 * 3600.0
+
+
+class Clients:
+    """One gRPC client per signed-in token (its channels and case grants are reused), the least
+    recently used closed first."""
+
+    def __init__(self, settings: WebSettings, capacity: int = 64) -> None:
+        self._settings, self._capacity = settings, capacity
+        self._items: OrderedDict[str, Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, session: Session) -> Client:
+        key = hashlib.sha256(session.token.encode()).hexdigest()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            tls = self._settings.client_tls if self._settings.client_tls.enabled else None
+            client = Client(self._settings.targets, {role: session.token for role in session.roles}, 60, tls)
+            self._items[key] = client
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)[1].close()
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._items.values():
+                client.close()
+            self._items.clear()
+
+
+def build(settings: WebSettings) -> Starlette:
+    authenticator = build_authenticator(settings.auth)
+    key = settings.session_key.get_secret_value().encode() if settings.session_key else None
+    sealer = Sealer(key, settings.session_ttl_s)
+    clients = Clients(settings)
+    volumes = VolumeCache(settings.volume_cache_bytes)
+
+    def session_of(request: Request, role: str | None = None) -> Session:
+        session = sealer.open(request.cookies.get(COOKIE))
+        if session is None:
+            raise HTTPException(401, "sign in first")
+        if request.method != "GET" and request.headers.get(CSRF_HEADER) != "1":
+            raise HTTPException(403, f"requests that change something must carry the {CSRF_HEADER} header")
+        if role and role not in session.roles:
+            raise HTTPException(403, f"this needs the {role} role; {session.name} holds {', '.join(session.roles)}")
+        return session
+
+    def acting_role(request: Request, session: Session) -> str:
+        """The role a case is read as: the page's view (annotator or reviewer), which the session must hold."""
+        role = request.query_params.get("as", "annotator")
+        if role not in ("annotator", "reviewer", "admin"):
+            raise HTTPException(400, "as must be annotator, reviewer or admin")
+        if role not in session.roles:
+            raise HTTPException(403, f"{session.name} does not hold the {role} role")
+        return role
+
+    async def body_json(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            raise HTTPException(411, "a JSON body with its Content-Length")
+        if int(declared) > settings.max_request_bytes:
+            raise HTTPException(413, f"request bodies are at most {settings.max_request_bytes} bytes")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > settings.max_request_bytes:
+                raise HTTPException(413, f"request bodies are at most {settings.max_request_bytes} bytes")
+        try:
+            value = json.loads(data)
+        except ValueError:
+            raise HTTPException(400, "the body is not JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        return value
+
+    def plane_index(request: Request) -> tuple[str, int]:
+        plane = request.query_params.get("plane", "axial")
+        if plane not in PLANES:
+            raise HTTPException(400, f"plane must be one of {', '.join(PLANES)}")
+        raw = request.query_params.get("index", "")
+        if not raw.lstrip("-").isdigit():
+            raise HTTPException(400, "index must be an integer")
+        return plane, int(raw)
+
+    def label_volume(client: Client, role: str, case_id: str, version: str):
+        client.case_auth(role, case_id)  # an annotator without a grant for this case is refused here
+        return volumes.get((case_id, version), lambda: client.labels(case_id, version, role=role))
+
+    # ---- sign-in ----
+
+    async def sign_in(request: Request) -> Response:
+        token = (await body_json(request)).get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= 8192:
+            raise HTTPException(400, "give the token you were issued")
+        try:
+            principal = authenticator.authenticate(token)
+        except AtlasError:
+            raise HTTPException(401, "this token is not accepted") from None
+        roles = tuple(sorted(r.value for r in principal.roles if r.value != "service"))
+        if not roles:
+            raise HTTPException(403, "service tokens cannot sign in to the page")
+        sealed, session = sealer.seal(token, principal.name, roles)
+        response = JSONResponse({"name": session.name, "roles": list(roles)})
+        response.set_cookie(
+            COOKIE,
+            sealed,
+            max_age=settings.session_ttl_s,
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookies,
+            path="/",
+        )
+        log.info("signed in", extra={"principal": session.name})
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        response = JSONResponse({"signed_out": True})
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def me(request: Request) -> Response:
+        session = session_of(request)
+        return JSONResponse({"name": session.name, "roles": list(session.roles)})
+
+    async def schema(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "organs": [
+                    {"label": label, "name": name, "color": list(ORGAN_COLORS[name])} for label, name in ORGANS.items()
+                ]
+            }
+        )
+
+    # ---- the annotator ----
+
+    async def next_case(request: Request) -> Response:
+        session = session_of(request, "annotator")
+        reply = await run_in_threadpool(clients.of(session).next_case)
+        if reply is None:
+            return JSONResponse({"lease": None, "message": "the queue is empty"})
+        return JSONResponse({"lease": _lease(reply.lease, reply.label_version, reply.organs, True)})
+
+    async def lease(request: Request) -> Response:
+        session = session_of(request, "annotator")
+        reply = await run_in_threadpool(clients.of(session).get_lease, request.path_params["lease_id"])
+        return JSONResponse({"lease": _lease(reply.lease, reply.label_version, reply.organs, reply.active)})
+
+    async def grid(request: Request) -> Response:
+        session = session_of(request)
+        role = acting_role(request, session)
+        case_id, version = request.path_params["case_id"], request.path_params["version"]
+        volume = await run_in_threadpool(label_volume, clients.of(session), role, case_id, version)
+        return JSONResponse(volume.grid())
+
+    async def label_slice(request: Request) -> Response:
+        session = session_of(request)
+        role = acting_role(request, session)
+        plane, index = plane_index(request)
+        case_id, version = request.path_params["case_id"], request.path_params["version"]
+        volume = await run_in_threadpool(label_volume, clients.of(session), role, case_id, version)
+        picture = volume.picture(plane, index)
+        return Response(
+            picture.tobytes(),
+            media_type="application/octet-stream",
+            headers={
+                "x-rows": str(picture.shape[0]),
+                "x-cols": str(picture.shape[1]),
+                "cache-control": "private, max-age=3600",
+            },
+        )
+
+    async def image(request: Request) -> Response:
+        session = session_of(request)
+        role = acting_role(request, session)
+        plane, index = plane_index(request)
+        window = request.query_params.get("window", "abdomen")
+        if window not in WINDOWS:
+            raise HTTPException(400, f"window must be one of {', '.join(WINDOWS)}")
+        heat = request.query_params.get("heat", "")
+        if heat and heat not in ORGAN_IDS:
+            raise HTTPException(400, f"heat must name an organ: {', '.join(ORGAN_IDS)}")
+        view = rendering_pb2.SliceView(
+            case_id=request.path_params["case_id"],
+            plane=PLANES[plane],
+            index=index,
+            window=WINDOWS[window],
+            heatmap_organ=organ_to_proto(heat) if heat else common_pb2.ORGAN_UNSPECIFIED,
+        )
+        reply = await run_in_threadpool(clients.of(session).render_slice, view, role)
+        return Response(reply.png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
+
+    async def regions(request: Request) -> Response:
+        session = session_of(request)
+        role = acting_role(request, session)
+        case_id, version = request.path_params["case_id"], request.path_params["version"]
+
+        def find() -> list[dict]:
+            client = clients.of(session)
+            volume = label_volume(client, role, case_id, version)
+            info = [v for v in client.label_versions(case_id, role=role) if v.label_version == version]
+            if not info or info[0].source != common_pb2.LABEL_SOURCE_AI:
+                return []
+            scores = client.scores(case_id, info[0].model_set, role=role)
+            found = []
+            for r in scores.regions:
+                if r.organ not in ORGANS:
+                    continue
+                lo, hi = volume.ras_box(list(r.box.min_mm), list(r.box.max_mm))
+                found.append(
+                    {"organ": ORGANS[r.organ], "peak_heat": r.peak_heat, "volume_ml": r.volume_ml, "lo": lo, "hi": hi}
+                )
+            return found  # most salient first, as scoring ranks them
+
+        return JSONResponse({"regions": await run_in_threadpool(find)})
+
+    async def revise(request: Request) -> Response:
+        session = session_of(request, "annotator")
+        body = await body_json(request)
+        voxels, labels = body.get("voxels", []), body.get("labels", [])
+        seconds, note = body.get("seconds"), body.get("note", "")
+        if not isinstance(voxels, list) or not isinstance(labels, list):
+            raise HTTPException(400, "voxels and labels must be lists of integers")
+        if not all(type(v) is int for v in voxels) or not all(type(v) is int for v in labels):
+            raise HTTPException(400, "voxels and labels must be lists of integers")
+        if not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SECONDS:
+            raise HTTPException(400, f"seconds must be the time the page measured, 0..{MAX_SECONDS:.0f}")
+        if not isinstance(note, str) or len(note) > 2000:
+            raise HTTPException(400, "note must be text of at most 2000 characters")
+        lease_id = request.path_params["lease_id"]
+
+        def submit() -> dict:
+            client = clients.of(session)
+            held = client.get_lease(lease_id)
+            if not held.active:
+                raise InvalidInput(
+                    f"lease {lease_id} has ended (released, expired or already revised); take the next case"
+                )
+            case_id = held.lease.case_id
+            base = label_volume(client, "annotator", case_id, held.label_version)
+            revised = apply_edits(base, voxels, labels, settings.max_edit_voxels)
+            organs = changed_organs(base.stored.array, revised.array)
+            if not organs:
+                raise InvalidInput("nothing was changed: paint or erase before submitting")
+            reply = client.submit_revision(
+                lease_id,
+                revised,
+                [organ_to_proto(o) for o in organs],
+                [],
+                float(seconds),
+                note or "revised in the web page",
+            )
+            return {
+                "revision_id": reply.revision_id,
+                "label_version": reply.label_version,
+                "organs": organs,
+                "suggested_tags": [
+                    {"organ": organ_from_proto(t.organ), "tag": ErrorTag.from_proto(t.tag).value}
+                    for t in reply.suggested_tags
+                ],
+            }
+
+        return JSONResponse(await run_in_threadpool(submit))
+
+    # ---- the reviewer ----
+
+    async def pending(request: Request) -> Response:
+        session = session_of(request, "reviewer")
+        found = await run_in_threadpool(clients.of(session).revisions, tracking_pb2.REVIEW_STATE_PENDING)
+        return JSONResponse(
+            {
+                "revisions": [
+                    {
+                        "revision_id": r.revision.revision_id,
+                        "case_id": r.revision.case_id,
+                        "label_version": r.revision.label_version,
+                        "parent_version": r.parent_version,
+                        "organs": [organ_from_proto(o) for o in r.revision.organs],
+                        "annotator": r.revision.annotator,
+                        "minutes": round(r.seconds_spent / 60, 1),
+                    }
+                    for r in found
+                ]
+            }
+        )
+
+    async def changes(request: Request) -> Response:
+        """Where a revision changed its parent: the changed voxels' count and the centre of their
+        box (RAS voxel), so the reviewer's view opens on the work."""
+        session = session_of(request, "reviewer")
+        case_id = request.query_params.get("case_id", "")
+        before_version, after_version = request.query_params.get("from", ""), request.query_params.get("to", "")
+        if not (case_id and before_version and after_version):
+            raise HTTPException(400, "give case_id, from and to")
+
+        def compare() -> dict:
+            client = clients.of(session)
+            before = label_volume(client, "reviewer", case_id, before_version)
+            after = label_volume(client, "reviewer", case_id, after_version)
+            if before.ras.array.shape != after.ras.array.shape:
+                raise InvalidInput("the two label versions are on different grids")
+            changed = np.argwhere(before.ras.array != after.ras.array)
+            if not len(changed):
+                return {"voxels": 0, "centre": None}
+            centre = ((changed.min(axis=0) + changed.max(axis=0)) // 2).tolist()
+            return {"voxels": len(changed), "centre": centre}
+
+        return JSONResponse(await run_in_threadpool(compare))
+
+    async def review(request: Request) -> Response:
+        session = session_of(request, "reviewer")
+        body = await body_json(request)
+        approve, reason = body.get("approve"), body.get("reason", "")
+        if not isinstance(approve, bool) or not isinstance(reason, str) or len(reason) > 2000:
+            raise HTTPException(400, "give approve (true or false) and a reason of at most 2000 characters")
+        reply = await run_in_threadpool(clients.of(session).review, request.path_params["revision_id"], approve, reason)
+        return JSONResponse({"state": common_pb2.CaseState.Name(reply.state).removeprefix("CASE_STATE_").lower()})
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+            status = HTTP_OF.get(exc.code(), 502)
+            return JSONResponse({"error": f"{exc.code().name}: {exc.details()}"}, status_code=status)
+        if isinstance(exc, InvalidInput):
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if isinstance(exc, AtlasError):
+            return JSONResponse({"error": f"{exc.code.name}: {exc}"}, status_code=HTTP_OF.get(exc.code, 500))
+        log.exception("unexpected failure", exc_info=exc)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    case = "/api/cases/{case_id}"
+    routes = [
+        Route("/", index),
+        Route("/api/session", sign_in, methods=["POST"]),
+        Route("/api/session", sign_out, methods=["DELETE"]),
+        Route("/api/me", me),
+        Route("/api/schema", schema),
+        Route("/api/next", next_case, methods=["POST"]),
+        Route("/api/leases/{lease_id}", lease),
+        Route("/api/leases/{lease_id}/revision", revise, methods=["POST"]),
+        Route(case + "/image", image),
+        Route(case + "/versions/{version}/grid", grid),
+        Route(case + "/versions/{version}/labels", label_slice),
+        Route(case + "/versions/{version}/regions", regions),
+        Route("/api/revisions", pending),
+        Route("/api/changes", changes),
+        Route("/api/revisions/{revision_id}/review", review, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        clients.close()
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: failed, grpc.RpcError: failed, AtlasError: failed, Exception: failed},
+        lifespan=lifespan,
+    )
+
+
+def _lease(lease: tracking_pb2.Lease, label_version: str, organs, active: bool) -> dict:
+    return {
+        "lease_id": lease.lease_id,
+        "case_id": lease.case_id,
+        "label_version": label_version,
+        "organs": [organ_from_proto(o) for o in organs],
+        "active": active,
+    }

@@ -1,0 +1,457 @@
+// AtlasLoop's page: sign in, take a case, look where attention points, correct, submit; review.
+// Slices are pictures drawn by the rendering service (the CT, optionally with one organ's heat) under
+// a canvas where this page draws the label: the label version's slice from the server with the
+// annotator's edits on top. Edits live here until they are submitted, as RAS voxel -> label
+// (atlasloop.web.volumes documents the pixel-to-voxel mapping used below).
+
+const $ = (id) => document.getElementById(id);
+const PLANES = ["axial", "coronal", "sagittal"];
+
+const state = {
+  me: null,
+  organs: [], // {label, name, color}
+  lease: null,
+  grid: null, // {shape: [X, Y, Z], spacing_mm}
+  index: { axial: 0, coronal: 0, sagittal: 0 },
+  regions: [],
+  region: null,
+  edits: new Map(), // RAS voxel index -> label
+  base: {}, // plane -> {rows, cols, index, data: Uint8Array}
+  activeMs: 0,
+  visibleSince: null,
+  review: null,
+};
+window.atlasloop = state; // for the browser test and for people debugging
+
+// ---- calls ----
+
+async function call(method, path, body) {
+  const options = { method, headers: { "x-atlasloop": "1" }, credentials: "same-origin" };
+  if (body !== undefined) {
+    options.headers["content-type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).error; } catch (_) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return response;
+}
+const getJson = async (path) => (await call("GET", path)).json();
+const say = (text) => { $("message").textContent = text; };
+
+// ---- geometry: a picture's pixel (r, c) of a plane is a RAS voxel ----
+
+function pictureSize(plane) {
+  const [X, Y, Z] = state.grid.shape;
+  return { axial: [Y, X], coronal: [Z, X], sagittal: [Z, Y] }[plane]; // rows, cols
+}
+
+function pixelMm(plane) {
+  const [sx, sy, sz] = state.grid.spacing_mm;
+  return { axial: [sy, sx], coronal: [sz, sx], sagittal: [sz, sy] }[plane];
+}
+
+function voxelOf(plane, index, r, c) {
+  const [X, Y, Z] = state.grid.shape;
+  let i, j, k;
+  if (plane === "axial") { i = X - 1 - c; j = Y - 1 - r; k = index; }
+  else if (plane === "coronal") { i = X - 1 - c; j = index; k = Z - 1 - r; }
+  else { i = index; j = Y - 1 - c; k = Z - 1 - r; }
+  return (i * Y + j) * Z + k;
+}
+
+function boxInPicture(plane, lo, hi) {
+  const [X, Y, Z] = state.grid.shape;
+  const cols = plane === "sagittal" ? [Y - 1 - hi[1], Y - 1 - lo[1]] : [X - 1 - hi[0], X - 1 - lo[0]];
+  const rows = plane === "axial" ? [Y - 1 - hi[1], Y - 1 - lo[1]] : [Z - 1 - hi[2], Z - 1 - lo[2]];
+  return { r0: rows[0], r1: rows[1], c0: cols[0], c1: cols[1] };
+}
+
+// ---- viewports ----
+
+function buildViewports(container, paintable) {
+  container.replaceChildren();
+  const views = {};
+  for (const plane of PLANES) {
+    const [rows, cols] = pictureSize(plane);
+    const [rowMm, colMm] = pixelMm(plane);
+    const wrap = document.createElement("div");
+    wrap.className = "viewport";
+    const title = document.createElement("div");
+    const stage = document.createElement("div");
+    stage.className = "stage";
+    const img = document.createElement("img");
+    img.alt = `${plane} slice`;
+    const canvas = document.createElement("canvas");
+    canvas.width = cols; canvas.height = rows;
+    canvas.dataset.plane = plane;
+    if (paintable) canvas.className = "paint";
+    stage.append(img, canvas);
+    const slider = document.createElement("input");
+    slider.type = "range"; slider.min = 0;
+    slider.max = state.grid.shape[{ axial: 2, coronal: 1, sagittal: 0 }[plane]] - 1;
+    slider.dataset.plane = plane;
+    slider.setAttribute("aria-label", `${plane} slice`);
+    wrap.append(title, stage, slider);
+    container.append(wrap);
+    views[plane] = { plane, title, stage, img, canvas, slider, rows, cols, rowMm, colMm };
+  }
+  return views;
+}
+
+function sizeViewports(views) {
+  const zoom = Number($("zoom").value);
+  for (const v of Object.values(views)) {
+    const mmPerPx = Math.max(v.cols * v.colMm, v.rows * v.rowMm) / (260 * zoom);
+    v.stage.style.width = `${(v.cols * v.colMm) / mmPerPx}px`;
+    v.stage.style.height = `${(v.rows * v.rowMm) / mmPerPx}px`;
+  }
+}
+
+function colourOf(label) {
+  const organ = state.organs.find((o) => o.label === label);
+  return organ ? organ.color : [255, 255, 255];
+}
+
+function drawLabels(v, base, opts) {
+  const ctx = v.canvas.getContext("2d");
+  ctx.clearRect(0, 0, v.cols, v.rows);
+  if (!base) return;
+  const image = ctx.createImageData(v.cols, v.rows);
+  const px = image.data;
+  for (let r = 0; r < v.rows; r++) {
+    for (let c = 0; c < v.cols; c++) {
+      const p = r * v.cols + c;
+      let label = base.data[p];
+      const edited = opts.edits ? opts.edits.get(voxelOf(v.plane, base.index, r, c)) : undefined;
+      if (edited !== undefined) label = edited;
+      const changed = opts.compare ? opts.compare.data[p] !== label : false;
+      if (changed) { px.set([255, 255, 0, 230], 4 * p); continue; }
+      if (!opts.show || label === 0) continue;
+      const [red, green, blue] = colourOf(label);
+      px.set([red, green, blue, edited !== undefined ? 200 : 110], 4 * p);
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  if (opts.box) {
+    const b = boxInPicture(v.plane, opts.box.lo, opts.box.hi);
+    ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 1;
+    ctx.strokeRect(b.c0 - 0.5, b.r0 - 0.5, b.c1 - b.c0 + 2, b.r1 - b.r0 + 2);
+  }
+}
+
+async function loadSlice(caseId, version, plane, index, role) {
+  const q = `plane=${plane}&index=${index}&as=${role}`;
+  const response = await call("GET", `/api/cases/${enc(caseId)}/versions/${enc(version)}/labels?${q}`);
+  return { rows: Number(response.headers.get("x-rows")), cols: Number(response.headers.get("x-cols")), index,
+    data: new Uint8Array(await response.arrayBuffer()) };
+}
+
+function imageUrl(caseId, plane, index, role, heat) {
+  const q = new URLSearchParams({ plane, index, as: role, window: $("window").value });
+  if (heat) q.set("heat", heat);
+  return `/api/cases/${enc(caseId)}/image?${q}`;
+}
+const enc = encodeURIComponent;
+
+function loaded(img, url) {
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve(); img.onerror = () => reject(new Error(`could not load ${url}`));
+    img.src = url;
+  });
+}
+
+// ---- the annotator ----
+
+let annotateViews = null;
+
+async function nextCase() {
+  if (state.edits.size && !confirm("Drop the edits of this case?")) return;
+  const reply = await (await call("POST", "/api/next")).json();
+  if (!reply.lease) { say(reply.message); return; }
+  await openLease(reply.lease);
+}
+
+async function openLease(lease) {
+  state.lease = lease; state.edits = new Map(); state.region = null; state.base = {};
+  localStorage.setItem("atlasloop.lease", lease.lease_id); // not a credential: the page resumes it after a reload
+  const base = `/api/cases/${enc(lease.case_id)}/versions/${enc(lease.label_version)}`;
+  state.grid = await getJson(`${base}/grid?as=annotator`);
+  state.regions = (await getJson(`${base}/regions?as=annotator`)).regions;
+  const [X, Y, Z] = state.grid.shape;
+  state.index = { axial: Math.floor(Z / 2), coronal: Math.floor(Y / 2), sagittal: Math.floor(X / 2) };
+  $("case-info").textContent = `case ${lease.case_id} · lease ${lease.lease_id}`;
+  annotateViews = buildViewports($("viewports"), true);
+  for (const v of Object.values(annotateViews)) wireViewport(v);
+  sizeViewports(annotateViews);
+  listRegions();
+  if (lease.organs.length) $("organ").value = lease.organs[0];
+  state.activeMs = 0; state.visibleSince = document.visibilityState === "visible" ? performance.now() : null;
+  $("submit").disabled = false;
+  await Promise.all(PLANES.map((p) => showPlane(p)));
+  say(`case ${lease.case_id}: ${state.regions.length} attention regions`);
+  document.body.dataset.caseReady = lease.lease_id;
+}
+
+function listRegions() {
+  const list = $("regions");
+  list.replaceChildren();
+  state.regions.forEach((region, n) => {
+    const item = document.createElement("li");
+    item.textContent = `${region.organ} · ${region.volume_ml.toFixed(1)} mL`;
+    item.dataset.region = n;
+    item.onclick = () => jumpTo(n);
+    list.append(item);
+  });
+}
+
+async function jumpTo(n) {
+  const region = state.regions[n];
+  state.region = region;
+  const centre = region.lo.map((lo, a) => Math.floor((lo + region.hi[a]) / 2));
+  state.index = { sagittal: centre[0], coronal: centre[1], axial: centre[2] };
+  $("organ").value = region.organ;
+  for (const li of $("regions").children) li.setAttribute("aria-current", String(Number(li.dataset.region) === n));
+  await Promise.all(PLANES.map((p) => showPlane(p)));
+  document.body.dataset.region = String(n);
+}
+
+async function showPlane(plane) {
+  const v = annotateViews[plane];
+  const index = state.index[plane];
+  v.slider.value = index;
+  v.title.textContent = `${plane} ${index + 1} / ${Number(v.slider.max) + 1}`;
+  const heat = $("show-heat").checked ? $("organ").value : "";
+  const lease = state.lease;
+  const url = imageUrl(lease.case_id, plane, index, "annotator", heat);
+  const [base] = await Promise.all([
+    loadSlice(lease.case_id, lease.label_version, plane, index, "annotator"),
+    loaded(v.img, url),
+  ]);
+  if (state.index[plane] !== index) return; // scrolled on meanwhile
+  state.base[plane] = base;
+  redraw(plane);
+}
+
+function redraw(plane) {
+  const box = state.region && state.region.organ === $("organ").value ? state.region : null;
+  drawLabels(annotateViews[plane], state.base[plane], { edits: state.edits, show: $("show-labels").checked, box });
+  $("changed").textContent = `${state.edits.size} voxels changed`;
+}
+
+function wireViewport(v) {
+  v.slider.oninput = () => { state.index[v.plane] = Number(v.slider.value); showPlane(v.plane); };
+  v.stage.onwheel = (e) => {
+    e.preventDefault();
+    const next = Math.min(Number(v.slider.max), Math.max(0, state.index[v.plane] + Math.sign(e.deltaY)));
+    if (next !== state.index[v.plane]) { state.index[v.plane] = next; showPlane(v.plane); }
+  };
+  let drawing = false;
+  const at = (e) => {
+    const rect = v.canvas.getBoundingClientRect();
+    return [Math.floor(((e.clientY - rect.top) / rect.height) * v.rows), Math.floor(((e.clientX - rect.left) / rect.width) * v.cols)];
+  };
+  v.canvas.onmousedown = (e) => {
+    const tool = document.querySelector("input[name=tool]:checked").value;
+    if (tool === "fill") { fill(v, ...at(e)); return; }
+    drawing = true; stroke(v, ...at(e), tool);
+  };
+  v.canvas.onmousemove = (e) => { if (drawing) stroke(v, ...at(e), document.querySelector("input[name=tool]:checked").value); };
+  window.addEventListener("mouseup", () => { drawing = false; });
+}
+
+function organLabel() {
+  return state.organs.find((o) => o.name === $("organ").value).label;
+}
+
+function setVoxel(v, r, c, label) {
+  const base = state.base[v.plane];
+  const voxel = voxelOf(v.plane, base.index, r, c);
+  if (label === base.data[r * v.cols + c]) state.edits.delete(voxel); else state.edits.set(voxel, label);
+}
+
+function effective(v, r, c) {
+  const base = state.base[v.plane];
+  const edited = state.edits.get(voxelOf(v.plane, base.index, r, c));
+  return edited !== undefined ? edited : base.data[r * v.cols + c];
+}
+
+function stroke(v, r0, c0, tool) {
+  if (!state.base[v.plane]) return;
+  const radius = Number($("radius").value);
+  const label = organLabel();
+  for (let r = r0 - radius; r <= r0 + radius; r++) {
+    for (let c = c0 - radius; c <= c0 + radius; c++) {
+      if (r < 0 || c < 0 || r >= v.rows || c >= v.cols || (r - r0) ** 2 + (c - c0) ** 2 > radius * radius) continue;
+      if (tool === "brush") setVoxel(v, r, c, label);
+      else if (effective(v, r, c) === label) setVoxel(v, r, c, 0); // the eraser removes only this organ
+    }
+  }
+  redraw(v.plane);
+}
+
+function fill(v, r0, c0) {
+  // Fill the region enclosed by the organ's contour on this slice; refused when it leaks to the edge.
+  const label = organLabel();
+  if (!state.base[v.plane] || effective(v, r0, c0) === label) return;
+  const seen = new Uint8Array(v.rows * v.cols);
+  const stack = [[r0, c0]], inside = [];
+  seen[r0 * v.cols + c0] = 1;
+  while (stack.length) {
+    const [r, c] = stack.pop();
+    inside.push([r, c]);
+    for (const [dr, dc] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+      const rr = r + dr, cc = c + dc;
+      if (rr < 0 || cc < 0 || rr >= v.rows || cc >= v.cols) { say("the contour is not closed: fill refused"); return; }
+      const p = rr * v.cols + cc;
+      if (!seen[p] && effective(v, rr, cc) !== label) { seen[p] = 1; stack.push([rr, cc]); }
+    }
+  }
+  for (const [r, c] of inside) setVoxel(v, r, c, label);
+  redraw(v.plane);
+}
+
+function measuredSeconds() {
+  const running = state.visibleSince === null ? 0 : performance.now() - state.visibleSince;
+  return (state.activeMs + running) / 1000;
+}
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") state.visibleSince = performance.now();
+  else if (state.visibleSince !== null) { state.activeMs += performance.now() - state.visibleSince; state.visibleSince = null; }
+});
+
+async function submit() {
+  if (!state.edits.size) { say("nothing changed yet: paint or erase first"); return; }
+  $("submit").disabled = true;
+  try {
+    const voxels = [...state.edits.keys()], labels = voxels.map((k) => state.edits.get(k));
+    const reply = await (await call("POST", `/api/leases/${enc(state.lease.lease_id)}/revision`,
+      { voxels, labels, seconds: measuredSeconds() })).json();
+    const tags = reply.suggested_tags.map((t) => `${t.organ}: ${t.tag}`).join(", ") || "none";
+    say(`revision ${reply.revision_id} stored (${reply.organs.join(", ")}); suggested tags: ${tags}`);
+    document.body.dataset.submitted = reply.revision_id;
+    state.lastSubmitted = { ...reply, voxels, labels };
+    state.edits = new Map(); state.lease = null; localStorage.removeItem("atlasloop.lease");
+    $("viewports").replaceChildren(); $("regions").replaceChildren(); $("case-info").textContent = "";
+  } catch (e) { say(e.message); $("submit").disabled = false; }
+}
+
+// ---- the reviewer ----
+
+let reviewViews = null;
+
+async function refreshReviews() {
+  const { revisions } = await getJson("/api/revisions");
+  const list = $("pending");
+  list.replaceChildren();
+  for (const r of revisions) {
+    const item = document.createElement("li");
+    item.textContent = `${r.case_id}: ${r.organs.join(", ")} by ${r.annotator}, ${r.minutes} min`;
+    item.dataset.revision = r.revision_id;
+    item.onclick = () => openReview(r);
+    list.append(item);
+  }
+  if (!revisions.length) say("no revision waits for review");
+}
+
+async function openReview(r) {
+  state.review = r;
+  const base = `/api/cases/${enc(r.case_id)}/versions/${enc(r.parent_version)}`;
+  state.grid = await getJson(`${base}/grid?as=reviewer`);
+  const changed = await firstChangedSlices(r);
+  const before = buildViewports($("review-before"), false), after = buildViewports($("review-after"), false);
+  sizeViewports(before); sizeViewports(after);
+  reviewViews = { before, after };
+  for (const plane of PLANES) {
+    const index = changed[plane];
+    const [old, now] = await Promise.all([
+      loadSlice(r.case_id, r.parent_version, plane, index, "reviewer"),
+      loadSlice(r.case_id, r.label_version, plane, index, "reviewer"),
+    ]);
+    for (const [views, slice, compare] of [[before, old, null], [after, now, old]]) {
+      const v = views[plane];
+      v.slider.value = index; v.slider.disabled = true;
+      v.title.textContent = `${plane} ${index + 1}`;
+      await loaded(v.img, imageUrl(r.case_id, plane, index, "reviewer", ""));
+      drawLabels(v, slice, { show: true, compare });
+    }
+  }
+  $("review-info").textContent = `revision ${r.revision_id} of case ${r.case_id}`;
+  $("approve").disabled = $("reject").disabled = false;
+  document.body.dataset.reviewReady = r.revision_id;
+}
+
+async function firstChangedSlices(r) {
+  // The centre of the changed voxels' box: the reviewer's view opens where the work was done.
+  const [X, Y, Z] = state.grid.shape;
+  const q = new URLSearchParams({ case_id: r.case_id, from: r.parent_version, to: r.label_version });
+  const { centre } = await getJson(`/api/changes?${q}`);
+  const [i, j, k] = centre || [Math.floor(X / 2), Math.floor(Y / 2), Math.floor(Z / 2)];
+  return { sagittal: i, coronal: j, axial: k };
+}
+
+async function decide(approve) {
+  const reason = $("reason").value.trim();
+  if (!approve && !reason) { say("say why it is rejected"); return; }
+  const r = state.review;
+  const reply = await (await call("POST", `/api/revisions/${enc(r.revision_id)}/review`, { approve, reason })).json();
+  $("approve").disabled = $("reject").disabled = true;
+  state.review = null;
+  await refreshReviews();
+  say(`revision ${r.revision_id}: case ${r.case_id} is ${reply.state}`);
+  document.body.dataset.reviewed = r.revision_id;
+}
+
+// ---- sign-in and views ----
+
+function show(view) {
+  for (const name of ["signin", "annotate", "review"]) $(`${name}-view`).hidden = name !== view;
+  for (const b of document.querySelectorAll("nav button")) b.setAttribute("aria-pressed", String(b.dataset.view === view));
+  if (view === "review") refreshReviews().catch((e) => say(e.message));
+}
+
+async function resumeLease() {
+  const leaseId = localStorage.getItem("atlasloop.lease");
+  if (!leaseId) return;
+  try {
+    const { lease } = await getJson(`/api/leases/${enc(leaseId)}`);
+    if (lease.active) { await openLease(lease); say(`resumed case ${lease.case_id}`); return; }
+  } catch (_) { /* another person's, or gone */ }
+  localStorage.removeItem("atlasloop.lease");
+}
+
+function signedIn(me) {
+  state.me = me;
+  $("who").textContent = `${me.name} (${me.roles.join(", ")})`;
+  $("tabs").hidden = false; $("sign-out").hidden = false;
+  $("tab-annotate").hidden = !me.roles.includes("annotator");
+  $("tab-review").hidden = !me.roles.includes("reviewer");
+  show(me.roles.includes("annotator") ? "annotate" : "review");
+  if (me.roles.includes("annotator")) resumeLease();
+}
+
+async function start() {
+  state.organs = (await getJson("/api/schema")).organs;
+  $("organ").replaceChildren(...state.organs.map((o) => new Option(o.name, o.name)));
+  $("signin-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try { signedIn(await (await call("POST", "/api/session", { token: $("token").value })).json()); $("token").value = ""; say(""); }
+    catch (err) { say(err.message); }
+  };
+  $("sign-out").onclick = async () => { await call("DELETE", "/api/session"); location.reload(); };
+  for (const b of document.querySelectorAll("nav button")) b.onclick = () => show(b.dataset.view);
+  $("next-case").onclick = () => nextCase().catch((e) => say(e.message));
+  $("submit").onclick = submit;
+  $("refresh-reviews").onclick = () => refreshReviews().catch((e) => say(e.message));
+  $("approve").onclick = () => decide(true).catch((e) => say(e.message));
+  $("reject").onclick = () => decide(false).catch((e) => say(e.message));
+  for (const id of ["show-heat", "window", "organ"]) $(id).onchange = () => state.lease && PLANES.forEach((p) => showPlane(p));
+  $("show-labels").onchange = () => state.lease && PLANES.forEach(redraw);
+  $("zoom").oninput = () => annotateViews && sizeViewports(annotateViews);
+  try { signedIn(await getJson("/api/me")); } catch (_) { show("signin"); }
+}
+
+start().catch((e) => say(e.message));

@@ -1,0 +1,83 @@
+"""The page's HTTP side without services: who may sign in, what a request must carry, and what
+is refused before any service is called (the services' addresses here answer nothing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from atlasloop.web.app import build
+from atlasloop.web.settings import WebSettings
+
+TOKENS = {"ann-token": "alice:annotator", "rev-token": "rob:reviewer", "svc-token": "training:service"}
+
+
+@pytest.fixture
+def page():
+    settings = WebSettings(
+        auth={"mode": "dev", "dev_tokens": TOKENS},
+        targets={
+            name: "127.0.0.1:9" for name in ("storage", "inference", "scoring", "rendering", "tracking", "training")
+        },
+        max_request_bytes=4096,
+    )
+    with TestClient(build(settings), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def sign_in(page, token):
+    return page.post("/api/session", json={"token": token}, headers={"x-atlasloop": "1"})
+
+
+def test_sign_in_seals_the_token_in_a_strict_http_only_cookie(page):
+    reply = sign_in(page, "ann-token")
+    assert reply.status_code == 200 and reply.json() == {"name": "alice", "roles": ["annotator"]}
+    cookie = reply.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "ann-token" not in cookie
+    assert page.get("/api/me").json() == {"name": "alice", "roles": ["annotator"]}
+    assert page.delete("/api/session", headers={"x-atlasloop": "1"}).status_code == 200
+    page.cookies.clear()
+    assert page.get("/api/me").status_code == 401
+
+
+def test_unknown_and_service_tokens_do_not_sign_in(page):
+    assert sign_in(page, "guess").status_code == 401
+    assert sign_in(page, "svc-token").status_code == 403
+    assert sign_in(page, "").status_code == 400
+    assert page.post("/api/session", content=b"not json", headers={"x-atlasloop": "1"}).status_code == 400
+
+
+def test_changes_need_the_header_a_foreign_form_cannot_send_and_the_right_role(page):
+    sign_in(page, "rev-token")
+    assert page.post("/api/next").status_code == 403  # no x-atlasloop header
+    reply = page.post("/api/next", headers={"x-atlasloop": "1"})
+    assert reply.status_code == 403 and "annotator role" in reply.json()["error"]
+    assert page.get("/api/cases/c/image?plane=axial&index=0&as=annotator").status_code == 403
+
+
+def test_bad_requests_are_refused_before_any_service_is_called(page):
+    sign_in(page, "ann-token")
+    headers = {"x-atlasloop": "1"}
+    revise = "/api/leases/l1/revision"
+    assert page.post(revise, json={"voxels": [1.5], "labels": [1], "seconds": 1}, headers=headers).status_code == 400
+    assert page.post(revise, json={"voxels": [1], "labels": [1], "seconds": -1}, headers=headers).status_code == 400
+    assert page.post(revise, json={"voxels": [1], "labels": [1], "seconds": 1e9}, headers=headers).status_code == 400
+    assert page.post(revise, json=[1, 2], headers=headers).status_code == 400
+    big = json.dumps({"voxels": list(range(2000)), "labels": [1] * 2000, "seconds": 1})
+    reply = page.post(revise, content=big, headers={**headers, "content-type": "application/json"})
+    assert reply.status_code == 413
+    assert page.get("/api/cases/c/image?plane=oblique&index=0").status_code == 400
+    assert page.get("/api/cases/c/image?plane=axial&index=x").status_code == 400
+    assert page.get("/api/cases/c/image?plane=axial&index=0&window=disco").status_code == 400
+    assert page.get("/api/cases/c/image?plane=axial&index=0&heat=brain").status_code == 400
+    # a well-formed call reaches the services; none answers here
+    assert page.post("/api/next", headers=headers).status_code == 503
+
+
+def test_the_page_and_its_schema_are_served(page):
+    assert "AtlasLoop" in page.get("/").text
+    organs = page.get("/api/schema").json()["organs"]
+    assert organs[0] == {"label": 1, "name": organs[0]["name"], "color": organs[0]["color"]} and len(organs) == 9
+    assert page.get("/static/app.js").status_code == 200
