@@ -263,6 +263,7 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from atlasloop.common.domain import organ_from_proto
     from atlasloop.devstack.system_packages import CHROMIUM, ensure
     from atlasloop.imaging.display import to_ras
     from atlasloop.tracking.v1 import tracking_pb2
@@ -305,7 +306,7 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         lease_id = wait.until(lambda _: data("caseReady"))
         regions = browser.execute_script("return window.atlasloop.regions")
         assert regions, "the page lists the case's attention regions"
-        browser.find_element(By.CSS_SELECTOR, "#regions li").click()
+        browser.find_element(By.CSS_SELECTOR, "#regions li span").click()
         wait.until(lambda _: data("region") == "0")
         assert browser.find_element(By.ID, "organ").get_attribute("value") == regions[0]["organ"]
         centre = [(lo + hi) // 2 for lo, hi in zip(regions[0]["lo"], regions[0]["hi"], strict=True)]
@@ -318,6 +319,9 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         ActionChains(browser).move_to_element_with_offset(axial, 3, -2).click().perform()
         painted = dict(browser.execute_script("return [...window.atlasloop.edits.entries()]"))
         assert 0 < len(painted) <= 13  # a disc of radius 2, less what already was that organ
+        items = browser.find_elements(By.CSS_SELECTOR, "#regions li")
+        items[0].find_element(By.CSS_SELECTOR, "button[data-verdict=fixed]").click()
+        items[1].find_element(By.CSS_SELECTOR, "button[data-verdict=not_an_error]").click()
         browser.find_element(By.ID, "submit").click()
         revision_id = wait.until(lambda _: data("submitted"))
 
@@ -331,6 +335,9 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         browser.find_element(By.ID, "reason").send_keys("the painted region is right")
         browser.find_element(By.ID, "approve").click()
         wait.until(lambda _: data("reviewed") == revision_id)
+        browser.find_element(By.ID, "tab-coordinate").click()
+        wait.until(lambda _: data("overview") == "2")
+        assert browser.find_element(By.ID, "precision").text.startswith("50% of 2 judged regions")
     finally:
         browser.quit()
 
@@ -351,4 +358,11 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
     assert ("state:leased->revised", "dev-annotator") in history
     assert ("state:revised->approved", "dev-reviewer") in history
     assert client.get_lease(lease_id).active is False
+    judged = {
+        (organ_from_proto(r.organ), r.regions_fixed, r.regions_not_an_error)
+        for r in client.statistics().organs
+        if r.regions_fixed or r.regions_not_an_error
+    }
+    first, second = regions[0]["organ"], regions[1]["organ"]
+    assert judged == ({(first, 1, 1)} if first == second else {(first, 1, 0), (second, 0, 1)})
     client.close()

@@ -31,8 +31,8 @@ from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.storage.v1 import storage_pb2
 from atlasloop.tracking import migrate
 from atlasloop.tracking.core import TrackingCore
-from atlasloop.tracking.models import Case, Lease, OutboxEvent, Review, Revision
-from atlasloop.tracking.revisions import Tag
+from atlasloop.tracking.models import Case, Lease, OutboxEvent, RegionVerdict, Review, Revision
+from atlasloop.tracking.revisions import Tag, Verdict
 from atlasloop.tracking.settings import TrackingSettings
 
 from .conftest import EventCollector, start_in_process
@@ -322,11 +322,23 @@ def test_revision_on_the_real_ct_suggests_missed_region(
         core.submit_revision(lease.lease_id, "alice", upload, ["liver"], [], -1, "")
     with pytest.raises(PermissionDenied):
         core.submit_revision(lease.lease_id, "mallory", upload, ["liver"], [], 60, "")
+    box = ((0.0, 0.0, 0.0), (10.0, 10.0, 10.0))
+    fixed, clean = Verdict("liver", *box, "fixed"), Verdict("spleen", *box, "not_an_error")
+    for bad, reason in [
+        (Verdict("liver", *box, "maybe"), "fixed, not_an_error"),
+        (Verdict("brain", *box, "fixed"), "unknown organ"),
+        (Verdict("liver", (0.0, 0.0), (1.0, 1.0, 1.0), "fixed"), "three finite"),
+        (Verdict("liver", (0.0, 0.0, float("nan")), (1.0, 1.0, 1.0), "fixed"), "three finite"),
+        (Verdict("liver", (5.0, 0.0, 0.0), (1.0, 1.0, 1.0), "fixed"), "above max_mm"),
+    ]:
+        with pytest.raises(InvalidInput, match=reason):
+            core.submit_revision(lease.lease_id, "alice", upload, ["liver"], [], 60, "", [fixed, bad])
     with core.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Revision)) == 0
+        assert session.scalar(select(func.count()).select_from(RegionVerdict)) == 0
 
     result = core.submit_revision(
-        lease.lease_id, "alice", upload, ["liver"], [Tag("liver", "missed_region")], 420, "upper slab"
+        lease.lease_id, "alice", upload, ["liver"], [Tag("liver", "missed_region")], 420, "upper slab", [fixed, clean]
     )
     liver_diff = next(d for d in result.diffs if d.organ == "liver")
     assert "missed_region" in liver_diff.suggested and liver_diff.voxels_added > 0 and liver_diff.voxels_removed == 0
@@ -358,6 +370,8 @@ def test_revision_on_the_real_ct_suggests_missed_region(
     stats = core.statistics()
     assert stats.minutes_per_round == {1: 7.0} and stats.revisions_per_annotator == {"alice": 1}
     assert next(r for r in stats.organs if r.organ == "liver").tag_counts == {"missed_region": 1}
+    verdicts = {r.organ: (r.regions_fixed, r.regions_not_an_error) for r in stats.organs}
+    assert verdicts["liver"] == (1, 0) and verdicts["spleen"] == (0, 1)  # stored with the revision, once
 
     # Double read (fraction 1.0): never offered to the first annotator; a second reader starts from
     # the AI label; agreement is recorded; the case and its label stay as approved.
@@ -424,6 +438,20 @@ def test_grpc_surface_queue_next_case_and_refusals(stack, fresh_database, unique
                 tracking_pb2.SubmitRevisionRequest(lease_id=got.lease.lease_id, seconds_spent=-5), metadata=ann
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "seconds_spent" in err.value.details()
+        unjudged = tracking_pb2.RegionVerdict(organ=ORGAN_IDS["liver"])  # no verdict given
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitRevision(
+                tracking_pb2.SubmitRevisionRequest(lease_id=got.lease.lease_id, region_verdicts=[unjudged]),
+                metadata=ann,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "FIXED or NOT_AN_ERROR" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # the reviewer's worklist is not the annotator's
+            stub.ListRevisions(tracking_pb2.ListRevisionsRequest(), metadata=ann)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert list(stub.ListRevisions(tracking_pb2.ListRevisionsRequest(), metadata=rev).revisions) == []
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListRevisions(tracking_pb2.ListRevisionsRequest(limit=501), metadata=rev)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         case = stub.GetCase(tracking_pb2.GetCaseRequest(case_id="case-0001"), metadata=ann)
         assert case.case.state == common_pb2.CASE_STATE_LEASED and case.history[-1].principal == "alice"
         listed = stub.ListCases(tracking_pb2.ListCasesRequest(states=[common_pb2.CASE_STATE_SCORED]), metadata=rev)

@@ -36,6 +36,7 @@ from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
 from atlasloop.rendering.v1 import rendering_pb2
 from atlasloop.tracking.v1 import tracking_pb2
+from atlasloop.training.v1 import training_pb2
 from atlasloop.web.sessions import COOKIE, CSRF_HEADER, Sealer, Session
 from atlasloop.web.settings import WebSettings
 from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs
@@ -66,6 +67,10 @@ HTTP_OF = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 MAX_SECONDS = 24 * 3600.0
+VERDICTS = {
+    "fixed": tracking_pb2.REGION_VERDICT_KIND_FIXED,
+    "not_an_error": tracking_pb2.REGION_VERDICT_KIND_NOT_AN_ERROR,
+}
 
 
 class Clients:
@@ -276,7 +281,15 @@ def build(settings: WebSettings) -> Starlette:
                     continue
                 lo, hi = volume.ras_box(list(r.box.min_mm), list(r.box.max_mm))
                 found.append(
-                    {"organ": ORGANS[r.organ], "peak_heat": r.peak_heat, "volume_ml": r.volume_ml, "lo": lo, "hi": hi}
+                    {
+                        "organ": ORGANS[r.organ],
+                        "peak_heat": r.peak_heat,
+                        "volume_ml": r.volume_ml,
+                        "lo": lo,
+                        "hi": hi,
+                        "min_mm": list(r.box.min_mm),
+                        "max_mm": list(r.box.max_mm),
+                    }
                 )
             return found  # most salient first, as scoring ranks them
 
@@ -295,6 +308,7 @@ def build(settings: WebSettings) -> Starlette:
             raise HTTPException(400, f"seconds must be the time the page measured, 0..{MAX_SECONDS:.0f}")
         if not isinstance(note, str) or len(note) > 2000:
             raise HTTPException(400, "note must be text of at most 2000 characters")
+        verdicts = region_verdicts(body.get("verdicts", []))
         lease_id = request.path_params["lease_id"]
 
         def submit() -> dict:
@@ -317,6 +331,7 @@ def build(settings: WebSettings) -> Starlette:
                 [],
                 float(seconds),
                 note or "revised in the web page",
+                verdicts,
             )
             return {
                 "revision_id": reply.revision_id,
@@ -329,6 +344,85 @@ def build(settings: WebSettings) -> Starlette:
             }
 
         return JSONResponse(await run_in_threadpool(submit))
+
+    def region_verdicts(values: Any) -> list[tracking_pb2.RegionVerdict]:
+        """The page's verdicts ({organ, min_mm, max_mm, verdict}) as tracking records them; tracking
+        checks the boxes and the count again."""
+        if not isinstance(values, list) or len(values) > 1000:
+            raise HTTPException(400, "verdicts must be a list of at most 1000 region verdicts")
+        verdicts = []
+        for v in values:
+            if not isinstance(v, dict) or v.get("verdict") not in VERDICTS or v.get("organ") not in ORGAN_IDS:
+                raise HTTPException(400, f"a verdict names an organ and one of {', '.join(VERDICTS)}")
+            corners = [v.get("min_mm"), v.get("max_mm")]
+            if not all(
+                isinstance(c, list) and len(c) == 3 and all(isinstance(x, int | float) for x in c) for c in corners
+            ):
+                raise HTTPException(400, "a verdict's region box needs min_mm and max_mm, three numbers each")
+            verdicts.append(
+                tracking_pb2.RegionVerdict(
+                    organ=organ_to_proto(v["organ"]),
+                    box=common_pb2.BoundingBox(min_mm=v["min_mm"], max_mm=v["max_mm"]),
+                    verdict=VERDICTS[v["verdict"]],
+                )
+            )
+        return verdicts
+
+    # ---- the coordinator ----
+
+    async def overview(request: Request) -> Response:
+        """Rounds, queue depth, per-organ quality, minutes, tags, attention's precision from the
+        annotators' verdicts, and the model runs with their gate decisions."""
+        session = session_of(request)
+        role = "admin" if "admin" in session.roles else "reviewer"
+        if role not in session.roles:
+            raise HTTPException(403, "the coordinator's view needs the reviewer or admin role")
+
+        def gather() -> dict:
+            client = clients.of(session)
+            stats = client.statistics(role=role)
+            states: dict[str, int] = {}
+            for case in client.cases(role=role):
+                name = common_pb2.CaseState.Name(case.state).removeprefix("CASE_STATE_").lower()
+                states[name] = states.get(name, 0) + 1
+            rows = [
+                {
+                    "round": r.round,
+                    "organ": organ_from_proto(r.organ),
+                    "cases_revised": r.cases_revised,
+                    "mean_dice": r.mean_dice,
+                    "tags": dict(r.tag_counts),
+                    "regions_fixed": r.regions_fixed,
+                    "regions_not_an_error": r.regions_not_an_error,
+                }
+                for r in stats.organs
+            ]
+            fixed = sum(int(r.regions_fixed) for r in stats.organs)
+            judged = fixed + sum(int(r.regions_not_an_error) for r in stats.organs)
+            runs = [
+                {
+                    "run_id": run.run_id,
+                    "state": training_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(),
+                    "trigger": run.trigger,
+                    "reason": run.reason,
+                    "published": run.published_model_set,
+                }
+                for run in client.runs(role=role)
+            ]
+            return {
+                "cases_by_state": states,
+                "organs": rows,
+                "minutes_per_round": {str(k): v for k, v in sorted(stats.minutes_per_round.items())},
+                "revisions_per_annotator": dict(stats.revisions_per_annotator),
+                "attention_precision": {
+                    "fixed": fixed,
+                    "judged": judged,
+                    "precision": fixed / judged if judged else None,
+                },
+                "runs": runs,
+            }
+
+        return JSONResponse(await run_in_threadpool(gather))
 
     # ---- the reviewer ----
 
@@ -416,6 +510,7 @@ def build(settings: WebSettings) -> Starlette:
         Route(case + "/versions/{version}/regions", regions),
         Route("/api/revisions", pending),
         Route("/api/changes", changes),
+        Route("/api/overview", overview),
         Route("/api/revisions/{revision_id}/review", review, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

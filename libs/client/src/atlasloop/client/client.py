@@ -198,12 +198,14 @@ class Client:
         waiting = {c.case_id for c in self.cases([common_pb2.CASE_STATE_SCORED])}
         return [c for c in ranked if c.case_id in waiting]
 
-    def cases(self, states: list[common_pb2.CaseState] | None = None) -> list[tracking_pb2.CaseSummary]:
+    def cases(
+        self, states: list[common_pb2.CaseState] | None = None, role: str = "reviewer"
+    ) -> list[tracking_pb2.CaseSummary]:
         found, token = [], ""
         while True:
             reply = self.tracking.ListCases(
                 tracking_pb2.ListCasesRequest(states=states or [], page_size=500, page_token=token),
-                metadata=self.auth("reviewer"),
+                metadata=self.auth(role),
                 timeout=self.timeout_s,
             )
             found += reply.cases
@@ -282,13 +284,21 @@ class Client:
         tags: list[common_pb2.OrganErrorTag],
         seconds: float,
         note: str = "",
+        verdicts: list[tracking_pb2.RegionVerdict] | None = None,
     ) -> tracking_pb2.SubmitRevisionResponse:
+        """``verdicts``: what the annotator found in each attention region they were shown."""
         meta = self.auth("annotator")
         with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
             upload_id = upload_file(self.storage, save_nifti(labels, Path(tmp) / "revised.nii.gz"), meta)
         return self.tracking.SubmitRevision(
             tracking_pb2.SubmitRevisionRequest(
-                lease_id=lease_id, upload_id=upload_id, organs=organs, tags=tags, seconds_spent=seconds, note=note
+                lease_id=lease_id,
+                upload_id=upload_id,
+                organs=organs,
+                tags=tags,
+                seconds_spent=seconds,
+                note=note,
+                region_verdicts=verdicts or [],
             ),
             metadata=meta,
             timeout=self.timeout_s,
@@ -321,9 +331,9 @@ class Client:
             timeout=self.timeout_s,
         )
 
-    def statistics(self) -> tracking_pb2.GetStatisticsResponse:
+    def statistics(self, role: str = "reviewer") -> tracking_pb2.GetStatisticsResponse:
         return self.tracking.GetStatistics(
-            tracking_pb2.GetStatisticsRequest(), metadata=self.auth("reviewer"), timeout=self.timeout_s
+            tracking_pb2.GetStatisticsRequest(), metadata=self.auth(role), timeout=self.timeout_s
         )
 
     # ---- training ----
@@ -340,10 +350,10 @@ class Client:
             training_pb2.GetRunRequest(run_id=run_id), metadata=self.auth("admin"), timeout=self.timeout_s
         ).run
 
-    def runs(self) -> list[training_pb2.Run]:
+    def runs(self, role: str = "admin") -> list[training_pb2.Run]:
         return list(
             self.training.ListRuns(
-                training_pb2.ListRunsRequest(page_size=100), metadata=self.auth("admin"), timeout=self.timeout_s
+                training_pb2.ListRunsRequest(page_size=100), metadata=self.auth(role), timeout=self.timeout_s
             ).runs
         )
 

@@ -175,6 +175,7 @@ class TrackingCore:
         tags: list[revisions.Tag],
         seconds: float,
         note: str,
+        verdicts: list[revisions.Verdict] | None = None,
     ) -> revisions.RevisionResult:
         with observed.case_span(self.sessions, "revise case", observed.case_of_lease(self.sessions, lease_id)):
             result = revisions.submit_revision(
@@ -188,6 +189,7 @@ class TrackingCore:
                 tags,
                 seconds,
                 note,
+                verdicts,
             )
         log.info(
             "case revised",

@@ -186,6 +186,19 @@ class RevisionTag(Base):
     region: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
+class RegionVerdict(Base):
+    """An annotator's verdict on one attention region they were shown, stored with the revision."""
+
+    __tablename__ = "region_verdicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    revision_id: Mapped[str] = mapped_column(ForeignKey("revisions.id"), index=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    organ: Mapped[str] = mapped_column(String(32))
+    min_mm: Mapped[list] = mapped_column(default=list)
+    max_mm: Mapped[list] = mapped_column(default=list)
+    verdict: Mapped[str] = mapped_column(String(16))  # fixed | not_an_error
+
+
 class Review(Base):
     __tablename__ = "reviews"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -26,7 +26,16 @@ from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
 from atlasloop.tracking.diff import OrganDiff, diff_labels
-from atlasloop.tracking.models import Agreement, Case, DoubleRead, LabelVersion, Review, Revision, RevisionTag
+from atlasloop.tracking.models import (
+    Agreement,
+    Case,
+    DoubleRead,
+    LabelVersion,
+    RegionVerdict,
+    Review,
+    Revision,
+    RevisionTag,
+)
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
 from atlasloop.tracking.records import audit, locked_case, transition
@@ -52,6 +61,35 @@ class Tag:
     organ: str
     tag: str
     region: dict | None = None
+
+
+VERDICTS = ("fixed", "not_an_error")
+MAX_VERDICTS = 1000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An annotator's verdict on one attention region (its organ and world box as scoring gave it)."""
+
+    organ: str
+    min_mm: tuple[float, ...]
+    max_mm: tuple[float, ...]
+    verdict: str
+
+
+def check_verdicts(verdicts: list[Verdict]) -> None:
+    if len(verdicts) > MAX_VERDICTS:
+        raise InvalidInput(f"at most {MAX_VERDICTS} region verdicts per revision, got {len(verdicts)}")
+    for v in verdicts:
+        if v.organ not in ORGAN_IDS:
+            raise InvalidInput(f"region verdict for unknown organ {v.organ!r}")
+        if v.verdict not in VERDICTS:
+            raise InvalidInput(f"a region verdict is one of {', '.join(VERDICTS)}, got {v.verdict!r}")
+        corners = (*v.min_mm, *v.max_mm)
+        if len(v.min_mm) != 3 or len(v.max_mm) != 3 or not all(np.isfinite(corners)):
+            raise InvalidInput("a region verdict's box needs three finite min_mm and three finite max_mm values")
+        if any(lo > hi for lo, hi in zip(v.min_mm, v.max_mm, strict=True)):
+            raise InvalidInput("a region verdict's box has min_mm above max_mm")
 
 
 @dataclass(frozen=True)
@@ -81,13 +119,19 @@ def submit_revision(
     tags: list[Tag],
     seconds: float,
     note: str,
+    verdicts: list[Verdict] | None = None,
 ) -> RevisionResult:
+    """A revision of a leased case. ``verdicts`` on the attention regions the annotator was shown
+    are stored with it, in the same transaction (a double read stores none: it measures agreement,
+    not attention)."""
+    verdicts = verdicts or []
     if not np.isfinite(seconds) or seconds < 0:
         raise InvalidInput("seconds_spent must be a finite number >= 0")
     unknown = [o for o in organs if o not in ORGAN_IDS]
     if unknown:
         raise InvalidInput(f"unknown organs {unknown}")
     check_tags(tags, AI_TAGS)
+    check_verdicts(verdicts)
     with sessions.begin() as session:  # fail fast, before touching storage
         done = _submitted(session, lease_id, annotator, upload_id)
         if done is not None:  # the same submission again (its answer was lost): what it made
@@ -160,6 +204,17 @@ def submit_revision(
                     region=region,
                     suggested=(organ, tag) in suggested,
                     confirmed=(organ, tag) in confirmed,
+                )
+            )
+        for v in verdicts:
+            session.add(
+                RegionVerdict(
+                    revision_id=revision_id,
+                    case_id=case_id,
+                    organ=v.organ,
+                    min_mm=list(v.min_mm),
+                    max_mm=list(v.max_mm),
+                    verdict=v.verdict,
                 )
             )
         lease.active, lease.ended = False, "submitted"

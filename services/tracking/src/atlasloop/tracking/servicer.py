@@ -25,7 +25,7 @@ from atlasloop.tracking.core import CaseView, TrackingCore
 from atlasloop.tracking.models import Release, ReleaseCase
 from atlasloop.tracking.queue import LeaseInfo
 from atlasloop.tracking.releases import Change
-from atlasloop.tracking.revisions import Tag
+from atlasloop.tracking.revisions import Tag, Verdict
 from atlasloop.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
 
@@ -149,6 +149,7 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
             _tags(request.tags),
             request.seconds_spent,
             request.note,
+            _verdicts(request.region_verdicts),
         )
         return tracking_pb2.SubmitRevisionResponse(
             revision_id=result.revision_id,
@@ -236,6 +237,8 @@ class TrackingServiceServicer(tracking_pb2_grpc.TrackingServiceServicer):
                     tag_counts=r.tag_counts,
                     double_reads=r.double_reads,
                     double_read_dice=r.double_read_dice,
+                    regions_fixed=r.regions_fixed,
+                    regions_not_an_error=r.regions_not_an_error,
                 )
                 for r in stats.organs
             ],
@@ -312,6 +315,23 @@ def _change(change: Change) -> tracking_pb2.ReleaseChange:
         message.to_label_version = change.after.label_version
         message.to_source = LabelSource(change.after.source).to_proto()
     return message
+
+
+_VERDICT_OF = {
+    tracking_pb2.REGION_VERDICT_KIND_FIXED: "fixed",
+    tracking_pb2.REGION_VERDICT_KIND_NOT_AN_ERROR: "not_an_error",
+}
+
+
+def _verdicts(messages) -> list[Verdict]:
+    verdicts = []
+    for m in messages:
+        if m.verdict not in _VERDICT_OF:
+            raise InvalidInput("every region verdict needs a verdict: FIXED or NOT_AN_ERROR")
+        verdicts.append(
+            Verdict(organ_from_proto(m.organ), tuple(m.box.min_mm), tuple(m.box.max_mm), _VERDICT_OF[m.verdict])
+        )
+    return verdicts
 
 
 def _revision(revision) -> tracking_pb2.GetRevisionResponse:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlasloop.tracking.models import Agreement, Case, Revision, RevisionTag
+from atlasloop.tracking.models import Agreement, Case, RegionVerdict, Revision, RevisionTag
 
 
 @dataclass
@@ -21,6 +21,8 @@ class OrganRound:
     tag_counts: dict[str, int] = field(default_factory=dict)
     double_reads: int = 0
     agreement_sum: float = 0.0
+    regions_fixed: int = 0
+    regions_not_an_error: int = 0
 
     @property
     def double_read_dice(self) -> float:
@@ -48,6 +50,7 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
             select(RevisionTag.revision_id, RevisionTag.organ, RevisionTag.tag).where(RevisionTag.confirmed)
         ).all()
         agreements = session.execute(select(Agreement.round, Agreement.organ, Agreement.dice)).all()
+        verdicts = session.execute(select(RegionVerdict.revision_id, RegionVerdict.organ, RegionVerdict.verdict)).all()
     rounds_of = {r.id: r.round for r in revisions}
     table: dict[tuple[int, str], OrganRound] = {}
     minutes: dict[int, float] = defaultdict(float)
@@ -68,6 +71,14 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
             key = (rounds_of[revision_id], organ)
             row = table.setdefault(key, OrganRound(*key))
             row.tag_counts[tag] = row.tag_counts.get(tag, 0) + 1
+    for revision_id, organ, verdict in verdicts:
+        if revision_id in rounds_of:
+            key = (rounds_of[revision_id], organ)
+            row = table.setdefault(key, OrganRound(*key))
+            if verdict == "fixed":
+                row.regions_fixed += 1
+            else:
+                row.regions_not_an_error += 1
     for round_, organ, value in agreements:
         row = table.setdefault((round_, organ), OrganRound(round_, organ))
         row.double_reads += 1

@@ -16,6 +16,7 @@ const state = {
   regions: [],
   region: null,
   edits: new Map(), // RAS voxel index -> label
+  verdicts: new Map(), // region number -> "fixed" | "not_an_error"
   base: {}, // plane -> {rows, cols, index, data: Uint8Array}
   activeMs: 0,
   visibleSince: null,
@@ -176,7 +177,7 @@ async function nextCase() {
 }
 
 async function openLease(lease) {
-  state.lease = lease; state.edits = new Map(); state.region = null; state.base = {};
+  state.lease = lease; state.edits = new Map(); state.verdicts = new Map(); state.region = null; state.base = {};
   localStorage.setItem("atlasloop.lease", lease.lease_id); // not a credential: the page resumes it after a reload
   const base = `/api/cases/${enc(lease.case_id)}/versions/${enc(lease.label_version)}`;
   state.grid = await getJson(`${base}/grid?as=annotator`);
@@ -201,9 +202,21 @@ function listRegions() {
   list.replaceChildren();
   state.regions.forEach((region, n) => {
     const item = document.createElement("li");
-    item.textContent = `${region.organ} · ${region.volume_ml.toFixed(1)} mL`;
+    const name = document.createElement("span");
+    name.textContent = `${region.organ} · ${region.volume_ml.toFixed(1)} mL`;
+    name.onclick = () => jumpTo(n);
     item.dataset.region = n;
-    item.onclick = () => jumpTo(n);
+    item.append(name);
+    for (const [verdict, text] of [["fixed", "fixed"], ["not_an_error", "not an error"]]) {
+      const button = document.createElement("button");
+      button.className = "verdict"; button.textContent = text; button.dataset.verdict = verdict;
+      button.setAttribute("aria-pressed", "false");
+      button.onclick = () => {
+        if (state.verdicts.get(n) === verdict) state.verdicts.delete(n); else state.verdicts.set(n, verdict);
+        for (const b of item.querySelectorAll(".verdict")) b.setAttribute("aria-pressed", String(state.verdicts.get(n) === b.dataset.verdict));
+      };
+      item.append(button);
+    }
     list.append(item);
   });
 }
@@ -328,8 +341,12 @@ async function submit() {
   $("submit").disabled = true;
   try {
     const voxels = [...state.edits.keys()], labels = voxels.map((k) => state.edits.get(k));
+    const verdicts = [...state.verdicts.entries()].map(([n, verdict]) => {
+      const r = state.regions[n];
+      return { organ: r.organ, min_mm: r.min_mm, max_mm: r.max_mm, verdict };
+    });
     const reply = await (await call("POST", `/api/leases/${enc(state.lease.lease_id)}/revision`,
-      { voxels, labels, seconds: measuredSeconds() })).json();
+      { voxels, labels, verdicts, seconds: measuredSeconds() })).json();
     const tags = reply.suggested_tags.map((t) => `${t.organ}: ${t.tag}`).join(", ") || "none";
     say(`revision ${reply.revision_id} stored (${reply.organs.join(", ")}); suggested tags: ${tags}`);
     document.body.dataset.submitted = reply.revision_id;
@@ -405,12 +422,54 @@ async function decide(approve) {
   document.body.dataset.reviewed = r.revision_id;
 }
 
+// ---- the coordinator ----
+
+function table(element, header, rows) {
+  element.replaceChildren();
+  const head = element.insertRow();
+  for (const h of header) { const th = document.createElement("th"); th.textContent = h; head.append(th); }
+  for (const row of rows) { const tr = element.insertRow(); for (const cell of row) tr.insertCell().textContent = cell; }
+}
+
+function plotMinutes(svg, minutes) {
+  // One bar per round, the tallest filling the plot: the minutes a round of revisions cost.
+  svg.replaceChildren();
+  const entries = Object.entries(minutes), top = Math.max(1, ...entries.map(([, m]) => m));
+  const ns = "http://www.w3.org/2000/svg", width = 420 / Math.max(1, entries.length);
+  entries.forEach(([round, m], n) => {
+    const bar = document.createElementNS(ns, "rect"), label = document.createElementNS(ns, "text");
+    const h = (m / top) * 110;
+    bar.setAttribute("x", n * width + 8); bar.setAttribute("y", 120 - h);
+    bar.setAttribute("width", width - 16); bar.setAttribute("height", h); bar.setAttribute("fill", "#2f6feb");
+    label.setAttribute("x", n * width + 8); label.setAttribute("y", 136); label.setAttribute("fill", "#e6e6e6");
+    label.setAttribute("font-size", "11"); label.textContent = `round ${round}: ${m.toFixed(1)} min`;
+    svg.append(bar, label);
+  });
+}
+
+async function refreshOverview() {
+  const o = await getJson("/api/overview");
+  const p = o.attention_precision;
+  $("precision").textContent = p.judged
+    ? `${(100 * p.precision).toFixed(0)}% of ${p.judged} judged regions held an error (${p.fixed} fixed)`
+    : "no region verdicts yet";
+  table($("states"), ["state", "cases"], Object.entries(o.cases_by_state));
+  plotMinutes($("minutes-plot"), o.minutes_per_round);
+  table($("organ-table"), ["round", "organ", "cases revised", "mean Dice AI vs revised", "tags", "regions fixed", "not an error"],
+    o.organs.map((r) => [r.round, r.organ, r.cases_revised, r.mean_dice.toFixed(3),
+      Object.entries(r.tags).map(([t, n]) => `${t} ${n}`).join(", "), r.regions_fixed, r.regions_not_an_error]));
+  table($("runs"), ["run", "state", "trigger", "published set", "reason"],
+    o.runs.map((r) => [r.run_id, r.state, r.trigger, r.published || "-", r.reason]));
+  document.body.dataset.overview = String(p.judged);
+}
+
 // ---- sign-in and views ----
 
 function show(view) {
-  for (const name of ["signin", "annotate", "review"]) $(`${name}-view`).hidden = name !== view;
+  for (const name of ["signin", "annotate", "review", "coordinate"]) $(`${name}-view`).hidden = name !== view;
   for (const b of document.querySelectorAll("nav button")) b.setAttribute("aria-pressed", String(b.dataset.view === view));
   if (view === "review") refreshReviews().catch((e) => say(e.message));
+  if (view === "coordinate") refreshOverview().catch((e) => say(e.message));
 }
 
 async function resumeLease() {
@@ -429,7 +488,8 @@ function signedIn(me) {
   $("tabs").hidden = false; $("sign-out").hidden = false;
   $("tab-annotate").hidden = !me.roles.includes("annotator");
   $("tab-review").hidden = !me.roles.includes("reviewer");
-  show(me.roles.includes("annotator") ? "annotate" : "review");
+  $("tab-coordinate").hidden = !(me.roles.includes("reviewer") || me.roles.includes("admin"));
+  show(me.roles.includes("annotator") ? "annotate" : me.roles.includes("reviewer") ? "review" : "coordinate");
   if (me.roles.includes("annotator")) resumeLease();
 }
 
@@ -446,6 +506,7 @@ async function start() {
   $("next-case").onclick = () => nextCase().catch((e) => say(e.message));
   $("submit").onclick = submit;
   $("refresh-reviews").onclick = () => refreshReviews().catch((e) => say(e.message));
+  $("refresh-overview").onclick = () => refreshOverview().catch((e) => say(e.message));
   $("approve").onclick = () => decide(true).catch((e) => say(e.message));
   $("reject").onclick = () => decide(false).catch((e) => say(e.message));
   for (const id of ["show-heat", "window", "organ"]) $(id).onchange = () => state.lease && PLANES.forEach((p) => showPlane(p));
