@@ -139,7 +139,11 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
         assert detection["voxel"]["error_voxels"] > 0
         for level in ("case_organ", "region"):
             assert detection[level]["relevant"] > 0 and {"sensitivity", "precision"} <= set(detection[level])
-        assert set(detection["by_mode"]) == {"reference", "improved", "uncertainty"}
+        assert set(detection["by_mode"]) == {"reference", "improved", "improved_ungated", "uncertainty", "oracle"}
+        oracle = detection["by_mode"]["oracle"]["case_organ"]  # boxes around true errors that matter only
+        assert oracle["flagged"] == 0 or oracle["precision"] == 1.0
+        strategies = {"attention", "improved", "improved_ungated", "uncertainty", "oracle", "random"}
+        assert set(results["efficiency"]["median_ratios"]) == strategies
         assert results["efficiency"]["per_seed"][0]["seed"] == 0
         assert "minutes_ratio_attention_vs_random" in results["efficiency"]
         # releases of the cohort before and after round 1's revisions, every format read back
