@@ -12,7 +12,19 @@ from pathlib import Path
 
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from benchmarks import hardening, imaging, inference, overlap, rendering, scale, scoring, storage, tracking, transport
+from benchmarks import (
+    hardening,
+    imaging,
+    inference,
+    overlap,
+    rendering,
+    scale,
+    scoring,
+    storage,
+    tracking,
+    transport,
+    web_page,
+)
 from benchmarks.machine import describe, peak_rss_mib
 
 
@@ -57,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
         finally:
             stack.down()
+    started = time.perf_counter()  # a stack of its own on the same ports, once the one above is down
+    print("\n## web page (headless Chromium)")
+    for line in web_page.latency():
+        print(line)
+    print(f"({time.perf_counter() - started:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB)")
     if not args.no_demo:  # after the benchmark stack is down: the loop's timings are its own
         from atlasloop.loop.config import DemoConfig
         from atlasloop.loop.demo import run_demo

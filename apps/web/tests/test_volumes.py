@@ -105,3 +105,24 @@ def test_the_cache_keeps_the_recent_within_its_bytes():
     for seed in (0, 1, 0, 2, 0, 1):
         cache.get(("c", str(seed)), load(seed))
     assert loads == [0, 1, 2, 1]  # 0 kept as the most recent; 1 evicted when 2 came in
+
+
+def test_a_version_asked_for_at_once_by_many_is_loaded_once():
+    import threading
+
+    loads = []
+    gate = threading.Event()
+
+    def load():
+        loads.append(1)
+        gate.wait(5)
+        return turned()
+
+    cache = VolumeCache(capacity_bytes=1 << 20)
+    threads = [threading.Thread(target=cache.get, args=(("c", "v"), load)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(loads) == 1

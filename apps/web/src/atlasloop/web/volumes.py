@@ -25,6 +25,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from atlasloop.common.errors import InvalidInput
+from atlasloop.common.keyed_locks import KeyedLocks
 from atlasloop.imaging.display import PLANE_AXIS, RasVolume, slice_geometry, take, to_ras
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.volume import Volume
@@ -108,15 +109,18 @@ class VolumeCache:
         self.capacity = capacity_bytes
         self._items: OrderedDict[tuple[str, str], LabelVolume] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading = KeyedLocks()
 
     def get(self, key: tuple[str, str], load: Callable[[], Volume]) -> LabelVolume:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = LabelVolume.of(load())
-        with self._lock:
-            self._items[key] = value
-            while sum(v.nbytes for v in self._items.values()) > self.capacity and len(self._items) > 1:
-                self._items.popitem(last=False)
-        return value
+        """The cached version, or ``load``'s, loaded once however many ask for it at the same time."""
+        with self._loading.hold(key):
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            value = LabelVolume.of(load())
+            with self._lock:
+                self._items[key] = value
+                while sum(v.nbytes for v in self._items.values()) > self.capacity and len(self._items) > 1:
+                    self._items.popitem(last=False)
+            return value

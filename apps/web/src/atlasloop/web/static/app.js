@@ -21,6 +21,7 @@ const state = {
   activeMs: 0,
   visibleSince: null,
   review: null,
+  timings: { firstPictureMs: null, sliceMs: [] }, // what the person waited for, measured here
 };
 window.atlasloop = state; // for the browser test and for people debugging
 
@@ -144,11 +145,31 @@ function drawLabels(v, base, opts) {
   }
 }
 
-async function loadSlice(caseId, version, plane, index, role) {
-  const q = `plane=${plane}&index=${index}&as=${role}`;
-  const response = await call("GET", `/api/cases/${enc(caseId)}/versions/${enc(version)}/labels?${q}`);
-  return { rows: Number(response.headers.get("x-rows")), cols: Number(response.headers.get("x-cols")), index,
-    data: new Uint8Array(await response.arrayBuffer()) };
+const sliceCache = new Map(); // label slices already fetched (label versions never change), bounded
+const SLICE_CACHE = 600;
+
+function loadSlice(caseId, version, plane, index, role) {
+  const key = `${caseId}/${version}/${plane}/${index}/${role}`;
+  if (!sliceCache.has(key)) {
+    const q = `plane=${plane}&index=${index}&as=${role}`;
+    const pending = call("GET", `/api/cases/${enc(caseId)}/versions/${enc(version)}/labels?${q}`).then(async (response) => ({
+      rows: Number(response.headers.get("x-rows")), cols: Number(response.headers.get("x-cols")), index,
+      data: new Uint8Array(await response.arrayBuffer()),
+    }));
+    pending.catch(() => sliceCache.delete(key));
+    sliceCache.set(key, pending);
+    if (sliceCache.size > SLICE_CACHE) sliceCache.delete(sliceCache.keys().next().value);
+  }
+  return sliceCache.get(key);
+}
+
+const imageCache = new Map(); // decoded pictures of the slices around the ones shown, bounded
+function prefetch(url) {
+  if (imageCache.has(url)) return;
+  const img = new Image();
+  img.src = url;
+  imageCache.set(url, img);
+  if (imageCache.size > SLICE_CACHE) imageCache.delete(imageCache.keys().next().value);
 }
 
 function imageUrl(caseId, plane, index, role, heat) {
@@ -171,17 +192,30 @@ let annotateViews = null;
 
 async function nextCase() {
   if (state.edits.size && !confirm("Drop the edits of this case?")) return;
+  const clicked = performance.now();
   const reply = await (await call("POST", "/api/next")).json();
   if (!reply.lease) { say(reply.message); return; }
   await openLease(reply.lease);
+  state.timings.firstPictureMs = performance.now() - clicked;
 }
+
+async function scrollTo(plane, index) {
+  // Move one plane to a slice and resolve with the milliseconds until it is drawn.
+  const started = performance.now();
+  state.index[plane] = index;
+  await showPlane(plane);
+  const ms = performance.now() - started;
+  state.timings.sliceMs.push(ms);
+  return ms;
+}
+state.scrollTo = scrollTo;
 
 async function openLease(lease) {
   state.lease = lease; state.edits = new Map(); state.verdicts = new Map(); state.region = null; state.base = {};
   localStorage.setItem("atlasloop.lease", lease.lease_id); // not a credential: the page resumes it after a reload
   const base = `/api/cases/${enc(lease.case_id)}/versions/${enc(lease.label_version)}`;
-  state.grid = await getJson(`${base}/grid?as=annotator`);
-  state.regions = (await getJson(`${base}/regions?as=annotator`)).regions;
+  const [grid, regions] = await Promise.all([getJson(`${base}/grid?as=annotator`), getJson(`${base}/regions?as=annotator`)]);
+  state.grid = grid; state.regions = regions.regions;
   const [X, Y, Z] = state.grid.shape;
   state.index = { axial: Math.floor(Z / 2), coronal: Math.floor(Y / 2), sagittal: Math.floor(X / 2) };
   $("case-info").textContent = `case ${lease.case_id} · lease ${lease.lease_id}`;
@@ -192,9 +226,10 @@ async function openLease(lease) {
   if (lease.organs.length) $("organ").value = lease.organs[0];
   state.activeMs = 0; state.visibleSince = document.visibilityState === "visible" ? performance.now() : null;
   $("submit").disabled = false;
-  await Promise.all(PLANES.map((p) => showPlane(p)));
+  await Promise.all(PLANES.map((p) => showPlane(p, false))); // the first picture first, then what comes next
   say(`case ${lease.case_id}: ${state.regions.length} attention regions`);
   document.body.dataset.caseReady = lease.lease_id;
+  PLANES.forEach(prefetchAround);
 }
 
 function listRegions() {
@@ -232,7 +267,7 @@ async function jumpTo(n) {
   document.body.dataset.region = String(n);
 }
 
-async function showPlane(plane) {
+async function showPlane(plane, ahead = true) {
   const v = annotateViews[plane];
   const index = state.index[plane];
   v.slider.value = index;
@@ -247,6 +282,19 @@ async function showPlane(plane) {
   if (state.index[plane] !== index) return; // scrolled on meanwhile
   state.base[plane] = base;
   redraw(plane);
+  if (ahead) prefetchAround(plane);
+}
+
+function prefetchAround(plane) {
+  // The slices a person scrolls to next: fetched now, so the move only draws.
+  const v = annotateViews[plane], lease = state.lease, index = state.index[plane];
+  const heat = $("show-heat").checked ? $("organ").value : "";
+  const last = Number(v.slider.max);
+  for (const next of [index + 1, index - 1, index + 2, index - 2]) {
+    if (next < 0 || next > last) continue;
+    prefetch(imageUrl(lease.case_id, plane, next, "annotator", heat));
+    loadSlice(lease.case_id, lease.label_version, plane, next, "annotator");
+  }
 }
 
 function redraw(plane) {
@@ -256,11 +304,11 @@ function redraw(plane) {
 }
 
 function wireViewport(v) {
-  v.slider.oninput = () => { state.index[v.plane] = Number(v.slider.value); showPlane(v.plane); };
+  v.slider.oninput = () => scrollTo(v.plane, Number(v.slider.value));
   v.stage.onwheel = (e) => {
     e.preventDefault();
     const next = Math.min(Number(v.slider.max), Math.max(0, state.index[v.plane] + Math.sign(e.deltaY)));
-    if (next !== state.index[v.plane]) { state.index[v.plane] = next; showPlane(v.plane); }
+    if (next !== state.index[v.plane]) scrollTo(v.plane, next);
   };
   let drawing = false;
   const at = (e) => {
