@@ -23,9 +23,9 @@ from scipy import ndimage
 from atlasloop.client import Client, TokenFile
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.v1 import common_pb2
+from atlasloop.devstack.browser import headless_chromium
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from atlasloop.devstack.system_packages import CHROMIUM, ensure
 from atlasloop.imaging.volume import Volume, save_nifti
 
 SHAPE = (512, 512, 300)
@@ -41,13 +41,9 @@ def _ct(path: Path) -> Path:
 
 
 def latency() -> list[str]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    ensure(CHROMIUM, "the web page's benchmark")
     with tempfile.TemporaryDirectory(prefix="atlasloop-bench-web-") as tmp:
         run = Path(tmp) / ".run"
         stack = Stack(run, Ports.for_tests(4), private_postgres=True)
@@ -67,11 +63,7 @@ def latency() -> list[str]:
                     raise TimeoutError("the benchmark case was not scored in 15 minutes")
                 time.sleep(2)
             client.queue(1, [r for r in client.propose_round(1, 5) if r.case_id == "big-1"])
-            options = Options()
-            options.binary_location = "/usr/bin/chromium"
-            for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-                options.add_argument(argument)
-            browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+            browser = headless_chromium("the web page's benchmark")
             wait = WebDriverWait(browser, 300)
             try:
                 browser.get(stack.web_url())

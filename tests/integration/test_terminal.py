@@ -256,22 +256,18 @@ def test_dataset_releases_from_a_terminal(workstation, real_ct_dir, tmp_path):
 
 
 def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from atlasloop.common.domain import organ_from_proto
-    from atlasloop.devstack.system_packages import CHROMIUM, ensure
+    from atlasloop.devstack.browser import headless_chromium
     from atlasloop.imaging.display import to_ras
     from atlasloop.tracking.v1 import tracking_pb2
 
     from .reoriented import turned_copy
 
     home, _env, stack = workstation
-    ensure(CHROMIUM, "the web page's browser test")
     stack.start_web()
     tokens = TokenFile(home / ".run").by_role()
     client = Client({n: stack.service_target(n) for n in SERVICES}, tokens)
@@ -284,11 +280,7 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         time.sleep(2)
     client.queue(7, [r for r in client.propose_round(7, 20) if r.case_id == "page-1"])
 
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    browser = headless_chromium("the web page's browser test")
     wait = WebDriverWait(browser, 120)
 
     def data(name):
