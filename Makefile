@@ -26,11 +26,12 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv proto lint test test-unit test-faults demo up down status bench chart images clean
+.PHONY: help venv proto lint test test-unit test-slow test-faults demo up down status bench chart images clean
 
 help:
 	@echo "make demo   run the closed loop end to end on a fresh stack; writes reports/demo/report.md"
 	@echo "make test   set up, lint, run unit and integration tests against the real stack"
+	@echo "make test-slow    the end-to-end training and closed-loop tests (CI runs it too)"
 	@echo "make test-faults  the reduced loop under injected faults, three seeds (CI runs it too)"
 	@echo "make up     start SeaweedFS, Tansu, PostgreSQL, Ray, the six services and the web page (idempotent)"
 	@echo "make down   stop exactly what 'make up' started (idempotent)"
@@ -111,7 +112,12 @@ chart: venv $(HELM) $(CHECKOV)
 	$(CHART_TOOLS) $(BIN)/pytest -q tests/chart -p no:cacheprovider
 
 test: lint chart
-	$(CHART_TOOLS) $(BIN)/pytest -m "not faults" --ignore=tests/chart --durations=15
+	$(CHART_TOOLS) $(BIN)/pytest -m "not faults and not slow" --ignore=tests/chart --durations=15
+
+# The end-to-end fine-tuning and closed-loop runs (minutes of training each); their own target,
+# run by .ci/run after make test, so that make test stays under 25 minutes on two cores.
+test-slow: venv proto
+	$(BIN)/pytest -m slow tests/integration --durations=5 -p no:cacheprovider
 
 # The reduced loop under faults (every service killed once, broker, PostgreSQL and S3 away), three
 # seeds; slower than make test, so a target of its own that .ci/run also runs.

@@ -23,7 +23,8 @@ from atlasloop.loop.report import write_report
 from .conftest import EventCollector
 from .observing import MOVING, Scraper, case_trace
 
-pytestmark = pytest.mark.integration
+# Minutes of training each: make test-slow runs them, beside make test, to keep that under 25.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ALL_EVENTS = [
     events_pb2.CaseIngested,
     events_pb2.CasePredicted,

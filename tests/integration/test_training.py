@@ -42,7 +42,8 @@ from atlasloop.training.v1 import training_pb2, training_pb2_grpc
 
 from .conftest import EventCollector, isolated, running_services
 
-pytestmark = pytest.mark.integration
+# Minutes of training each: make test-slow runs them, beside make test, to keep that under 25.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = training_pb2
 ENDED = (S.RUN_STATE_PUBLISHED, S.RUN_STATE_REJECTED, S.RUN_STATE_FAILED)
 TRAINING = {
