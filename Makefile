@@ -140,10 +140,11 @@ demo: venv proto
 bench: venv proto
 	$(PY) -m benchmarks
 
-# Images: one Dockerfile, one build per service, with whatever builder this machine has.
+# Images: one Dockerfile, one build per service and one for the web page, with whatever builder this
+# machine has.
 REGISTRY ?= atlasloop
 TAG ?= dev
-SERVICES := storage inference scoring rendering tracking training
+SERVICES := storage inference scoring rendering tracking training web
 GPU_SERVICES := inference training
 # CPU images of every service, and the CUDA variants (tag suffix -cuda) of the two that run on the
 # Ray GPU workers, with whatever builder the machine has; it says so when it has none.

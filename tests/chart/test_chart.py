@@ -60,7 +60,11 @@ def test_every_container_is_explicit_restricted_and_probed(helm, values):
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
             assert context["capabilities"]["drop"] == ["ALL"], owner
-            if owner.startswith("Deployment/"):
+            if owner.endswith("-web"):  # the page: HTTP, probed on its own /healthz
+                assert [p["name"] for p in container["ports"]] == ["http"]
+                for probe in ("readinessProbe", "livenessProbe"):
+                    assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+            elif owner.startswith("Deployment/"):
                 assert container["readinessProbe"]["grpc"]["service"] == ""
                 assert container["livenessProbe"]["grpc"]["service"] == "atlasloop.liveness"
                 assert container["ports"][0]["name"] == "grpc"
@@ -71,7 +75,7 @@ def test_every_container_is_explicit_restricted_and_probed(helm, values):
                 env = {e["name"].split("_", 2)[-1]: e.get("value") for e in container["env"]}
                 assert env["PROBE_PORT"] == str(probe_port)
     assert checked >= 10
-    services = [d for d in documents if d["kind"] == "Service"]
+    services = [d for d in documents if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-web")]
     for service in services:  # gRPC for clients, /metrics for Prometheus, nothing else
         ports = {p["name"]: p for p in service["spec"]["ports"]}
         assert set(ports) == {"grpc", "metrics"} and ports["grpc"]["appProtocol"] == "grpc", service["metadata"]
@@ -79,7 +83,7 @@ def test_every_container_is_explicit_restricted_and_probed(helm, values):
     policies = {d["metadata"]["name"]: d for d in documents if d["kind"] == "NetworkPolicy"}
     deployments = {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment"}
     assert deployments <= set(policies)
-    for name in deployments:  # the metrics port is open to the scrapers' namespaces only
+    for name in deployments - {"atlasloop-web"}:  # the metrics port is open to the scrapers' namespaces only
         rules = policies[name]["spec"]["ingress"]
         metrics = [r for r in rules if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]]
         assert len(metrics) == 1 and all("namespaceSelector" in peer for peer in metrics[0]["from"]), name

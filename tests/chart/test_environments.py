@@ -1,8 +1,11 @@
 """The shipped environments (deploy/values, with the CI values they extend) are coherent: each
-service's NetworkPolicy lets it reach the Kafka and S3 ports its own settings name, so a change of
+service's NetworkPolicy lets it reach the Kafka and S3 ports its own settings name (the page:
+every service it calls), so a change of
 listener (Strimzi's TLS port) or endpoint cannot leave the services cut off."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -31,6 +34,9 @@ def test_each_service_may_reach_the_kafka_and_s3_ports_it_is_configured_for(helm
         component = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
         fields = settings_class(component).model_fields  # what the service itself reads
         wanted = set()
+        if component == "web":  # the page calls every service it names
+            wanted = {_port(target, 0) for target in json.loads(env["TARGETS"]).values()}
+            assert len(wanted) == 6
         if "s3" in fields:  # tracking reads through storage
             wanted.add(_port(env["S3__ENDPOINT"], 443 if env["S3__SECURE"] == "true" else 80))
         if "kafka" in fields:  # rendering and scoring publish and consume nothing
@@ -42,4 +48,4 @@ def test_each_service_may_reach_the_kafka_and_s3_ports_it_is_configured_for(helm
         }
         assert wanted <= allowed, (deployment["metadata"]["name"], sorted(wanted - allowed))
         checked += 1
-    assert checked == 6
+    assert checked == 7  # six services and the page

@@ -12,7 +12,7 @@ import pytest
 from .rendering import CHART, REPO, pods, render
 
 GPU = CHART / "ci" / "gpu-8-values.yaml"
-IMAGES = ("storage", "inference", "scoring", "rendering", "tracking", "training")
+IMAGES = ("storage", "inference", "scoring", "rendering", "tracking", "training", "web")
 
 
 def _make_variable(name: str) -> list[str]:

@@ -81,3 +81,12 @@ def test_the_page_and_its_schema_are_served(page):
     organs = page.get("/api/schema").json()["organs"]
     assert organs[0] == {"label": 1, "name": organs[0]["name"], "color": organs[0]["color"]} and len(organs) == 9
     assert page.get("/static/app.js").status_code == 200
+
+
+def test_every_response_forbids_framing_inline_code_and_sniffing(page):
+    for reply in (page.get("/"), page.get("/healthz"), page.get("/api/me")):
+        policy = reply.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert reply.headers["x-content-type-options"] == "nosniff"
+    assert page.get("/healthz").json() == {"ok": True}

@@ -23,6 +23,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -37,6 +38,7 @@ from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
 from atlasloop.rendering.v1 import rendering_pb2
 from atlasloop.tracking.v1 import tracking_pb2
 from atlasloop.training.v1 import training_pb2
+from atlasloop.web.headers import SecurityHeaders
 from atlasloop.web.sessions import COOKIE, CSRF_HEADER, Sealer, Session
 from atlasloop.web.settings import WebSettings
 from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs
@@ -478,6 +480,10 @@ def build(settings: WebSettings) -> Starlette:
         reply = await run_in_threadpool(clients.of(session).review, request.path_params["revision_id"], approve, reason)
         return JSONResponse({"state": common_pb2.CaseState.Name(reply.state).removeprefix("CASE_STATE_").lower()})
 
+    async def healthz(request: Request) -> Response:
+        """Kubelet's probes: the process serves requests (the services have health of their own)."""
+        return JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
@@ -497,6 +503,7 @@ def build(settings: WebSettings) -> Starlette:
     case = "/api/cases/{case_id}"
     routes = [
         Route("/", index),
+        Route("/healthz", healthz),
         Route("/api/session", sign_in, methods=["POST"]),
         Route("/api/session", sign_out, methods=["DELETE"]),
         Route("/api/me", me),
@@ -524,6 +531,7 @@ def build(settings: WebSettings) -> Starlette:
         routes=routes,
         exception_handlers={HTTPException: failed, grpc.RpcError: failed, AtlasError: failed, Exception: failed},
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],
     )
 
 
