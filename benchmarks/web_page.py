@@ -7,7 +7,9 @@ three planes drawn with their label overlays (the page's own ``performance.now()
 nothing has cached yet. Then the axial slider moves slice by slice: **slice change** is the time
 from the move to the new CT picture and label overlay drawn, p50 and p95 over the moves, once back
 to back (the page's prefetch of the neighbouring slices has no time to finish) and once 200 ms
-apart, about as fast as a person reads slices.
+apart, about as fast as a person reads slices. Beside it, what the first picture waits for on the
+server: the case's AI label read as the NIfTI and as storage's display-ready copy, alternately,
+medians of five reads each with their peak memory (tracemalloc), and the ratio.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ from atlasloop.devstack.stack import Stack
 from atlasloop.imaging.volume import Volume, save_nifti
 
 SHAPE = (512, 512, 300)
+READS = 5
 MOVES = 40
 PAUSE_S = 0.2  # a person scrolling and reading: about five slices a second
 
@@ -38,6 +43,59 @@ def _ct(path: Path) -> Path:
     body = ndimage.zoom(rng.standard_normal((16, 16, 10)), (32, 32, 30), order=1)
     ct = np.clip(body * 150 + rng.normal(0, 15, SHAPE), -1024, 2000).astype(np.int16)
     return save_nifti(Volume(ct, np.diag([0.8, 0.8, 1.0, 1.0])), path)
+
+
+def _label_reads(client: Client, case_id: str) -> list[str]:
+    """The AI label as the NIfTI and as the display copy, alternately; medians and peak memory."""
+    ai = common_pb2.LABEL_SOURCE_AI
+    [version] = [v.label_version for v in client.label_versions(case_id, role="admin") if v.source == ai]
+    ways: dict[str, Callable[[], object]] = {
+        "NIfTI (.nii.gz)": lambda: client.labels(case_id, version, role="admin"),
+        "display copy (Blosc2)": lambda: client.labels_for_display(case_id, version, role="admin"),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    peaks: dict[str, list[int]] = {name: [] for name in ways}
+    for _ in range(READS):
+        for name, read in ways.items():
+            tracemalloc.start()
+            started = time.perf_counter()
+            read()
+            seconds[name].append(time.perf_counter() - started)
+            peaks[name].append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    nifti, display = (float(np.median(seconds[name])) for name in ways)
+    return [
+        *(
+            f"label read for the page, {name}: median {np.median(seconds[name]) * 1000:.0f} ms, "
+            f"peak {np.median(peaks[name]) / 2**20:.0f} MiB ({READS} reads)"
+            for name in ways
+        ),
+        f"display copy / NIfTI read time: {display / nifti:.2f}",
+    ]
+
+
+def _first_picture_requests(browser) -> list[str]:
+    """Where the first picture's time went: each kind of request the page made for it, its
+    longest wait and when the last one ended, from the browser's resource timings."""
+    entries = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => [e.name, e.startTime, e.responseEnd])"
+    )
+    clicked, first_ms = browser.execute_script(
+        "return [window.atlasloop.timings.clickedAt, window.atlasloop.timings.firstPictureMs]"
+    )
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for name, start, end in entries:
+        if start < clicked or end > clicked + first_ms + 1:  # before the click, or the prefetch after
+            continue
+        path = name.split("?", 1)[0]
+        for kind in ("/api/next", "/grid", "/regions", "/image", "/labels"):
+            if path.endswith(kind):
+                kinds.setdefault(kind.strip("/").replace("api/", ""), []).append((start, end))
+    return [
+        f"  first picture's {kind} requests: {len(spans)}, longest {max(e - s for s, e in spans):.0f} ms, "
+        f"last done {max(e for _, e in spans) - clicked:.0f} ms after the click"
+        for kind, spans in kinds.items()
+    ]
 
 
 def latency() -> list[str]:
@@ -73,6 +131,7 @@ def latency() -> list[str]:
                 browser.find_element(By.ID, "next-case").click()
                 wait.until(lambda _: browser.execute_script("return document.body.dataset.caseReady || null"))
                 first_ms = float(browser.execute_script("return window.atlasloop.timings.firstPictureMs"))
+                waits = _first_picture_requests(browser)
                 start = int(browser.execute_script("return window.atlasloop.index.axial"))
                 moves: dict[float, list[float]] = {0.0: [], PAUSE_S: []}
                 for pause, offset in ((0.0, 1), (PAUSE_S, MOVES + 1)):
@@ -89,10 +148,13 @@ def latency() -> list[str]:
                         )
             finally:
                 browser.quit()
-                client.close()
+            reads = _label_reads(client, "big-1")
+            client.close()
         finally:
             stack.down()
     return [
+        *reads,
+        *waits,
         f"case {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} int16, nothing cached, three planes with label overlays",
         f"first picture of a leased case (click to three planes drawn): {first_ms / 1000:.2f} s (target 1 s)",
         *(

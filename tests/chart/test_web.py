@@ -114,3 +114,31 @@ def test_every_generated_key_is_a_fernet_key(helm):
         key = base64.b64decode(data)
         assert b"+" not in key and b"/" not in key and len(base64.urlsafe_b64decode(key)) == 32
         Fernet(key)
+
+
+def test_oidc_sign_in_reaches_the_page_as_its_settings_and_its_provider_is_let_out(helm, monkeypatch):
+    sets = (
+        "web.oidc.enabled=true",
+        "web.oidc.authorizationEndpoint=https://login.hospital.example/realms/radiology/protocol/openid-connect/auth",
+        "web.oidc.tokenEndpoint=https://login.hospital.example/realms/radiology/protocol/openid-connect/token",
+        "web.oidc.clientSecretSecret=atlasloop-web-oidc",
+        "web.ingress.enabled=true",
+        "web.ingress.host=atlasloop.hospital.example",
+        "web.ingress.tlsSecret=atlasloop-web-tls",
+    )
+    documents = render(helm, HOSPITAL, *sets)
+    web = _kinds(documents)
+    container = web["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", "from-a-secret") for e in container["env"]}
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        settings = settings_class("web")()
+    assert settings.oidc.enabled and settings.oidc.client_id == "atlasloop-web"
+    assert settings.oidc.redirect_uri == "https://atlasloop.hospital.example/api/oidc/callback"
+    assert settings.oidc.client_secret.get_secret_value() == "from-a-secret"  # from the Secret, never a value
+    ports = {rule["ports"][0]["port"] for rule in web["NetworkPolicy"]["spec"]["egress"] if "to" in rule}
+    assert 443 in ports
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        render(helm, GPU, "auth.mode=dev", "auth.devTokensSecret=dev", *sets)
+    assert "web.oidc needs auth.mode jwt" in refused.value.stderr

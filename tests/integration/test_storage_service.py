@@ -202,6 +202,42 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
     )
 
 
+def test_a_label_version_downloads_as_its_display_copy_with_the_same_voxels(storage, real_ct_dir, tmp_path):
+    """Viewers read the display-ready copy storage keeps beside each label version (the page's first
+    picture); it holds the NIfTI's voxels and affine, its stream is checksummed like any download,
+    and where there is none the answer is NOT_FOUND (the caller reads the NIfTI)."""
+    stub, store, _ = storage
+    case_id = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz", case_id="disp-1").case_id
+    ct = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[40:60, 40:60, 10:20] = 5
+    labels[10:20, 30:35, 3:5] = 2
+    save_nifti(Volume(labels, ct.affine), tmp_path / "ai.nii.gz")
+    version = stub.WriteLabelVersion(
+        storage_pb2.WriteLabelVersionRequest(
+            case_id=case_id, upload_id=upload_file(stub, tmp_path / "ai.nii.gz", ADMIN),
+            source=common_pb2.LABEL_SOURCE_AI, model_set="ms-1", round=1,
+        ),
+        metadata=SERVICE,
+    ).version.label_version  # fmt: skip
+    kind = common_pb2.VOLUME_KIND_LABEL
+    nifti = download_volume(stub, case_id, tmp_path / "l.nii.gz", ADMIN, kind=kind, label_version=version)
+    copy = download_volume(
+        stub, case_id, tmp_path / "l.display", ADMIN, kind=kind, label_version=version, display_copy=True
+    )
+    assert copy.key == layout.display_label_key(case_id, version) != nifti.key
+    assert copy.sha256 == hashlib.sha256((tmp_path / "l.display").read_bytes()).hexdigest()
+    shown = display_copy.decode((tmp_path / "l.display").read_bytes(), "test")
+    stored = load_nifti(tmp_path / "l.nii.gz")
+    assert np.array_equal(shown.array, stored.array) and np.allclose(shown.affine, stored.affine)
+    assert np.array_equal(shown.array, labels)
+
+    store.delete(layout.display_label_key(case_id, version))  # as for a version stored before copies
+    with pytest.raises(grpc.RpcError) as missing:
+        download_volume(stub, case_id, tmp_path / "gone", ADMIN, kind=kind, label_version=version, display_copy=True)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "read the NIfTI" in missing.value.details()
+
+
 @pytest.mark.parametrize(
     ("who", "source", "refusal"),
     [

@@ -6,8 +6,10 @@ file -> revise (organs and minutes measured) -> review -> stats shows the revisi
 revision is exactly the corrected file.
 
 On the same stack, the same loop in the web page (issue #22), driven in headless Chromium: sign
-in, take the case, jump to the top attention region, paint, submit, sign in as the reviewer,
-approve; the stored revision holds exactly the painted voxels and the audit log names the people.
+in, take the case, jump to the top attention region, paint, confirm the suggested error tags and add
+one, submit, sign in as the reviewer, approve; the stored revision holds exactly the painted voxels,
+the tags are the confirmed ones, and the audit log names the people. Then a second case revised with
+the command line leaves the same records: audit entries, event types and fields, label version.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from atlasloop.common.service_map import SERVICES
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
+from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.dataset_formats import verify
 from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
 from atlasloop.imaging.viewer import check_scene
 from atlasloop.imaging.volume import load_nifti, save_nifti
+
+from .conftest import EventCollector
 
 pytestmark = pytest.mark.integration
 ATLASLOOP = str(Path(sys.executable).parent / "atlasloop")
@@ -255,6 +260,33 @@ def test_dataset_releases_from_a_terminal(workstation, real_ct_dir, tmp_path):
     assert [r["name"] for r in json.loads(atlasloop(home, env, "releases", "--json"))] == ["r1", "r2"]
 
 
+CASE_EVENTS = [
+    events_pb2.CaseIngested,
+    events_pb2.CasePredicted,
+    events_pb2.CaseScored,
+    events_pb2.CaseQueued,
+    events_pb2.AnnotationRevised,
+    events_pb2.AnnotationApproved,
+]
+
+
+def _event_shapes(collector, case_id: str, human_version: str, timeout_s: float = 60) -> list[tuple]:
+    """A case's events as their types and the fields they carry (values that name the case or a
+    version aside), once its approval has arrived; the revision's event names the stored version."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mine = [e for e in list(collector.received) if getattr(e, "case_id", None) == case_id]
+        if any(type(e).__name__ == "AnnotationApproved" for e in mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    revised = [e for e in mine if type(e).__name__ == "AnnotationRevised"]
+    assert len(revised) == 1 and revised[0].label_version == human_version
+    unique = {e.meta.event_id: e for e in mine}.values()  # at-least-once delivery: duplicates allowed
+    return sorted(
+        (type(e).__name__, tuple(sorted(f.name for f, _ in e.ListFields() if f.name != "meta"))) for e in unique
+    )
+
+
 def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -267,24 +299,33 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
 
     from .reoriented import turned_copy
 
-    home, _env, stack = workstation
+    home, env, stack = workstation
     stack.start_web()
     tokens = TokenFile(home / ".run").by_role()
     client = Client({n: stack.service_target(n) for n in SERVICES}, tokens)
+    collector = EventCollector(stack.kafka_settings(), CASE_EVENTS)
     # a case of its own: the real CT stored turned (axes permuted, two flipped), so the page's
-    # pixel-to-voxel mapping is checked off the RAS orientation too
+    # pixel-to-voxel mapping is checked off the RAS orientation too; and one the command line
+    # revises after it, to hold the two paths' records side by side
     client.import_case(turned_copy(real_ct_dir / "example_ct_sm.nii.gz", tmp_path / "turned.nii.gz"), "page-1")
+    client.import_case(real_ct_dir / "example_ct_sm.nii.gz", "cli-1")
     deadline = time.monotonic() + 300
-    while not any(c.case_id == "page-1" and c.state == common_pb2.CASE_STATE_SCORED for c in client.cases()):
-        assert time.monotonic() < deadline, "page-1 was not scored"
+    while {c.case_id for c in client.cases() if c.state == common_pb2.CASE_STATE_SCORED} < {"page-1", "cli-1"}:
+        assert time.monotonic() < deadline, "page-1 and cli-1 were not scored"
         time.sleep(2)
-    client.queue(7, [r for r in client.propose_round(7, 20) if r.case_id == "page-1"])
+    proposed = {r.case_id: r for r in client.propose_round(7, 20)}
+    client.queue(7, [proposed["page-1"]])
 
     browser = headless_chromium("the web page's browser test")
     wait = WebDriverWait(browser, 120)
 
     def data(name):
         return browser.execute_script(f"return document.body.dataset.{name} || null")
+
+    shots = Path(
+        os.environ.get("ATLASLOOP_SCREENSHOTS", tmp_path / "screenshots")
+    )  # docs/images refreshes the README's
+    shots.mkdir(parents=True, exist_ok=True)
 
     def sign_in(token):
         browser.get(stack.web_url())
@@ -314,7 +355,17 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         items = browser.find_elements(By.CSS_SELECTOR, "#regions li")
         items[0].find_element(By.CSS_SELECTOR, "button[data-verdict=fixed]").click()
         items[1].find_element(By.CSS_SELECTOR, "button[data-verdict=not_an_error]").click()
-        browser.find_element(By.ID, "submit").click()
+        browser.find_element(By.ID, "submit").click()  # the change's suggested tags, to confirm
+        wait.until(lambda _: data("tagsReady"))
+        browser.save_screenshot(str(shots / "web-annotator.png"))
+        boxes = browser.find_elements(By.CSS_SELECTOR, "#tag-list input")
+        suggested = {(b.get_attribute("data-organ"), b.get_attribute("value")) for b in boxes if b.is_selected()}
+        assert suggested and {organ for organ, _ in suggested} >= {regions[0]["organ"]}
+        # the annotator adds a tag of their own to the painted organ
+        added = next(b for b in boxes if b.get_attribute("data-organ") == regions[0]["organ"] and not b.is_selected())
+        added.click()
+        chosen = suggested | {(regions[0]["organ"], added.get_attribute("value"))}
+        browser.find_element(By.ID, "confirm-submit").click()
         revision_id = wait.until(lambda _: data("submitted"))
 
         browser.find_element(By.ID, "sign-out").click()
@@ -325,11 +376,13 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         browser.find_element(By.CSS_SELECTOR, pending).click()
         wait.until(lambda _: data("reviewReady") == revision_id)
         browser.find_element(By.ID, "reason").send_keys("the painted region is right")
+        browser.save_screenshot(str(shots / "web-reviewer.png"))
         browser.find_element(By.ID, "approve").click()
         wait.until(lambda _: data("reviewed") == revision_id)
         browser.find_element(By.ID, "tab-coordinate").click()
         wait.until(lambda _: data("overview") == "2")
         assert browser.find_element(By.ID, "precision").text.startswith("50% of 2 judged regions")
+        browser.save_screenshot(str(shots / "web-coordinator.png"))
     finally:
         browser.quit()
 
@@ -357,4 +410,40 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
     }
     first, second = regions[0]["organ"], regions[1]["organ"]
     assert judged == ({(first, 1, 1)} if first == second else {(first, 1, 0), (second, 0, 1)})
+    # the tags stored are the ones confirmed in the page, no more
+    confirmed = {
+        (organ_from_proto(r.organ), tag) for r in client.statistics().organs if r.round == 7 for tag in r.tag_counts
+    }
+    assert confirmed == chosen
+
+    # the same work through the command line: the same records, event for event
+    client.queue(7, [proposed["cli-1"]])
+    cli_lease = re.search(r"^lease (\S+) on case cli-1", atlasloop(home, env, "next"), re.M).group(1)
+    atlasloop(home, env, "pull", cli_lease, "--out", "cli-1")
+    start = load_nifti(home / "cli-1" / "labels.nii.gz")
+    reference = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
+    corrected = np.where(start.array == ORGAN_IDS["liver"], 0, start.array)
+    corrected[reference == ORGAN_IDS["liver"]] = ORGAN_IDS["liver"]
+    save_nifti(start.with_array(corrected.astype(start.array.dtype)), home / "cli-1" / "labels.nii.gz")
+    revised = atlasloop(home, env, "revise", cli_lease, "cli-1", "--tag", "liver:missed_region")
+    cli_revision = re.search(r"^revision (\S+) stored", revised, re.M).group(1)
+    assert "case is approved" in atlasloop(home, env, "review", cli_revision, "approve")
+    [cli_approved] = [
+        r for r in client.revisions(tracking_pb2.REVIEW_STATE_APPROVED) if r.revision.revision_id == cli_revision
+    ]
+    records = {}
+    for case_id, summary in (("page-1", approved), ("cli-1", cli_approved)):
+        versions = {v.label_version: v for v in client.label_versions(case_id, role="reviewer")}
+        human = versions[summary.revision.label_version]
+        assert human.source == common_pb2.LABEL_SOURCE_HUMAN
+        assert versions[summary.parent_version].source == common_pb2.LABEL_SOURCE_AI
+        history = client.history(case_id).history
+        records[case_id] = {
+            "history": [(h.action, h.principal) for h in history],
+            "events": _event_shapes(collector, case_id, summary.revision.label_version),
+            "version": (sorted(f.name for f, _ in human.ListFields()), human.author, human.round, human.model_set),
+            "annotator": summary.revision.annotator,
+        }
+    collector.close()
+    assert records["page-1"] == records["cli-1"]
     client.close()

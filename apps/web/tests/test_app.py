@@ -65,6 +65,11 @@ def test_bad_requests_are_refused_before_any_service_is_called(page):
     assert page.post(revise, json={"voxels": [1], "labels": [1], "seconds": -1}, headers=headers).status_code == 400
     assert page.post(revise, json={"voxels": [1], "labels": [1], "seconds": 1e9}, headers=headers).status_code == 400
     assert page.post(revise, json=[1, 2], headers=headers).status_code == 400
+    good = {"voxels": [1], "labels": [1], "seconds": 1}
+    for tags in ([{"organ": "liver", "tag": "annotator_slip"}], [{"organ": "brain", "tag": "leakage"}], "leakage"):
+        reply = page.post(revise, json={**good, "tags": tags}, headers=headers)  # not an AI label's error
+        assert reply.status_code == 400 and "tag" in reply.json()["error"]
+    assert page.post("/api/leases/l1/tags", json={"voxels": ["a"], "labels": [1]}, headers=headers).status_code == 400
     big = json.dumps({"voxels": list(range(2000)), "labels": [1] * 2000, "seconds": 1})
     reply = page.post(revise, content=big, headers={**headers, "content-type": "application/json"})
     assert reply.status_code == 413

@@ -126,3 +126,17 @@ def test_a_version_asked_for_at_once_by_many_is_loaded_once():
     for t in threads:
         t.join(10)
     assert len(loads) == 1
+
+
+def test_the_grid_from_the_geometry_alone_is_the_loaded_volumes():
+    """The lease carries the grid so the page asks for pictures before any volume loads."""
+    from atlasloop.web.volumes import grid_of
+
+    for volume in (
+        turned(),
+        turned((9, 3, 6), seed=1),
+        Volume(np.zeros((4, 6, 8), np.uint8), np.diag([0.8, 0.7, 2.5, 1])),
+    ):
+        assert grid_of(volume.shape, volume.affine) == LabelVolume.of(volume).grid()
+    huge = grid_of((512, 512, 3000), np.diag([0.8, 0.8, 1.0, 1.0]))  # nothing of that size is allocated
+    assert huge["shape"] == [512, 512, 3000]

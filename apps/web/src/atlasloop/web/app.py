@@ -12,9 +12,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -35,13 +37,15 @@ from atlasloop.common.domain import ErrorTag, organ_from_proto, organ_to_proto
 from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
+from atlasloop.method.error_taxonomy import AI_TAGS, diff_volumes
 from atlasloop.rendering.v1 import rendering_pb2
 from atlasloop.tracking.v1 import tracking_pb2
 from atlasloop.training.v1 import training_pb2
+from atlasloop.web import oidc
 from atlasloop.web.headers import SecurityHeaders
 from atlasloop.web.sessions import COOKIE, CSRF_HEADER, Sealer, Session
 from atlasloop.web.settings import WebSettings
-from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs
+from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs, grid_of
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -104,12 +108,18 @@ class Clients:
             self._items.clear()
 
 
+OIDC_COOKIE = "atlasloop_oidc"
+
+
 def build(settings: WebSettings) -> Starlette:
+    if settings.oidc.enabled and settings.auth.mode != "jwt":
+        raise InvalidInput("OIDC sign-in needs auth.mode 'jwt': the provider's tokens are what the services verify")
     authenticator = build_authenticator(settings.auth)
     key = settings.session_key.get_secret_value().encode() if settings.session_key else None
     sealer = Sealer(key, settings.session_ttl_s)
     clients = Clients(settings)
     volumes = VolumeCache(settings.volume_cache_bytes)
+    warmers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="warm")
 
     def session_of(request: Request, role: str | None = None) -> Session:
         session = sealer.open(request.cookies.get(COOKIE))
@@ -160,14 +170,12 @@ def build(settings: WebSettings) -> Starlette:
 
     def label_volume(client: Client, role: str, case_id: str, version: str):
         client.case_auth(role, case_id)  # an annotator without a grant for this case is refused here
-        return volumes.get((case_id, version), lambda: client.labels(case_id, version, role=role))
+        return volumes.get((case_id, version), lambda: client.labels_for_display(case_id, version, role=role))
 
     # ---- sign-in ----
 
-    async def sign_in(request: Request) -> Response:
-        token = (await body_json(request)).get("token")
-        if not isinstance(token, str) or not 0 < len(token) <= 8192:
-            raise HTTPException(400, "give the token you were issued")
+    def open_session(token: str) -> tuple[Session, str]:
+        """Check a person's token as the services will; the session and its sealed cookie value."""
         try:
             principal = authenticator.authenticate(token)
         except AtlasError:
@@ -176,7 +184,10 @@ def build(settings: WebSettings) -> Starlette:
         if not roles:
             raise HTTPException(403, "service tokens cannot sign in to the page")
         sealed, session = sealer.seal(token, principal.name, roles)
-        response = JSONResponse({"name": session.name, "roles": list(roles)})
+        log.info("signed in", extra={"principal": session.name})
+        return session, sealed
+
+    def set_session_cookie(response: Response, sealed: str) -> None:
         response.set_cookie(
             COOKIE,
             sealed,
@@ -186,7 +197,58 @@ def build(settings: WebSettings) -> Starlette:
             secure=settings.secure_cookies,
             path="/",
         )
-        log.info("signed in", extra={"principal": session.name})
+
+    async def sign_in(request: Request) -> Response:
+        token = (await body_json(request)).get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= 8192:
+            raise HTTPException(400, "give the token you were issued")
+        session, sealed = open_session(token)
+        response = JSONResponse({"name": session.name, "roles": list(session.roles)})
+        set_session_cookie(response, sealed)
+        return response
+
+    async def config(request: Request) -> Response:
+        """What the sign-in view offers: the identity provider's button, or the token field."""
+        return JSONResponse({"oidc": settings.oidc.enabled, "token_sign_in": not settings.oidc.enabled})
+
+    async def oidc_login(request: Request) -> Response:
+        if not settings.oidc.enabled:
+            raise HTTPException(404, "sign-in with an identity provider is not configured")
+        attempt = oidc.Attempt.new()
+        response = RedirectResponse(oidc.authorization_url(settings.oidc, attempt), status_code=302)
+        # Lax, not Strict: the browser comes back from the provider's site with a top-level GET
+        response.set_cookie(
+            OIDC_COOKIE,
+            sealer.seal_value("oidc", attempt.as_dict()),
+            max_age=oidc.ATTEMPT_TTL_S,
+            httponly=True,
+            samesite="lax",
+            secure=settings.secure_cookies,
+            path="/api/oidc/",
+        )
+        return response
+
+    async def oidc_callback(request: Request) -> Response:
+        if not settings.oidc.enabled:
+            raise HTTPException(404, "sign-in with an identity provider is not configured")
+        params = request.query_params
+        if "error" in params:
+            reason = f"{params['error']}: {params.get('error_description', '')}"[:300]
+            raise HTTPException(401, f"the identity provider did not sign you in ({reason})")
+        value = sealer.open_value("oidc", request.cookies.get(OIDC_COOKIE), oidc.ATTEMPT_TTL_S)
+        code, state = params.get("code", ""), params.get("state", "")
+        if value is None:
+            raise HTTPException(400, "this sign-in attempt has expired or was not started here: sign in again")
+        attempt = oidc.Attempt.from_dict(value)
+        if not code or len(code) > 4096 or not secrets.compare_digest(state.encode(), attempt.state.encode()):
+            raise HTTPException(400, "the provider's answer does not match this sign-in attempt (state)")
+        tokens = await run_in_threadpool(oidc.exchange, settings.oidc, code, attempt)
+        if isinstance(tokens.get("id_token"), str):
+            oidc.check_id_token(tokens["id_token"], settings.auth, settings.oidc, attempt.nonce)
+        _session, sealed = open_session(tokens["access_token"])
+        response = RedirectResponse("/", status_code=303)
+        set_session_cookie(response, sealed)
+        response.delete_cookie(OIDC_COOKIE, path="/api/oidc/")
         return response
 
     async def sign_out(request: Request) -> Response:
@@ -209,17 +271,48 @@ def build(settings: WebSettings) -> Starlette:
 
     # ---- the annotator ----
 
+    def warm(client: Client, reply: tracking_pb2.NextCaseResponse) -> None:
+        """Start loading what the case's first picture needs while the answer travels to the
+        browser: the label version into this server's cache, and the CT and the first organ's
+        attention into the rendering service's (any slice loads them). The page's own requests then
+        wait on these loads (both caches load a key once) instead of starting them a round trip
+        later. A failure here only costs the time saved."""
+        case_id, version = reply.lease.case_id, reply.label_version
+        heat = reply.organs[0] if reply.organs else common_pb2.ORGAN_UNSPECIFIED
+        view = rendering_pb2.SliceView(
+            case_id=case_id, plane=PLANES["axial"], index=0, window=WINDOWS["abdomen"], heatmap_organ=heat
+        )
+
+        def logged(future: Future) -> None:
+            if future.exception() is not None:
+                log.info("warming case %s failed: %s", case_id, future.exception())
+
+        for job in (lambda: label_volume(client, "annotator", case_id, version), lambda: client.render_slice(view)):
+            warmers.submit(job).add_done_callback(logged)
+
+    def case_grid(client: Client, case_id: str) -> dict:
+        """The case's grid as the page views it, from its geometry (no volume read)."""
+        geometry = client.case_info(case_id, role="annotator").geometry
+        return grid_of(list(geometry.shape), np.asarray(geometry.affine, dtype=np.float64).reshape(4, 4))
+
     async def next_case(request: Request) -> Response:
         session = session_of(request, "annotator")
-        reply = await run_in_threadpool(clients.of(session).next_case)
+        client = clients.of(session)
+        reply = await run_in_threadpool(client.next_case)
         if reply is None:
             return JSONResponse({"lease": None, "message": "the queue is empty"})
-        return JSONResponse({"lease": _lease(reply.lease, reply.label_version, reply.organs, True)})
+        warm(client, reply)
+        grid = await run_in_threadpool(case_grid, client, reply.lease.case_id)
+        return JSONResponse({"lease": _lease(reply, True) | {"grid": grid}})
 
     async def lease(request: Request) -> Response:
         session = session_of(request, "annotator")
-        reply = await run_in_threadpool(clients.of(session).get_lease, request.path_params["lease_id"])
-        return JSONResponse({"lease": _lease(reply.lease, reply.label_version, reply.organs, reply.active)})
+        client = clients.of(session)
+        reply = await run_in_threadpool(client.get_lease, request.path_params["lease_id"])
+        found = _lease(reply, reply.active)
+        if reply.active:
+            found["grid"] = await run_in_threadpool(case_grid, client, reply.lease.case_id)
+        return JSONResponse({"lease": found})
 
     async def grid(request: Request) -> Response:
         session = session_of(request)
@@ -297,29 +390,83 @@ def build(settings: WebSettings) -> Starlette:
 
         return JSONResponse({"regions": await run_in_threadpool(find)})
 
-    async def revise(request: Request) -> Response:
-        session = session_of(request, "annotator")
-        body = await body_json(request)
+    def edits_of(body: dict[str, Any]) -> tuple[list[int], list[int]]:
         voxels, labels = body.get("voxels", []), body.get("labels", [])
-        seconds, note = body.get("seconds"), body.get("note", "")
         if not isinstance(voxels, list) or not isinstance(labels, list):
             raise HTTPException(400, "voxels and labels must be lists of integers")
         if not all(type(v) is int for v in voxels) or not all(type(v) is int for v in labels):
             raise HTTPException(400, "voxels and labels must be lists of integers")
+        return voxels, labels
+
+    def held_lease(client: Client, lease_id: str) -> tracking_pb2.GetLeaseResponse:
+        held = client.get_lease(lease_id)
+        if not held.active:
+            raise InvalidInput(f"lease {lease_id} has ended (released, expired or already revised); take the next case")
+        return held
+
+    async def suggest_tags(request: Request) -> Response:
+        """The error tags the painted change suggests, organ by organ, before anything is stored:
+        the same taxonomy and rules tracking applies (atlasloop.method.error_taxonomy), against
+        the case's AI label, for the annotator to confirm or change."""
+        session = session_of(request, "annotator")
+        voxels, labels = edits_of(await body_json(request))
+        lease_id = request.path_params["lease_id"]
+
+        def suggest() -> dict:
+            client = clients.of(session)
+            held = held_lease(client, lease_id)
+            case_id = held.lease.case_id
+            base = label_volume(client, "annotator", case_id, held.label_version)
+            revised = apply_edits(base, voxels, labels, settings.max_edit_voxels)
+            versions = client.label_versions(case_id, role="annotator")
+            ai_versions = [v.label_version for v in versions if v.source == common_pb2.LABEL_SOURCE_AI]
+            if held.label_version in ai_versions or not ai_versions:
+                ai = base.stored
+            else:  # a revision of a person's label: tracking tags against the AI label all the same
+                ai = label_volume(client, "annotator", case_id, ai_versions[-1]).stored
+            return {
+                "organs": [
+                    {
+                        "organ": d.organ,
+                        "suggested": d.suggested,
+                        "voxels_added": d.voxels_added,
+                        "voxels_removed": d.voxels_removed,
+                    }
+                    for d in diff_volumes(ai, revised)
+                    if d.voxels_added or d.voxels_removed
+                ],
+                "taxonomy": sorted(AI_TAGS),
+            }
+
+        return JSONResponse(await run_in_threadpool(suggest))
+
+    def confirmed_tags(values: Any) -> list[common_pb2.OrganErrorTag]:
+        """The tags the annotator confirmed or chose ({organ, tag}); tracking checks them again."""
+        if not isinstance(values, list) or len(values) > 200:
+            raise HTTPException(400, "tags must be a list of at most 200 {organ, tag}")
+        tags = []
+        for t in values:
+            if not isinstance(t, dict) or t.get("organ") not in ORGAN_IDS or t.get("tag") not in AI_TAGS:
+                raise HTTPException(400, f"a tag names an organ and one of {', '.join(sorted(AI_TAGS))}")
+            tags.append(common_pb2.OrganErrorTag(organ=organ_to_proto(t["organ"]), tag=ErrorTag(t["tag"]).to_proto()))
+        return tags
+
+    async def revise(request: Request) -> Response:
+        session = session_of(request, "annotator")
+        body = await body_json(request)
+        voxels, labels = edits_of(body)
+        seconds, note = body.get("seconds"), body.get("note", "")
         if not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SECONDS:
             raise HTTPException(400, f"seconds must be the time the page measured, 0..{MAX_SECONDS:.0f}")
         if not isinstance(note, str) or len(note) > 2000:
             raise HTTPException(400, "note must be text of at most 2000 characters")
         verdicts = region_verdicts(body.get("verdicts", []))
+        tags = confirmed_tags(body.get("tags", []))
         lease_id = request.path_params["lease_id"]
 
         def submit() -> dict:
             client = clients.of(session)
-            held = client.get_lease(lease_id)
-            if not held.active:
-                raise InvalidInput(
-                    f"lease {lease_id} has ended (released, expired or already revised); take the next case"
-                )
+            held = held_lease(client, lease_id)
             case_id = held.lease.case_id
             base = label_volume(client, "annotator", case_id, held.label_version)
             revised = apply_edits(base, voxels, labels, settings.max_edit_voxels)
@@ -330,7 +477,7 @@ def build(settings: WebSettings) -> Starlette:
                 lease_id,
                 revised,
                 [organ_to_proto(o) for o in organs],
-                [],
+                tags,
                 float(seconds),
                 note or "revised in the web page",
                 verdicts,
@@ -396,6 +543,8 @@ def build(settings: WebSettings) -> Starlette:
                     "tags": dict(r.tag_counts),
                     "regions_fixed": r.regions_fixed,
                     "regions_not_an_error": r.regions_not_an_error,
+                    "double_reads": r.double_reads,
+                    "double_read_dice": r.double_read_dice if r.double_reads else None,
                 }
                 for r in stats.organs
             ]
@@ -507,9 +656,13 @@ def build(settings: WebSettings) -> Starlette:
         Route("/api/session", sign_in, methods=["POST"]),
         Route("/api/session", sign_out, methods=["DELETE"]),
         Route("/api/me", me),
+        Route("/api/config", config),
+        Route("/api/oidc/login", oidc_login),
+        Route("/api/oidc/callback", oidc_callback),
         Route("/api/schema", schema),
         Route("/api/next", next_case, methods=["POST"]),
         Route("/api/leases/{lease_id}", lease),
+        Route("/api/leases/{lease_id}/tags", suggest_tags, methods=["POST"]),
         Route("/api/leases/{lease_id}/revision", revise, methods=["POST"]),
         Route(case + "/image", image),
         Route(case + "/versions/{version}/grid", grid),
@@ -525,6 +678,7 @@ def build(settings: WebSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        warmers.shutdown(wait=False, cancel_futures=True)
         clients.close()
 
     return Starlette(
@@ -535,11 +689,13 @@ def build(settings: WebSettings) -> Starlette:
     )
 
 
-def _lease(lease: tracking_pb2.Lease, label_version: str, organs, active: bool) -> dict:
+def _lease(reply: tracking_pb2.NextCaseResponse | tracking_pb2.GetLeaseResponse, active: bool) -> dict:
     return {
-        "lease_id": lease.lease_id,
-        "case_id": lease.case_id,
-        "label_version": label_version,
-        "organs": [organ_from_proto(o) for o in organs],
+        "lease_id": reply.lease.lease_id,
+        "case_id": reply.lease.case_id,
+        "label_version": reply.label_version,
+        "organs": [organ_from_proto(o) for o in reply.organs],
         "active": active,
+        # a second, independent reading of an approved case, from the AI label: it measures agreement
+        "double_read": reply.double_read,
     }

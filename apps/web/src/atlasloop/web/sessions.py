@@ -39,6 +39,22 @@ class Sealer:
         session = Session(token, name, roles, time.time() + self.ttl_s)
         return self._fernet.encrypt(json.dumps(asdict(session)).encode()).decode(), session
 
+    def seal_value(self, purpose: str, value: dict) -> str:
+        """Any other short-lived value the browser carries for the server (a sign-in attempt's
+        state), bound to its purpose so that it never opens as anything else."""
+        return self._fernet.encrypt(json.dumps({"purpose": purpose, "value": value}).encode()).decode()
+
+    def open_value(self, purpose: str, cookie: str | None, ttl_s: int) -> dict | None:
+        if not cookie or len(cookie) > 8192:
+            return None
+        try:
+            data = json.loads(self._fernet.decrypt(cookie.encode(), ttl=ttl_s))
+        except (InvalidToken, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("purpose") != purpose or not isinstance(data.get("value"), dict):
+            return None
+        return data["value"]
+
     def open(self, cookie: str | None) -> Session | None:
         """The session a cookie seals; None when absent, forged, damaged or expired."""
         if not cookie or len(cookie) > 8192:

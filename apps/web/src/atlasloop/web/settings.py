@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from atlasloop.common.service_map import SERVICES, default_target
 from atlasloop.common.settings import AuthSettings
 from atlasloop.common.tls import ClientTls
+from atlasloop.web.oidc import OidcSettings
 
 DEFAULT_PORT = 8790  # atlasloop.devstack.ports.Ports.web
 
@@ -22,6 +23,9 @@ class WebSettings(BaseSettings):
     port: int = DEFAULT_PORT
     log_level: str = "INFO"
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    oidc: OidcSettings = Field(
+        default_factory=OidcSettings, description="Sign-in with the identity provider (auth.mode jwt)."
+    )
     targets: dict[str, str] = Field(default_factory=lambda: {name: default_target(name) for name in SERVICES})
     client_tls: ClientTls = Field(default_factory=ClientTls, description="TLS of the calls to the services.")
     session_key: SecretStr | None = Field(

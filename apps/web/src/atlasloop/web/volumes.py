@@ -74,6 +74,15 @@ class LabelVolume:
         return lo.tolist(), hi.tolist()
 
 
+def grid_of(shape: Sequence[int], affine: np.ndarray) -> dict:
+    """What :meth:`LabelVolume.grid` says of a volume of ``shape`` and ``affine``, from the case's
+    geometry alone (no voxel read): the page can ask for its first pictures before any volume loads.
+    The RAS view is computed on a zero-stride stand-in, so it costs no memory."""
+    stand_in = np.broadcast_to(np.zeros((), np.uint8), tuple(int(n) for n in shape))
+    ras = to_ras(stand_in, np.asarray(affine, dtype=np.float64))
+    return {"shape": [int(n) for n in ras.array.shape], "spacing_mm": [float(s) for s in ras.spacing]}
+
+
 def apply_edits(base: LabelVolume, voxels: Sequence[int], labels: Sequence[int], max_voxels: int) -> Volume:
     """``base`` with RAS voxel ``voxels[n]`` set to ``labels[n]``, in the stored orientation.
     Refused whole (nothing written anywhere) when any index or label is out of range."""

@@ -20,6 +20,7 @@ from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, upload_file
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging import display_copy
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.inference.v1 import inference_pb2_grpc
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
@@ -172,6 +173,29 @@ class Client:
             meta = self.case_auth(role, case_id)
             download_volume(self.storage, case_id, path, meta, kind=common_pb2.VOLUME_KIND_LABEL, label_version=version)
             return load_nifti(path)
+
+    def labels_for_display(self, case_id: str, version: str, role: str = "annotator") -> Volume:
+        """A label version as a viewer needs it first: from storage's display-ready copy (Blosc2,
+        decoded several times faster than the NIfTI), or from the NIfTI when storage holds none.
+        The same voxels and affine either way."""
+        meta = self.case_auth(role, case_id)
+        with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
+            path = Path(tmp) / "labels.display"
+            try:
+                download_volume(
+                    self.storage,
+                    case_id,
+                    path,
+                    meta,
+                    kind=common_pb2.VOLUME_KIND_LABEL,
+                    label_version=version,
+                    display_copy=True,
+                )
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                return self.labels(case_id, version, role)
+            return display_copy.decode(path.read_bytes(), f"display copy of {case_id}/{version}")
 
     # ---- scoring and the queue ----
 

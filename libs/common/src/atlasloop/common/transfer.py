@@ -55,10 +55,12 @@ def download_volume(
     label_version: str = "",
     chunk_bytes: int = 0,
     timeout_s: float = 600,
+    display_copy: bool = False,
 ) -> common_pb2.ObjectRef:
-    """Stream a case volume into ``dest``; returns the object reference after verifying it."""
+    """Stream a case volume into ``dest``; returns the object reference after verifying it.
+    ``display_copy``: its display-ready copy (``atlasloop.imaging.display_copy``) instead of the NIfTI."""
     request = storage_pb2.DownloadVolumeRequest(
-        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes
+        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes, display_copy=display_copy
     )
     digest = hashlib.sha256()
     header: common_pb2.ObjectRef | None = None

@@ -117,12 +117,33 @@ class StorageCore:
             return self.segs.volume(self.catalog.get(case_id), version)
         return self.catalog.volume(case_id, kind, version)
 
-    def download(self, case_id: str, kind: str, version: str, chunk_bytes: int) -> Iterator[tuple[str, object]]:
-        """('header', VolumeObject), then ('data', bytes)..., then ('sha256', hex) once verified."""
-        volume = self.volume(case_id, kind, version)
+    def display_copy(self, case_id: str, kind: str, version: str) -> VolumeObject:
+        """The display-ready copy storage wrote beside a CT or label version (NotFound when it wrote
+        none). Its checksum is not recorded, so it is read once here to give the stream's header one."""
+        self.volume(case_id, kind, version)  # the volume itself, named as for a download of it
+        if kind == "ct":
+            key = layout.display_ct_key(case_id)
+        elif kind == "label":
+            key = layout.display_label_key(case_id, version)
+        else:
+            raise InvalidInput(f"display copies are kept of CTs and label versions, not of {kind}")
+        if not self.store.exists(key):
+            raise NotFound(f"no display copy of {kind} {version or case_id!r}: read the NIfTI")
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.store.iter_chunks(key, self.settings.download_chunk_bytes):
+            digest.update(chunk)
+            size += len(chunk)
+        return VolumeObject(key, digest.hexdigest(), size)
+
+    def download(
+        self, case_id: str, kind: str, version: str, chunk_bytes: int, display: bool = False
+    ) -> Iterator[tuple[str, object]]:
+        """('header', VolumeObject), then ('data', bytes)..., then ('sha256', hex) once verified;
+        ``display``: the display-ready copy instead of the NIfTI."""
         size = min(chunk_bytes or self.settings.download_chunk_bytes, self.settings.max_chunk_bytes)
         if size < 0:
             raise InvalidInput("chunk_bytes must be >= 0")
+        volume = self.display_copy(case_id, kind, version) if display else self.volume(case_id, kind, version)
         yield "header", volume
         digest = hashlib.sha256()
         for chunk in self.store.iter_chunks(volume.key, size):

@@ -92,7 +92,9 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         check_case_read(request.case_id)
         kind = _kind(request.kind)
         self._check_seg_reader(request.case_id, kind)
-        parts = self._core.download(request.case_id, kind, request.label_version, request.chunk_bytes)
+        parts = self._core.download(
+            request.case_id, kind, request.label_version, request.chunk_bytes, request.display_copy
+        )
         for part, value in parts:
             if part == "header":
                 yield storage_pb2.DownloadVolumeResponse(

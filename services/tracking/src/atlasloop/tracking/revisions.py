@@ -25,7 +25,7 @@ from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
-from atlasloop.tracking.diff import OrganDiff, diff_labels
+from atlasloop.method.error_taxonomy import AI_TAGS, ANNOTATOR_TAGS, OrganDiff, diff_volumes
 from atlasloop.tracking.models import (
     Agreement,
     Case,
@@ -39,21 +39,6 @@ from atlasloop.tracking.models import (
 from atlasloop.tracking.outbox import add_event
 from atlasloop.tracking.queue import held_lease
 from atlasloop.tracking.records import audit, locked_case, transition
-
-AI_TAGS = frozenset(
-    {
-        "missed_region",
-        "leakage",
-        "organ_confusion",
-        "laterality_swap",
-        "fragment",
-        "missing_organ",
-        "hallucinated_organ",
-        "boundary",
-        "extent_protocol",
-    }
-)
-ANNOTATOR_TAGS = frozenset({"annotator_miss", "annotator_inconsistency", "annotator_slip"})
 
 
 @dataclass(frozen=True)
@@ -147,8 +132,7 @@ def submit_revision(
     stored = storage.write_human_version(case_id, upload_id, parent, round_)
     ai = storage.load_labels(case_id, ai_version)
     revised = storage.load_labels(case_id, stored.label_version)
-    voxel_ml = abs(float(np.linalg.det(ai.affine[:3, :3]))) / 1000.0
-    diffs = diff_labels(ai.array, revised.array, voxel_ml)
+    diffs = diff_volumes(ai, revised)
     revision_id = str(uuid.uuid4())
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)
@@ -351,8 +335,7 @@ def _double_read(
     first = storage.load_labels(case_id, approved)
     second = storage.load_labels(case_id, stored.label_version)
     ai = storage.load_labels(case_id, ai_version)
-    voxel_ml = abs(float(np.linalg.det(ai.affine[:3, :3]))) / 1000.0
-    diffs = diff_labels(ai.array, second.array, voxel_ml)
+    diffs = diff_volumes(ai, second)
     revision_id = str(uuid.uuid4())
     with sessions.begin() as session:
         lease = held_lease(session, lease_id, annotator)

@@ -193,6 +193,7 @@ let annotateViews = null;
 async function nextCase() {
   if (state.edits.size && !confirm("Drop the edits of this case?")) return;
   const clicked = performance.now();
+  state.timings.clickedAt = clicked;
   const reply = await (await call("POST", "/api/next")).json();
   if (!reply.lease) { say(reply.message); return; }
   await openLease(reply.lease);
@@ -212,21 +213,27 @@ state.scrollTo = scrollTo;
 
 async function openLease(lease) {
   state.lease = lease; state.edits = new Map(); state.verdicts = new Map(); state.region = null; state.base = {};
+  closeTags();
   localStorage.setItem("atlasloop.lease", lease.lease_id); // not a credential: the page resumes it after a reload
   const base = `/api/cases/${enc(lease.case_id)}/versions/${enc(lease.label_version)}`;
-  const [grid, regions] = await Promise.all([getJson(`${base}/grid?as=annotator`), getJson(`${base}/regions?as=annotator`)]);
-  state.grid = grid; state.regions = regions.regions;
+  // the lease carries the grid (from the case's geometry), so the pictures are asked for at once,
+  // beside the regions, while the server is still loading the label
+  const regions = getJson(`${base}/regions?as=annotator`);
+  state.grid = lease.grid || await getJson(`${base}/grid?as=annotator`);
+  state.regions = [];
   const [X, Y, Z] = state.grid.shape;
   state.index = { axial: Math.floor(Z / 2), coronal: Math.floor(Y / 2), sagittal: Math.floor(X / 2) };
-  $("case-info").textContent = `case ${lease.case_id} · lease ${lease.lease_id}`;
+  $("case-info").textContent = `case ${lease.case_id} · lease ${lease.lease_id}` + (lease.double_read
+    ? " · double read: an independent second reading from the AI label, compared with the first reader's" : "");
   annotateViews = buildViewports($("viewports"), true);
   for (const v of Object.values(annotateViews)) wireViewport(v);
   sizeViewports(annotateViews);
-  listRegions();
   if (lease.organs.length) $("organ").value = lease.organs[0];
   state.activeMs = 0; state.visibleSince = document.visibilityState === "visible" ? performance.now() : null;
   $("submit").disabled = false;
-  await Promise.all(PLANES.map((p) => showPlane(p, false))); // the first picture first, then what comes next
+  const [found] = await Promise.all([regions, ...PLANES.map((p) => showPlane(p, false))]); // the first picture first
+  state.regions = found.regions;
+  listRegions();
   say(`case ${lease.case_id}: ${state.regions.length} attention regions`);
   document.body.dataset.caseReady = lease.lease_id;
   PLANES.forEach(prefetchAround);
@@ -329,6 +336,7 @@ function organLabel() {
 }
 
 function setVoxel(v, r, c, label) {
+  if (!$("tags-panel").hidden) closeTags(); // the suggestions were for the change before this one
   const base = state.base[v.plane];
   const voxel = voxelOf(v.plane, base.index, r, c);
   if (label === base.data[r * v.cols + c]) state.edits.delete(voxel); else state.edits.set(voxel, label);
@@ -384,24 +392,58 @@ document.addEventListener("visibilitychange", () => {
   else if (state.visibleSince !== null) { state.activeMs += performance.now() - state.visibleSince; state.visibleSince = null; }
 });
 
-async function submit() {
+function editsBody() {
+  const voxels = [...state.edits.keys()];
+  return { voxels, labels: voxels.map((k) => state.edits.get(k)) };
+}
+
+async function checkTags() {
+  // The server suggests error tags from the change (the taxonomy tracking applies); the annotator
+  // confirms or changes them before anything is stored.
   if (!state.edits.size) { say("nothing changed yet: paint or erase first"); return; }
   $("submit").disabled = true;
   try {
-    const voxels = [...state.edits.keys()], labels = voxels.map((k) => state.edits.get(k));
+    const reply = await (await call("POST", `/api/leases/${enc(state.lease.lease_id)}/tags`, editsBody())).json();
+    $("tag-list").replaceChildren(...reply.organs.map((o) => {
+      const set = document.createElement("fieldset");
+      const legend = document.createElement("legend");
+      legend.textContent = `${o.organ}: +${o.voxels_added} / -${o.voxels_removed} voxels`;
+      set.append(legend);
+      for (const tag of reply.taxonomy) {
+        const label = document.createElement("label"), box = document.createElement("input");
+        box.type = "checkbox"; box.value = tag; box.dataset.organ = o.organ; box.checked = o.suggested.includes(tag);
+        if (box.checked) label.className = "suggested";
+        label.append(box, ` ${tag.replaceAll("_", " ")}`);
+        set.append(label);
+      }
+      return set;
+    }));
+    $("tags-panel").hidden = false;
+    document.body.dataset.tagsReady = String(reply.organs.length);
+  } catch (e) { say(e.message); } finally { $("submit").disabled = false; }
+}
+
+function closeTags() { $("tags-panel").hidden = true; delete document.body.dataset.tagsReady; }
+
+async function submit() {
+  if (!state.edits.size) { say("nothing changed yet: paint or erase first"); return; }
+  $("confirm-submit").disabled = true;
+  try {
+    const { voxels, labels } = editsBody();
     const verdicts = [...state.verdicts.entries()].map(([n, verdict]) => {
       const r = state.regions[n];
       return { organ: r.organ, min_mm: r.min_mm, max_mm: r.max_mm, verdict };
     });
+    const tags = [...document.querySelectorAll("#tag-list input:checked")].map((b) => ({ organ: b.dataset.organ, tag: b.value }));
     const reply = await (await call("POST", `/api/leases/${enc(state.lease.lease_id)}/revision`,
-      { voxels, labels, verdicts, seconds: measuredSeconds() })).json();
-    const tags = reply.suggested_tags.map((t) => `${t.organ}: ${t.tag}`).join(", ") || "none";
-    say(`revision ${reply.revision_id} stored (${reply.organs.join(", ")}); suggested tags: ${tags}`);
+      { voxels, labels, verdicts, tags, seconds: measuredSeconds() })).json();
+    closeTags();
+    say(`revision ${reply.revision_id} stored (${reply.organs.join(", ")}); tags: ${tags.map((t) => `${t.organ}: ${t.tag}`).join(", ") || "none"}`);
     document.body.dataset.submitted = reply.revision_id;
     state.lastSubmitted = { ...reply, voxels, labels };
-    state.edits = new Map(); state.lease = null; localStorage.removeItem("atlasloop.lease");
+    state.edits = new Map(); state.lease = null; localStorage.removeItem("atlasloop.lease"); $("submit").disabled = true;
     $("viewports").replaceChildren(); $("regions").replaceChildren(); $("case-info").textContent = "";
-  } catch (e) { say(e.message); $("submit").disabled = false; }
+  } catch (e) { say(e.message); } finally { $("confirm-submit").disabled = false; }
 }
 
 // ---- the reviewer ----
@@ -503,9 +545,11 @@ async function refreshOverview() {
     : "no region verdicts yet";
   table($("states"), ["state", "cases"], Object.entries(o.cases_by_state));
   plotMinutes($("minutes-plot"), o.minutes_per_round);
-  table($("organ-table"), ["round", "organ", "cases revised", "mean Dice AI vs revised", "tags", "regions fixed", "not an error"],
+  table($("organ-table"), ["round", "organ", "cases revised", "mean Dice AI vs revised", "tags", "regions fixed", "not an error",
+    "double reads", "Dice between readers"],
     o.organs.map((r) => [r.round, r.organ, r.cases_revised, r.mean_dice.toFixed(3),
-      Object.entries(r.tags).map(([t, n]) => `${t} ${n}`).join(", "), r.regions_fixed, r.regions_not_an_error]));
+      Object.entries(r.tags).map(([t, n]) => `${t} ${n}`).join(", "), r.regions_fixed, r.regions_not_an_error,
+      r.double_reads, r.double_read_dice === null ? "-" : r.double_read_dice.toFixed(3)]));
   table($("runs"), ["run", "state", "trigger", "published set", "reason"],
     o.runs.map((r) => [r.run_id, r.state, r.trigger, r.published || "-", r.reason]));
   document.body.dataset.overview = String(p.judged);
@@ -542,7 +586,9 @@ function signedIn(me) {
 }
 
 async function start() {
-  state.organs = (await getJson("/api/schema")).organs;
+  const [schema, config] = await Promise.all([getJson("/api/schema"), getJson("/api/config")]);
+  state.organs = schema.organs;
+  $("oidc-sign-in").hidden = !config.oidc; $("signin-form").hidden = !config.token_sign_in;
   $("organ").replaceChildren(...state.organs.map((o) => new Option(o.name, o.name)));
   $("signin-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -552,7 +598,9 @@ async function start() {
   $("sign-out").onclick = async () => { await call("DELETE", "/api/session"); location.reload(); };
   for (const b of document.querySelectorAll("nav button")) b.onclick = () => show(b.dataset.view);
   $("next-case").onclick = () => nextCase().catch((e) => say(e.message));
-  $("submit").onclick = submit;
+  $("submit").onclick = checkTags;
+  $("confirm-submit").onclick = submit;
+  $("back-to-edit").onclick = closeTags;
   $("refresh-reviews").onclick = () => refreshReviews().catch((e) => say(e.message));
   $("refresh-overview").onclick = () => refreshOverview().catch((e) => say(e.message));
   $("approve").onclick = () => decide(true).catch((e) => say(e.message));

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from atlasloop.imaging.labels import ORGAN_IDS
-from atlasloop.tracking.diff import diff_labels
+from atlasloop.method.error_taxonomy import diff_labels
 
 LIVER, SPLEEN, KL, KR = ORGAN_IDS["liver"], ORGAN_IDS["spleen"], ORGAN_IDS["kidney_left"], ORGAN_IDS["kidney_right"]
 
@@ -72,3 +72,32 @@ def test_volumes_in_ml(organ):
     ai[5:15, 5:15, 5:15] = 0
     d = next(d for d in diff_labels(ai, truth, 0.0027) if d.organ == organ)
     assert d.voxels_added == 1000 and d.ml_added == pytest.approx(2.7) and d.voxels_removed == 0
+
+
+def test_a_volume_stored_with_its_axes_turned_gets_the_same_suggestions():
+    """The craniocaudal axis comes from the affine: the last slices of an organ left out read as
+    extent_protocol whichever array axis runs head to foot."""
+    from atlasloop.imaging.volume import Volume
+    from atlasloop.method.error_taxonomy import axial_axis, diff_volumes
+
+    truth = np.zeros((60, 40, 60), np.uint8)
+    truth[5:15, 10:20, 20:40] = KR
+    ai = truth.copy()
+    ai[5:15, 10:20, 38:40] = 0
+    spacing = np.diag([0.8, 0.8, 2.5, 1.0])
+    straight = [
+        d.suggested for d in diff_volumes(Volume(ai, spacing), Volume(truth, spacing)) if d.organ == "kidney_right"
+    ]
+    # stored z, x, y: array axis 0 runs along RAS z
+    turned_affine = spacing[:, [2, 0, 1, 3]]
+    assert axial_axis(turned_affine) == 0
+
+    def turn(a):
+        return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+    turned = [
+        d.suggested
+        for d in diff_volumes(Volume(turn(ai), turned_affine), Volume(turn(truth), turned_affine))
+        if d.organ == "kidney_right"
+    ]
+    assert straight == turned == [["extent_protocol"]]

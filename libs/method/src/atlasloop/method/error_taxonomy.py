@@ -1,4 +1,8 @@
-"""What a revision changed, organ by organ, and which error types that suggests.
+"""The error taxonomy: what a revision changed, organ by organ, and which error types that suggests.
+
+One place for the tags and the suggestions, read by tracking (which stores them with each revision)
+and by the web page (which shows the suggestions before submitting, for the annotator to confirm or
+change).
 
 Per organ: voxels and mL added and removed, components, Dice between the AI and the revised
 label. Suggestions, from the shape of the change (the annotator confirms or edits them):
@@ -16,6 +20,7 @@ label. Suggestions, from the shape of the change (the annotator confirms or edit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -23,8 +28,24 @@ from scipy import ndimage
 from atlasloop.imaging.components import largest_component
 from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
+from atlasloop.imaging.volume import Volume
 
 FULL = ndimage.generate_binary_structure(3, 3)
+# The errors of an AI label, and those a second reader finds in a person's (double reads).
+AI_TAGS = frozenset(
+    {
+        "missed_region",
+        "leakage",
+        "organ_confusion",
+        "laterality_swap",
+        "fragment",
+        "missing_organ",
+        "hallucinated_organ",
+        "boundary",
+        "extent_protocol",
+    }
+)
+ANNOTATOR_TAGS = frozenset({"annotator_miss", "annotator_inconsistency", "annotator_slip"})
 
 
 @dataclass
@@ -37,7 +58,7 @@ class OrganDiff:
     dice: float
     suggested: list[str] = field(default_factory=list)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -117,3 +138,13 @@ def diff_labels(ai: np.ndarray, revised: np.ndarray, voxel_ml: float, axial_axis
             if d.organ in ("kidney_left", "kidney_right"):
                 d.suggested = ["laterality_swap"]
     return diffs
+
+
+def axial_axis(affine: np.ndarray) -> int:
+    """The stored array axis that runs craniocaudally (the one contributing most to RAS z)."""
+    return int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
+
+
+def diff_volumes(ai: Volume, revised: Volume) -> list[OrganDiff]:
+    """``diff_labels`` of two label volumes on one grid, whatever order the axes are stored in."""
+    return diff_labels(ai.array, revised.array, ai.voxel_volume_ml, axial_axis(ai.affine))
