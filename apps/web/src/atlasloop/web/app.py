@@ -404,6 +404,12 @@ def build(settings: WebSettings) -> Starlette:
             raise InvalidInput(f"lease {lease_id} has ended (released, expired or already revised); take the next case")
         return held
 
+    def edited(client: Client, lease_id: str, voxels: list[int], labels: list[int]):
+        """The lease, the label version it started from, and that version with the page's edits."""
+        held = held_lease(client, lease_id)
+        base = label_volume(client, "annotator", held.lease.case_id, held.label_version)
+        return held, base, apply_edits(base, voxels, labels, settings.max_edit_voxels)
+
     async def suggest_tags(request: Request) -> Response:
         """The error tags the painted change suggests, organ by organ, before anything is stored:
         the same taxonomy and rules tracking applies (atlasloop.method.error_taxonomy), against
@@ -414,10 +420,8 @@ def build(settings: WebSettings) -> Starlette:
 
         def suggest() -> dict:
             client = clients.of(session)
-            held = held_lease(client, lease_id)
+            held, base, revised = edited(client, lease_id, voxels, labels)
             case_id = held.lease.case_id
-            base = label_volume(client, "annotator", case_id, held.label_version)
-            revised = apply_edits(base, voxels, labels, settings.max_edit_voxels)
             versions = client.label_versions(case_id, role="annotator")
             ai_versions = [v.label_version for v in versions if v.source == common_pb2.LABEL_SOURCE_AI]
             if held.label_version in ai_versions or not ai_versions:
@@ -466,10 +470,7 @@ def build(settings: WebSettings) -> Starlette:
 
         def submit() -> dict:
             client = clients.of(session)
-            held = held_lease(client, lease_id)
-            case_id = held.lease.case_id
-            base = label_volume(client, "annotator", case_id, held.label_version)
-            revised = apply_edits(base, voxels, labels, settings.max_edit_voxels)
+            _held, base, revised = edited(client, lease_id, voxels, labels)
             organs = changed_organs(base.stored.array, revised.array)
             if not organs:
                 raise InvalidInput("nothing was changed: paint or erase before submitting")
