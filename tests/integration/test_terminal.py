@@ -307,8 +307,15 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
     # a case of its own: the real CT stored turned (axes permuted, two flipped), so the page's
     # pixel-to-voxel mapping is checked off the RAS orientation too; and one the command line
     # revises after it, to hold the two paths' records side by side
-    client.import_case(turned_copy(real_ct_dir / "example_ct_sm.nii.gz", tmp_path / "turned.nii.gz"), "page-1")
-    client.import_case(real_ct_dir / "example_ct_sm.nii.gz", "cli-1")
+    assert (
+        client.import_case(turned_copy(real_ct_dir / "example_ct_sm.nii.gz", tmp_path / "turned.nii.gz"), "page-1")
+        == "page-1"
+    )
+    # storage knows a CT it already holds (the terminal test's) as that case: this one differs by a voxel
+    scan = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    other = scan.array.copy()
+    other[0, 0, 0] += 1
+    assert client.import_case(save_nifti(scan.with_array(other), tmp_path / "cli-1.nii.gz"), "cli-1") == "cli-1"
     deadline = time.monotonic() + 300
     while {c.case_id for c in client.cases() if c.state == common_pb2.CASE_STATE_SCORED} < {"page-1", "cli-1"}:
         assert time.monotonic() < deadline, "page-1 and cli-1 were not scored"
