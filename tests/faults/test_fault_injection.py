@@ -302,8 +302,12 @@ def check_consistency(driver: Driver, unlabelled: list[str], accepted: dict) -> 
     checks["accepted_revisions_stored_once"] = len(accepted)
 
     runs = [r for r in driver.call("runs", client.runs) if r.trigger.startswith("approved")]
-    assert 1 <= len(runs) <= len(accepted) // THRESHOLD, [(r.run_id, r.trigger) for r in runs]
-    assert all(r.state in TERMINAL for r in runs)
+    assert runs and all(r.state in TERMINAL for r in runs), [(r.run_id, r.state, r.reason) for r in runs]
+    # A run the gate judged consumed its approvals, so judged runs use disjoint ones. A run that
+    # failed (its Ray job lost to an injected fault) judged nothing: its approvals wait for the next
+    # run, as they must, and may make more runs in all than accepted // THRESHOLD.
+    judged = [r for r in runs if r.state in (training_pb2.RUN_STATE_PUBLISHED, training_pb2.RUN_STATE_REJECTED)]
+    assert len(judged) <= len(accepted) // THRESHOLD, [(r.run_id, r.state, r.reason) for r in runs]
     checks["approval_runs"] = [training_pb2.RunState.Name(r.state) for r in runs]
     letters = driver.call(
         "dead letters",
