@@ -11,6 +11,19 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from atlasloop.events.v1 import events_pb2
+
+# The events one case's path through the loop publishes, import to approval; a round adds the model's.
+CASE_EVENTS = [
+    events_pb2.CaseIngested,
+    events_pb2.CasePredicted,
+    events_pb2.CaseScored,
+    events_pb2.CaseQueued,
+    events_pb2.AnnotationRevised,
+    events_pb2.AnnotationApproved,
+]
+ROUND_EVENTS = [*CASE_EVENTS, events_pb2.TrainingCompleted, events_pb2.ModelPublished]
+
 STORAGE = "/atlasloop.storage.v1.StorageService/"
 RENDERING = "/atlasloop.rendering.v1.RenderingService/"
 TRACKING = "/atlasloop.tracking.v1.TrackingService/"

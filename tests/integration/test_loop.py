@@ -21,20 +21,10 @@ from atlasloop.loop.demo_stack import fresh_stack, start_stack
 from atlasloop.loop.report import write_report
 
 from .conftest import EventCollector
-from .observing import MOVING, Scraper, case_trace
+from .observing import MOVING, ROUND_EVENTS, Scraper, case_trace
 
 # Minutes of training each: make test-slow runs them, beside make test, to keep that under 25.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ALL_EVENTS = [
-    events_pb2.CaseIngested,
-    events_pb2.CasePredicted,
-    events_pb2.CaseScored,
-    events_pb2.CaseQueued,
-    events_pb2.AnnotationRevised,
-    events_pb2.AnnotationApproved,
-    events_pb2.TrainingCompleted,
-    events_pb2.ModelPublished,
-]
 
 
 def test_two_rounds_tell_one_consistent_story(tmp_path):
@@ -51,7 +41,7 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
     stack = fresh_stack(tmp_path / "run", Ports.for_tests(2), config)
     try:
         start_stack(stack, config)
-        collector = EventCollector(stack.kafka_settings(), ALL_EVENTS)
+        collector = EventCollector(stack.kafka_settings(), ROUND_EVENTS)
         demo = Demo(stack, tmp_path / "work", config, say=lambda _: None)
         scraper = Scraper({name: stack.metrics_url(name) for name in [*MOVING, "ray", "ray-node"]})
         try:

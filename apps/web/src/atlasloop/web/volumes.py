@@ -117,6 +117,7 @@ class VolumeCache:
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity = capacity_bytes
         self._items: OrderedDict[tuple[str, str], LabelVolume] = OrderedDict()
+        self._nbytes = 0  # the items' total, kept as they come and go
         self._lock = threading.Lock()
         self._loading = KeyedLocks()
 
@@ -130,6 +131,7 @@ class VolumeCache:
             value = LabelVolume.of(load())
             with self._lock:
                 self._items[key] = value
-                while sum(v.nbytes for v in self._items.values()) > self.capacity and len(self._items) > 1:
-                    self._items.popitem(last=False)
+                self._nbytes += value.nbytes
+                while self._nbytes > self.capacity and len(self._items) > 1:
+                    self._nbytes -= self._items.popitem(last=False)[1].nbytes
             return value

@@ -123,6 +123,14 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_map_option(items: list[str], command: str, source: str) -> dict[str, str]:
+    """``--map`` options as {source class: organ}; every one must be SOURCE=ORGAN."""
+    explicit = dict(item.split("=", 1) for item in items if "=" in item)
+    if len(explicit) != len(items):
+        raise SystemExit(f"atlasloop models {command}: --map takes {source}=ORGAN")
+    return explicit
+
+
 def run_import_nnunet(args: argparse.Namespace) -> int:
     registry = _registry()
     try:
@@ -134,9 +142,7 @@ def run_import_nnunet(args: argparse.Namespace) -> int:
         ) from None
     from atlasloop.imaging.preprocess import PreprocessConfig
 
-    explicit = dict(item.split("=", 1) for item in args.map if "=" in item)
-    if len(explicit) != len(args.map):
-        raise SystemExit("atlasloop models import-nnunet: --map takes CLASS=ORGAN")
+    explicit = _class_map_option(args.map, "import-nnunet", "CLASS")
     payload = read_results_folder(args.folder, args.folds, args.checkpoint)
     classes = class_map(payload, explicit or None)
     labels = {v: k for k, v in payload.labels.items()}
@@ -162,9 +168,7 @@ def run_import_bundle(args: argparse.Namespace) -> int:
     from atlasloop.imaging.preprocess import PreprocessConfig
     from atlasloop.models.monai_bundle import class_map, read_bundle_folder
 
-    explicit = dict(item.split("=", 1) for item in args.map if "=" in item)
-    if len(explicit) != len(args.map):
-        raise SystemExit("atlasloop models import-bundle: --map takes CHANNEL=ORGAN")
+    explicit = _class_map_option(args.map, "import-bundle", "CHANNEL")
     payload = read_bundle_folder(args.folder, args.config)
     classes = class_map(payload, explicit or None)
     manifest = registry.register_bundle(

@@ -24,6 +24,11 @@ from atlasloop.imaging.limits import MAX_VOXELS, check_affine, check_claim, chec
 __all__ = ["MAX_VOXELS", "Volume", "check_geometry", "load_nifti", "save_nifti"]
 
 
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """One voxel's volume in millilitres on the grid ``affine`` (mm) describes."""
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
 @dataclass
 class Volume:
     """Voxel array (i, j, k) and its 4x4 voxel-to-world affine (RAS+, millimetres)."""
@@ -51,7 +56,7 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return voxel_volume_ml(self.affine)
 
     def world(self, ijk: np.ndarray) -> np.ndarray:
         """World coordinates (mm) of voxel indices, shape (..., 3)."""

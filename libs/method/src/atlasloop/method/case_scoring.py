@@ -10,6 +10,7 @@ import numpy as np
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, quantise, union_box
 from atlasloop.imaging.ensemble_rule import above_threshold
+from atlasloop.imaging.volume import voxel_volume_ml
 from atlasloop.method import reference
 from atlasloop.method.improved import ImprovedConfig, OrganEvidence, expected_dice, improved_attention, organ_score
 from atlasloop.method.plausibility import Prediction, run_checks
@@ -100,7 +101,7 @@ def score_case(
     _check(output)
     organs: list[OrganResult] = []
     regions: list[Region] = []
-    voxel_ml = abs(float(np.linalg.det(output.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(output.affine)
     if mode == "reference":
         for organ in TARGETS:
             soft = [output.soft[m][organ] for m in output.members]

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Box, Cropped, grow, union_box
+from atlasloop.imaging.volume import voxel_volume_ml
 
 # Plausible adult volumes in mL (about the 1st and 99th percentiles of abdominal CT studies).
 VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
@@ -106,7 +107,7 @@ class Prediction:
 
     @property
     def voxel_ml(self) -> float:
-        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return voxel_volume_ml(self.affine)
 
     def volume_ml(self, organ: str) -> float:
         crop = self.pseudo.get(organ)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from atlasloop.imaging.volume import voxel_volume_ml
 from atlasloop.method.reference import FULL, OrganAttention
 
 SIGNALS = ("inconsistency", "uncertainty", "overlap", "plausibility")
@@ -38,7 +39,7 @@ def find_regions(attention: OrganAttention, affine: np.ndarray, plausibility: np
         return []
     labels, count = ndimage.label(attention.region, structure=FULL)
     offset = np.array([lo for lo, _ in attention.box])
-    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     signals = [attention.inconsistency, attention.uncertainty, attention.overlap.astype(np.float64)]
     if plausibility is not None:
         signals.append(plausibility.astype(np.float64))

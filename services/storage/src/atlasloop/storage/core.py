@@ -119,7 +119,8 @@ class StorageCore:
 
     def display_copy(self, case_id: str, kind: str, version: str) -> VolumeObject:
         """The display-ready copy storage wrote beside a CT or label version (NotFound when it wrote
-        none). Its checksum is not recorded, so it is read once here to give the stream's header one."""
+        none), with the checksum the store recorded as the copy was written (an object without one is
+        read once here to give the stream's header one)."""
         self.volume(case_id, kind, version)  # the volume itself, named as for a download of it
         if kind == "ct":
             key = layout.display_ct_key(case_id)
@@ -127,8 +128,12 @@ class StorageCore:
             key = layout.display_label_key(case_id, version)
         else:
             raise InvalidInput(f"display copies are kept of CTs and label versions, not of {kind}")
-        if not self.store.exists(key):
-            raise NotFound(f"no display copy of {kind} {version or case_id!r}: read the NIfTI")
+        try:
+            stored = self.store.stat(key)
+        except NotFound:
+            raise NotFound(f"no display copy of {kind} {version or case_id!r}: read the NIfTI") from None
+        if stored.sha256:
+            return VolumeObject(key, stored.sha256, stored.size_bytes)
         digest, size = hashlib.sha256(), 0
         for chunk in self.store.iter_chunks(key, self.settings.download_chunk_bytes):
             digest.update(chunk)

@@ -27,6 +27,7 @@ from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
 from atlasloop.method.error_taxonomy import AI_TAGS, ANNOTATOR_TAGS, OrganDiff, diff_volumes
 from atlasloop.tracking.models import (
+    VERDICTS,
     Agreement,
     Case,
     DoubleRead,
@@ -48,7 +49,6 @@ class Tag:
     region: dict | None = None
 
 
-VERDICTS = ("fixed", "not_an_error")
 MAX_VERDICTS = 1000
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlasloop.tracking.models import Agreement, Case, RegionVerdict, Revision, RevisionTag
+from atlasloop.tracking.models import FIXED, Agreement, Case, RegionVerdict, Revision, RevisionTag
 
 
 @dataclass
@@ -75,7 +75,7 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
         if revision_id in rounds_of:
             key = (rounds_of[revision_id], organ)
             row = table.setdefault(key, OrganRound(*key))
-            if verdict == "fixed":
+            if verdict == FIXED:
                 row.regions_fixed += 1
             else:
                 row.regions_not_an_error += 1
