@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 
 from atlasloop.client import Client, TokenFile
+from atlasloop.client.tokens import SECOND_READER
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.devstack.stack import Stack
-from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.dataset_formats import verify
 from atlasloop.imaging.dicom_write import write_series
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
@@ -41,6 +41,7 @@ from atlasloop.imaging.viewer import check_scene
 from atlasloop.imaging.volume import load_nifti, save_nifti
 
 from .conftest import EventCollector
+from .observing import CASE_EVENTS
 
 pytestmark = pytest.mark.integration
 ATLASLOOP = str(Path(sys.executable).parent / "atlasloop")
@@ -260,16 +261,6 @@ def test_dataset_releases_from_a_terminal(workstation, real_ct_dir, tmp_path):
     assert [r["name"] for r in json.loads(atlasloop(home, env, "releases", "--json"))] == ["r1", "r2"]
 
 
-CASE_EVENTS = [
-    events_pb2.CaseIngested,
-    events_pb2.CasePredicted,
-    events_pb2.CaseScored,
-    events_pb2.CaseQueued,
-    events_pb2.AnnotationRevised,
-    events_pb2.AnnotationApproved,
-]
-
-
 def _event_shapes(collector, case_id: str, human_version: str, timeout_s: float = 60) -> list[tuple]:
     """A case's events as their types and the fields they carry (values that name the case or a
     version aside), once its approval has arrived; the revision's event names the stored version."""
@@ -453,4 +444,60 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         }
     collector.close()
     assert records["page-1"] == records["cli-1"]
+
+    # a double read in the page: tracking sampled both approved cases for a second reading (its
+    # deterministic sample at the default share), which the queue offers only to another annotator;
+    # that one reads the case from the AI label, submits without tags, and the coordinator sees both
+    # readers' agreement
+    for case_id in ("page-1", "cli-1"):
+        assert "double_read:queued" in {h.action for h in client.history(case_id).history}
+    second_token = TokenFile(home / ".run").token_of_person(SECOND_READER)
+    second = Client({n: stack.service_target(n) for n in SERVICES}, {"annotator": second_token})
+    # the queue offers cases waiting for revision before double reads: the second annotator holds
+    # what the module's other tests left queued (the release test's rel-ai), so the page gets the read
+    waiting = client.cases([common_pb2.CASE_STATE_QUEUED])
+    held = [second.next_case() for _ in waiting]
+    assert all(h is not None and not h.double_read for h in held)
+    browser = headless_chromium("the web page's browser test")
+    wait = WebDriverWait(browser, 120)
+    try:
+        sign_in(second_token)
+        wait.until(lambda _: browser.find_element(By.ID, "next-case").is_displayed())
+        browser.find_element(By.ID, "next-case").click()
+        second_lease = wait.until(lambda _: data("caseReady"))
+        assert "double read" in browser.find_element(By.ID, "case-info").text
+        assert browser.find_element(By.ID, "submit").text == "Submit reading"
+        browser.find_element(By.CSS_SELECTOR, "#regions li span").click()
+        wait.until(lambda _: data("region") == "0")
+        axial = browser.find_element(By.CSS_SELECTOR, "canvas[data-plane=axial]")
+        ActionChains(browser).move_to_element_with_offset(axial, 3, -2).click().perform()
+        assert browser.execute_script("return window.atlasloop.edits.size") > 0
+        browser.find_element(By.ID, "submit").click()  # straight to tracking: no tags step
+        second_reading = wait.until(lambda _: data("submitted"))
+        assert not browser.find_element(By.ID, "tags-panel").is_displayed()
+        browser.find_element(By.ID, "sign-out").click()
+        wait.until(lambda _: all(c["name"] != "atlasloop_session" for c in browser.get_cookies()))
+        sign_in(tokens["reviewer"])
+        browser.find_element(By.ID, "tab-coordinate").click()
+        wait.until(lambda _: data("overview"))
+        rows = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#organ-table tr")
+        ]
+    finally:
+        browser.quit()
+    histories = {c: {(h.action, h.principal) for h in client.history(c).history} for c in ("page-1", "cli-1")}
+    [read_case] = [c for c, h in histories.items() if ("double_read:submitted", SECOND_READER) in h]
+    assert ("double_read:leased", SECOND_READER) in histories[read_case]
+    assert second.get_lease(second_lease).active is False and second_reading
+    second.close()
+    agreement = {
+        organ_from_proto(r.organ): r.double_read_dice
+        for r in client.statistics().organs
+        if r.double_reads and r.round == 7
+    }
+    assert agreement and all(0 < dice <= 1 for dice in agreement.values())
+    shown = {row[1]: row for row in rows if len(row) == 9 and row[0] == "7" and row[7] == "1"}
+    assert set(shown) == set(agreement)
+    assert all(float(shown[organ][8]) == pytest.approx(dice, abs=5e-4) for organ, dice in agreement.items())
     client.close()

@@ -231,6 +231,7 @@ async function openLease(lease) {
   if (lease.organs.length) $("organ").value = lease.organs[0];
   state.activeMs = 0; state.visibleSince = document.visibilityState === "visible" ? performance.now() : null;
   $("submit").disabled = false;
+  $("submit").textContent = lease.double_read ? "Submit reading" : "Check tags and submit";
   const [found] = await Promise.all([regions, ...PLANES.map((p) => showPlane(p, false))]); // the first picture first
   state.regions = found.regions;
   listRegions();
@@ -595,10 +596,15 @@ async function start() {
     try { signedIn(await (await call("POST", "/api/session", { token: $("token").value })).json()); $("token").value = ""; say(""); }
     catch (err) { say(err.message); }
   };
-  $("sign-out").onclick = async () => { await call("DELETE", "/api/session"); location.reload(); };
+  $("sign-out").onclick = async () => {
+    const reply = await (await call("DELETE", "/api/session")).json();
+    if (reply.logout_url) location.assign(reply.logout_url); else location.reload(); // the provider's too
+  };
   for (const b of document.querySelectorAll("nav button")) b.onclick = () => show(b.dataset.view);
   $("next-case").onclick = () => nextCase().catch((e) => say(e.message));
-  $("submit").onclick = checkTags;
+  // a double read is a second reading to compare with the first, not a correction of the AI's
+  // errors: tracking stores no tags for it, so it is submitted without the tags step
+  $("submit").onclick = () => (state.lease?.double_read ? submit() : checkTags());
   $("confirm-submit").onclick = submit;
   $("back-to-edit").onclick = closeTags;
   $("refresh-reviews").onclick = () => refreshReviews().catch((e) => say(e.message));
