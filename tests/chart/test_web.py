@@ -10,6 +10,8 @@ import subprocess
 import pytest
 from cryptography.fernet import Fernet
 
+from atlasloop.web.oidc import logout_url
+
 from .rendering import CHART, render, settings_class
 
 GPU = CHART / "ci" / "gpu-8-values.yaml"  # the page behind nginx with cert-manager's certificate
@@ -122,6 +124,7 @@ def test_oidc_sign_in_reaches_the_page_as_its_settings_and_its_provider_is_let_o
         "web.oidc.authorizationEndpoint=https://login.hospital.example/realms/radiology/protocol/openid-connect/auth",
         "web.oidc.tokenEndpoint=https://login.hospital.example/realms/radiology/protocol/openid-connect/token",
         "web.oidc.clientSecretSecret=atlasloop-web-oidc",
+        "web.oidc.endSessionEndpoint=https://login.hospital.example/realms/radiology/protocol/openid-connect/logout",
         "web.ingress.enabled=true",
         "web.ingress.host=atlasloop.hospital.example",
         "web.ingress.tlsSecret=atlasloop-web-tls",
@@ -137,6 +140,10 @@ def test_oidc_sign_in_reaches_the_page_as_its_settings_and_its_provider_is_let_o
     assert settings.oidc.enabled and settings.oidc.client_id == "atlasloop-web"
     assert settings.oidc.redirect_uri == "https://atlasloop.hospital.example/api/oidc/callback"
     assert settings.oidc.client_secret.get_secret_value() == "from-a-secret"  # from the Secret, never a value
+    assert logout_url(settings.oidc) == (
+        "https://login.hospital.example/realms/radiology/protocol/openid-connect/logout"
+        "?client_id=atlasloop-web&post_logout_redirect_uri=https%3A%2F%2Fatlasloop.hospital.example%2F"
+    )
     ports = {rule["ports"][0]["port"] for rule in web["NetworkPolicy"]["spec"]["egress"] if "to" in rule}
     assert 443 in ports
     with pytest.raises(subprocess.CalledProcessError) as refused:

@@ -99,6 +99,7 @@ def page(provider, tmp_path):
             "token_endpoint": provider.token_endpoint,
             "client_id": CLIENT,
             "redirect_uri": REDIRECT,
+            "end_session_endpoint": "https://login.hospital.example/realms/radiology/logout",
         },
         targets={n: "127.0.0.1:9" for n in ("storage", "inference", "scoring", "rendering", "tracking", "training")},
     )
@@ -123,6 +124,19 @@ def test_a_person_signs_in_through_the_provider_and_gets_the_services_session(pa
     assert reply.status_code == 303 and reply.headers["location"] == "/"
     assert "atlasloop_session=" in reply.headers["set-cookie"] and "SameSite=strict" in reply.headers["set-cookie"]
     assert page.get("/api/me").json() == {"name": "dr-ito", "roles": ["annotator"]}
+    # signing out ends the page's session and sends the browser to the provider's logout as well
+    out = page.delete("/api/session", headers={"x-atlasloop": "1"})
+    logout = urllib.parse.urlsplit(out.json()["logout_url"])
+    assert (logout.scheme, logout.netloc, logout.path) == (
+        "https",
+        "login.hospital.example",
+        "/realms/radiology/logout",
+    )
+    assert dict(urllib.parse.parse_qsl(logout.query)) == {
+        "client_id": CLIENT,
+        "post_logout_redirect_uri": "http://127.0.0.1/",
+    }
+    assert 'atlasloop_session=""' in out.headers["set-cookie"] and page.get("/api/me").status_code == 401
     # the code was used: the same answer again is refused
     page.cookies.clear()
     _login(page)
@@ -162,6 +176,17 @@ def test_oidc_needs_jwt_mode_and_https_endpoints():
                 "enabled": True,
                 "authorization_endpoint": "http://login.hospital.example/auth",
                 "token_endpoint": "https://login.hospital.example/token",
+                "client_id": CLIENT,
+                "redirect_uri": REDIRECT,
+            }
+        )
+    with pytest.raises(ValueError, match="end_session_endpoint must be https"):
+        WebSettings(
+            oidc={
+                "enabled": True,
+                "authorization_endpoint": "https://login.hospital.example/auth",
+                "token_endpoint": "https://login.hospital.example/token",
+                "end_session_endpoint": "http://login.hospital.example/logout",
                 "client_id": CLIENT,
                 "redirect_uri": REDIRECT,
             }

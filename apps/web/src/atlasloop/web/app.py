@@ -43,7 +43,7 @@ from atlasloop.tracking.v1 import tracking_pb2
 from atlasloop.training.v1 import training_pb2
 from atlasloop.web import oidc
 from atlasloop.web.headers import SecurityHeaders
-from atlasloop.web.sessions import COOKIE, CSRF_HEADER, Sealer, Session
+from atlasloop.web.sessions import CSRF_HEADER, Sealer, Session, join_sealed, part_names, split_sealed
 from atlasloop.web.settings import WebSettings
 from atlasloop.web.volumes import VolumeCache, apply_edits, changed_organs, grid_of
 
@@ -109,6 +109,7 @@ class Clients:
 
 
 OIDC_COOKIE = "atlasloop_oidc"
+MAX_TOKEN_BYTES = 8192  # a person's bearer token; its sealed session fits the cookies (sessions.MAX_PARTS)
 
 
 def build(settings: WebSettings) -> Starlette:
@@ -122,7 +123,7 @@ def build(settings: WebSettings) -> Starlette:
     warmers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="warm")
 
     def session_of(request: Request, role: str | None = None) -> Session:
-        session = sealer.open(request.cookies.get(COOKIE))
+        session = sealer.open(join_sealed(request.cookies))
         if session is None:
             raise HTTPException(401, "sign in first")
         if request.method != "GET" and request.headers.get(CSRF_HEADER) != "1":
@@ -176,6 +177,8 @@ def build(settings: WebSettings) -> Starlette:
 
     def open_session(token: str) -> tuple[Session, str]:
         """Check a person's token as the services will; the session and its sealed cookie value."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise HTTPException(400, f"tokens of more than {MAX_TOKEN_BYTES} bytes are not accepted here")
         try:
             principal = authenticator.authenticate(token)
         except AtlasError:
@@ -188,19 +191,25 @@ def build(settings: WebSettings) -> Starlette:
         return session, sealed
 
     def set_session_cookie(response: Response, sealed: str) -> None:
-        response.set_cookie(
-            COOKIE,
-            sealed,
-            max_age=settings.session_ttl_s,
-            httponly=True,
-            samesite="strict",
-            secure=settings.secure_cookies,
-            path="/",
-        )
+        """The session in as many cookies as it needs (``atlasloop.web.sessions``); parts an earlier,
+        longer session left are removed, or they would be joined to this one."""
+        parts = split_sealed(sealed)
+        for name, value in parts:
+            response.set_cookie(
+                name,
+                value,
+                max_age=settings.session_ttl_s,
+                httponly=True,
+                samesite="strict",
+                secure=settings.secure_cookies,
+                path="/",
+            )
+        for name in part_names()[len(parts) :]:
+            response.delete_cookie(name, path="/")
 
     async def sign_in(request: Request) -> Response:
         token = (await body_json(request)).get("token")
-        if not isinstance(token, str) or not 0 < len(token) <= 8192:
+        if not isinstance(token, str) or not token:
             raise HTTPException(400, "give the token you were issued")
         session, sealed = open_session(token)
         response = JSONResponse({"name": session.name, "roles": list(session.roles)})
@@ -252,8 +261,10 @@ def build(settings: WebSettings) -> Starlette:
         return response
 
     async def sign_out(request: Request) -> Response:
-        response = JSONResponse({"signed_out": True})
-        response.delete_cookie(COOKIE, path="/")
+        # the browser goes on to the provider's logout when there is one (atlasloop.web.oidc)
+        response = JSONResponse({"signed_out": True, "logout_url": oidc.logout_url(settings.oidc)})
+        for name in part_names():
+            response.delete_cookie(name, path="/")
         return response
 
     async def me(request: Request) -> Response:

@@ -10,6 +10,13 @@ issuer, audience (the client id) and nonce are checked too. The browser never se
 
 Endpoints are configured, not discovered: like the services' JWKS, nothing is fetched from the
 provider but the token exchange itself.
+
+Signing out ends the page's session and, when the provider's ``end_session_endpoint`` is
+configured, sends the browser there too (RP-initiated logout 1.0), so that the next person at a
+shared reading-room workstation is not signed straight back in by the provider's own session. The
+page keeps no ID token (the session cookie holds only what the services need), so the request names
+the client and where to come back instead of an ``id_token_hint``: providers then ask the person to
+confirm, which on a shared workstation is what one wants.
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ class OidcSettings(BaseModel):
     client_secret: SecretStr | None = Field(default=None, description="Confidential clients only.")
     redirect_uri: str = Field(default="", description="This page's /api/oidc/callback, as registered.")
     scopes: str = "openid profile"
+    end_session_endpoint: str = Field(default="", description="The provider's logout (RP-initiated); empty: none.")
+    post_logout_redirect_uri: str = Field(
+        default="", description="Where the provider sends people after logout, as registered; empty: this page's /."
+    )
     ca_file: Path | None = Field(default=None, description="PEM CA of the provider, when not a public one.")
     timeout_s: float = Field(default=10.0, gt=0, le=60)
 
@@ -56,7 +67,8 @@ class OidcSettings(BaseModel):
         for name in ("authorization_endpoint", "token_endpoint", "client_id", "redirect_uri"):
             if not getattr(self, name):
                 raise ValueError(f"oidc.{name} is required when oidc is enabled")
-        for name in ("authorization_endpoint", "token_endpoint", "redirect_uri"):
+        optional = [n for n in ("end_session_endpoint", "post_logout_redirect_uri") if getattr(self, n)]
+        for name in ("authorization_endpoint", "token_endpoint", "redirect_uri", *optional):
             url = urllib.parse.urlsplit(getattr(self, name))
             if url.scheme != "https" and not (url.scheme == "http" and url.hostname in LOCAL_HOSTS):
                 raise ValueError(f"oidc.{name} must be https (http only on this machine)")
@@ -101,6 +113,16 @@ def authorization_url(settings: OidcSettings, attempt: Attempt) -> str:
     )
     separator = "&" if "?" in settings.authorization_endpoint else "?"
     return settings.authorization_endpoint + separator + query
+
+
+def logout_url(settings: OidcSettings) -> str | None:
+    """The provider's end-session request for this page (None when no endpoint is configured)."""
+    if not (settings.enabled and settings.end_session_endpoint):
+        return None
+    back = settings.post_logout_redirect_uri or urllib.parse.urljoin(settings.redirect_uri, "/")
+    query = urllib.parse.urlencode({"client_id": settings.client_id, "post_logout_redirect_uri": back})
+    separator = "&" if "?" in settings.end_session_endpoint else "?"
+    return settings.end_session_endpoint + separator + query
 
 
 def exchange(settings: OidcSettings, code: str, attempt: Attempt) -> dict:
