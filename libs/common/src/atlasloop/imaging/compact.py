@@ -11,7 +11,9 @@ described by its shape and affine.
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,6 +199,40 @@ class AttentionMaps:
                     organ = name.removesuffix("/data")
                     maps.organs[organ] = Cropped(_box(archive[f"{organ}/box"]), archive[name])
         return maps
+
+
+class LazyOrgans(Mapping[str, Cropped]):
+    """A stored attention archive's organs, each inflated the first time it is asked for.
+
+    A viewer's first picture needs one organ's heat; inflating all of them first was a fifth of the
+    renderer's cold load in ``make bench`` (untrained members' maps, the incompressible worst case).
+    ``nbytes`` is known before any organ is read (the archive's bytes and every member's inflated
+    size), so a byte-bounded cache can account for it once. Safe to read from several threads.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._archive = np.load(io.BytesIO(data), allow_pickle=False)  # members are read on access
+        self._names = [n.removesuffix("/data") for n in self._archive.files if n.endswith("/data")]
+        self._inflated: dict[str, Cropped] = {}
+        self._lock = threading.Lock()
+        self.shape = _shape(self._archive["shape"])
+        self.affine = np.asarray(self._archive["affine"])
+        self.nbytes = len(data) + sum(info.file_size for info in self._archive.zip.infolist())
+
+    def __getitem__(self, organ: str) -> Cropped:
+        with self._lock:  # one inflation at a time: the archive's file handle is shared
+            if organ not in self._inflated:
+                if organ not in self._names:
+                    raise KeyError(organ)
+                box, data = self._archive[f"{organ}/box"], self._archive[f"{organ}/data"]
+                self._inflated[organ] = Cropped(_box(box), data)
+            return self._inflated[organ]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _shape(array: np.ndarray) -> tuple[int, int, int]:

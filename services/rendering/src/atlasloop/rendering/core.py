@@ -17,7 +17,6 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import io_orientation
 from PIL import Image
-from scipy import ndimage
 
 from atlasloop.common import layout, observe
 from atlasloop.common.errors import InvalidInput, NotFound
@@ -28,6 +27,7 @@ from atlasloop.imaging.preprocess import resample
 from atlasloop.imaging.viewer import HEAT_TABLE, LABEL_TABLE, heat_color_table, label_color_table
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.rendering import layers
+from atlasloop.rendering.sampling import sample_slice
 from atlasloop.rendering.volumes import AttentionSet, VolumeSource
 
 
@@ -127,14 +127,19 @@ class RenderingCore:
         col_sel = np.flatnonzero((geometry.cols >= lo[geometry.col_axis]) & (geometry.cols <= hi[geometry.col_axis]))
         if not row_sel.size or not col_sel.size:
             return heat
-        rr, cc = np.meshgrid(geometry.rows[row_sel], geometry.cols[col_sel], indexing="ij")
-        ijk = np.empty((3, rr.size))
-        ijk[axis], ijk[geometry.row_axis], ijk[geometry.col_axis] = geometry.index, rr.ravel(), cc.ravel()
-        world = ct.affine[:3, :3] @ ijk + ct.affine[:3, 3:4]
-        inside = np.linalg.solve(attention.affine[:3, :3], world - attention.affine[:3, 3:4])
-        inside -= np.array([b[0] for b in crop.box], dtype=np.float64)[:, None]
-        values = ndimage.map_coordinates(crop.data, inside, order=1, cval=0.0, output=np.float32)
-        heat[np.ix_(row_sel, col_sel)] = values.reshape(rr.shape) / 255.0
+        to_crop = np.linalg.inv(attention.affine) @ ct.affine  # CT voxel -> crop voxel
+        to_crop[:3, 3] -= [lo for lo, _ in crop.box]
+        values = sample_slice(
+            crop.data,
+            to_crop,
+            axis,
+            geometry.index,
+            geometry.row_axis,
+            geometry.rows[row_sel],
+            geometry.col_axis,
+            geometry.cols[col_sel],
+        )
+        heat[np.ix_(row_sel, col_sel)] = values / 255.0
         return heat
 
     def _boxes(

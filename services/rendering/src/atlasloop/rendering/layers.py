@@ -80,14 +80,25 @@ def draw_labels(rgb: np.ndarray, labels: np.ndarray, style: str) -> None:
 
 
 def draw_heat(rgb: np.ndarray, heat: np.ndarray, size: tuple[int, int]) -> None:
-    """``heat`` in [0, 1] on the slice; nothing is drawn where it is zero."""
-    resized = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+    """``heat`` in [0, 1] on the slice; nothing is drawn where it is zero.
+
+    Blended with dense operations over the box of drawn pixels (alpha 0 elsewhere in it): gathering
+    and scattering the drawn pixels through a mask took a third of a slice's render."""
+    heat = heat.astype(np.float32, copy=False)
+    if heat.shape == (size[1], size[0]):
+        resized = heat
+    else:
+        resized = np.asarray(Image.fromarray(heat, mode="F").resize(size, Image.Resampling.BILINEAR))
     shown = resized > 1e-3
-    if not shown.any():
+    rows, cols = np.flatnonzero(shown.any(axis=1)), np.flatnonzero(shown.any(axis=0))
+    if not rows.size:
         return
-    colors = HEAT_LUT[np.clip((resized[shown] * 255).astype(np.int32), 0, 255)]
-    alpha = HEAT_ALPHA * np.clip(0.35 + resized[shown], 0, 1)[:, None]
-    rgb[shown] = (1 - alpha) * rgb[shown] + alpha * colors
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    level, drawn = resized[box], shown[box]
+    colors = HEAT_LUT[np.clip((level * 255).astype(np.int32), 0, 255)]
+    alpha = np.where(drawn, HEAT_ALPHA * np.clip(0.35 + level, 0, 1), 0).astype(np.float32)[..., None]
+    view = rgb[box]
+    view += alpha * (colors - view)
 
 
 def annotate(

@@ -4,6 +4,7 @@ store once and kept in a byte-bounded LRU cache (RAS views of the stored arrays)
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from atlasloop.common import layout
 from atlasloop.common.errors import NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging import display_copy
-from atlasloop.imaging.compact import AttentionMaps, Cropped
+from atlasloop.imaging.compact import Cropped, LazyOrgans
 from atlasloop.imaging.display import RasVolume, to_ras
 from atlasloop.imaging.stream import load_nifti_chunks
 from atlasloop.rendering.cache import ByteLRU
@@ -20,16 +21,14 @@ from atlasloop.rendering.cache import ByteLRU
 
 @dataclass
 class AttentionSet:
-    """One scored prediction's attention maps: per organ, uint8 on the attention grid, cropped."""
+    """One scored prediction's attention maps: per organ, uint8 on the attention grid, cropped,
+    each inflated when first drawn (``LazyOrgans``)."""
 
     shape: tuple[int, int, int]
     affine: np.ndarray
-    organs: dict[str, Cropped]
+    organs: Mapping[str, Cropped]
     regions: list[dict]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.data.nbytes for c in self.organs.values()) + 4096
+    nbytes: int
 
 
 def _size(value) -> int:
@@ -103,5 +102,5 @@ class VolumeSource:
             scores = json.loads(self._store.get_bytes(layout.scores_key(case_id, model_set, self._mode)))
         except NotFound:
             raise NotFound(f"case {case_id!r} has no {self._mode} attention for model set {model_set!r}") from None
-        maps = AttentionMaps.from_bytes(data)
-        return AttentionSet(maps.shape, maps.affine, maps.organs, scores.get("regions", []))
+        organs = LazyOrgans(data)
+        return AttentionSet(organs.shape, organs.affine, organs, scores.get("regions", []), organs.nbytes + 4096)
