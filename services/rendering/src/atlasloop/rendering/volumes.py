@@ -59,12 +59,12 @@ class VolumeSource:
 
     def _display_or_nifti(self, display_key: str, nifti_key: str, what: str) -> RasVolume:
         """The display-ready copy when storage wrote one (it decompresses several times faster
-        than the NIfTI inflates), else the NIfTI (what was stored before copies existed)."""
+        than the NIfTI inflates, slab by slab while the rest downloads), else the NIfTI (what was
+        stored before copies existed)."""
         try:
-            data = self._store.get_bytes(display_key)
+            volume = display_copy.decode_stream(self._store.iter_chunks(display_key, 4 * 1024 * 1024), display_key)
         except NotFound:
             return self._nifti(nifti_key, what)
-        volume = display_copy.decode(data, display_key)
         return to_ras(volume.array, volume.affine)
 
     def ct(self, case_id: str) -> RasVolume:
