@@ -87,9 +87,20 @@ def test_bad_requests_are_refused_before_any_service_is_called(page):
     assert page.post(revise, json={"voxels": [1], "labels": [1], "seconds": 1e9}, headers=headers).status_code == 400
     assert page.post(revise, json=[1, 2], headers=headers).status_code == 400
     good = {"voxels": [1], "labels": [1], "seconds": 1}
-    for tags in ([{"organ": "liver", "tag": "annotator_slip"}], [{"organ": "brain", "tag": "leakage"}], "leakage"):
+    wrong_tags = (
+        [{"organ": "liver", "tag": "annotator_slip"}],
+        [{"organ": "brain", "tag": "leakage"}],
+        "leakage",
+        [{"organ": ["liver"], "tag": "leakage"}],  # not even hashable
+        [{"organ": "liver", "tag": {"leakage": 1}}],
+    )
+    for tags in wrong_tags:
         reply = page.post(revise, json={**good, "tags": tags}, headers=headers)  # not an AI label's error
         assert reply.status_code == 400 and "tag" in reply.json()["error"]
+    box = {"min_mm": [0, 0, 0], "max_mm": [1, 1, 1]}
+    for verdict in ({"organ": "liver", "verdict": ["fixed"]}, {"organ": {"a": 1}, "verdict": "fixed"}):
+        reply = page.post(revise, json={**good, "verdicts": [verdict | box]}, headers=headers)
+        assert reply.status_code == 400 and "verdict" in reply.json()["error"]
     assert page.post("/api/leases/l1/tags", json={"voxels": ["a"], "labels": [1]}, headers=headers).status_code == 400
     big = json.dumps({"voxels": list(range(2000)), "labels": [1] * 2000, "seconds": 1})
     reply = page.post(revise, content=big, headers={**headers, "content-type": "application/json"})

@@ -169,36 +169,21 @@ def test_tokens_the_services_would_not_accept_do_not_sign_in(page, provider):
     assert page.get("/api/me").status_code == 401
 
 
+def _oidc(**changes: str) -> dict:
+    return {
+        "enabled": True,
+        "authorization_endpoint": "https://login.hospital.example/auth",
+        "token_endpoint": "https://login.hospital.example/token",
+        "client_id": CLIENT,
+        "redirect_uri": REDIRECT,
+    } | changes
+
+
 def test_oidc_needs_jwt_mode_and_https_endpoints():
-    with pytest.raises(ValueError, match="https"):
-        WebSettings(
-            oidc={
-                "enabled": True,
-                "authorization_endpoint": "http://login.hospital.example/auth",
-                "token_endpoint": "https://login.hospital.example/token",
-                "client_id": CLIENT,
-                "redirect_uri": REDIRECT,
-            }
-        )
+    with pytest.raises(ValueError, match="authorization_endpoint must be https"):
+        WebSettings(oidc=_oidc(authorization_endpoint="http://login.hospital.example/auth"))
     with pytest.raises(ValueError, match="end_session_endpoint must be https"):
-        WebSettings(
-            oidc={
-                "enabled": True,
-                "authorization_endpoint": "https://login.hospital.example/auth",
-                "token_endpoint": "https://login.hospital.example/token",
-                "end_session_endpoint": "http://login.hospital.example/logout",
-                "client_id": CLIENT,
-                "redirect_uri": REDIRECT,
-            }
-        )
-    settings = WebSettings(
-        oidc={
-            "enabled": True,
-            "authorization_endpoint": "https://login.hospital.example/auth",
-            "token_endpoint": "https://login.hospital.example/token",
-            "client_id": CLIENT,
-            "redirect_uri": REDIRECT,
-        }
-    )
+        WebSettings(oidc=_oidc(end_session_endpoint="http://login.hospital.example/logout"))
+    settings = WebSettings(oidc=_oidc())
     with pytest.raises(InvalidInput, match=r"auth\.mode 'jwt'"):
         build(settings)

@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from atlasloop.client import Client
 from atlasloop.common.auth import build_authenticator
-from atlasloop.common.domain import ErrorTag, organ_from_proto, organ_to_proto
+from atlasloop.common.domain import ErrorTag, RegionVerdictKind, organ_from_proto, organ_to_proto
 from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
@@ -73,10 +73,11 @@ HTTP_OF = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 MAX_SECONDS = 24 * 3600.0
-VERDICTS = {
-    "fixed": tracking_pb2.REGION_VERDICT_KIND_FIXED,
-    "not_an_error": tracking_pb2.REGION_VERDICT_KIND_NOT_AN_ERROR,
-}
+
+
+def _one_of(value: Any, names: Container[str]) -> bool:
+    """A JSON value is one of ``names``: a string first (a list or an object would not even hash)."""
+    return isinstance(value, str) and value in names
 
 
 class Clients:
@@ -461,7 +462,7 @@ def build(settings: WebSettings) -> Starlette:
             raise HTTPException(400, "tags must be a list of at most 200 {organ, tag}")
         tags = []
         for t in values:
-            if not isinstance(t, dict) or t.get("organ") not in ORGAN_IDS or t.get("tag") not in AI_TAGS:
+            if not isinstance(t, dict) or not _one_of(t.get("organ"), ORGAN_IDS) or not _one_of(t.get("tag"), AI_TAGS):
                 raise HTTPException(400, f"a tag names an organ and one of {', '.join(sorted(AI_TAGS))}")
             tags.append(common_pb2.OrganErrorTag(organ=organ_to_proto(t["organ"]), tag=ErrorTag(t["tag"]).to_proto()))
         return tags
@@ -513,8 +514,12 @@ def build(settings: WebSettings) -> Starlette:
             raise HTTPException(400, "verdicts must be a list of at most 1000 region verdicts")
         verdicts = []
         for v in values:
-            if not isinstance(v, dict) or v.get("verdict") not in VERDICTS or v.get("organ") not in ORGAN_IDS:
-                raise HTTPException(400, f"a verdict names an organ and one of {', '.join(VERDICTS)}")
+            if (
+                not isinstance(v, dict)
+                or not _one_of(v.get("verdict"), set(RegionVerdictKind))
+                or not _one_of(v.get("organ"), ORGAN_IDS)
+            ):
+                raise HTTPException(400, f"a verdict names an organ and one of {', '.join(RegionVerdictKind)}")
             corners = [v.get("min_mm"), v.get("max_mm")]
             if not all(
                 isinstance(c, list) and len(c) == 3 and all(isinstance(x, int | float) for x in c) for c in corners
@@ -524,7 +529,7 @@ def build(settings: WebSettings) -> Starlette:
                 tracking_pb2.RegionVerdict(
                     organ=organ_to_proto(v["organ"]),
                     box=common_pb2.BoundingBox(min_mm=v["min_mm"], max_mm=v["max_mm"]),
-                    verdict=VERDICTS[v["verdict"]],
+                    verdict=RegionVerdictKind(v["verdict"]).to_proto(),
                 )
             )
         return verdicts

@@ -169,6 +169,14 @@ class ReviewVerdict(ProtoEnum):
     REJECT = "reject"
 
 
+@_bound(tracking_pb2.RegionVerdictKind, "REGION_VERDICT_KIND_")
+class RegionVerdictKind(ProtoEnum):
+    """What an annotator found in an attention region: an error, now fixed, or none."""
+
+    FIXED = "fixed"
+    NOT_AN_ERROR = "not_an_error"
+
+
 @_bound(tracking_pb2.ReviewState, "REVIEW_STATE_")
 class ReviewState(ProtoEnum):
     PENDING = "pending"

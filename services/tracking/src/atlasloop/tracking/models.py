@@ -186,12 +186,6 @@ class RevisionTag(Base):
     region: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
-# An annotator's verdict on an attention region: the error was there and is fixed, or there was none.
-FIXED = "fixed"
-NOT_AN_ERROR = "not_an_error"
-VERDICTS = (FIXED, NOT_AN_ERROR)
-
-
 class RegionVerdict(Base):
     """An annotator's verdict on one attention region they were shown, stored with the revision."""
 
@@ -202,7 +196,7 @@ class RegionVerdict(Base):
     organ: Mapped[str] = mapped_column(String(32))
     min_mm: Mapped[list] = mapped_column(default=list)
     max_mm: Mapped[list] = mapped_column(default=list)
-    verdict: Mapped[str] = mapped_column(String(16))  # one of VERDICTS
+    verdict: Mapped[str] = mapped_column(String(16))  # a RegionVerdictKind
 
 
 class Review(Base):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from atlasloop.common.domain import ErrorTag, organ_to_proto
+from atlasloop.common.domain import ErrorTag, RegionVerdictKind, organ_to_proto
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import new_meta
 from atlasloop.common.settings import KafkaSettings
@@ -27,7 +27,6 @@ from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
 from atlasloop.imaging.metrics import dice
 from atlasloop.method.error_taxonomy import AI_TAGS, ANNOTATOR_TAGS, OrganDiff, diff_volumes
 from atlasloop.tracking.models import (
-    VERDICTS,
     Agreement,
     Case,
     DoubleRead,
@@ -68,8 +67,8 @@ def check_verdicts(verdicts: list[Verdict]) -> None:
     for v in verdicts:
         if v.organ not in ORGAN_IDS:
             raise InvalidInput(f"region verdict for unknown organ {v.organ!r}")
-        if v.verdict not in VERDICTS:
-            raise InvalidInput(f"a region verdict is one of {', '.join(VERDICTS)}, got {v.verdict!r}")
+        if v.verdict not in set(RegionVerdictKind):
+            raise InvalidInput(f"a region verdict is one of {', '.join(RegionVerdictKind)}, got {v.verdict!r}")
         corners = (*v.min_mm, *v.max_mm)
         if len(v.min_mm) != 3 or len(v.max_mm) != 3 or not all(np.isfinite(corners)):
             raise InvalidInput("a region verdict's box needs three finite min_mm and three finite max_mm values")

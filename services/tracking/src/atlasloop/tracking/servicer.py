@@ -13,6 +13,7 @@ from atlasloop.common.domain import (
     CaseState,
     ErrorTag,
     LabelSource,
+    RegionVerdictKind,
     ReviewState,
     ReviewVerdict,
     Role,
@@ -317,20 +318,13 @@ def _change(change: Change) -> tracking_pb2.ReleaseChange:
     return message
 
 
-_VERDICT_OF = {
-    tracking_pb2.REGION_VERDICT_KIND_FIXED: "fixed",
-    tracking_pb2.REGION_VERDICT_KIND_NOT_AN_ERROR: "not_an_error",
-}
-
-
 def _verdicts(messages) -> list[Verdict]:
     verdicts = []
     for m in messages:
-        if m.verdict not in _VERDICT_OF:
+        if not m.verdict:
             raise InvalidInput("every region verdict needs a verdict: FIXED or NOT_AN_ERROR")
-        verdicts.append(
-            Verdict(organ_from_proto(m.organ), tuple(m.box.min_mm), tuple(m.box.max_mm), _VERDICT_OF[m.verdict])
-        )
+        kind = RegionVerdictKind.from_proto(m.verdict)
+        verdicts.append(Verdict(organ_from_proto(m.organ), tuple(m.box.min_mm), tuple(m.box.max_mm), kind.value))
     return verdicts
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlasloop.tracking.models import FIXED, Agreement, Case, RegionVerdict, Revision, RevisionTag
+from atlasloop.common.domain import RegionVerdictKind
+from atlasloop.tracking.models import Agreement, Case, RegionVerdict, Revision, RevisionTag
 
 
 @dataclass
@@ -75,7 +76,7 @@ def statistics(sessions: sessionmaker[Session], project_id: str = "") -> Statist
         if revision_id in rounds_of:
             key = (rounds_of[revision_id], organ)
             row = table.setdefault(key, OrganRound(*key))
-            if verdict == FIXED:
+            if verdict == RegionVerdictKind.FIXED:
                 row.regions_fixed += 1
             else:
                 row.regions_not_an_error += 1
