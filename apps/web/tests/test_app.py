@@ -101,6 +101,10 @@ def test_bad_requests_are_refused_before_any_service_is_called(page):
     for verdict in ({"organ": "liver", "verdict": ["fixed"]}, {"organ": {"a": 1}, "verdict": "fixed"}):
         reply = page.post(revise, json={**good, "verdicts": [verdict | box]}, headers=headers)
         assert reply.status_code == 400 and "verdict" in reply.json()["error"]
+    for corners in ({"min_mm": [0, 0, True], "max_mm": [1, 1, 1]}, {"min_mm": [0, 0], "max_mm": [1, 1, 1]}):
+        verdict = {"organ": "liver", "verdict": "fixed"} | corners
+        reply = page.post(revise, json={**good, "verdicts": [verdict]}, headers=headers)
+        assert reply.status_code == 400 and "three numbers" in reply.json()["error"]
     assert page.post("/api/leases/l1/tags", json={"voxels": ["a"], "labels": [1]}, headers=headers).status_code == 400
     big = json.dumps({"voxels": list(range(2000)), "labels": [1] * 2000, "seconds": 1})
     reply = page.post(revise, content=big, headers={**headers, "content-type": "application/json"})

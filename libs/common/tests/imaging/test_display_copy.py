@@ -95,3 +95,34 @@ def test_a_stream_that_lies_or_breaks_is_refused(monkeypatch):
     with pytest.raises(ImageError, match="not a display copy"):
         display_copy.decode_stream(_chunks(b"garbage" * 10000, 10), "garbage")  # the reader stops too
     assert threading.active_count() <= before
+
+
+def test_a_frame_larger_than_any_copy_holds_is_refused_from_the_header(monkeypatch):
+    monkeypatch.setattr(display_copy, "SLAB_BYTES", 8 * 8 * 2 * 2)
+    data = display_copy.encode(Volume(np.ones((8, 8, 8), np.int16), AFFINE))
+    length = struct.unpack_from("<I", data, 8)[0]
+    header = json.loads(data[12 : 12 + length])
+    header["frames"][0] = display_copy.MAX_FRAME_BYTES + 1
+    raw = json.dumps(header).encode()
+    forged = display_copy.MAGIC + struct.pack("<I", len(raw)) + raw + data[12 + length :]
+    with pytest.raises(ImageError, match="larger than any it may hold"):
+        display_copy.decode(forged, "huge frame")
+
+
+def test_a_reader_that_stops_early_closes_the_stream():
+    data = display_copy.encode(Volume(np.ones((8, 8, 8), np.int16), AFFINE))
+    closed = threading.Event()
+
+    def stream():
+        try:
+            yield b"garbage" * 10
+            while True:  # a long download the reader no longer wants
+                yield b"x" * 1000
+        finally:
+            closed.set()
+
+    held = stream()  # held here, so that only the reader can close it
+    with pytest.raises(ImageError, match="not a display copy"):
+        display_copy.decode_stream(held, "stopped")
+    assert closed.is_set()
+    assert np.array_equal(display_copy.decode_stream(_chunks(data, 9), "whole").array, np.ones((8, 8, 8)))

@@ -75,6 +75,14 @@ HTTP_OF = {
 MAX_SECONDS = 24 * 3600.0
 
 
+VERDICTS = frozenset(kind.value for kind in RegionVerdictKind)
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (true and false are not numbers, though Python counts them as ints)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _one_of(value: Any, names: Container[str]) -> bool:
     """A JSON value is one of ``names``: a string first (a list or an object would not even hash)."""
     return isinstance(value, str) and value in names
@@ -516,14 +524,12 @@ def build(settings: WebSettings) -> Starlette:
         for v in values:
             if (
                 not isinstance(v, dict)
-                or not _one_of(v.get("verdict"), set(RegionVerdictKind))
+                or not _one_of(v.get("verdict"), VERDICTS)
                 or not _one_of(v.get("organ"), ORGAN_IDS)
             ):
                 raise HTTPException(400, f"a verdict names an organ and one of {', '.join(RegionVerdictKind)}")
             corners = [v.get("min_mm"), v.get("max_mm")]
-            if not all(
-                isinstance(c, list) and len(c) == 3 and all(isinstance(x, int | float) for x in c) for c in corners
-            ):
+            if not all(isinstance(c, list) and len(c) == 3 and all(map(_is_number, c)) for c in corners):
                 raise HTTPException(400, "a verdict's region box needs min_mm and max_mm, three numbers each")
             verdicts.append(
                 tracking_pb2.RegionVerdict(

@@ -18,7 +18,7 @@ from atlasloop.common import case_grants
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.tls import ClientTls, open_channel
 from atlasloop.common.tracing import traced_channel
-from atlasloop.common.transfer import download_volume, upload_file
+from atlasloop.common.transfer import download_volume, stream_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging import display_copy
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
@@ -179,23 +179,20 @@ class Client:
         decoded several times faster than the NIfTI), or from the NIfTI when storage holds none.
         The same voxels and affine either way."""
         meta = self.case_auth(role, case_id)
-        with tempfile.TemporaryDirectory(prefix="atlasloop-client-") as tmp:
-            path = Path(tmp) / "labels.display"
-            try:
-                download_volume(
-                    self.storage,
-                    case_id,
-                    path,
-                    meta,
-                    kind=common_pb2.VOLUME_KIND_LABEL,
-                    label_version=version,
-                    display_copy=True,
-                )
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                return self.labels(case_id, version, role)
-            return display_copy.decode(path.read_bytes(), f"display copy of {case_id}/{version}")
+        chunks = stream_volume(
+            self.storage,
+            case_id,
+            meta,
+            kind=common_pb2.VOLUME_KIND_LABEL,
+            label_version=version,
+            display_copy=True,
+        )
+        try:  # decoded as it arrives; the checksum is checked at the end of the stream, before this returns
+            return display_copy.decode_stream(chunks, f"display copy of {case_id}/{version}")
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        return self.labels(case_id, version, role)
 
     # ---- scoring and the queue ----
 

@@ -9,7 +9,7 @@ partial file is removed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from atlasloop.common.errors import InvalidInput
@@ -46,6 +46,50 @@ def upload_file(
     return str(reply.upload_id)
 
 
+def stream_volume(
+    stub: storage_pb2_grpc.StorageServiceStub,
+    case_id: str,
+    metadata: Metadata,
+    kind: common_pb2.VolumeKind = common_pb2.VOLUME_KIND_CT,
+    label_version: str = "",
+    chunk_bytes: int = 0,
+    timeout_s: float = 600,
+    display_copy: bool = False,
+    on_header: Callable[[common_pb2.ObjectRef], None] | None = None,
+) -> Iterator[bytes]:
+    """A case volume's bytes as they arrive. The checksum is verified when the stream ends, so a
+    consumer must read to the end (and discard what it made) before trusting the bytes: the last
+    step raises ``InvalidInput`` when they do not match. Closing the iterator early cancels the call.
+    ``display_copy``: its display-ready copy (``atlasloop.imaging.display_copy``) instead of the NIfTI."""
+    request = storage_pb2.DownloadVolumeRequest(
+        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes, display_copy=display_copy
+    )
+    digest = hashlib.sha256()
+    header: common_pb2.ObjectRef | None = None
+    trailer = ""
+    call = stub.DownloadVolume(request, metadata=metadata, timeout=timeout_s)
+    try:
+        for message in call:
+            part = message.WhichOneof("part")
+            if part == "header":
+                header = message.header
+                if on_header is not None:
+                    on_header(header)
+            elif part == "data":
+                if header is None:
+                    raise InvalidInput("download sent data before its header")
+                digest.update(message.data)
+                yield message.data
+            else:
+                trailer = message.sha256
+    finally:
+        call.cancel()  # no-op once the stream has ended
+    if header is None or not trailer:
+        raise InvalidInput("download ended without header or checksum trailer")
+    if not (digest.hexdigest() == trailer == header.sha256):
+        raise InvalidInput("downloaded bytes do not match the recorded checksum")
+
+
 def download_volume(
     stub: storage_pb2_grpc.StorageServiceStub,
     case_id: str,
@@ -57,30 +101,16 @@ def download_volume(
     timeout_s: float = 600,
     display_copy: bool = False,
 ) -> common_pb2.ObjectRef:
-    """Stream a case volume into ``dest``; returns the object reference after verifying it.
-    ``display_copy``: its display-ready copy (``atlasloop.imaging.display_copy``) instead of the NIfTI."""
-    request = storage_pb2.DownloadVolumeRequest(
-        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes, display_copy=display_copy
-    )
-    digest = hashlib.sha256()
-    header: common_pb2.ObjectRef | None = None
-    trailer = ""
+    """Stream a case volume into ``dest``; returns the object reference after verifying it. A
+    download that fails or does not match its checksum leaves no file."""
+    headers: list[common_pb2.ObjectRef] = []
     try:
         with dest.open("wb") as handle:
-            for message in stub.DownloadVolume(request, metadata=metadata, timeout=timeout_s):
-                part = message.WhichOneof("part")
-                if part == "header":
-                    header = message.header
-                elif part == "data":
-                    digest.update(message.data)
-                    handle.write(message.data)
-                else:
-                    trailer = message.sha256
-        if header is None or not trailer:
-            raise InvalidInput("download ended without header or checksum trailer")
-        if not (digest.hexdigest() == trailer == header.sha256):
-            raise InvalidInput("downloaded bytes do not match the recorded checksum")
+            for data in stream_volume(
+                stub, case_id, metadata, kind, label_version, chunk_bytes, timeout_s, display_copy, headers.append
+            ):
+                handle.write(data)
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
-    return header
+    return headers[0]

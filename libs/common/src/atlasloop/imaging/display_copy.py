@@ -128,6 +128,8 @@ def _header(
         expected = -(-shape[0] // slab) if slab >= 1 else -1
         if slab < 1 or len(frames) != expected or len(frames) > MAX_FRAMES or min(frames, default=0) < 0:
             raise ImageError(source, "display copy frames do not cover its volume")
+        if max(frames, default=0) > MAX_FRAME_BYTES:
+            raise ImageError(source, "display copy declares a frame larger than any it may hold")
     return shape, dtype, affine, slab, frames
 
 
@@ -191,13 +193,18 @@ class _Prefetch:
         return False
 
     def _pump(self) -> None:
+        chunks = iter(self._chunks)
         try:
-            for chunk in self._chunks:
+            for chunk in chunks:
                 if not self._put(chunk):
                     return
             item: object = self._END
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
             item = exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # a reader that stopped early releases the connection now, not at GC
+                close()
         self._put(item)
 
     def _fill(self, size: int) -> None:
