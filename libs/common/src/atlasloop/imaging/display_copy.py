@@ -21,6 +21,7 @@ a service that imports this module pays at start instead of on its first picture
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import queue
@@ -153,24 +154,27 @@ class _Prefetch:
     """Bytes from an iterator of chunks, read ahead by a thread (at most ``depth`` chunks waiting)
     so that the network keeps delivering while the caller decompresses. An error in the reading
     thread is raised to the caller; leaving the ``with`` block stops the thread. Bytes already in
-    memory (a list of chunks) are read as views, without a thread or a copy."""
+    memory (a list of chunks) are read without a thread. A read within one chunk is a view of it;
+    a read across chunks copies each byte once (no growing buffer to append to and slice from:
+    those were two more copies of the whole object)."""
 
     _END = object()
-    _COMPACT_BYTES = 16 * 1024 * 1024
 
     def __init__(self, chunks: Iterable[bytes], depth: int = 16) -> None:
         self._chunks = chunks
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._buffer: bytearray | memoryview = bytearray()
-        self._pos = 0
+        self._pending: collections.deque[memoryview] = collections.deque()  # chunks not yet read
+        self._head = 0  # bytes of the first pending chunk already read
+        self._available = 0  # bytes pending, less the head
         self._done = False
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> _Prefetch:
         if isinstance(self._chunks, (list, tuple)):  # already in memory: nothing to overlap
-            whole = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-            self._buffer, self._done = memoryview(whole), True
+            for chunk in self._chunks:
+                self._add(chunk)
+            self._done = True
         else:
             self._thread = threading.Thread(target=self._pump, name="display-copy-read", daemon=True)
             self._thread.start()
@@ -207,29 +211,52 @@ class _Prefetch:
                 close()
         self._put(item)
 
+    def _add(self, chunk: object) -> None:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a stream of bytes was expected, it gave {type(chunk).__name__}")
+        view = memoryview(chunk).cast("B")
+        if len(view):
+            self._pending.append(view)
+            self._available += len(view)
+
     def _fill(self, size: int) -> None:
-        while len(self._buffer) - self._pos < size and not self._done:
+        while self._available < size and not self._done:
             item = self._queue.get()
             if item is self._END:
                 self._done = True
             elif isinstance(item, BaseException):
                 self._done = True
                 raise item
-            elif isinstance(self._buffer, bytearray) and isinstance(item, (bytes, bytearray, memoryview)):
-                if self._pos > self._COMPACT_BYTES:  # drop what was read, now and then
-                    del self._buffer[: self._pos]
-                    self._pos = 0
-                self._buffer += item
             else:
-                raise TypeError(f"a stream of bytes was expected, it gave {type(item).__name__}")
+                self._add(item)
 
     def read(self, size: int) -> bytes | bytearray | memoryview:
         """Up to ``size`` bytes (fewer only at the end)."""
         self._fill(size)
-        end = min(self._pos + size, len(self._buffer))
-        out = self._buffer[self._pos : end]
-        self._pos = end
+        size = min(size, self._available)
+        if not size:
+            return b""
+        first = self._pending[0]
+        if len(first) - self._head >= size:  # within one chunk: a view, no copy
+            out: memoryview | bytearray = first[self._head : self._head + size]
+            self._advance(size)
+            return out
+        out = bytearray(size)
+        filled = 0
+        while filled < size:
+            first = self._pending[0]
+            take = min(size - filled, len(first) - self._head)
+            out[filled : filled + take] = first[self._head : self._head + take]
+            filled += take
+            self._advance(take)
         return out
+
+    def _advance(self, size: int) -> None:
+        self._head += size
+        self._available -= size
+        if self._head == len(self._pending[0]):
+            self._pending.popleft()
+            self._head = 0
 
     def read_all(self) -> bytes | bytearray | memoryview:
         return self.read(MAX_FRAME_BYTES + 1)
