@@ -14,6 +14,7 @@ from atlasloop.storage.v1 import storage_pb2
 
 DATA = [b"first chunk ", b"second chunk ", b"last"]
 SHA = hashlib.sha256(b"".join(DATA)).hexdigest()
+REQUEST = storage_pb2.DownloadVolumeRequest(case_id="c")
 
 
 class _Call:
@@ -51,7 +52,7 @@ def _messages(recorded=SHA, trailer=SHA, data=DATA):
 
 def test_bytes_arrive_in_order_and_the_header_is_reported():
     headers = []
-    assert b"".join(stream_volume(_Stub(_messages()), "c", [], on_header=headers.append)) == b"".join(DATA)
+    assert b"".join(stream_volume(_Stub(_messages()), REQUEST, [], on_header=headers.append)) == b"".join(DATA)
     assert [h.sha256 for h in headers] == [SHA]
 
 
@@ -66,7 +67,7 @@ def test_bytes_arrive_in_order_and_the_header_is_reported():
 )
 def test_a_stream_that_does_not_verify_fails_at_its_end_and_leaves_no_file(messages, error, tmp_path):
     messages = list(messages)
-    stream = stream_volume(_Stub(messages), "c", [])
+    stream = stream_volume(_Stub(messages), REQUEST, [])
     with pytest.raises(InvalidInput, match=error):
         list(stream)
     dest = tmp_path / "v.nii.gz"
@@ -77,7 +78,7 @@ def test_a_stream_that_does_not_verify_fails_at_its_end_and_leaves_no_file(messa
 
 def test_a_reader_that_stops_early_cancels_the_call():
     stub = _Stub(_messages())
-    stream = stream_volume(stub, "c", [])
+    stream = stream_volume(stub, REQUEST, [])
     assert next(stream) == DATA[0]
     stream.close()
     assert stub.call.cancelled

@@ -179,14 +179,10 @@ class Client:
         decoded several times faster than the NIfTI), or from the NIfTI when storage holds none.
         The same voxels and affine either way."""
         meta = self.case_auth(role, case_id)
-        chunks = stream_volume(
-            self.storage,
-            case_id,
-            meta,
-            kind=common_pb2.VOLUME_KIND_LABEL,
-            label_version=version,
-            display_copy=True,
+        request = storage_pb2.DownloadVolumeRequest(
+            case_id=case_id, kind=common_pb2.VOLUME_KIND_LABEL, label_version=version, display_copy=True
         )
+        chunks = stream_volume(self.storage, request, meta, self.timeout_s)
         try:  # decoded as it arrives; the checksum is checked at the end of the stream, before this returns
             return display_copy.decode_stream(chunks, f"display copy of {case_id}/{version}")
         except grpc.RpcError as error:

@@ -48,22 +48,14 @@ def upload_file(
 
 def stream_volume(
     stub: storage_pb2_grpc.StorageServiceStub,
-    case_id: str,
+    request: storage_pb2.DownloadVolumeRequest,
     metadata: Metadata,
-    kind: common_pb2.VolumeKind = common_pb2.VOLUME_KIND_CT,
-    label_version: str = "",
-    chunk_bytes: int = 0,
     timeout_s: float = 600,
-    display_copy: bool = False,
     on_header: Callable[[common_pb2.ObjectRef], None] | None = None,
 ) -> Iterator[bytes]:
     """A case volume's bytes as they arrive. The checksum is verified when the stream ends, so a
     consumer must read to the end (and discard what it made) before trusting the bytes: the last
-    step raises ``InvalidInput`` when they do not match. Closing the iterator early cancels the call.
-    ``display_copy``: its display-ready copy (``atlasloop.imaging.display_copy``) instead of the NIfTI."""
-    request = storage_pb2.DownloadVolumeRequest(
-        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes, display_copy=display_copy
-    )
+    step raises ``InvalidInput`` when they do not match. Closing the iterator early cancels the call."""
     digest = hashlib.sha256()
     header: common_pb2.ObjectRef | None = None
     trailer = ""
@@ -102,13 +94,15 @@ def download_volume(
     display_copy: bool = False,
 ) -> common_pb2.ObjectRef:
     """Stream a case volume into ``dest``; returns the object reference after verifying it. A
-    download that fails or does not match its checksum leaves no file."""
+    download that fails or does not match its checksum leaves no file. ``display_copy``: its
+    display-ready copy (``atlasloop.imaging.display_copy``) instead of the NIfTI."""
+    request = storage_pb2.DownloadVolumeRequest(
+        case_id=case_id, kind=kind, label_version=label_version, chunk_bytes=chunk_bytes, display_copy=display_copy
+    )
     headers: list[common_pb2.ObjectRef] = []
     try:
         with dest.open("wb") as handle:
-            for data in stream_volume(
-                stub, case_id, metadata, kind, label_version, chunk_bytes, timeout_s, display_copy, headers.append
-            ):
+            for data in stream_volume(stub, request, metadata, timeout_s, headers.append):
                 handle.write(data)
     except BaseException:
         dest.unlink(missing_ok=True)
