@@ -22,6 +22,9 @@ def test_every_member_round_trips_through_its_proto_value(cls):
     for member in cls:
         assert cls.from_proto(member.to_proto()) is member
         assert cls.parse(member.value.upper()) is member
+        assert cls.has(member.value)
+    for other in ("", "UNSPECIFIED", ["a", "list"], {"an": "object"}, 1, None):
+        assert not cls.has(other)
 
 
 def test_case_state_names_match_the_wire_values():

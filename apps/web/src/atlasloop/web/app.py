@@ -75,9 +75,6 @@ HTTP_OF = {
 MAX_SECONDS = 24 * 3600.0
 
 
-VERDICTS = frozenset(kind.value for kind in RegionVerdictKind)
-
-
 def _is_number(value: Any) -> bool:
     """A JSON number (true and false are not numbers, though Python counts them as ints)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -524,7 +521,7 @@ def build(settings: WebSettings) -> Starlette:
         for v in values:
             if (
                 not isinstance(v, dict)
-                or not _one_of(v.get("verdict"), VERDICTS)
+                or not RegionVerdictKind.has(v.get("verdict"))
                 or not _one_of(v.get("organ"), ORGAN_IDS)
             ):
                 raise HTTPException(400, f"a verdict names an organ and one of {', '.join(RegionVerdictKind)}")

@@ -50,6 +50,11 @@ class ProtoEnum(StrEnum):
         except ValueError:
             raise InvalidInput(f"{text[:40]!r} is not a valid {_label(cls)}; give one of: {', '.join(cls)}") from None
 
+    @classmethod
+    def has(cls, value: object) -> bool:
+        """``value`` is one of the names (a JSON value may be anything: a list would not even hash)."""
+        return isinstance(value, str) and value in cls._value2member_map_
+
     def to_proto(self) -> Any:
         """The value of the bound proto enum (typed ``Any``: each enum binds a different class)."""
         proto, prefix = _BINDINGS[type(self)]

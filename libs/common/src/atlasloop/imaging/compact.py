@@ -192,13 +192,9 @@ class AttentionMaps:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AttentionMaps:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            maps = cls(_shape(archive["shape"]), archive["affine"])
-            for name in archive.files:
-                if name.endswith("/data"):
-                    organ = name.removesuffix("/data")
-                    maps.organs[organ] = Cropped(_box(archive[f"{organ}/box"]), archive[name])
-        return maps
+        """Every organ inflated at once (``LazyOrgans`` reads the archive, one organ when asked)."""
+        organs = LazyOrgans(data)
+        return cls(organs.shape, organs.affine, dict(organs))
 
 
 class LazyOrgans(Mapping[str, Cropped]):

@@ -67,7 +67,7 @@ def check_verdicts(verdicts: list[Verdict]) -> None:
     for v in verdicts:
         if v.organ not in ORGAN_IDS:
             raise InvalidInput(f"region verdict for unknown organ {v.organ!r}")
-        if v.verdict not in set(RegionVerdictKind):
+        if not RegionVerdictKind.has(v.verdict):
             raise InvalidInput(f"a region verdict is one of {', '.join(RegionVerdictKind)}, got {v.verdict!r}")
         corners = (*v.min_mm, *v.max_mm)
         if len(v.min_mm) != 3 or len(v.max_mm) != 3 or not all(np.isfinite(corners)):
