@@ -45,6 +45,14 @@ def test_what_it_claims_is_checked_first():
         display_copy.decode(forged, "absurd")
 
 
+def _with_header(data: bytes, **changes) -> bytes:
+    """``data`` with its header's fields changed and its frames kept."""
+    length = struct.unpack_from("<I", data, 8)[0]
+    header = json.loads(data[12 : 12 + length]) | changes
+    raw = json.dumps(header).encode()
+    return data[:8] + struct.pack("<I", len(raw)) + raw + data[12 + length :]
+
+
 def _v1(volume: Volume) -> bytes:
     """A display copy as version 1 wrote it (one frame), which stores still hold."""
     array = np.ascontiguousarray(volume.array)
@@ -53,37 +61,86 @@ def _v1(volume: Volume) -> bytes:
     return display_copy.MAGIC_V1 + struct.pack("<I", len(header)) + header.encode() + bytes(frame)
 
 
+def _v2(volume: Volume, slab: int) -> bytes:
+    """A display copy as version 2 wrote it (slabs of ``slab`` planes of the first axis)."""
+    array = np.ascontiguousarray(volume.array)
+    frames = [
+        bytes(blosc2.compress2(array[at : at + slab].reshape(-1).view(np.uint8), typesize=array.dtype.itemsize))
+        for at in range(0, array.shape[0], slab)
+    ]
+    header = json.dumps(
+        {
+            "shape": list(array.shape),
+            "dtype": array.dtype.str,
+            "affine": volume.affine.tolist(),
+            "slab": slab,
+            "frames": [len(f) for f in frames],
+        }
+    ).encode()
+    return display_copy.MAGIC_V2 + struct.pack("<I", len(header)) + header + b"".join(frames)
+
+
 def _chunks(data: bytes, size: int):
     """An object store's stream: the bytes in chunks that do not line up with the frames."""
     for start in range(0, len(data), size):
         yield data[start : start + size]
 
 
-def test_frames_decode_as_they_stream_in_and_version_1_still_reads(monkeypatch):
-    monkeypatch.setattr(display_copy, "SLAB_BYTES", 3 * 30 * 20 * 2)  # three planes per frame
+@pytest.mark.parametrize(
+    "affine",
+    [AFFINE, np.diag([1.0, 1.0, 2.5, 1.0]), np.array([[0, 0, -2.5, 9], [-0.8, 0, 0, 1], [0, 0.8, 0, 3], [0, 0, 0, 1]])],
+)
+def test_bricks_decode_as_they_stream_in_and_versions_1_and_2_still_read(monkeypatch, affine):
+    monkeypatch.setattr(display_copy, "BRICK", 8)  # 5 x 4 x 3 bricks, cut at every edge
     array = np.random.default_rng(1).normal(0, 300, (40, 30, 20)).astype(np.int16)
-    data = display_copy.encode(Volume(array, AFFINE))
+    data = display_copy.encode(Volume(array, affine))
     header = json.loads(data[12 : 12 + struct.unpack_from("<I", data, 8)[0]])
-    assert data.startswith(display_copy.MAGIC) and header["slab"] == 3 and len(header["frames"]) == 14
+    assert data.startswith(display_copy.MAGIC) and header["brick"] == 8 and len(header["frames"]) == 60
+    superior = int(np.argmax(np.abs(affine[2, :3])))
+    assert header["order"][0] == superior  # an axial plane's bricks are one range of the object
     for size in (1, 7, 4096, len(data)):
         back = display_copy.decode_stream(_chunks(data, size), "stream")
-        assert np.array_equal(back.array, array) and np.array_equal(back.affine, AFFINE)
+        assert np.array_equal(back.array, array) and np.array_equal(back.affine, affine)
     assert np.array_equal(display_copy.decode(data, "whole").array, array)
-    old = _v1(Volume(array, AFFINE))
-    assert np.array_equal(display_copy.decode(old, "v1").array, array)
-    assert np.array_equal(display_copy.decode_stream(_chunks(old, 1000), "v1 stream").array, array)
+    for old in (_v1(Volume(array, affine)), _v2(Volume(array, affine), 3)):
+        assert np.array_equal(display_copy.decode(old, "old").array, array)
+        assert np.array_equal(display_copy.decode_stream(_chunks(old, 1000), "old stream").array, array)
+
+
+def test_a_layout_places_each_brick_and_finds_a_planes_bricks(monkeypatch):
+    monkeypatch.setattr(display_copy, "BRICK", 8)
+    array = np.arange(40 * 30 * 20, dtype=np.int32).reshape(40, 30, 20)
+    data = display_copy.encode(Volume(array, np.diag([1.0, 1.0, 2.0, 1.0])))
+    length = struct.unpack_from("<I", data, 8)[0]
+    layout = display_copy.read_header(data[:12], data[12 : 12 + length], "x")
+    assert layout.order == (2, 1, 0) and layout.grid == (5, 4, 3) and layout.offsets[-1] == len(data)
+    covered = np.zeros(array.shape, int)
+    for n in range(len(layout.frames)):
+        covered[layout.region(n)] += 1
+    assert (covered == 1).all()  # every voxel in exactly one brick
+    axial = layout.on_plane(2, 17)  # the slowest axis: one run of 5 x 4 bricks
+    assert axial == list(range(40, 60))
+    sagittal = layout.on_plane(0, 9)
+    assert len(sagittal) == 4 * 3 and all(layout.region(n)[0] == slice(8, 16) for n in sagittal)
+    with pytest.raises(ImageError, match="outside the volume"):
+        layout.on_plane(1, 30)
 
 
 def test_a_stream_that_lies_or_breaks_is_refused(monkeypatch):
-    monkeypatch.setattr(display_copy, "SLAB_BYTES", 8 * 8 * 2 * 2)
-    data = display_copy.encode(Volume(np.ones((8, 8, 8), np.int16), AFFINE))
+    monkeypatch.setattr(display_copy, "BRICK", 8)
+    data = display_copy.encode(Volume(np.ones((8, 8, 16), np.int16), AFFINE))
     with pytest.raises(ImageError, match="after its last frame"):
         display_copy.decode_stream(_chunks(data + b"x", 5), "trailing")
     with pytest.raises(ImageError, match="cut short"):
         display_copy.decode_stream(_chunks(data[:-3], 5), "cut")
-    fewer = data.replace(b'"slab": 2', b'"slab": 4')
     with pytest.raises(ImageError, match="frames do not cover"):
-        display_copy.decode(fewer, "frames")
+        display_copy.decode(_with_header(data, brick=16), "frames")
+    for bad in ({"brick": 4}, {"brick": 4096}, {"order": [0, 0, 1]}, {"order": [0, 1]}):
+        with pytest.raises(ImageError, match="bricks are not ones it may hold"):
+            display_copy.decode(_with_header(data, **bad), str(bad))
+    old = _v2(Volume(np.ones((8, 8, 8), np.int16), AFFINE), 2)
+    with pytest.raises(ImageError, match="frames do not cover"):
+        display_copy.decode(old.replace(b'"slab": 2', b'"slab": 4'), "v2 frames")
 
     def failing():
         yield data[:30]
@@ -97,14 +154,9 @@ def test_a_stream_that_lies_or_breaks_is_refused(monkeypatch):
     assert threading.active_count() <= before
 
 
-def test_a_frame_larger_than_any_copy_holds_is_refused_from_the_header(monkeypatch):
-    monkeypatch.setattr(display_copy, "SLAB_BYTES", 8 * 8 * 2 * 2)
+def test_a_frame_larger_than_any_copy_holds_is_refused_from_the_header():
     data = display_copy.encode(Volume(np.ones((8, 8, 8), np.int16), AFFINE))
-    length = struct.unpack_from("<I", data, 8)[0]
-    header = json.loads(data[12 : 12 + length])
-    header["frames"][0] = display_copy.MAX_FRAME_BYTES + 1
-    raw = json.dumps(header).encode()
-    forged = display_copy.MAGIC + struct.pack("<I", len(raw)) + raw + data[12 + length :]
+    forged = _with_header(data, frames=[display_copy.MAX_FRAME_BYTES + 1])
     with pytest.raises(ImageError, match="larger than any it may hold"):
         display_copy.decode(forged, "huge frame")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -74,25 +75,44 @@ class RenderingCore:
         if view.heatmap_organ and view.heatmap_organ not in ORGANS.values():
             raise InvalidInput(f"{view.heatmap_organ!r} is not one of the schema's organs")
         window = layers.Window.of(view.preset, view.level, view.width)
-        if view.label_style and view.label_version:  # read both volumes at once on a cold cache
-            self.source.prefetch(view.case_id, view.label_version)
-        ct = self.source.ct(view.case_id)
+        planes = self.source.ct_planes(view.case_id)
+        ct = planes.volume  # its geometry is known; its voxels arrive as pictures need them
+        axis = PLANE_AXIS[view.plane]
         index = view.index
         if view.world_mm is not None:
-            index = round(world_index(ct.affine, np.asarray(view.world_mm))[PLANE_AXIS[view.plane]])
+            index = round(world_index(ct.affine, np.asarray(view.world_mm))[axis])
         geometry = slice_geometry(ct.array.shape, ct.spacing, view.plane, index, view.neurological)
-        return self._compose(ct, geometry, view, window), index
+        labels = None
+        if view.label_style and view.label_version:  # the label plane's bricks beside the CT's
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                opening = pool.submit(self.source.label_planes, view.case_id, view.label_version)
+                hu_plane = planes.plane(axis, geometry.index)
+                label_planes = opening.result()
+                if label_planes.volume.array.shape != ct.array.shape:
+                    raise InvalidInput("the label version is not on the case's CT grid")
+                labels = label_planes.plane(axis, geometry.index)
+        else:
+            hu_plane = planes.plane(axis, geometry.index)
+        return self._compose(ct, hu_plane, labels, geometry, view, window), index
 
-    def _compose(self, ct: RasVolume, geometry: SliceGeometry, view: View, window: layers.Window) -> bytes:
-        hu = take(ct.array, geometry)
+    def _compose(
+        self,
+        ct: RasVolume,
+        hu_plane: np.ndarray,
+        label_plane: np.ndarray | None,
+        geometry: SliceGeometry,
+        view: View,
+        window: layers.Window,
+    ) -> bytes:
+        """The picture of ``geometry`` from its plane of the CT and of the labels (RAS, one voxel
+        thick); ``ct`` gives the grid."""
+        flat = replace(geometry, index=0)  # the planes hold the one slice
+        hu = take(hu_plane, flat)
         limit = view.max_size or self._max_size
         size = layers.output_size(hu.shape, geometry.rows_mm, geometry.cols_mm, limit, view.min_size)
         rgb = layers.gray(hu, window, size)
-        if view.label_style and view.label_version:
-            labels = self.source.labels(view.case_id, view.label_version)
-            if labels.array.shape != ct.array.shape:
-                raise InvalidInput("the label version is not on the case's CT grid")
-            layers.draw_labels(rgb, layers.resize_labels(take(labels.array, geometry), size), view.label_style)
+        if label_plane is not None:
+            layers.draw_labels(rgb, layers.resize_labels(take(label_plane, flat), size), view.label_style)
         boxes = []
         if view.heatmap_organ or view.region_boxes:
             attention = self.source.attention(view.case_id, view.model_set)

@@ -1,5 +1,6 @@
 """Where the pictures' data comes from: CT, label versions and attention, read from the object
-store once and kept in a byte-bounded LRU cache (RAS views of the stored arrays)."""
+store once and kept in a byte-bounded LRU cache (RAS views of the stored arrays; a display copy's
+bricks are read as pictures need them, ``bricks``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from atlasloop.imaging import display_copy
 from atlasloop.imaging.compact import Cropped, LazyOrgans
 from atlasloop.imaging.display import RasVolume, to_ras
 from atlasloop.imaging.stream import load_nifti_chunks
+from atlasloop.rendering import bricks
+from atlasloop.rendering.bricks import BrickedVolume, CompleteVolume
 from atlasloop.rendering.cache import ByteLRU
+
+PlaneVolume = BrickedVolume | CompleteVolume
 
 
 @dataclass
@@ -36,6 +41,9 @@ def _size(value) -> int:
 
 
 class VolumeSource:
+    """CTs and label versions as ``PlaneVolume`` objects (a display copy read brick by brick, or a
+    volume read whole), cached by their bytes; ``ct`` and ``labels`` hand back whole volumes."""
+
     def __init__(self, store: ObjectStore, cache_bytes: int, mode: str) -> None:
         self._store = store
         self._mode = mode
@@ -49,39 +57,43 @@ class VolumeSource:
             raise NotFound(f"{what} does not exist") from None
         return to_ras(volume.array, volume.affine)
 
-    def prefetch(self, case_id: str, label_version: str) -> None:
-        """Load the CT and a label version in parallel (each load waits on S3 and on inflating)."""
-        from concurrent.futures import ThreadPoolExecutor
+    def _open(self, display_key: str, nifti_key: str, what: str) -> PlaneVolume:
+        """The display-ready copy when storage wrote one: read brick by brick (version 3) or whole
+        (copies written before bricks); else the NIfTI (cases stored before copies existed)."""
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(self.ct, case_id), pool.submit(self.labels, case_id, label_version)]:
-                future.result()
+        def fetch(offset: int, length: int) -> bytes:
+            return self._store.get_range(display_key, offset, length)
 
-    def _display_or_nifti(self, display_key: str, nifti_key: str, what: str) -> RasVolume:
-        """The display-ready copy when storage wrote one (it decompresses several times faster
-        than the NIfTI inflates, slab by slab while the rest downloads), else the NIfTI (what was
-        stored before copies existed)."""
         try:
-            volume = display_copy.decode_stream(self._store.iter_chunks(display_key, 4 * 1024 * 1024), display_key)
+            layout = bricks.read_layout(fetch, display_key)
         except NotFound:
-            return self._nifti(nifti_key, what)
-        return to_ras(volume.array, volume.affine)
+            return CompleteVolume(self._nifti(nifti_key, what))
+        if layout.version >= 3:
+            return BrickedVolume(layout, fetch, display_key)
+        volume = display_copy.decode_stream(self._store.iter_chunks(display_key, 4 * 1024 * 1024), display_key)
+        return CompleteVolume(to_ras(volume.array, volume.affine))
 
-    def ct(self, case_id: str) -> RasVolume:
+    def ct_planes(self, case_id: str) -> PlaneVolume:
         return self.cache.get(
             ("ct", case_id),
-            lambda: self._display_or_nifti(layout.display_ct_key(case_id), layout.ct_key(case_id), f"case {case_id!r}"),
+            lambda: self._open(layout.display_ct_key(case_id), layout.ct_key(case_id), f"case {case_id!r}"),
         )
 
-    def labels(self, case_id: str, version: str) -> RasVolume:
+    def label_planes(self, case_id: str, version: str) -> PlaneVolume:
         return self.cache.get(
             ("labels", case_id, version),
-            lambda: self._display_or_nifti(
+            lambda: self._open(
                 layout.display_label_key(case_id, version),
                 layout.label_key(case_id, version),
                 f"label version {version!r} of case {case_id!r}",
             ),
         )
+
+    def ct(self, case_id: str) -> RasVolume:
+        return self.ct_planes(case_id).ensure_all()
+
+    def labels(self, case_id: str, version: str) -> RasVolume:
+        return self.label_planes(case_id, version).ensure_all()
 
     def latest_model_set(self, case_id: str) -> str:
         prefix = layout.attention_sets_prefix(case_id)

@@ -243,9 +243,8 @@ class CaseImporter:
                     group, case_id, labels, "original", "", "", 0, author, work, str(receipt["original_version"])
                 ).version
             stored = group.put_file(layout.ct_key(case_id), ct_path)
-            display = display_copy.encode(ct)  # what viewers read first (rendering); None when too large
-            if display is not None:
-                group.put_bytes(layout.display_ct_key(case_id), display)
+            # what viewers read first (rendering)
+            group.put_bytes(layout.display_ct_key(case_id), display_copy.encode(ct))
             record = CaseRecord(
                 case_id=case_id,
                 geometry=Geometry.of(ct),
