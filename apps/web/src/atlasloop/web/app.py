@@ -290,21 +290,32 @@ def build(settings: WebSettings) -> Starlette:
 
     def warm(client: Client, reply: tracking_pb2.NextCaseResponse) -> None:
         """Start loading what the case's first picture needs while the answer travels to the
-        browser: the label version into this server's cache, and the CT and the first organ's
-        attention into the rendering service's (any slice loads them). The page's own requests then
-        wait on these loads (both caches load a key once) instead of starting them a round trip
-        later. A failure here only costs the time saved."""
+        browser: the label version into this server's cache, and into the rendering service's the
+        first organ's attention and the CT's bricks of the three middle planes the page opens on
+        (small pictures of them, thrown away). The page's own requests then wait on these loads
+        (both caches load a key once, and a brick is loaded once) instead of starting them a round
+        trip later. A failure here only costs the time saved."""
         case_id, version = reply.lease.case_id, reply.label_version
         heat = reply.organs[0] if reply.organs else common_pb2.ORGAN_UNSPECIFIED
-        view = rendering_pb2.SliceView(
-            case_id=case_id, plane=PLANES["axial"], index=0, window=WINDOWS["abdomen"], heatmap_organ=heat
-        )
 
         def logged(future: Future) -> None:
             if future.exception() is not None:
                 log.info("warming case %s failed: %s", case_id, future.exception())
 
-        for job in (lambda: label_volume(client, "annotator", case_id, version), lambda: client.render_slice(view)):
+        def middle_planes() -> None:
+            shape = case_grid(client, case_id)["shape"]  # RAS, as the page indexes it
+            for plane, axis in (("axial", 2), ("coronal", 1), ("sagittal", 0)):
+                view = rendering_pb2.SliceView(
+                    case_id=case_id,
+                    plane=PLANES[plane],
+                    index=shape[axis] // 2,
+                    window=WINDOWS["abdomen"],
+                    heatmap_organ=heat if plane == "axial" else common_pb2.ORGAN_UNSPECIFIED,
+                    max_size_px=64,
+                )
+                warmers.submit(client.render_slice, view).add_done_callback(logged)
+
+        for job in (lambda: label_volume(client, "annotator", case_id, version), middle_planes):
             warmers.submit(job).add_done_callback(logged)
 
     def case_grid(client: Client, case_id: str) -> dict:
