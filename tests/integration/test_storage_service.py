@@ -63,7 +63,9 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     original = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
     back = load_nifti(tmp_path / "ct.nii.gz")
     assert np.array_equal(back.array, original.array) and np.allclose(back.affine, original.affine)
-    display = display_copy.decode(store.get_bytes(layout.display_ct_key("real-ct-01")), "display copy")
+    stored_copy = store.get_bytes(layout.display_ct_key("real-ct-01"))
+    assert stored_copy.startswith(display_copy.MAGIC)  # in bricks: the renderer reads a plane's
+    display = display_copy.decode(stored_copy, "display copy")
     assert np.array_equal(display.array, back.array) and np.allclose(display.affine, back.affine)  # what viewers read
 
     versions = stub.ListLabelVersions(
@@ -81,7 +83,9 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
     expected = from_totalsegmentator(load_nifti(real_ct_dir / "example_seg.nii.gz").array)
     assert np.array_equal(load_nifti(tmp_path / "lab.nii.gz").array, expected)
     key = layout.display_label_key("real-ct-01", versions[0].label_version)
-    assert np.array_equal(display_copy.decode(store.get_bytes(key), key).array, expected)  # its display copy
+    stored_copy = store.get_bytes(key)
+    assert stored_copy.startswith(display_copy.MAGIC_V2)  # in slabs: read whole
+    assert np.array_equal(display_copy.decode(stored_copy, key).array, expected)  # its display copy
 
     # The same CT again, now as a plain NIfTI: recognised by content, no second case, no event.
     again = import_file(stub, real_ct_dir / "example_ct_sm.nii.gz")

@@ -61,23 +61,12 @@ def _v1(volume: Volume) -> bytes:
     return display_copy.MAGIC_V1 + struct.pack("<I", len(header)) + header.encode() + bytes(frame)
 
 
-def _v2(volume: Volume, slab: int) -> bytes:
-    """A display copy as version 2 wrote it (slabs of ``slab`` planes of the first axis)."""
-    array = np.ascontiguousarray(volume.array)
-    frames = [
-        bytes(blosc2.compress2(array[at : at + slab].reshape(-1).view(np.uint8), typesize=array.dtype.itemsize))
-        for at in range(0, array.shape[0], slab)
-    ]
-    header = json.dumps(
-        {
-            "shape": list(array.shape),
-            "dtype": array.dtype.str,
-            "affine": volume.affine.tolist(),
-            "slab": slab,
-            "frames": [len(f) for f in frames],
-        }
-    ).encode()
-    return display_copy.MAGIC_V2 + struct.pack("<I", len(header)) + header + b"".join(frames)
+def _v2(monkeypatch, volume: Volume, slab: int) -> bytes:
+    """A display copy in slabs of ``slab`` planes of the first axis (version 2)."""
+    monkeypatch.setattr(display_copy, "SLAB_BYTES", slab * volume.array[0].nbytes)
+    data = display_copy.encode(volume, bricks=False)
+    assert data.startswith(display_copy.MAGIC_V2) and b'"slab": %d' % slab in data
+    return data
 
 
 def _chunks(data: bytes, size: int):
@@ -90,7 +79,7 @@ def _chunks(data: bytes, size: int):
     "affine",
     [AFFINE, np.diag([1.0, 1.0, 2.5, 1.0]), np.array([[0, 0, -2.5, 9], [-0.8, 0, 0, 1], [0, 0.8, 0, 3], [0, 0, 0, 1]])],
 )
-def test_bricks_decode_as_they_stream_in_and_versions_1_and_2_still_read(monkeypatch, affine):
+def test_bricks_and_slabs_decode_as_they_stream_in_and_version_1_still_reads(monkeypatch, affine):
     monkeypatch.setattr(display_copy, "BRICK", 8)  # 5 x 4 x 3 bricks, cut at every edge
     array = np.random.default_rng(1).normal(0, 300, (40, 30, 20)).astype(np.int16)
     data = display_copy.encode(Volume(array, affine))
@@ -102,7 +91,7 @@ def test_bricks_decode_as_they_stream_in_and_versions_1_and_2_still_read(monkeyp
         back = display_copy.decode_stream(_chunks(data, size), "stream")
         assert np.array_equal(back.array, array) and np.array_equal(back.affine, affine)
     assert np.array_equal(display_copy.decode(data, "whole").array, array)
-    for old in (_v1(Volume(array, affine)), _v2(Volume(array, affine), 3)):
+    for old in (_v1(Volume(array, affine)), _v2(monkeypatch, Volume(array, affine), 3)):
         assert np.array_equal(display_copy.decode(old, "old").array, array)
         assert np.array_equal(display_copy.decode_stream(_chunks(old, 1000), "old stream").array, array)
 
@@ -138,7 +127,7 @@ def test_a_stream_that_lies_or_breaks_is_refused(monkeypatch):
     for bad in ({"brick": 4}, {"brick": 4096}, {"order": [0, 0, 1]}, {"order": [0, 1]}):
         with pytest.raises(ImageError, match="bricks are not ones it may hold"):
             display_copy.decode(_with_header(data, **bad), str(bad))
-    old = _v2(Volume(np.ones((8, 8, 8), np.int16), AFFINE), 2)
+    old = _v2(monkeypatch, Volume(np.ones((8, 8, 8), np.int16), AFFINE), 2)
     with pytest.raises(ImageError, match="frames do not cover"):
         display_copy.decode(old.replace(b'"slab": 2', b'"slab": 4'), "v2 frames")
 

@@ -46,8 +46,8 @@ class LabelVersions:
         as_stored = labels.with_array(labels.array.astype(np.uint8, copy=False))
         path = save_nifti(as_stored, work / f"{version}.nii.gz")
         stored = group.put_file(layout.label_key(case_id, version), path)
-        # what viewers read first (rendering)
-        group.put_bytes(layout.display_label_key(case_id, version), display_copy.encode(as_stored))
+        # what viewers read first (rendering, the page): in slabs, as it is read whole
+        group.put_bytes(layout.display_label_key(case_id, version), display_copy.encode(as_stored, bricks=False))
         counts = {name: voxels for name, (voxels, _) in census(labels.array, labels.voxel_volume_ml).items()}
         record = LabelRecord(
             case_id,
