@@ -50,7 +50,7 @@ def _copy(monkeypatch, affine, shape=(40, 30, 20), seed=0):
 
 
 def _volume(fetch: Recorded) -> BrickedVolume:
-    return BrickedVolume(bricks.read_layout(fetch, "copy"), fetch, "copy")
+    return BrickedVolume(bricks.read_layout(fetch, "copy")[0], fetch, "copy")
 
 
 def _plane(array: np.ndarray, axis: int, index: int) -> np.ndarray:

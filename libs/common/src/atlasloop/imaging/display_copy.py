@@ -86,13 +86,19 @@ class Layout:
         """Each frame's first byte in the object, and the end of the last."""
         return self.data_offset + np.concatenate([[0], np.cumsum(self.frames, dtype=np.int64)])
 
+    @cached_property
+    def positions(self) -> np.ndarray:
+        """Each frame's brick coordinates along the stored axes, (frames, 3)."""
+        slow, middle, fast = self.order
+        at = np.indices([self.grid[slow], self.grid[middle], self.grid[fast]]).reshape(3, -1)
+        out = np.empty((at.shape[1], 3), np.int64)
+        out[:, [slow, middle, fast]] = at.T
+        return out
+
     def position(self, n: int) -> tuple[int, int, int]:
         """Frame ``n``'s brick coordinates along the stored axes."""
-        slow, middle, fast = self.order
-        out = [0, 0, 0]
-        out[slow], rest = divmod(n, self.grid[middle] * self.grid[fast])
-        out[middle], out[fast] = divmod(rest, self.grid[fast])
-        return out[0], out[1], out[2]
+        a, b, c = self.positions[n].tolist()
+        return a, b, c
 
     def region(self, n: int) -> tuple[slice, slice, slice]:
         """The stored voxels frame ``n`` holds."""
@@ -105,8 +111,7 @@ class Layout:
         """The frames holding stored plane ``index`` of ``axis``, in the object's order."""
         if not 0 <= index < self.shape[axis]:
             raise ImageError("display copy", f"plane {index} is outside the volume's {self.shape[axis]}")
-        wanted = index // self.brick[axis]
-        return [n for n in range(len(self.frames)) if self.position(n)[axis] == wanted]
+        return np.flatnonzero(self.positions[:, axis] == index // self.brick[axis]).tolist()
 
 
 def _brick_order(affine: np.ndarray) -> tuple[int, int, int]:

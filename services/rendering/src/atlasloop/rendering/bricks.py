@@ -44,14 +44,18 @@ MISSING, LOADING, DECODED, DONE = 0, 1, 2, 3
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="brick-get")  # GETs wait on the network
 
 
-def read_layout(fetch: Fetch, source: str) -> Layout:
-    """A copy's layout from one ranged GET of its start (the header is bounded)."""
-    start = fetch(0, display_copy.PREFIX_BYTES + display_copy.MAX_HEADER_BYTES)
+HEAD_BYTES = display_copy.PREFIX_BYTES + display_copy.MAX_HEADER_BYTES  # the first GET: any header fits
+
+
+def read_layout(fetch: Fetch, source: str) -> tuple[Layout, bytes]:
+    """A copy's layout from one ranged GET of its start (the header is bounded), and the bytes that
+    GET returned: the whole object when it is shorter than ``HEAD_BYTES``."""
+    start = fetch(0, HEAD_BYTES)
     length = display_copy.header_length(start[: display_copy.PREFIX_BYTES], source)
     raw = start[display_copy.PREFIX_BYTES : display_copy.PREFIX_BYTES + length]
     if len(raw) < length:
         raise ImageError(source, "display copy header is truncated or too large")
-    return display_copy.read_header(start[: display_copy.PREFIX_BYTES], raw, source)
+    return display_copy.read_header(start[: display_copy.PREFIX_BYTES], raw, source), start
 
 
 def _cut(array: np.ndarray, axis: int, index: int) -> np.ndarray:

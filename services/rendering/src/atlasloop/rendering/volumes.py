@@ -65,12 +65,15 @@ class VolumeSource:
             return self._store.get_range(display_key, offset, length)
 
         try:
-            layout = bricks.read_layout(fetch, display_key)
+            layout, start = bricks.read_layout(fetch, display_key)
         except NotFound:
             return CompleteVolume(self._nifti(nifti_key, what))
         if layout.version >= 3:
             return BrickedVolume(layout, fetch, display_key)
-        volume = display_copy.decode_stream(self._store.iter_chunks(display_key, 4 * 1024 * 1024), display_key)
+        # read whole: a small copy (a label version's) came whole with the first GET
+        whole = len(start) < bricks.HEAD_BYTES
+        chunks = [start] if whole else self._store.iter_chunks(display_key, 4 * 1024 * 1024)
+        volume = display_copy.decode_stream(chunks, display_key)
         return CompleteVolume(to_ras(volume.array, volume.affine))
 
     def ct_planes(self, case_id: str) -> PlaneVolume:
