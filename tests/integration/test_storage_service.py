@@ -413,6 +413,29 @@ def test_a_retried_request_makes_nothing_twice(storage, real_ct_dir, tmp_path):
         case_id="retry-1", upload_id=upload_id, source=common_pb2.LABEL_SOURCE_HUMAN
     )
     assert stub.WriteLabelVersion(write, metadata=TRACKING).version.label_version == promised
+
+    # A model set labels a case once: the ensemble's writer, run again because it could not record
+    # that it had finished, uploads afresh and gets the version its first run wrote.
+    def ai_write(model_set: str, upload_id: str) -> str:
+        request = storage_pb2.WriteLabelVersionRequest(
+            case_id="retry-1", upload_id=upload_id, source=common_pb2.LABEL_SOURCE_AI, model_set=model_set
+        )
+        return stub.WriteLabelVersion(request, metadata=SERVICE).version.label_version
+
+    uploads = [upload_file(stub, tmp_path / "l.nii.gz", SERVICE) for _ in range(3)]
+    first, again, other_set = (
+        ai_write("set-a", uploads[0]),
+        ai_write("set-a", uploads[1]),
+        ai_write("set-b", uploads[2]),
+    )
+    assert first == again != other_set
+    listed = stub.ListLabelVersions(storage_pb2.ListLabelVersionsRequest(case_id="retry-1"), metadata=ADMIN)
+    ai = [(v.model_set, v.label_version) for v in listed.versions if v.source == common_pb2.LABEL_SOURCE_AI]
+    assert sorted(ai) == [("set-a", first), ("set-b", other_set)]
+    assert not store.list_keys(layout.staging_key(uploads[1]))  # the second upload was dropped, not kept
+    with pytest.raises(grpc.RpcError) as err:  # an upload that does not exist is still an error
+        ai_write("set-a", f"up-{uuid.uuid4().hex}")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # and an import cut short the same way becomes the case its receipt named, not a new one
     other = load_nifti(ct_path)
     save_nifti(other.with_array(other.array + 1), tmp_path / "other.nii.gz")

@@ -15,6 +15,7 @@ from atlasloop.common.auth import Principal
 from atlasloop.common.domain import LabelSource
 from atlasloop.common.errors import Conflict, InvalidInput, NotFound
 from atlasloop.common.events import EventProducer
+from atlasloop.common.keyed_locks import KeyedLocks
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import validate_label_map
@@ -38,6 +39,7 @@ class StorageCore:
         self.store = store
         self.staging = Staging(store, settings.max_upload_bytes, settings.max_chunk_bytes, settings.staging_dir)
         self.labels = LabelVersions(store)
+        self._set_locks = KeyedLocks()  # one AI write per (case, model set) at a time
         self.catalog = Catalog(store, self.labels)
         self.segs = SegExports(store, self.labels)
         self.importer = CaseImporter(
@@ -73,7 +75,16 @@ class StorageCore:
 
         Idempotent per upload: the upload's receipt names the version before any object is
         written, so a caller retrying after a crash or a lost answer gets the same version (the
-        write finished if it was cut short), never a second one."""
+        write finished if it was cut short), never a second one.
+
+        Idempotent per (case, model set) for AI versions: a model set labels a case once, so an
+        AI write for a set that already wrote one returns that version and drops the new upload.
+        The ensemble's writer uploads afresh each time it runs, and it runs again whenever it
+        could not record that it had finished (killed after this write, or the broker or S3 away
+        when it announced it): without this rule each of those retries left one more AI version.
+        Writes for the same case and set are serialised in this process; across storage replicas
+        two writes racing within the same moment could still both land (S3 has no
+        create-if-absent that every store here offers)."""
         source = provenance.source_for(principal, requested, self.settings.label_writers)
         author = principal.name
         case = self.catalog.get(case_id)
@@ -87,6 +98,33 @@ class StorageCore:
                 return record
         if parent:
             self.labels.get(case_id, parent)
+        one_per_set = source == LabelSource.AI and bool(model_set) and receipt is None
+        with self._set_locks.hold(f"{case_id}/{model_set}") if one_per_set else contextlib.nullcontext():
+            if one_per_set and (made := self.labels.made_by(case_id, model_set)) is not None:
+                self.staging.file_name(upload_id)  # an upload that is not there is still an error
+                self.staging.discard(upload_id)
+                log.info(
+                    "AI version already written for this model set",
+                    extra={"case_id": case_id, "model_set": model_set, "version": made.version},
+                )
+                return made
+            record = self._write_label(case, case_id, upload_id, receipt, source, parent, model_set, round_, author)
+        self.staging.discard(upload_id)
+        log.info("label version written", extra={"case_id": case_id, "source": str(source), "author": author})
+        return record
+
+    def _write_label(
+        self,
+        case: CaseRecord,
+        case_id: str,
+        upload_id: str,
+        receipt: dict | None,
+        source: str,
+        parent: str,
+        model_set: str,
+        round_: int,
+        author: str,
+    ) -> LabelRecord:
         with (
             tempfile.TemporaryDirectory(prefix="atlasloop-label-") as tmp,
             self.staging.fetched(ids.validate_upload_id(upload_id)) as path,
@@ -104,12 +142,9 @@ class StorageCore:
                         layout.upload_receipt_key(upload_id),
                         {"kind": "label", "case_id": case_id, "version": version, "author": author},
                     )
-                record = self.labels.write(
+                return self.labels.write(
                     group, case_id, labels, source, parent, model_set, round_, author, Path(tmp), version
                 )
-        self.staging.discard(upload_id)
-        log.info("label version written", extra={"case_id": case_id, "source": str(source), "author": author})
-        return record
 
     def volume(self, case_id: str, kind: str, version: str) -> VolumeObject:
         """The stored object behind a volume reference; a DICOM SEG is built on first request."""

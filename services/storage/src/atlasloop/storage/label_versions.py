@@ -73,6 +73,11 @@ class LabelVersions:
         except NotFound:
             raise NotFound(f"case {case_id!r} has no label version {version!r}") from None
 
+    def made_by(self, case_id: str, model_set: str) -> LabelRecord | None:
+        """The AI version a model set already wrote for the case (there is at most one)."""
+        made = [r for r in self.list(case_id) if r.source == LabelSource.AI and r.model_set == model_set]
+        return made[0] if made else None
+
     def list(self, case_id: str) -> list[LabelRecord]:
         prefix = layout.labels_prefix(case_id)
         records = [
