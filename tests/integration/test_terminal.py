@@ -350,6 +350,39 @@ def test_the_loop_in_the_web_page(workstation, real_ct_dir, tmp_path):
         ActionChains(browser).move_to_element_with_offset(axial, 3, -2).click().perform()
         painted = dict(browser.execute_script("return [...window.atlasloop.edits.entries()]"))
         assert 0 < len(painted) <= 13  # a disc of radius 2, less what already was that organ
+        # the overlay as drawn: the AI label in its organs' colours, the painted voxels (placed by
+        # atlasloop.web.volumes' table, axial: i = X-1-c, j = Y-1-r) more opaque
+        drawn, base, colours, (nx, ny, nz) = browser.execute_script(
+            "const c = document.querySelector('canvas[data-plane=axial]');"
+            "const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "const s = window.atlasloop;"
+            "return [Array.from(px), Array.from(s.base.axial.data), s.organs.map(o => [o.label, o.color]),"
+            " s.grid.shape];"
+        )
+        drawn = np.asarray(drawn, np.uint8).reshape(ny, nx, 4)
+        expected = np.zeros((ny, nx, 4), np.uint8)
+        colour = {label: rgb for label, rgb in colours}
+        for p, label in enumerate(base):
+            if label:
+                expected[divmod(p, nx)] = [*colour[label], 110]
+        at_pixels = []
+        for voxel, label in painted.items():
+            i, j, k = voxel // (ny * nz), (voxel // nz) % ny, voxel % nz
+            assert k == centre[2]
+            at_pixels.append((ny - 1 - j, nx - 1 - i))
+            expected[at_pixels[-1]] = [*colour[label], 200] if label else 0
+        # the region's box is stroked over it (rows Y-1-hi..Y-1-lo, columns X-1-hi..X-1-lo, one pixel
+        # outside): its outline, a pixel either way, is left out of the comparison
+        (lo_i, lo_j, _), (hi_i, hi_j, _) = regions[0]["lo"], regions[0]["hi"]
+        r0, r1, c0, c1 = ny - 1 - hi_j - 1, ny - 1 - lo_j + 1, nx - 1 - hi_i - 1, nx - 1 - lo_i + 1
+        rows, cols = np.ogrid[:ny, :nx]
+        near = lambda at, a, b: (at >= a - 1) & (at <= b + 1)  # noqa: E731
+        outline = (near(rows, r0, r1) & near(cols, c0, c1)) & ~(near(rows, r0 + 3, r1 - 3) & near(cols, c0 + 3, c1 - 3))
+        assert outline.sum() < drawn.shape[0] * drawn.shape[1] / 2
+        shown, meant = drawn[~outline].astype(int), expected[~outline].astype(int)
+        assert np.array_equal(shown[:, 3], meant[:, 3])  # RGB within the canvas's premultiplied rounding
+        assert np.abs(shown[:, :3] - meant[:, :3]).max() <= 3
+        assert any(not outline[at] for at in at_pixels)  # some painted pixel was compared
         items = browser.find_elements(By.CSS_SELECTOR, "#regions li")
         items[0].find_element(By.CSS_SELECTOR, "button[data-verdict=fixed]").click()
         items[1].find_element(By.CSS_SELECTOR, "button[data-verdict=not_an_error]").click()
