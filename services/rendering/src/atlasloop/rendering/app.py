@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from atlasloop.common.cpus import usable_cpus
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.readiness import s3_bucket_check
 from atlasloop.common.server import ServiceSpec
@@ -23,6 +24,7 @@ def build(settings: RenderingSettings) -> ServiceSpec:
         store,
         settings.max_size_px,
         settings.max_salient,
+        settings.draw_slots or usable_cpus(),
     )
     servicer = RenderingServiceServicer(core)
 

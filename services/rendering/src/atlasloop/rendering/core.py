@@ -28,6 +28,7 @@ from atlasloop.imaging.preprocess import resample
 from atlasloop.imaging.viewer import HEAT_TABLE, LABEL_TABLE, heat_color_table, label_color_table
 from atlasloop.imaging.volume import Volume, save_nifti
 from atlasloop.rendering import layers
+from atlasloop.rendering.fifo_gate import FifoGate
 from atlasloop.rendering.sampling import sample_slice
 from atlasloop.rendering.volumes import AttentionSet, VolumeSource
 
@@ -54,8 +55,11 @@ class View:
 
 
 class RenderingCore:
-    def __init__(self, source: VolumeSource, store: ObjectStore, max_size_px: int, max_salient: int) -> None:
+    def __init__(
+        self, source: VolumeSource, store: ObjectStore, max_size_px: int, max_salient: int, draw_slots: int = 1
+    ) -> None:
         self.source = source
+        self._drawing = FifoGate(draw_slots)  # pictures drawn in the order they were asked for
         self._store = store
         self._max_size = max_size_px
         self._max_salient = max_salient
@@ -93,7 +97,8 @@ class RenderingCore:
                 labels = label_planes.plane(axis, geometry.index)
         else:
             hu_plane = planes.plane(axis, geometry.index)
-        return self._compose(ct, hu_plane, labels, geometry, view, window), index
+        with self._drawing.hold():  # the planes are read; what is left is CPU
+            return self._compose(ct, hu_plane, labels, geometry, view, window), index
 
     def _compose(
         self,
