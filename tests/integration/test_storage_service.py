@@ -164,14 +164,14 @@ def test_label_versions_are_new_and_checked_against_the_case(storage, real_ct_di
     labels[40:60, 40:60, 10:20] = 5
     save_nifti(Volume(labels, ct.affine), tmp_path / "ai.nii.gz")
     written = []
-    for parent in ("", None):
+    for n, parent in enumerate(("", None)):  # a later model set's version, with the first as its parent
         upload_id = upload_file(stub, tmp_path / "ai.nii.gz", ADMIN)
         reply = stub.WriteLabelVersion(
             storage_pb2.WriteLabelVersionRequest(
                 case_id=case_id,
                 upload_id=upload_id,
                 source=common_pb2.LABEL_SOURCE_AI,
-                model_set="ms-1",
+                model_set=f"ms-{n + 1}",
                 round=1,
                 parent_version=written[-1] if parent is None else parent,
             ),
