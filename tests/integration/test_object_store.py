@@ -45,3 +45,21 @@ def test_missing_object_is_not_found(stack):
         store.stat("tests/never-written")
     with pytest.raises(NotFound):
         list(store.iter_chunks("tests/never-written"))
+
+
+def test_a_bucket_keeps_the_label_schema_it_was_created_with(stack):
+    """A fresh bucket takes the first schema offered and refuses another afterwards, leaving the
+    recorded one as it was (every service's bucket check does this at its start)."""
+    from atlasloop.common.layout import LABEL_SCHEMA_KEY
+    from atlasloop.common.project_schema import SchemaMismatch, agree_on_schema, stored_schema
+    from atlasloop.imaging.schema import BUILTIN
+
+    store = ObjectStore(stack.s3_settings(bucket="schema-test"))
+    store.check_bucket()
+    store.delete(LABEL_SCHEMA_KEY)  # a bucket no service has started on
+    assert stored_schema(store) is None
+    agree_on_schema(store, BUILTIN["abdomenatlas-1.1"])
+    agree_on_schema(store, BUILTIN["abdomenatlas-1.1"])  # the same one again: fine
+    with pytest.raises(SchemaMismatch, match=r"'abdomenatlas-1\.1'.*configured with 'abdomenatlas-1\.0'"):
+        agree_on_schema(store, BUILTIN["abdomenatlas-1.0"])
+    assert stored_schema(store) == BUILTIN["abdomenatlas-1.1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import urllib.error
 import urllib.request
@@ -101,6 +102,28 @@ def test_import_atlas_case_download_back_and_detect_duplicate(storage, atlas_zip
 def _nothing_left(store, collector):
     assert store.list_keys(layout.CASES) == [] and store.list_keys(layout.CONTENT_INDEX) == []
     assert collector.wait_for(1, timeout_s=2) == []
+
+
+def test_storage_names_the_projects_structures(storage):
+    """GetLabelSchema: what every id in a label map and an organ field stands for, as JSON that
+    reads back to the service's schema and as structures."""
+    from atlasloop.imaging.schema import BUILTIN, schema_from_dict
+
+    from atlasloop.common.project_schema import stored_schema
+
+    stub, store, _collector = storage
+    reply = stub.GetLabelSchema(storage_pb2.GetLabelSchemaRequest(), metadata=ADMIN, timeout=10)
+    expected = BUILTIN["abdomenatlas-1.0"]
+    assert (reply.name, reply.fingerprint) == (expected.name, expected.fingerprint)
+    assert [(s.id, s.name) for s in reply.structures] == list(expected.names.items())
+    liver = next(s for s in reply.structures if s.name == "liver")
+    assert list(liver.color) == [221, 130, 101] and list(liver.volume_ml) == [700.0, 3000.0]
+    assert [s.name for s in reply.structures if s.vessel] == ["aorta", "postcava"]
+    assert schema_from_dict(json.loads(reply.json)) == expected
+    assert stored_schema(store) == expected  # recorded in the bucket when the service became ready
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetLabelSchema(storage_pb2.GetLabelSchemaRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_upload_cut_off_midway_leaves_nothing(storage, real_ct_dir):

@@ -23,7 +23,7 @@ import torch
 from atlasloop.client import Client
 from atlasloop.client.tokens import TokenFile
 from atlasloop.common import events, layout
-from atlasloop.common.domain import organ_from_proto
+from atlasloop.common.domain import organ_from_proto, organ_to_proto
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.common.service_map import SERVICES
 from atlasloop.common.transfer import upload_file
@@ -152,7 +152,7 @@ def _approve(client: Client, producer, truth: dict, case_ids: list[str], round_:
     while not set(case_ids) <= {c.case_id for c in client.cases([common_pb2.CASE_STATE_SCORED])}:
         assert time.monotonic() < deadline, "tracking never saw the cases scored"
         time.sleep(0.5)
-    queued = [tracking_pb2.QueuedCase(case_id=c, priority=1.0, organs=[common_pb2.ORGAN_LIVER]) for c in case_ids]
+    queued = [tracking_pb2.QueuedCase(case_id=c, priority=1.0, organs=[organ_to_proto("liver")]) for c in case_ids]
     reply = client.tracking.QueueCases(
         tracking_pb2.QueueCasesRequest(round=round_, cases=queued), metadata=client.auth("admin")
     )
@@ -163,7 +163,7 @@ def _approve(client: Client, producer, truth: dict, case_ids: list[str], round_:
         assert lease is not None
         case_id = lease.lease.case_id
         revision = client.submit_revision(
-            lease.lease.lease_id, load_nifti(truth[case_id], labels=True), [common_pb2.ORGAN_LIVER], [], 60.0
+            lease.lease.lease_id, load_nifti(truth[case_id], labels=True), [organ_to_proto("liver")], [], 60.0
         )
         client.review(revision.revision_id, approve=True)
         revisions[case_id] = revision.revision_id
@@ -197,7 +197,7 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
                 case_id=case_id,
                 revision_id=f"forged-{case_id}",
                 label_version="v-forged",
-                organs=[common_pb2.ORGAN_LIVER],
+                organs=[organ_to_proto("liver")],
             ),
             key=case_id,
         )
@@ -212,7 +212,7 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
         label_version=client.tracking.GetRevision(
             tracking_pb2.GetRevisionRequest(revision_id=revisions["c2"]), metadata=client.auth("admin")
         ).label_version,
-        organs=[common_pb2.ORGAN_LIVER],
+        organs=[organ_to_proto("liver")],
     )
     producer.publish(redelivered, key="c2")  # still one approval
     deadline = time.monotonic() + 60

@@ -76,6 +76,7 @@ capabilities:
 - {name: {{ $p }}HOST, value: "0.0.0.0"}
 - {name: {{ $p }}PORT, value: {{ .port | quote }}}
 - {name: {{ $p }}LOG_LEVEL, value: {{ $v.logLevel | quote }}}
+- {name: ATLASLOOP_LABEL_SCHEMA, value: {{ $v.labelSchema | quote }}}
 - {name: {{ $p }}METRICS_PORT, value: {{ $v.metrics.port | quote }}}
 - {name: {{ $p }}PROBE_PORT, value: {{ $v.probes.port | quote }}}
 - {name: {{ $p }}TRACING__EXPORTER, value: {{ $v.tracing.exporter | quote }}}

@@ -24,9 +24,31 @@ README_COUNTS = {
 }
 
 
-def test_schema_matches_the_proto_enum():
-    for label, name in labels.ORGANS.items():
-        assert common_pb2.Organ.Value(f"ORGAN_{name.upper()}") == label
+def test_every_organ_field_of_the_api_carries_a_schema_id():
+    """No fixed enum: organ fields are uint32 ids in the project's schema, whatever its size."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from atlasloop.events.v1 import events_pb2
+    from atlasloop.rendering.v1 import rendering_pb2
+    from atlasloop.scoring.v1 import scoring_pb2
+    from atlasloop.tracking.v1 import tracking_pb2
+    from atlasloop.training.v1 import training_pb2
+
+    found = []
+
+    def walk(message):
+        for f in message.fields:
+            if f.name in ("organ", "organs", "heatmap_organ") and f.type != FieldDescriptor.TYPE_MESSAGE:
+                found.append(f"{message.full_name}.{f.name}")
+                assert f.type == FieldDescriptor.TYPE_UINT32, f"{message.full_name}.{f.name}"
+        for nested in message.nested_types:
+            walk(nested)
+
+    for module in (common_pb2, events_pb2, rendering_pb2, scoring_pb2, tracking_pb2, training_pb2):
+        for message in module.DESCRIPTOR.message_types_by_name.values():
+            walk(message)
+    assert len(found) >= 24 and "atlasloop.common.v1.OrganErrorTag.organ" in found
+    assert "Organ" not in common_pb2.DESCRIPTOR.enum_types_by_name
 
 
 def test_totalsegmentator_import_gives_the_readme_counts(real_ct_dir):

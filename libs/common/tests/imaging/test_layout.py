@@ -52,6 +52,6 @@ def test_label_map_with_foreign_ids_refused(tmp_path):
     folder = tmp_path / "case_b"
     save_nifti(case.ct, folder / "ct.nii.gz")
     save_nifti(case.labels, folder / "combined_labels.nii.gz")
-    with pytest.raises(ImageError, match="outside the schema"):
+    with pytest.raises(ImageError, match=r"label ids \[52\] are outside the schema abdomenatlas-1.0"):
         read_case(folder)
     assert ORGAN_IDS["stomach"] == 9

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from atlasloop.client import Client
 from atlasloop.common.auth import build_authenticator
-from atlasloop.common.domain import ErrorTag, RegionVerdictKind, organ_from_proto, organ_to_proto
+from atlasloop.common.domain import NO_ORGAN, ErrorTag, RegionVerdictKind, organ_from_proto, organ_to_proto
 from atlasloop.common.errors import AtlasError, InvalidInput
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging.labels import ORGAN_COLORS, ORGAN_IDS, ORGANS
@@ -296,7 +296,7 @@ def build(settings: WebSettings) -> Starlette:
         (both caches load a key once, and a brick is loaded once) instead of starting them a round
         trip later. A failure here only costs the time saved."""
         case_id, version = reply.lease.case_id, reply.label_version
-        heat = reply.organs[0] if reply.organs else common_pb2.ORGAN_UNSPECIFIED
+        heat = reply.organs[0] if reply.organs else NO_ORGAN
 
         def logged(future: Future) -> None:
             if future.exception() is not None:
@@ -310,7 +310,7 @@ def build(settings: WebSettings) -> Starlette:
                     plane=PLANES[plane],
                     index=shape[axis] // 2,
                     window=WINDOWS["abdomen"],
-                    heatmap_organ=heat if plane == "axial" else common_pb2.ORGAN_UNSPECIFIED,
+                    heatmap_organ=heat if plane == "axial" else NO_ORGAN,
                     max_size_px=64,
                 )
                 warmers.submit(client.render_slice, view).add_done_callback(logged)
@@ -381,7 +381,7 @@ def build(settings: WebSettings) -> Starlette:
             plane=PLANES[plane],
             index=index,
             window=WINDOWS[window],
-            heatmap_organ=organ_to_proto(heat) if heat else common_pb2.ORGAN_UNSPECIFIED,
+            heatmap_organ=organ_to_proto(heat) if heat else NO_ORGAN,
         )
         reply = await run_in_threadpool(clients.of(session).render_slice, view, role)
         return Response(reply.png, media_type="image/png", headers={"cache-control": "private, max-age=3600"})

@@ -13,7 +13,12 @@ from atlasloop.imaging.io import read_ct, save_nifti_atomic
 from atlasloop.imaging.metrics import organ_metrics
 from atlasloop.imaging.volume import Volume, load_nifti
 
-CLASS_MAPS = {"atlas": None, "totalsegmentator": schema.TOTALSEGMENTATOR_V2}
+# Class maps a label file may come in; a TotalSegmentator map keeps the classes the project's schema
+# holds and drops the rest.
+CLASS_MAPS = {
+    "atlas": None,
+    "totalsegmentator": {**schema.TOTALSEGMENTATOR_V2, **schema.TOTALSEGMENTATOR_V2_SURROUNDING},
+}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -55,7 +60,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def _label_map(volume: Volume, class_map: str, source: str) -> np.ndarray:
     mapping = CLASS_MAPS[class_map]
     if mapping is not None:
-        return schema.remap(volume.array, mapping)
+        return schema.remap(volume.array, mapping, drop_unknown=True)
     return schema.validate_label_map(volume.array, source)
 
 

@@ -7,6 +7,7 @@ exercise the same public API a viewer would.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from atlasloop.common.tracing import traced_channel
 from atlasloop.common.transfer import download_volume, stream_volume, upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging import display_copy
+from atlasloop.imaging.schema import LabelSchema, schema_from_dict
 from atlasloop.imaging.volume import Volume, load_nifti, save_nifti
 from atlasloop.inference.v1 import inference_pb2_grpc
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
@@ -113,6 +115,16 @@ class Client:
             storage_pb2.GetCaseRequest(case_id=case_id), metadata=self.case_auth(role, case_id), timeout=self.timeout_s
         ).info
 
+    def label_schema(self, role: str = "annotator") -> LabelSchema:
+        """The project's label schema as storage serves it, checked against its fingerprint."""
+        reply = self.storage.GetLabelSchema(
+            storage_pb2.GetLabelSchemaRequest(), metadata=self.auth(role), timeout=self.timeout_s
+        )
+        schema = schema_from_dict(json.loads(reply.json), "GetLabelSchema")
+        if schema.fingerprint != reply.fingerprint:
+            raise ValueError(f"label schema {reply.name!r}: its JSON does not match its fingerprint")
+        return schema
+
     def label_versions(self, case_id: str, role: str = "annotator") -> list[storage_pb2.LabelVersionInfo]:
         return list(
             self.storage.ListLabelVersions(
@@ -145,7 +157,7 @@ class Client:
         )
         return dest
 
-    def viewer_files(self, case_id: str, out: Path, organs: list[common_pb2.Organ] | None = None) -> list[Path]:
+    def viewer_files(self, case_id: str, out: Path, organs: list[int] | None = None) -> list[Path]:
         """The case's heatmaps on the CT grid and the colour tables, written into ``out``."""
         out.mkdir(parents=True, exist_ok=True)
         request = rendering_pb2.StreamViewerFilesRequest(case_id=case_id, organs=organs or [])
@@ -297,7 +309,7 @@ class Client:
         self,
         lease_id: str,
         labels: Volume,
-        organs: list[common_pb2.Organ],
+        organs: list[int],
         tags: list[common_pb2.OrganErrorTag],
         seconds: float,
         note: str = "",

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS, SCHEMA
 from atlasloop.rendering.v1 import rendering_pb2
 from atlasloop.scoring.v1 import scoring_pb2
 from atlasloop.storage.v1 import storage_pb2
@@ -203,15 +203,18 @@ class RunState(ProtoEnum):
         return self in (RunState.PUBLISHED, RunState.REJECTED, RunState.FAILED)
 
 
-def organ_to_proto(name: str) -> common_pb2.Organ:
-    """The proto ``Organ`` of a schema organ name (the enum's numbers are the schema's label ids)."""
-    return cast(common_pb2.Organ, ORGAN_IDS[name])
+NO_ORGAN = 0  # an organ field left empty (background)
+
+
+def organ_to_proto(name: str) -> int:
+    """The value of a proto organ field for a structure name: its id in the project's schema."""
+    return ORGAN_IDS[name]
 
 
 def organ_from_proto(value: int, allow_unspecified: bool = False) -> str:
-    """The schema organ name of a proto ``Organ``; "" for UNSPECIFIED only where that is allowed."""
-    if value == common_pb2.ORGAN_UNSPECIFIED and allow_unspecified:
+    """The structure name of a proto organ field's id; "" for 0 (none) only where that is allowed."""
+    if value == NO_ORGAN and allow_unspecified:
         return ""
     if value not in ORGANS:
-        raise InvalidInput(f"organ {value} is not one of the schema's organs ({', '.join(ORGAN_IDS)})")
+        raise InvalidInput(f"organ {value} is not a structure of the schema {SCHEMA.name} ({', '.join(ORGAN_IDS)})")
     return ORGANS[value]

@@ -18,6 +18,7 @@ models/<architecture>/<version>/weights.pt | manifest.json     the model registr
 model-sets/<version>.json, model-sets/current.json   ensembles and the served one
 training/ledger.json, training/held-out.json         what training has consumed and holds out
 training/runs/<run>/run.json | candidates/<arch>.pt  run records and trained candidates
+project/label-schema.json                            the project's label schema, fixed at first start
 ```
 
 Ids are validated by their owners where they enter (``atlasloop.common.ids``), and again here:
@@ -59,6 +60,9 @@ HELD_OUT = "training/held-out.json"
 
 
 # ---- cases ----
+
+
+LABEL_SCHEMA_KEY = "project/label-schema.json"
 
 
 def case_prefix(case_id: str) -> str:

@@ -33,8 +33,20 @@ class ReadinessCheck:
 
 
 def s3_bucket_check(store: ObjectStore) -> ReadinessCheck:
-    """The service's bucket exists and answers (``store`` is an ObjectStore)."""
-    return ReadinessCheck(f"s3:{store.bucket}", store.check_bucket)
+    """The service's bucket exists and answers (``store`` is an ObjectStore), and holds a project of
+    this process's label schema (recorded by the first service to start; checked once)."""
+    from atlasloop.common.project_schema import agree_on_schema
+    from atlasloop.imaging.labels import SCHEMA
+
+    agreed = threading.Event()
+
+    def probe() -> None:
+        store.check_bucket()
+        if not agreed.is_set():
+            agree_on_schema(store, SCHEMA)
+            agreed.set()
+
+    return ReadinessCheck(f"s3:{store.bucket}", probe)
 
 
 def kafka_check(settings: KafkaSettings, timeout_s: float = 2.0) -> ReadinessCheck:

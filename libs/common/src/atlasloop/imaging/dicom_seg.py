@@ -36,7 +36,7 @@ from pydicom.uid import CTImageStorage
 from atlasloop.imaging.dicom import stack_affine
 from atlasloop.imaging.dicom_identity import SeriesIdentity, derived_uid
 from atlasloop.imaging.errors import ImageError
-from atlasloop.imaging.labels import ORGANS
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS, canonical_name
 from atlasloop.imaging.volume import Volume
 
 ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
@@ -50,6 +50,16 @@ ORGAN_CODES = {
     "aorta": Code("15825003", "SCT", "Aorta"),
     "postcava": Code("64131007", "SCT", "Inferior vena cava"),
     "pancreas": Code("15776009", "SCT", "Pancreas"),
+    # AbdomenAtlas 1.1's further structures, where SNOMED CT has one concept for them.
+    "bladder": Code("89837001", "SCT", "Urinary bladder"),
+    "colon": Code("71854001", "SCT", "Colon"),
+    "duodenum": Code("38848004", "SCT", "Duodenum"),
+    "esophagus": Code("32849002", "SCT", "Esophagus"),
+    "intestine": Code("30315005", "SCT", "Small intestine"),
+    "lung_left": Code("44029006", "SCT", "Left lung"),
+    "lung_right": Code("3341006", "SCT", "Right lung"),
+    "prostate": Code("41216001", "SCT", "Prostate"),
+    "rectum": Code("34402009", "SCT", "Rectum"),
 }
 SOFTWARE = "AtlasLoop"
 
@@ -160,6 +170,13 @@ def write_seg(labels: Volume, identity: SeriesIdentity, provenance: SegProvenanc
         raise ImageError("series", "slices without a SOP instance UID cannot be referenced")
     on_series = to_series_grid(labels, identity)
     frames = np.ascontiguousarray(np.transpose(on_series, (2, 1, 0))).astype(np.uint8)  # (slice, row, column)
+    # Segment numbers run 1..N in id order (DICOM's rule), whatever gaps the schema's ids have;
+    # each segment is named by its structure, which is what read_seg maps back from.
+    structures = sorted(ORGANS.items())
+    number_of = np.zeros(256, np.uint8)
+    for number, (label, _organ) in enumerate(structures, start=1):
+        number_of[label] = number
+    frames = number_of[frames]
     if provenance.automatic:
         algorithm_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
         algorithm = hd.AlgorithmIdentificationSequence(
@@ -171,16 +188,17 @@ def write_seg(labels: Volume, identity: SeriesIdentity, provenance: SegProvenanc
         algorithm_type, algorithm = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=label,
+            segment_number=number,
             segment_label=organ,
             segmented_property_category=ANATOMICAL_STRUCTURE,
-            segmented_property_type=ORGAN_CODES[organ],
+            # A structure without a concept of its own is an anatomical structure named by its label.
+            segmented_property_type=ORGAN_CODES.get(organ, ANATOMICAL_STRUCTURE),
             algorithm_type=algorithm_type,
             algorithm_identification=algorithm,
             tracking_uid=derived_uid(provenance.case_id, provenance.label_version, organ, "tracking"),
             tracking_id=f"{provenance.case_id}/{organ}",
         )
-        for label, organ in sorted(ORGANS.items())
+        for number, (_label, organ) in enumerate(structures, start=1)
     ]
     seg = hd.seg.Segmentation(
         source_images=_source_images(identity),
@@ -235,7 +253,15 @@ def read_seg(data: bytes, identity: SeriesIdentity, like: Volume) -> Volume:
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, combine_segments=True, relabel=False, skip_overlap_checks=False
     )  # (slice, row, column), the segment number per pixel
-    on_series = np.transpose(np.asarray(pixels), (2, 1, 0)).astype(np.uint8)
+    label_of = np.zeros(max((int(item.SegmentNumber) for item in seg.SegmentSequence), default=0) + 1, np.uint8)
+    for item in seg.SegmentSequence:  # segments are named by structure; numbers are the file's own
+        try:
+            label_of[int(item.SegmentNumber)] = ORGAN_IDS[canonical_name(str(item.SegmentLabel))]
+        except ImageError:
+            raise ImageError(
+                "SEG", f"segment {item.SegmentLabel!r} is not a structure of the project's schema"
+            ) from None
+    on_series = np.transpose(label_of[np.asarray(pixels)], (2, 1, 0)).astype(np.uint8)
     return from_series_grid(on_series, identity, like)
 
 

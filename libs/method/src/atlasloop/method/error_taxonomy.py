@@ -8,7 +8,8 @@ Per organ: voxels and mL added and removed, components, Dice between the AI and 
 label. Suggestions, from the shape of the change (the annotator confirms or edits them):
 
 - missing_organ / hallucinated_organ: the AI had none / the revision has none;
-- laterality_swap: left and right kidneys exchanged (each AI kidney matches the other side);
+- laterality_swap: the two sides of one of the schema's (left, right) pairs exchanged (each AI
+  side matches the other side; in AbdomenAtlas 1.0 the kidneys, and spleen with liver);
 - organ_confusion: most removed voxels now belong to another organ;
 - fragment: removed voxels were a piece disconnected from the AI organ's main body;
 - missed_region: an added component reaching deeper than ``depth_voxels`` from the AI surface;
@@ -26,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from atlasloop.imaging.components import largest_component
-from atlasloop.imaging.labels import ORGAN_IDS, ORGANS
+from atlasloop.imaging.labels import ORGAN_IDS, ORGANS, SCHEMA
 from atlasloop.imaging.metrics import dice
 from atlasloop.imaging.volume import Volume
 
@@ -131,12 +132,13 @@ def organ_diff(
 def diff_labels(ai: np.ndarray, revised: np.ndarray, voxel_ml: float, axial_axis: int = 2) -> list[OrganDiff]:
     """Every organ's diff, with the cross-organ laterality check applied."""
     diffs = [organ_diff(ai, revised, label, voxel_ml, axial_axis) for label in ORGANS]
-    left, right = ORGAN_IDS["kidney_left"], ORGAN_IDS["kidney_right"]
-    a_left, a_right, r_left, r_right = ai == left, ai == right, revised == left, revised == right
-    if a_left.any() and a_right.any() and dice(a_left, r_right) > 0.5 and dice(a_right, r_left) > 0.5:
-        for d in diffs:
-            if d.organ in ("kidney_left", "kidney_right"):
-                d.suggested = ["laterality_swap"]
+    for left_name, right_name in SCHEMA.laterality:
+        left, right = ORGAN_IDS[left_name], ORGAN_IDS[right_name]
+        a_left, a_right, r_left, r_right = ai == left, ai == right, revised == left, revised == right
+        if a_left.any() and a_right.any() and dice(a_left, r_right) > 0.5 and dice(a_right, r_left) > 0.5:
+            for d in diffs:
+                if d.organ in (left_name, right_name):
+                    d.suggested = ["laterality_swap"]
     return diffs
 
 

@@ -22,20 +22,13 @@ from scipy import ndimage
 
 from atlasloop.common.errors import InvalidInput
 from atlasloop.imaging.compact import Box, Cropped, grow, union_box
+from atlasloop.imaging.labels import SCHEMA
 from atlasloop.imaging.volume import voxel_volume_ml
 
-# Plausible adult volumes in mL (about the 1st and 99th percentiles of abdominal CT studies).
-VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
-    "liver": (700, 3000),
-    "spleen": (40, 700),
-    "kidney_left": (60, 350),
-    "kidney_right": (60, 350),
-    "stomach": (40, 1500),
-    "pancreas": (20, 180),
-    "gall_bladder": (3, 150),
-    "aorta": (15, 300),
-    "postcava": (10, 300),
-}
+# Plausible volumes in mL per structure, from the project's schema (AbdomenAtlas 1.0: adult
+# volumes, about the 1st and 99th percentiles of abdominal CT studies). A structure without a
+# range is checked neither for volume nor for absence.
+VOLUME_RANGE_ML: dict[str, tuple[float, float]] = SCHEMA.volume_ranges_ml
 VolumeRanges = Mapping[str, tuple[float, float]]
 
 
@@ -83,17 +76,11 @@ def scaled_volume_ranges(body_scale: float) -> dict[str, tuple[float, float]]:
     return {organ: (low * factor, high * factor) for organ, (low, high) in VOLUME_RANGE_ML.items()}
 
 
-OPTIONAL = frozenset({"gall_bladder"})  # may be absent (cholecystectomy)
+OPTIONAL = SCHEMA.optional  # may be absent (a removed gall bladder, a structure outside the field of view)
 # Pairs that do not touch in normal anatomy.
-NO_CONTACT = (
-    ("kidney_left", "kidney_right"),
-    ("spleen", "kidney_right"),
-    ("liver", "kidney_left"),
-    ("gall_bladder", "spleen"),
-    ("liver", "spleen"),
-)
+NO_CONTACT = SCHEMA.must_not_touch
 # (left structure, right structure): in RAS the patient's left has the smaller x.
-LATERAL = (("kidney_left", "kidney_right"), ("spleen", "liver"))
+LATERAL = SCHEMA.laterality
 
 
 @dataclass

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from atlasloop.common import layout
 from atlasloop.common.case_grants import check_case_read
-from atlasloop.common.domain import LabelStyle, Plane, WindowPreset, organ_from_proto
+from atlasloop.common.domain import LabelStyle, Plane, WindowPreset, organ_from_proto, organ_to_proto
 from atlasloop.common.errors import InvalidInput
 from atlasloop.common.v1 import common_pb2
-from atlasloop.imaging.labels import ORGANS
 from atlasloop.rendering.core import RenderingCore, View
 from atlasloop.rendering.v1 import rendering_pb2, rendering_pb2_grpc
 
@@ -61,7 +60,7 @@ class RenderingServiceServicer(rendering_pb2_grpc.RenderingServiceServicer):
         organs = [organ_from_proto(o) for o in request.organs]
         for picture, index, score, organ in self._core.salient(view_of(request.view), request.count, organs):
             yield rendering_pb2.StreamSalientSlicesResponse(
-                png=picture, index=index, score=score, organ=list(ORGANS.values()).index(organ) + 1
+                png=picture, index=index, score=score, organ=organ_to_proto(organ)
             )
 
     def RenderContactSheet(self, request, context):

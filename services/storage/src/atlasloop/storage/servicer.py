@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from atlasloop.common.case_grants import check_case_read
 from atlasloop.common.domain import CaseFormat, LabelSource, Role, VolumeKind
 from atlasloop.common.errors import InvalidInput, PermissionDenied
 from atlasloop.common.v1 import common_pb2
+from atlasloop.imaging import labels
 from atlasloop.storage.case_meta import object_ref
 from atlasloop.storage.catalog import CaseFilter
 from atlasloop.storage.core import StorageCore
@@ -111,6 +113,26 @@ class StorageServiceServicer(storage_pb2_grpc.StorageServiceServicer):
         check_case_read(request.case_id)
         return storage_pb2.GetCaseResponse(
             info=self._core.get_case(request.case_id).to_proto(self._bucket, _sees_patient())
+        )
+
+    def GetLabelSchema(self, request, context):
+        schema = labels.SCHEMA
+        return storage_pb2.GetLabelSchemaResponse(
+            name=schema.name,
+            fingerprint=schema.fingerprint,
+            structures=[
+                storage_pb2.LabelStructure(
+                    id=s.id,
+                    name=s.name,
+                    color=list(s.color),
+                    volume_ml=list(s.volume_ml or ()),
+                    optional=s.optional,
+                    vessel=s.vessel,
+                    aliases=list(s.aliases),
+                )
+                for s in schema.structures
+            ],
+            json=json.dumps(schema.to_dict(), indent=2),
         )
 
     def AnnounceCase(self, request, context):

@@ -9,7 +9,7 @@ import numpy as np
 
 from atlasloop.common.errors import AtlasError, InvalidInput, NotFound
 from atlasloop.common.storage_client import StorageClient
-from atlasloop.imaging.labels import NUM_CLASSES
+from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.preprocess import PreprocessConfig, labels_to_model, preprocess_image
 from atlasloop.training.learning import Example
 from atlasloop.training.ledger import LabelRef
@@ -32,8 +32,7 @@ def load_example(
         raise type(exc)(f"{where}: {exc}") from None
     if labels.shape != ct.shape or not np.allclose(labels.affine, ct.affine, atol=1e-3):
         raise InvalidInput(f"{where}: the label map is not on the CT's grid")
-    if int(labels.array.max(initial=0)) >= NUM_CLASSES:
-        raise InvalidInput(f"{where}: label ids outside the schema (max {int(labels.array.max())})")
+    validate_label_map(labels.array, where)  # every id one of the project's schema
     pre = preprocess_image(ct, preprocess)
     return Example(
         ref.case_id,

@@ -12,8 +12,9 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from scipy import ndimage
 
 from atlasloop.imaging.labels import ORGAN_IDS
+from atlasloop.imaging.schema import BUILTIN
 from atlasloop.imaging.synth.anatomy import Anatomy, sample_anatomy
-from atlasloop.imaging.synth.shapes import Field
+from atlasloop.imaging.synth.shapes import Ellipsoid, Field
 from atlasloop.imaging.synth.sites import PHASE_HU, Site
 from atlasloop.imaging.volume import Volume
 
@@ -28,6 +29,29 @@ TISSUE_OF = {
     "aorta": "vessel",
     "postcava": "vessel",
 }
+
+
+# The anatomy draws AbdomenAtlas 1.0's nine organs; its CT is the same whatever the project's schema.
+ANATOMY_IDS = BUILTIN["abdomenatlas-1.0"].ids
+
+# Surrounding tissues that a larger schema (AbdomenAtlas 1.1) labels: tissue -> structure, or
+# (structure on the patient's left, on the right) for a tissue drawn once per side. They are
+# labelled only when the project's schema holds the structure, so a nine-organ cohort is unchanged.
+SURROUNDING: dict[str, str | tuple[str, str]] = {
+    "lung": ("lung_left", "lung_right"),
+    "bowel": "intestine",
+    "duodenum": "duodenum",
+}
+
+
+def _surrounding_label(tissue: str, shape: object) -> int:
+    """The schema id a surrounding tissue's shape is labelled with; 0 when the schema lacks it."""
+    named = SURROUNDING.get(tissue)
+    if named is None:
+        return 0
+    if isinstance(named, tuple):  # in RAS the patient's left has the smaller x
+        named = named[0] if isinstance(shape, Ellipsoid) and shape.center[0] < 0 else named[1]
+    return ORGAN_IDS.get(named, 0)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: int) -> np.ndarray:
@@ -81,10 +105,12 @@ def render(
     tissue[wall & ((f.x / (rx - 10)) ** 2 + (f.y / (ry - 8)) ** 2 > 1.0)] = hu_of["fat"]
     tissue[wall & ((f.x / (rx - 10)) ** 2 + (f.y / (ry - 8)) ** 2 <= 1.0)] = hu_of["muscle"]
 
+    labels = np.zeros(shape, dtype=np.uint8)
     for name, shapes in anatomy.tissues:
         for shape_ in shapes:
             region, mask = shape_.mask(f)
             mask &= inner[region]
+            labels[region][mask] = _surrounding_label(name, shape_)  # 0 where a later tissue covers one
             value = {
                 "lung": -850.0,
                 "muscle": hu_of["muscle"],
@@ -100,19 +126,24 @@ def render(
         region, mask = air.mask(f)
         tissue[region][mask & inner[region]] = -950.0
 
-    labels = np.zeros(shape, dtype=np.uint8)
+    drawn = np.zeros(shape, dtype=np.uint8)  # the anatomy's organs in AbdomenAtlas 1.0 ids
     for name, shapes in anatomy.organs:
-        label = ORGAN_IDS[name]
+        organ = ANATOMY_IDS[name]
         base = hu_of[TISSUE_OF[name]] + rng.normal(0, 6)
         for shape_ in shapes:
             region, mask = shape_.mask(f)
             mask &= body[region]
-            labels[region][mask] = label
-            texture = 8.0 * f.noise[(label + 1) % 3][region][mask]
+            drawn[region][mask] = organ
+            texture = 8.0 * f.noise[(organ + 1) % 3][region][mask]
             tissue[region][mask] = base + texture
     if anatomy.stomach_air is not None:
         region, mask = anatomy.stomach_air.mask(f)
-        tissue[region][mask & (labels[region] == ORGAN_IDS["stomach"])] = -980.0
+        tissue[region][mask & (drawn[region] == ANATOMY_IDS["stomach"])] = -980.0
+    # In the project's ids; an organ its schema lacks is drawn but not labelled.
+    to_project = np.zeros(256, np.uint8)
+    for name, organ in ANATOMY_IDS.items():
+        to_project[organ] = ORGAN_IDS.get(name, 0)
+    labels[drawn > 0] = to_project[drawn[drawn > 0]]
 
     sigma = [site.blur_mm / s for s in (spacing_mm, spacing_mm, dz)]
     hu = ndimage.gaussian_filter(tissue, sigma, mode="nearest")
