@@ -28,16 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_two_rounds_tell_one_consistent_story(tmp_path):
-    config = DemoConfig(
-        labelled_cases=4,
-        unlabelled_cases=4,
-        rounds=2,
-        per_round=1,
-        seeds=(0,),
-        epochs=2,
-        initial_epochs=3,
-        steps_per_epoch=4,
-    )
+    config = DemoConfig.reduced()
     stack = fresh_stack(tmp_path / "run", Ports.for_tests(2), config)
     try:
         start_stack(stack, config)

@@ -36,6 +36,21 @@ class DemoConfig:
     # only point at errors when the models are sure where they are right.
     model_spacing_mm: float = 3.0
 
+    @classmethod
+    def reduced(cls) -> DemoConfig:
+        """The reduced loop the end-to-end tests run: four labelled and four new cases, two rounds
+        of one revision, a few training steps (minutes, not the demo's twenty)."""
+        return cls(
+            labelled_cases=4,
+            unlabelled_cases=4,
+            rounds=2,
+            per_round=1,
+            seeds=(0,),
+            epochs=2,
+            initial_epochs=3,
+            steps_per_epoch=4,
+        )
+
     def volume_ranges_ml(self) -> dict[str, tuple[float, float]]:
         """The plausible organ volumes of this cohort: its bodies are ``scale`` times an adult's."""
         return scaled_volume_ranges(self.scale)
