@@ -7,14 +7,20 @@ must have moved; and a revised case's trace must span its import, prediction, sc
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from atlasloop.common.v1 import common_pb2
 from atlasloop.devstack.ports import Ports
 from atlasloop.events.v1 import events_pb2
 from atlasloop.imaging.dataset_formats import FORMATS
+from atlasloop.imaging.schema import BUILTIN, SCHEMA_ENV
+from atlasloop.imaging.volume import load_nifti
 from atlasloop.loop.config import DemoConfig
 from atlasloop.loop.demo import Demo
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
@@ -142,3 +148,34 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
         assert "exactly the" in report.read_text()
     finally:
         stack.down()
+
+
+def test_a_25_class_project_runs_the_reduced_loop(tmp_path):
+    """The reduced loop as an AbdomenAtlas 1.1 project: the demo's command, and every service and
+    Ray node it starts, configured with the 25-class schema. The networks predict 26 channels, the
+    phantom labels lungs, bowel and duodenum besides the nine organs, and every step (import,
+    prediction, scoring, revision with tags, training, releases in each format) carries 1.1 ids."""
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    command = [sys.executable, "-m", "atlasloop.loop", "demo", "--reduced", "--port-slot", "2"]
+    done = subprocess.run(
+        [*command, "--out", str(out), "--run-dir", str(run_dir)],
+        env={**os.environ, SCHEMA_ENV: "abdomenatlas-1.1"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    schema, nine = BUILTIN["abdomenatlas-1.1"], set(BUILTIN["abdomenatlas-1.0"].names.values())
+    beyond = {"duodenum", "intestine", "lung_left", "lung_right"}  # what the phantom draws that 1.1 labels
+    assert set(results["snapshots"][0]["quality"]) == nine | beyond  # every structure the truth holds is judged
+    assert [r["round"] for r in results["rounds"]] == [1, 2]
+    assert all(r["human_minutes"] > 0 and r["cases_revised"] for r in results["rounds"])
+    tagged = {t["organ"] for change in results["releases"][1]["changes"] for t in change["error_tags"]}
+    assert tagged <= set(schema.names.values()) and tagged & beyond, tagged  # tags travelled as 1.1 ids
+    for record in results["releases"]:
+        assert {fmt: f["problems"] for fmt, f in record["formats"].items()} == {fmt: [] for fmt in FORMATS}
+    release = out / "releases" / "demo-r1-nnunet"
+    assert json.loads((release / "dataset.json").read_text())["labels"] == {"background": 0, **schema.ids}
+    stored = set().union(*(np.unique(load_nifti(p).array).tolist() for p in (release / "labelsTr").glob("*.nii.gz")))
+    assert {schema.ids[name] for name in beyond} <= stored <= {0, *schema.names}

@@ -107,9 +107,8 @@ def _nothing_left(store, collector):
 def test_storage_names_the_projects_structures(storage):
     """GetLabelSchema: what every id in a label map and an organ field stands for, as JSON that
     reads back to the service's schema and as structures."""
-    from atlasloop.imaging.schema import BUILTIN, schema_from_dict
-
     from atlasloop.common.project_schema import stored_schema
+    from atlasloop.imaging.schema import BUILTIN, schema_from_dict
 
     stub, store, _collector = storage
     reply = stub.GetLabelSchema(storage_pb2.GetLabelSchemaRequest(), metadata=ADMIN, timeout=10)

@@ -2,10 +2,12 @@
 
 A project (one deployment: one bucket, one database) labels one schema, chosen when it is installed
 and the same in every process: ``ATLASLOOP_LABEL_SCHEMA`` names a built-in schema
-(``abdomenatlas-1.0``, the default, or ``abdomenatlas-1.1``) or a JSON file. Storage records the
-schema in the bucket on first start and refuses to serve a different one afterwards
-(:func:`atlasloop.storage` ``project_schema``), because every stored label map, model and event
-carries the schema's ids.
+(``abdomenatlas-1.0``, the default, or ``abdomenatlas-1.1``) or a JSON file. The first service to
+reach the bucket records the schema there, and a service configured with another one stays not
+ready (:mod:`atlasloop.common.project_schema`), because every stored label map, model and event
+carries the schema's ids. Why a process-wide setting rather than a field of each request: a
+deployment is one project, its networks are built with one number of output channels, and an id
+means one structure everywhere it is stored.
 
 A schema file (at most 256 KiB)::
 
