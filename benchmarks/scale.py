@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 
 from atlasloop.common import layout
 from atlasloop.common.database import make_engine
+from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.events import EventProducer, new_meta
 from atlasloop.common.settings import DatabaseSettings
-from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
 from atlasloop.method.case_scoring import score_case
 from atlasloop.method.simulate import ErrorModel, simulate
@@ -117,7 +117,7 @@ def control_plane(stack) -> list[str]:
                 tracking_pb2.QueueCasesRequest(
                     round=1,
                     cases=[
-                        tracking_pb2.QueuedCase(case_id=c, priority=p, organs=[common_pb2.ORGAN_LIVER]) for c, p in top
+                        tracking_pb2.QueuedCase(case_id=c, priority=p, organs=[organ_to_proto("liver")]) for c, p in top
                     ],
                 ),
                 metadata=[("authorization", "Bearer adm")],

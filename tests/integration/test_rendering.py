@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from atlasloop.common import case_grants, layout
+from atlasloop.common.domain import organ_to_proto
 from atlasloop.common.layout import ensemble_key
 from atlasloop.common.objectstore import ObjectStore
-from atlasloop.common.v1 import common_pb2
 from atlasloop.imaging import display_copy
 from atlasloop.imaging.errors import ImageError
 from atlasloop.imaging.labels import ORGAN_IDS, from_totalsegmentator
@@ -179,7 +179,7 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
                 )
             assert err.value.code() == code, bad
         exported = stub.ExportForViewer(
-            rendering_pb2.ExportForViewerRequest(case_id=CASE, label_version="v1", organs=[common_pb2.ORGAN_LIVER]),
+            rendering_pb2.ExportForViewerRequest(case_id=CASE, label_version="v1", organs=[organ_to_proto("liver")]),
             metadata=md,
         )
         keys = sorted(o.key.rsplit("/", 1)[1] for o in exported.objects)
@@ -190,7 +190,7 @@ def test_grpc_surface_salient_stream_contact_sheet_export_and_refusals(stack, re
         # the same files streamed to a client that cannot reach the object store
         files: dict[str, bytes] = {}
         for chunk in stub.StreamViewerFiles(
-            rendering_pb2.StreamViewerFilesRequest(case_id=CASE, organs=[common_pb2.ORGAN_LIVER]), metadata=md
+            rendering_pb2.StreamViewerFilesRequest(case_id=CASE, organs=[organ_to_proto("liver")]), metadata=md
         ):
             files[chunk.file_name] = files.get(chunk.file_name, b"") + chunk.data
         assert sorted(files) == ["AtlasLoop.ctbl", "AtlasLoopHeat.ctbl", "attention_liver.nii.gz"]
