@@ -199,3 +199,23 @@ def test_an_inference_upgrade_needs_no_second_cluster_of_gpus_unless_asked(helm)
     with pytest.raises(subprocess.CalledProcessError) as refused:
         render(helm, CI[0], "ray.inference.upgradeStrategy=Blue")
     assert "upgradeStrategy" in refused.value.stderr
+
+
+def test_every_atlasloop_process_labels_the_same_schema(helm):
+    """A project has one label schema: every container that runs AtlasLoop code (the services,
+    the web page, the Ray head and workers that serve and train) gets the chart's one value, and
+    a value that is not a name or a path is refused."""
+    documents = render(helm, CI[0], "labelSchema=abdomenatlas-1.1")
+    schemas = {}
+    for owner, spec in pods(documents):
+        for container in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if any(name.startswith("ATLASLOOP_") for name in env):
+                schemas[f"{owner}/{container['name']}"] = env.get("ATLASLOOP_LABEL_SCHEMA")
+    kinds = {key.split("/")[0] for key in schemas}
+    assert {"Deployment", "RayCluster", "RayService"} <= kinds and any(k.endswith("-web/web") for k in schemas), schemas
+    assert set(schemas.values()) == {"abdomenatlas-1.1"}, schemas
+    refused = subprocess.run(
+        [helm, "template", "atlasloop", str(CHART), "--set", "labelSchema=a b"], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "labelSchema" in refused.stderr

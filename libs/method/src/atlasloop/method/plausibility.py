@@ -33,12 +33,13 @@ VolumeRanges = Mapping[str, tuple[float, float]]
 
 
 def volume_ranges(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
-    """The adult ranges, with ``overrides`` (organ -> [low, high] mL) in their place; every organ
-    must be one of the checked ones and 0 <= low < high, finite."""
+    """The schema's ranges, with ``overrides`` (organ -> [low, high] mL) in their place or added
+    for a structure the schema gives none; every organ must be one of the schema's and
+    0 <= low < high, finite."""
     ranges = dict(VOLUME_RANGE_ML)
     for organ, bounds in (overrides or {}).items():
-        if organ not in VOLUME_RANGE_ML:
-            raise ValueError(f"volume range for unknown organ {organ!r}; organs: {', '.join(VOLUME_RANGE_ML)}")
+        if organ not in SCHEMA.ids:
+            raise ValueError(f"volume range for unknown organ {organ!r}; organs: {', '.join(SCHEMA.ids)}")
         values = list(bounds)
         if len(values) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             raise ValueError(f"volume range of {organ} must be [low, high] in mL, got {bounds!r}")
