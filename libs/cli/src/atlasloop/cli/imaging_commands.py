@@ -17,7 +17,7 @@ from atlasloop.imaging.volume import Volume, load_nifti
 # holds and drops the rest.
 CLASS_MAPS = {
     "atlas": None,
-    "totalsegmentator": {**schema.TOTALSEGMENTATOR_V2, **schema.TOTALSEGMENTATOR_V2_SURROUNDING},
+    "totalsegmentator": schema.TOTALSEGMENTATOR_V2_ALL,
 }
 
 

@@ -57,6 +57,8 @@ TOTALSEGMENTATOR_V2_SURROUNDING: dict[int, str] = {
     75: "femur_left",
     76: "femur_right",
 }
+# Every TotalSegmentator v2 class a project's schema may hold (the CLI's and the importers' one map).
+TOTALSEGMENTATOR_V2_ALL: dict[int, str] = {**TOTALSEGMENTATOR_V2, **TOTALSEGMENTATOR_V2_SURROUNDING}
 # Other names an organ goes by in per-organ mask folders.
 ALIASES: dict[str, str] = SCHEMA.aliases
 
@@ -103,7 +105,7 @@ def remap(array: np.ndarray, mapping: Mapping[int, str], drop_unknown: bool = Fa
 def from_totalsegmentator(array: np.ndarray) -> np.ndarray:
     """A TotalSegmentator v2 label map in the project's ids: every class the schema holds (by name
     or alias), the rest background."""
-    return remap(array, {**TOTALSEGMENTATOR_V2, **TOTALSEGMENTATOR_V2_SURROUNDING}, drop_unknown=True)
+    return remap(array, TOTALSEGMENTATOR_V2_ALL, drop_unknown=True)
 
 
 def census(array: np.ndarray, voxel_volume_ml: float) -> dict[str, tuple[int, float]]:
