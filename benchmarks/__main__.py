@@ -16,6 +16,7 @@ from benchmarks import (
     hardening,
     imaging,
     inference,
+    member_learning_rate,
     overlap,
     rendering,
     scale,
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         ("scoring: speed", scoring.speed),
         ("scoring: error detection", scoring.quality),
         ("inference: sliding-window overlap", overlap.overlap),
+        ("training: learning rate per architecture", member_learning_rate.learning_rates),
     ]:
         started = time.perf_counter()
         print(f"\n## {name}")

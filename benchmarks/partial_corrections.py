@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             members = []
             for member in base:
                 module = copy.deepcopy(member.module)
-                train_epochs(module, Sampler(examples, replay, recipe, seed=seed), recipe)
+                sampler = Sampler(examples, replay, recipe, seed=seed)
+                train_epochs(module, sampler, recipe, learning_rate=recipe.learning_rate_of(member.architecture))
                 members.append(LoadedModel(member.architecture, "trial", member.config, module, member.manifest))
             scores.append(evaluate(members, unrevised, config))
         dice = [mean_dice(s) for s in scores]

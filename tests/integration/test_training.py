@@ -253,6 +253,11 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
     provenance = registry.manifest("unet", run_id).provenance
     assert provenance["run_id"] == run_id and provenance["base_model_set"] == "ms-0"
     assert provenance["label_versions"] == list(run.label_versions)
+    # each member records the rate it trained at: the recipe's times its architecture's factor
+    recipe = provenance["recipe"]
+    for architecture in ("unet", "dynunet"):
+        rate = registry.manifest(architecture, run_id).provenance["learning_rate"]
+        assert rate == recipe["learning_rate"] * recipe["learning_rate_scale"].get(architecture, 1.0)
     # each published member carries the temperatures fitted on the revisions the gate kept aside
     assert {c.architecture for c in run.calibration} == {"unet", "dynunet"}
     for c in run.calibration:

@@ -102,3 +102,34 @@ def test_masked_crops_are_drawn_where_a_person_looked():
         assert mask is not None and mask.shape == (4, 16, 16, 16) and mask.flatten(1).sum(1).min() > 0
     whole = Sampler([example], [], Recipe(batch_size=4, crop=16, partial_labels="whole"), seed=0)
     assert whole.batch()[2] is None
+
+
+def test_each_architecture_trains_at_its_own_learning_rate():
+    recipe = Recipe(learning_rate=3e-3)
+    assert recipe.learning_rate_of("segresnet") == pytest.approx(9e-3)  # the default factor (docs/adr/0011)
+    assert recipe.learning_rate_of("unet") == 3e-3
+    assert Recipe(learning_rate=0.5).learning_rate_of("segresnet") == 1.0  # never above the recipe's bound
+    custom = Recipe(learning_rate=1e-3, learning_rate_scale={"unet": 0.5})
+    assert custom.learning_rate_of("unet") == 5e-4 and custom.learning_rate_of("segresnet") == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [({"transformer9000": 2.0}, "unknown architectures"), ({"unet": 0.0}, r"in \(0, 100\]"), ({"unet": 1e3}, "100")],
+)
+def test_learning_rate_scales_are_checked(scales, message):
+    with pytest.raises(ValueError, match=message):
+        Recipe(learning_rate_scale=scales)
+
+
+def test_the_member_learning_rate_is_the_one_the_optimiser_uses():
+    """A module whose step is measured: the same crops at twice the rate move its weights twice as far."""
+    moved = []
+    for rate in (1e-4, 2e-4):
+        torch.manual_seed(0)
+        module = build(config("unet", "tiny"))
+        before = [p.detach().clone() for p in module.parameters()]
+        recipe = Recipe(epochs=1, steps_per_epoch=1, batch_size=1, crop=32, learning_rate=5e-5)
+        train_epochs(module, Sampler([_example(1)], [], recipe, seed=0), recipe, learning_rate=rate)
+        moved.append(sum(float((p.detach() - b).abs().sum()) for p, b in zip(module.parameters(), before, strict=True)))
+    assert moved[1] / moved[0] == pytest.approx(2.0, rel=0.05)

@@ -80,7 +80,8 @@ def _train_loop(cfg: dict) -> None:
                     {"architecture": architecture, "epoch": epoch, "loss": loss, "seconds": time.monotonic() - started}
                 )
 
-        losses = train_epochs(model, sampler, recipe, on_epoch, device=device)
+        learning_rate = recipe.learning_rate_of(architecture)
+        losses = train_epochs(model, sampler, recipe, on_epoch, device=device, learning_rate=learning_rate)
         final[architecture] = losses[-1]
         if rank == 0:
             trained = unwrapped(model)

@@ -156,11 +156,14 @@ def train_epochs(
     recipe: Recipe,
     on_epoch: Callable[[int, float], None] | None = None,
     device: torch.device | None = None,
+    learning_rate: float | None = None,
 ) -> list[float]:
-    """Train ``module`` in place; returns the mean loss of each epoch. Raises Diverged on NaN/inf."""
+    """Train ``module`` in place; returns the mean loss of each epoch. Raises Diverged on NaN/inf.
+    ``learning_rate``: the member's own (``Recipe.learning_rate_of``); the recipe's when None."""
     device = device or torch.device("cpu")
     module.to(device).train()
-    optimiser = torch.optim.AdamW(module.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    lr = recipe.learning_rate if learning_rate is None else learning_rate
+    optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=recipe.weight_decay)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     losses = []
     for epoch in range(1, recipe.epochs + 1):

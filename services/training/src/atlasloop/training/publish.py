@@ -45,7 +45,11 @@ class Publisher:
                 candidate.architecture,
                 candidate.config.size,
                 weights,
-                provenance | {"base_version": candidate.manifest.provenance["base_version"]},
+                provenance
+                | {
+                    "base_version": candidate.manifest.provenance["base_version"],
+                    "learning_rate": recipe.learning_rate_of(candidate.architecture),
+                },
                 metrics,
                 version=run.run_id,
                 preprocess=candidate.preprocess,
