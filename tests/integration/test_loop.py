@@ -127,10 +127,25 @@ def test_two_rounds_tell_one_consistent_story(tmp_path):
         assert detection["voxel"]["error_voxels"] > 0
         for level in ("case_organ", "region"):
             assert detection[level]["relevant"] > 0 and {"sensitivity", "precision"} <= set(detection[level])
-        assert set(detection["by_mode"]) == {"reference", "improved", "improved_ungated", "uncertainty", "oracle"}
+        assert set(detection["by_mode"]) == {
+            "reference",
+            "improved",
+            "improved_uncalibrated",
+            "improved_ungated",
+            "uncertainty",
+            "oracle",
+        }
         oracle = detection["by_mode"]["oracle"]["case_organ"]  # boxes around true errors that matter only
         assert oracle["flagged"] == 0 or oracle["precision"] == 1.0
-        strategies = {"attention", "improved", "improved_ungated", "uncertainty", "oracle", "random"}
+        strategies = {
+            "attention",
+            "improved",
+            "improved_uncalibrated",
+            "improved_ungated",
+            "uncertainty",
+            "oracle",
+            "random",
+        }
         assert set(results["efficiency"]["median_ratios"]) == strategies
         assert results["efficiency"]["per_seed"][0]["seed"] == 0
         assert "minutes_ratio_attention_vs_random" in results["efficiency"]

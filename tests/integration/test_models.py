@@ -13,7 +13,7 @@ import torch
 
 from atlasloop.cli.__main__ import main
 from atlasloop.common import layout
-from atlasloop.common.errors import AlreadyExists, InvalidInput
+from atlasloop.common.errors import AlreadyExists, InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.imaging.volume import load_nifti
@@ -87,6 +87,20 @@ def test_model_sets_and_the_current_pointer(registry):
     assert registry_.current() == "ms-0001" and registry_.model_set("ms-0001") == created
     with pytest.raises(Exception, match="does not exist"):
         registry_.create_set([("unet", "v9")])
+    # a set published by training carries its expected-Dice offsets; bad ones leave no set behind
+    members = [("unet", "v1"), ("dynunet", "v1")]
+    calibrated = registry_.create_set(members, version="ms-0002", expected_dice_offsets={"aorta": 0.14, "liver": -0.01})
+    assert (
+        registry_.model_set("ms-0002").expected_dice_offsets
+        == {"aorta": 0.14, "liver": -0.01}
+        == dict(calibrated.expected_dice_offsets)
+    )
+    assert created.expected_dice_offsets == {} and registry_.current() == "ms-0001"
+    for bad in ({"appendix": 0.1}, {"aorta": float("inf")}, {"aorta": 2.0}):
+        with pytest.raises(InvalidInput, match="expected-Dice offsets"):
+            registry_.create_set(members, version="ms-0003", expected_dice_offsets=bad)
+    with pytest.raises(NotFound):
+        registry_.model_set("ms-0003")
 
 
 def test_predictor_on_the_real_ct(registry, real_ct_dir):

@@ -18,6 +18,7 @@ from atlasloop.imaging.labels import ORGAN_IDS
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 from atlasloop.imaging.volume import save_nifti
+from atlasloop.method.improved import ImprovedConfig
 from atlasloop.method.simulate import ErrorModel, simulate
 from atlasloop.scoring.app import build
 from atlasloop.scoring.settings import ScoringSettings
@@ -139,3 +140,53 @@ def test_an_external_label_map_is_scored_as_one_more_member(stack, unique, tmp_p
         channel.close()
         service.stop(0)
     assert stored() == before  # nothing stored
+
+
+def test_improved_scoring_gates_with_the_offsets_of_the_set_that_predicted(stack, unique):
+    """Two sets predicted the same case: the one whose document carries an expected-Dice offset for an
+    organ has that organ gated (no regions, no score) and the offset recorded; a set without offsets,
+    or a scoring configured not to calibrate, gates on the raw value; unusable offsets are refused
+    with nothing stored."""
+    from atlasloop.common.errors import InvalidInput
+    from atlasloop.common.layout import model_set_key, scores_key
+    from atlasloop.method.improved import ERROR_MATTERS_DICE
+    from atlasloop.scoring.core import ScoringCore
+
+    store = ObjectStore(stack.s3_settings(bucket=f"scoring-offsets-{unique}"))
+    store.check_bucket()
+    _, labels = render(np.random.default_rng([11, 0]), SITES["B"], 4.0)
+    output = simulate(labels.array, labels.affine, np.random.default_rng(0), ErrorModel())
+    for model_set in ("raw", "calibrated", "broken"):
+        store.put_bytes(ensemble_key("case-0", model_set), output.to_bytes())
+    core = ScoringCore(store, None, "reference")  # type: ignore[arg-type] # publish=False sends nothing
+    raw = core.score("case-0", "raw", publish=False)["improved"]
+    with_regions = {r.organ for r in raw.regions}
+    target = max(
+        (o for o in raw.organs if o.organ in with_regions and not o.flags),
+        key=lambda o: o.expected_dice or 0.0,
+    )
+    lift = round(ERROR_MATTERS_DICE - (target.expected_dice or 0.0) + 0.01, 3)
+    store.put_json(
+        model_set_key("calibrated"), {"version": "calibrated", "expected_dice_offsets": {target.organ: lift}}
+    )
+    store.put_json(model_set_key("broken"), {"version": "broken", "expected_dice_offsets": {target.organ: 1.5}})
+
+    core.score("case-0", "calibrated", publish=False)
+    stored = {o["organ"]: o for o in store.get_json(scores_key("case-0", "calibrated", "improved"))["organs"]}
+    assert stored[target.organ]["gated"] and stored[target.organ]["score"] == 0
+    assert stored[target.organ]["expected_dice_offset"] == pytest.approx(lift)
+    assert stored[target.organ]["expected_dice"] == pytest.approx(target.expected_dice)
+    before = {o["organ"]: o for o in store.get_json(scores_key("case-0", "raw", "improved"))["organs"]}
+    assert not before[target.organ]["gated"] and before[target.organ]["expected_dice_offset"] == 0.0
+
+    uncalibrated = ScoringCore(store, None, "reference", ImprovedConfig(calibrate_expected_dice=False))  # type: ignore[arg-type]
+    assert not next(
+        o
+        for o in uncalibrated.score("case-0", "calibrated", publish=False)["improved"].organs
+        if o.organ == target.organ
+    ).gated
+
+    with pytest.raises(InvalidInput, match="unusable expected-Dice offsets"):
+        core.score("case-0", "broken", publish=False)
+    assert not store.exists(scores_key("case-0", "broken", "improved"))
+    assert not store.exists(scores_key("case-0", "broken", "reference"))

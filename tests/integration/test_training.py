@@ -29,10 +29,12 @@ from atlasloop.common.service_map import SERVICES
 from atlasloop.common.transfer import upload_file
 from atlasloop.common.v1 import common_pb2
 from atlasloop.events.v1 import events_pb2
+from atlasloop.imaging.labels import ORGANS
 from atlasloop.imaging.synth.phantom import render
 from atlasloop.imaging.synth.sites import SITES
 from atlasloop.imaging.volume import load_nifti, save_nifti
 from atlasloop.inference.v1 import inference_pb2, inference_pb2_grpc
+from atlasloop.method.improved import OFFSET_BOUND
 from atlasloop.models.architectures import build, config
 from atlasloop.models.checkpoints import state_dict_bytes
 from atlasloop.models.registry import ModelRegistry
@@ -266,6 +268,12 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
         # applied only where measured out of sample and lower; elsewhere the organ keeps T = 1
         assert c.applied == (c.held_out and c.ece_after < c.ece_before)
         assert published == (c.temperature if c.applied else None)
+    # the set carries the expected-Dice offsets its run fitted on the same held-out cases
+    record = store.get_json(layout.run_key(run_id))
+    offsets = registry.model_set(run.published_model_set).expected_dice_offsets
+    assert offsets == record["expected_dice_offsets"] and set(offsets) <= set(ORGANS.values())
+    assert all(abs(v) <= OFFSET_BOUND for v in offsets.values())
+    print(f"expected-Dice offsets on {len(record['held_out']) + len(record['site_held_out'])} held-out: {offsets}")
 
     watcher.join(60)
     assert watched and watched[-1].state == S.RUN_STATE_PUBLISHED

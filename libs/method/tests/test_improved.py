@@ -139,3 +139,78 @@ def test_a_projects_volume_ranges_replace_the_adult_ones(tmp_path):
     path.write_text(" " * (plausibility.MAX_RANGES_FILE_BYTES + 1))
     with pytest.raises(InvalidInput, match="at most"):
         plausibility.read_volume_ranges(path)
+
+
+def test_expected_dice_offsets_are_the_median_residual_per_organ_clipped_and_only_with_enough_cases():
+    pairs = {
+        "aorta": [(0.78, 0.93), (0.80, 0.92), (0.70, 0.95)],  # residuals 0.15, 0.12, 0.25: median 0.15
+        "liver": [(0.95, 0.40), (0.96, 0.94)],  # a missed liver must not be averaged in: median of two is the mean
+        "spleen": [(0.90, 0.91)],  # one case is not enough
+        "stomach": [(0.30, 0.95), (0.20, 0.97)],  # +0.71 clipped to the bound
+    }
+    offsets = improved.fit_expected_dice_offsets(pairs)
+    assert offsets["aorta"] == pytest.approx(0.15)
+    assert offsets["liver"] == pytest.approx(((0.40 - 0.95) + (0.94 - 0.96)) / 2)
+    assert "spleen" not in offsets
+    assert offsets["stomach"] == improved.OFFSET_BOUND
+    assert improved.fit_expected_dice_offsets(pairs, min_cases=1)["spleen"] == pytest.approx(0.01)
+
+
+def test_a_sets_offsets_move_the_gate_and_bad_offsets_are_refused():
+    from atlasloop.method.reference import empty
+
+    raw = improved.OrganEvidence(empty("aorta"), np.zeros((3, 0, 0, 0)), 40.0, 0.027, [], 0.80)
+    assert not raw.gated(0.9)  # an aorta the set under-rates: kept on the raw value
+    lifted = improved.OrganEvidence(empty("aorta"), np.zeros((3, 0, 0, 0)), 40.0, 0.027, [], 0.80, 0.14)
+    assert lifted.calibrated_dice == pytest.approx(0.94) and lifted.gated(0.9)
+    capped = improved.OrganEvidence(empty("aorta"), np.zeros((3, 0, 0, 0)), 40.0, 0.027, [], 0.95, 0.2)
+    assert capped.calibrated_dice == 1.0
+    config = improved.ImprovedConfig()
+    assert dict(config.with_offsets({"aorta": 0.1}).expected_dice_offsets) == {"aorta": 0.1}
+    assert (
+        dict(improved.ImprovedConfig(calibrate_expected_dice=False).with_offsets({"aorta": 0.1}).expected_dice_offsets)
+        == {}
+    )
+    with pytest.raises(ValueError, match="unknown organs"):
+        config.with_offsets({"appendix": 0.1})
+    with pytest.raises(ValueError, match="outside"):
+        config.with_offsets({"aorta": 1.5})
+    assert improved.offsets_of_set({"version": "v", "members": []}) == {}
+    assert improved.offsets_of_set({"expected_dice_offsets": {"liver": -0.02}}) == {"liver": -0.02}
+    with pytest.raises(ValueError, match="outside"):
+        improved.offsets_of_set({"expected_dice_offsets": {"liver": float("nan")}})
+    with pytest.raises(ValueError, match="object"):
+        improved.offsets_of_set({"expected_dice_offsets": [0.1]})
+
+
+def test_scoring_applies_the_offsets_to_the_gate_and_records_them():
+    """The same stored prediction scored with and without an offset: the organ the offset lifts
+    past the floor loses its regions and score; the raw expected Dice is unchanged."""
+    from atlasloop.imaging.synth.phantom import render
+    from atlasloop.imaging.synth.sites import SITES
+    from atlasloop.method.case_scoring import score_case
+    from atlasloop.method.simulate import ErrorModel, simulate
+
+    _, labels = render(np.random.default_rng([11, 0]), SITES["B"], 4.0)
+    output = simulate(labels.array, labels.affine, np.random.default_rng(0), ErrorModel())
+    raw = score_case("c", output, "improved")
+    with_regions = {r.organ for r in raw.regions}
+    kept = [o for o in raw.organs if o.organ in with_regions and not o.flags and o.expected_dice is not None]
+    assert kept
+    target = max(kept, key=lambda o: o.expected_dice or 0.0)  # the kept organ nearest the floor
+    lift = improved.ERROR_MATTERS_DICE - (target.expected_dice or 0.0) + 0.01
+    assert 0 < lift <= improved.OFFSET_BOUND
+    lifted = score_case("c", output, "improved", improved.ImprovedConfig().with_offsets({target.organ: lift}))
+    by_organ = {o.organ: o for o in lifted.organs}
+    assert by_organ[target.organ].gated and by_organ[target.organ].score == 0
+    assert by_organ[target.organ].expected_dice == target.expected_dice
+    assert not target.gated and target.score > 0
+    assert not {r.organ for r in lifted.regions} & {target.organ}
+    assert {r.organ for r in raw.regions} - {target.organ} == {r.organ for r in lifted.regions}
+    document = lifted.as_json()["organs"]
+    assert {o["organ"]: o["expected_dice_offset"] for o in document}[target.organ] == pytest.approx(lift)
+    # organ_expected_dice (what training fits the offsets with) is the scoring's own number
+    soft = [output.soft[m][target.organ] for m in output.members]
+    assert improved.organ_expected_dice(target.organ, soft, output.pseudo, output.shape) == pytest.approx(
+        target.expected_dice
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.training.gate import OrganScore, decide, overall
@@ -135,3 +136,46 @@ def test_calibration_fits_each_member_and_organ_only_where_a_person_verified_it(
     liver = fitted["unet"]["liver"]
     assert liver["held_out"] and liver["voxels"] > 0 and 0.05 <= liver["temperature"] <= 20
     assert 0 <= liver["ece_after"] <= 1 and 0 <= liver["ece_before"] <= 1
+
+
+def test_expected_dice_pairs_are_the_scorings_number_and_the_true_dice_where_a_person_verified_the_organ():
+    """On two small cases: a pair per case for each organ present, its true Dice the ensemble's
+    label against the human one; an organ a person verified only in part gives none; and the
+    expected Dice is what the scoring computes from the maps inference would store."""
+    import torch
+
+    from atlasloop.imaging.metrics import dice
+    from atlasloop.method.improved import organ_expected_dice
+    from atlasloop.models.architectures import build, config
+    from atlasloop.models.ensemble import InferenceConfig, combine, run_member
+    from atlasloop.models.records import LoadedModel, Manifest
+    from atlasloop.training.gate import expected_dice_pairs
+    from atlasloop.training.learning import Example
+
+    cfg = config("unet", "tiny")
+    torch.manual_seed(0)
+    manifest = Manifest("unet", "v1", cfg.as_json(), {}, 3.0, (-200.0, 300.0), "", 0)
+    members = [LoadedModel("unet", "v1", cfg, build(cfg).eval(), manifest)]
+    rng = np.random.default_rng(5)
+    labels = np.zeros((24, 20, 16), np.uint8)
+    labels[4:14, 4:12, 3:10] = 5  # liver
+    labels[15:20, 12:18, 6:12] = 1  # spleen
+    image = rng.random(labels.shape).astype(np.float32)
+    inference = InferenceConfig(overlap=0.25)
+    output, predicted = combine(labels.shape, np.eye(4), [run_member(members[0], image, inference)])
+    part = np.zeros((len(ORGANS) + 1, *labels.shape), bool)
+    part[5, :9] = True  # half the liver looked at
+    examples = [Example("whole", "v", image, labels), Example("part", "v", image, labels, part)]
+
+    pairs = expected_dice_pairs(members, examples, inference)
+
+    present = {organ for label, organ in ORGANS.items() if (predicted == label).any() or (labels == label).any()}
+    assert set(pairs) == present and {"liver", "spleen"} <= present
+    assert all(len(values) == 1 for values in pairs.values())  # the partly verified case adds nothing
+    for label, organ in ORGANS.items():
+        if organ in pairs:
+            expected, true = pairs[organ][0]
+            soft = [output.soft[m][organ] for m in output.members]
+            assert expected == pytest.approx(organ_expected_dice(organ, soft, output.pseudo, output.shape))
+            assert true == pytest.approx(dice(predicted == label, labels == label))
+    assert pairs["spleen"][0][1] < 1.0  # an untrained member: the pair measures a real error

@@ -43,6 +43,7 @@ from atlasloop.loop import evaluation, judging, releases
 from atlasloop.loop.annotator import NativeBox, SimulatedAnnotator, native_box
 from atlasloop.loop.config import LABELLED_SITES, UNLABELLED_SITES, DemoConfig, RoundRecord
 from atlasloop.loop.demo_stack import fresh_stack, start_stack
+from atlasloop.method.improved import offsets_of_set
 from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Demo:
         self.budget_min = 0.0
         self.timings: dict[str, float] = {}
         self.releases: list[dict] = []
+        self.offsets: dict[str, float] = {}
 
     # ---- set-up ----
 
@@ -201,9 +203,11 @@ class Demo:
             c: EnsembleOutput.from_bytes(self.store.get_bytes(layout.ensemble_key(c, model_set))) for c in candidates
         }
         entropy_only = self.config.improved(signals=("binary_entropy",), weights={"mm3": 1.0}, expected_dice_floor=None)
+        self.offsets = offsets_of_set(self.store.get_json(layout.model_set_key(model_set)))
         plans = {
             "attention": attention,
-            "improved": evaluation.local_plan(ai, outputs, self.config.improved()),
+            "improved": evaluation.local_plan(ai, outputs, self.config.improved().with_offsets(self.offsets)),
+            "improved_uncalibrated": evaluation.local_plan(ai, outputs, self.config.improved()),
             "improved_ungated": evaluation.local_plan(ai, outputs, self.config.improved(expected_dice_floor=None)),
             "uncertainty": evaluation.local_plan(ai, outputs, entropy_only),
             "oracle": judging.oracle_plan(ai, self.truth),  # knows the truth: the bound, not a strategy
@@ -347,6 +351,7 @@ class Demo:
                 **{level: detection["attention"][level] for level in ("case_organ", "region", "voxel")},
                 "by_mode": {_MODES.get(name, name): levels for name, levels in detection.items()},
                 "definitions": {"matters_dice": judging.MATTERS_DICE, "min_error_ml": judging.MIN_ERROR_ML},
+                "expected_dice_offsets": self.offsets,  # the judged set's, which "improved" applies
             },
             "efficiency": judging.efficiency(self.comparison, self.budget_min * 2),
             "comparison": [asdict(curve) for curve in self.comparison],

@@ -12,7 +12,13 @@ from atlasloop.imaging.compact import Cropped, EnsembleOutput, entropy_term, qua
 from atlasloop.imaging.ensemble_rule import above_threshold
 from atlasloop.imaging.volume import voxel_volume_ml
 from atlasloop.method import reference
-from atlasloop.method.improved import ImprovedConfig, OrganEvidence, expected_dice, improved_attention, organ_score
+from atlasloop.method.improved import (
+    ImprovedConfig,
+    OrganEvidence,
+    improved_attention,
+    organ_expected_dice,
+    organ_score,
+)
 from atlasloop.method.plausibility import Prediction, run_checks
 from atlasloop.method.regions import Region, find_regions
 from atlasloop.method.structures import TARGETS
@@ -28,6 +34,7 @@ class OrganResult:
     heat_sum: int  # sum of the stored uint8 attention: orders organs inside a case
     flags: list[str] = field(default_factory=list)
     expected_dice: float | None = None  # improved mode: the pseudo-label's Dice against the members' mean
+    expected_dice_offset: float = 0.0  # improved mode: the model set's calibration of it (improved.py)
     gated: bool = False  # improved mode: no error that matters expected, so no regions and no score
 
 
@@ -60,6 +67,7 @@ class CaseResult:
                     "region_voxels": o.attention.region_voxels,
                     "flags": o.flags,
                     "expected_dice": o.expected_dice,
+                    "expected_dice_offset": o.expected_dice_offset,
                     "gated": o.gated,
                 }
                 for o in self.organs
@@ -118,17 +126,27 @@ def score_case(
             attention, probs = improved_attention(organ, soft, output.pseudo, output.shape, config)
             crop = output.pseudo.get(organ)
             organ_ml = float(np.count_nonzero(crop.data)) * voxel_ml if crop is not None and crop.box else 0.0
-            own = np.zeros(probs.shape[1:], bool)
-            if crop is not None and attention.box is not None:
-                own = crop.read(attention.box).astype(bool)
             evidence = OrganEvidence(
-                attention, probs, organ_ml, voxel_ml, flags.get(organ, []), expected_dice(probs, own)
+                attention,
+                probs,
+                organ_ml,
+                voxel_ml,
+                flags.get(organ, []),
+                organ_expected_dice(organ, soft, output.pseudo, output.shape),
+                config.expected_dice_offsets.get(organ, 0.0),
             )
             gated = evidence.gated(config.expected_dice_floor)
             score = 0.0 if gated else organ_score(evidence, config.weights)
             organs.append(
                 OrganResult(
-                    organ, attention, score, attention.stored_sum, evidence.flags, evidence.expected_dice, gated
+                    organ,
+                    attention,
+                    score,
+                    attention.stored_sum,
+                    evidence.flags,
+                    evidence.expected_dice,
+                    evidence.offset,
+                    gated,
                 )
             )
             if not gated:

@@ -16,12 +16,19 @@ gets no attention regions and no score: the ensemble expects no error there that
 act on, so the annotator's minutes go elsewhere. Measured on a demo's stack (docs/adr/0010): case-
 organ precision 0.75 -> 0.85 at sensitivity 0.99 on the first set's 16 cases, 0.76 -> 0.79 at
 1.00 on the next set's 12; ``expected_dice_floor=None`` turns it off.
+
+Calibrated expected Dice. The soft Dice is the ensemble's own belief, and a set can be biased per
+organ (the demo's first set: the aorta's expected Dice 0.79 against a true 0.92, so the gate kept ten
+aortas that were right). A model set carries per-organ offsets, the median of (true Dice - expected
+Dice) on the cases its gate kept aside (:func:`fit_expected_dice_offsets`, fitted by training when it
+publishes, docs/adr/0012); the gate compares ``expected + offset`` with the floor.
+``calibrate_expected_dice=False`` compares the raw value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +36,7 @@ from atlasloop.imaging.compact import Cropped
 from atlasloop.imaging.ensemble_rule import above_threshold
 from atlasloop.method.plausibility import VOLUME_RANGE_ML, volume_ranges
 from atlasloop.method.reference import OrganAttention, empty, opening, organ_box, overlap
+from atlasloop.method.structures import TARGETS
 
 
 def _binary_entropy_bits(p: np.ndarray) -> np.ndarray:
@@ -76,6 +84,60 @@ def expected_dice(probs: np.ndarray, pseudo: np.ndarray) -> float:
     return 2.0 * float(mean[pseudo].sum()) / total if total > 0 else 1.0
 
 
+# An organ's offset needs this many held-out cases; larger offsets than the bound are clipped (a
+# set that far off its own belief is better judged by the raw signals than by one number).
+OFFSET_MIN_CASES = 2
+OFFSET_BOUND = 0.3
+
+
+def organ_expected_dice(
+    organ: str, soft: Sequence[Cropped], pseudo: Mapping[str, Cropped], shape: tuple[int, int, int]
+) -> float:
+    """:func:`expected_dice` of one organ from stored maps, over the box the scoring reads."""
+    box = organ_box(organ, soft, [], pseudo, shape)
+    if box is None:
+        return 1.0
+    probs = np.stack([c.read(box).astype(np.float32) / 255 for c in soft])
+    crop = pseudo.get(organ)
+    own = crop.read(box).astype(bool) if crop is not None else np.zeros(probs.shape[1:], bool)
+    return expected_dice(probs, own)
+
+
+def fit_expected_dice_offsets(
+    pairs: Mapping[str, Sequence[tuple[float, float]]], min_cases: int = OFFSET_MIN_CASES, bound: float = OFFSET_BOUND
+) -> dict[str, float]:
+    """organ -> median of (true Dice - expected Dice) over its ``(expected, true)`` pairs, clipped
+    to +-``bound``; organs with fewer than ``min_cases`` pairs get none. The median, not the mean:
+    one case where the set missed the organ entirely would move a mean of three by a third."""
+    return {
+        organ: float(np.clip(np.median([true - expected for expected, true in values]), -bound, bound))
+        for organ, values in pairs.items()
+        if len(values) >= min_cases
+    }
+
+
+def checked_offsets(offsets: Mapping[str, float], known: Sequence[str]) -> dict[str, float]:
+    """``offsets`` as read from a model set: known organs, each a difference of two Dice values
+    (finite, within +-1, as the registry accepts them; :func:`fit_expected_dice_offsets` keeps its
+    own within ``OFFSET_BOUND``)."""
+    unknown = sorted(set(offsets) - set(known))
+    if unknown:
+        raise ValueError(f"expected-Dice offsets for unknown organs {unknown}")
+    bad = {o: v for o, v in offsets.items() if not (np.isfinite(v) and abs(v) <= 1.0)}
+    if bad:
+        raise ValueError(f"expected-Dice offsets outside +-1: {bad}")
+    return {o: float(v) for o, v in offsets.items()}
+
+
+def offsets_of_set(document: Mapping[str, object]) -> dict[str, float]:
+    """The expected-Dice offsets a model set's document (``model-sets/<version>.json``) carries;
+    none for sets published before calibration or imported by hand."""
+    offsets = document.get("expected_dice_offsets") or {}
+    if not isinstance(offsets, Mapping):
+        raise ValueError("expected_dice_offsets must be an object of organ -> offset")
+    return checked_offsets({str(k): float(v) for k, v in offsets.items()}, TARGETS)
+
+
 @dataclass(frozen=True)
 class ImprovedConfig:
     signals: tuple[str, ...] = ("inconsistency", "mutual_information", "overlap")
@@ -87,11 +149,19 @@ class ImprovedConfig:
     weights: Mapping[str, float] = field(default_factory=lambda: {"mm3": 1.0, "plausibility": 2000.0})
     expected_dice_floor: float | None = ERROR_MATTERS_DICE  # see the module docstring; None: every organ
     volume_ranges_ml: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(VOLUME_RANGE_ML))
+    # Apply the model set's expected-Dice offsets (module docstring) when the set carries them.
+    calibrate_expected_dice: bool = True
+    expected_dice_offsets: Mapping[str, float] = field(default_factory=dict)  # the set's, filled per case
+
+    def with_offsets(self, offsets: Mapping[str, float]) -> ImprovedConfig:
+        """This config for a set whose offsets are ``offsets`` (none applied when not calibrating)."""
+        return replace(self, expected_dice_offsets=dict(offsets) if self.calibrate_expected_dice else {})
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.signals if s not in SIGNAL_MAPS and s != "overlap"]
         unknown += [s for s in self.weights if s not in CASE_SCORERS]
         volume_ranges(self.volume_ranges_ml)  # refuses unknown organs and bounds that are not [low < high]
+        checked_offsets(self.expected_dice_offsets, TARGETS)
         if self.expected_dice_floor is not None and not 0.0 < self.expected_dice_floor <= 1.0:
             raise ValueError(f"expected_dice_floor must be in (0, 1], got {self.expected_dice_floor}")
         if unknown:
@@ -145,10 +215,15 @@ class OrganEvidence:
     voxel_ml: float
     flags: list[str]
     expected_dice: float = 1.0
+    offset: float = 0.0  # the set's calibration of expected_dice for this organ
+
+    @property
+    def calibrated_dice(self) -> float:
+        return min(1.0, max(0.0, self.expected_dice + self.offset))
 
     def gated(self, floor: float | None) -> bool:
         """No error worth a person's minutes is expected here (the module docstring)."""
-        return floor is not None and not self.flags and self.expected_dice >= floor
+        return floor is not None and not self.flags and self.calibrated_dice >= floor
 
 
 def _voxels(e: OrganEvidence) -> float:

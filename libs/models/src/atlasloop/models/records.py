@@ -82,9 +82,17 @@ class ModelSet:
     version: str
     members: tuple[MemberRef, ...]
     created_at: str = ""
+    # organ -> offset the improved scoring adds to the set's expected Dice (atlasloop.method.improved),
+    # fitted on the held-out cases of the run that published the set; empty for other sets
+    expected_dice_offsets: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"version": self.version, "members": [asdict(m) for m in self.members], "created_at": self.created_at}
+        return {
+            "version": self.version,
+            "members": [asdict(m) for m in self.members],
+            "created_at": self.created_at,
+            "expected_dice_offsets": dict(self.expected_dice_offsets),
+        }
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> ModelSet:
@@ -92,6 +100,7 @@ class ModelSet:
             str(document["version"]),
             tuple(MemberRef(**m) for m in document["members"]),
             str(document.get("created_at", "")),
+            {str(k): float(v) for k, v in (document.get("expected_dice_offsets") or {}).items()},
         )
 
 

@@ -22,6 +22,7 @@ does.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -244,7 +245,13 @@ class ModelRegistry:
         """Every member of a model set, loaded and verified."""
         return [self.load(m.architecture, m.version) for m in self.model_set(version).members]
 
-    def create_set(self, members: list[tuple[str, str]], make_current: bool = False, version: str = "") -> ModelSet:
+    def create_set(
+        self,
+        members: list[tuple[str, str]],
+        make_current: bool = False,
+        version: str = "",
+        expected_dice_offsets: dict[str, float] | None = None,
+    ) -> ModelSet:
         manifests = [self.manifest(a, v) for a, v in members]
         if not manifests:
             raise InvalidInput("a model set needs at least one member")
@@ -255,8 +262,15 @@ class ModelRegistry:
         unpredicted = [organ for organ in SCHEMA.values() if organ not in predicted]
         if unpredicted:
             raise InvalidInput(f"no member of the set predicts {', '.join(unpredicted)}; add a member that does")
+        offsets = dict(expected_dice_offsets or {})
+        unknown_organs = sorted(set(offsets) - set(SCHEMA.values()))
+        if unknown_organs or any(not math.isfinite(v) or abs(v) > 1 for v in offsets.values()):
+            raise InvalidInput(f"expected-Dice offsets must be finite, within +-1, for organs of the schema: {offsets}")
         document = ModelSet(
-            version or new_version(), tuple(MemberRef(a, v) for a, v in members), datetime.now(UTC).isoformat()
+            version or new_version(),
+            tuple(MemberRef(a, v) for a, v in members),
+            datetime.now(UTC).isoformat(),
+            offsets,
         )
         self._store.put_json(layout.model_set_key(document.version), document.as_json())
         if make_current:

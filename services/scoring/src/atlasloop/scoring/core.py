@@ -26,7 +26,7 @@ from atlasloop.imaging.labels import validate_label_map
 from atlasloop.imaging.volume import load_nifti
 from atlasloop.method.case_scoring import MODES, CaseResult, score_case
 from atlasloop.method.external import ExternalScore, score_external
-from atlasloop.method.improved import ImprovedConfig
+from atlasloop.method.improved import ImprovedConfig, offsets_of_set
 from atlasloop.method.selection import Candidate, budget, select
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,23 @@ class ScoringCore:
         self._producer = producer
         self.default_mode = default_mode
         self.improved = improved or ImprovedConfig()
+        self._offsets: dict[str, dict[str, float]] = {}  # model set -> its expected-Dice offsets (immutable)
+
+    def improved_for(self, model_set: str) -> ImprovedConfig:
+        """The improved scoring for ``model_set``: with the expected-Dice offsets its publisher
+        fitted (``atlasloop.method.improved``), none when the set document has none or is absent."""
+        if not self.improved.calibrate_expected_dice:
+            return self.improved
+        if model_set not in self._offsets:
+            try:
+                document = self._store.get_json(layout.model_set_key(model_set))
+            except NotFound:
+                document = {}
+            try:
+                self._offsets[model_set] = offsets_of_set(document)
+            except (ValueError, TypeError) as exc:
+                raise InvalidInput(f"model set {model_set!r} has unusable expected-Dice offsets: {exc}") from None
+        return self.improved.with_offsets(self._offsets[model_set])
 
     def latest_model_set(self, case_id: str) -> str:
         prefix = layout.predictions_prefix(case_id)
@@ -76,7 +93,8 @@ class ScoringCore:
         started = time.perf_counter()
         model_set = model_set or self.latest_model_set(case_id)
         output = self.load(case_id, model_set)
-        results = {mode: score_case(case_id, output, mode, self.improved) for mode in MODES}
+        improved = self.improved_for(model_set)
+        results = {mode: score_case(case_id, output, mode, improved) for mode in MODES}
         for mode, result in results.items():
             self._write(case_id, model_set, mode, output, result)
         if publish:

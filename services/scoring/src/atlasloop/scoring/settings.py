@@ -24,6 +24,11 @@ class ScoringSettings(ServiceSettings):
         description="The project's plausible organ volumes in mL, as JSON {organ: [low, high]}, in place of the "
         "adult ranges for the organs named (a paediatric cohort, the demo's half-size bodies).",
     )
+    calibrate_expected_dice: bool = Field(
+        default=True,
+        description="Improved mode: add the model set's expected-Dice offsets (fitted on its gate's held-out "
+        "cases) before the expected-Dice gate; false compares the raw soft Dice.",
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
 
     @field_validator("volume_ranges_ml")
@@ -34,6 +39,8 @@ class ScoringSettings(ServiceSettings):
 
     def improved(self) -> ImprovedConfig:
         """The improved mode's configuration with this project's volume ranges."""
-        return ImprovedConfig(volume_ranges_ml=volume_ranges(self.volume_ranges_ml))
+        return ImprovedConfig(
+            volume_ranges_ml=volume_ranges(self.volume_ranges_ml), calibrate_expected_dice=self.calibrate_expected_dice
+        )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from atlasloop.imaging.labels import ORGANS
-from atlasloop.imaging.metrics import OrganMetrics, organ_metrics
+from atlasloop.imaging.metrics import OrganMetrics, dice, organ_metrics
+from atlasloop.method.improved import fit_expected_dice_offsets, organ_expected_dice
 from atlasloop.models.calibration import calibrate, near_voxels, sigmoid
-from atlasloop.models.ensemble import InferenceConfig, ensemble_labels, member_logits
+from atlasloop.models.ensemble import InferenceConfig, combine, ensemble_labels, member_logits, run_member
 from atlasloop.models.records import LoadedModel, shared_preprocess
 from atlasloop.training.learning import Example
 from atlasloop.training.runs import OrganScore
@@ -119,6 +120,42 @@ def calibration_here(members: Sequence[LoadedModel], examples: Sequence[Example]
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return calibration(members, examples, InferenceConfig(overlap=GATE_OVERLAP, sw_batch_size=2, device=device))
+
+
+def expected_dice_pairs(
+    members: Sequence[LoadedModel], examples: Sequence[Example], cfg: InferenceConfig
+) -> dict[str, list[tuple[float, float]]]:
+    """organ -> (expected Dice, Dice against the human label) of the set's pseudo-label on each of
+    ``examples`` where a person verified all of the organ and of its prediction (a guided revision
+    that verified part of it says nothing about its whole Dice). The expected Dice is the improved
+    scoring's (``atlasloop.method.improved``), from the maps inference stores (uint8 soft maps kept
+    around each member's largest component); both on the model grid."""
+    pairs: dict[str, list[tuple[float, float]]] = {organ: [] for organ in ORGANS.values()}
+    for example in examples:
+        image = example.image.astype(np.float32)
+        output, labels = combine(image.shape, np.eye(4), [run_member(m, image, cfg) for m in members])
+        for label, organ in ORGANS.items():
+            pred, truth = labels == label, example.labels == label
+            if not pred.any() and not truth.any():
+                continue
+            if example.verified is not None:
+                where = example.verified if example.verified.ndim == 3 else example.verified[label]
+                if not where[pred | truth].all():
+                    continue
+            soft = [output.soft[member][organ] for member in output.members]
+            expected = organ_expected_dice(organ, soft, output.pseudo, output.shape)
+            pairs[organ].append((expected, float(dice(pred, truth))))
+    return {organ: values for organ, values in pairs.items() if values}
+
+
+def expected_dice_offsets_here(members: Sequence[LoadedModel], examples: Sequence[Example]) -> dict[str, float]:
+    """The set's expected-Dice offsets (``fit_expected_dice_offsets``) as a Ray task fits them: the
+    gate's overlap, the worker's GPU when it has one."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = InferenceConfig(overlap=GATE_OVERLAP, sw_batch_size=2, device=device)
+    return fit_expected_dice_offsets(expected_dice_pairs(members, examples, cfg))
 
 
 def overall(scores: Scores) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput
@@ -56,7 +57,12 @@ class Publisher:
                 temperatures=applied_temperatures(run.calibration.get(candidate.architecture, {})),
             )
             members.append((candidate.architecture, run.run_id))
-        return self._registry.create_set(members, make_current=True, version=candidate_set_version(run.run_id)).version
+        return self._registry.create_set(
+            members,
+            make_current=True,
+            version=candidate_set_version(run.run_id),
+            expected_dice_offsets=run.expected_dice_offsets,
+        ).version
 
     def announce(self, model_set: str, run_id: str) -> None:
         self._producer.publish(
@@ -70,6 +76,12 @@ class Publisher:
         log.info("model set rolled back", extra={"model_set": model_set, "reason": reason})
         self.announce(model_set, "")
         return model_set
+
+
+def with_temperatures(candidate: LoadedModel, calibration: dict[str, dict[str, dict]]) -> LoadedModel:
+    """``candidate`` as it will be published: with the temperatures ``calibration`` applies to it."""
+    temperatures = applied_temperatures(calibration.get(candidate.architecture, {}))
+    return replace(candidate, manifest=replace(candidate.manifest, temperatures=temperatures))
 
 
 def applied_temperatures(fits: dict[str, dict]) -> dict[str, float]:

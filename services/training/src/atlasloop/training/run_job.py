@@ -33,7 +33,7 @@ from atlasloop.training.distributed import MemberJob
 from atlasloop.training.fit import FitFailed, fit
 from atlasloop.training.learning import Example
 from atlasloop.training.ledger import LabelRef, Ledger
-from atlasloop.training.publish import Publisher
+from atlasloop.training.publish import Publisher, with_temperatures
 from atlasloop.training.recipe import Recipe
 from atlasloop.training.recording import RunLog
 from atlasloop.training.runs import RunRecord, RunStore
@@ -201,6 +201,9 @@ class RunJob:
             return
         # both held-out sets (never trained on): more cases make the error measurable out of sample
         run.calibration = self._calibrate(candidates, site_held_out + held_out)
+        run.expected_dice_offsets = self._expected_dice_offsets(
+            [with_temperatures(c, run.calibration) for c in candidates], site_held_out + held_out
+        )
         run.published_model_set = self.publisher.publish_set(run, candidates, self.recipe(run))
         reason = decision.reason
         try:
@@ -223,6 +226,22 @@ class RunJob:
             return fitted
         except Exception as exc:  # noqa: BLE001 - calibration is an improvement, never a reason to fail
             log.warning("calibration failed; publishing uncalibrated", extra={"reason": root_cause(exc)})
+            return {}
+
+    def _expected_dice_offsets(self, candidates: list[LoadedModel], examples: list[Example]) -> dict[str, float]:
+        """The set's expected-Dice offsets per organ, fitted in a Ray task on the same held-out cases
+        as the temperatures, with the temperatures applied (as inference will run the set). A
+        failure costs the offsets, not the run: the improved scoring then gates on the raw value."""
+        import ray
+
+        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(
+            gate.expected_dice_offsets_here
+        )
+        try:
+            offsets: dict[str, float] = ray.get(task.remote(candidates, examples))
+            return offsets
+        except Exception as exc:  # noqa: BLE001 - an improvement of the scoring, never a reason to fail
+            log.warning("expected-Dice offsets failed; publishing without", extra={"reason": root_cause(exc)})
             return {}
 
     def _evaluate(self, sets: list[list[LoadedModel]], examples: list[Example]) -> list[gate.Scores]:

@@ -47,6 +47,8 @@ class RunRecord:
     losses: dict[str, list[float]] = field(default_factory=dict)  # architecture -> loss per epoch
     # architecture -> organ -> {temperature, ece_before, ece_after, held_out, voxels} of the published members
     calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # organ -> the published set's expected-Dice offset (atlasloop.method.improved), fitted on held-out cases
+    expected_dice_offsets: dict[str, float] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)  # the latest epoch: architecture, epoch, loss, eta_s
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str = ""
