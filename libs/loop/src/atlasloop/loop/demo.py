@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -47,6 +48,8 @@ from atlasloop.method.improved import offsets_of_set
 from atlasloop.training.v1 import training_pb2
 
 log = logging.getLogger(__name__)
+COHORT, VIEWER, RELEASES = "cohort", "viewer", "releases"  # the demo's folders under its --out
+OUTPUT_FOLDERS = (COHORT, VIEWER, RELEASES)
 
 
 class Demo:
@@ -71,7 +74,7 @@ class Demo:
 
     def import_cohort(self) -> None:
         c = self.config
-        folder = self.work / "cohort"
+        folder = self.work / COHORT
         sites = LABELLED_SITES * (c.labelled_cases // 2) + UNLABELLED_SITES * (c.unlabelled_cases // 2)
         entries = generate_cohort(folder, len(sites), c.cohort_seed, sites=list(sites), scale=c.scale)
         for entry in tqdm(entries, desc="import", unit="case"):
@@ -249,7 +252,7 @@ class Demo:
                 break
             case_id = lease.lease.case_id
             # what the annotator's viewer opens with: the most salient slices, heatmap and contours
-            self.client.salient_slices(case_id, lease.label_version, self.work / "viewer" / case_id, count=3)
+            self.client.salient_slices(case_id, lease.label_version, self.work / VIEWER / case_id, count=3)
             ai = self.client.labels(case_id, lease.label_version)
             revision = self.annotator.revise(ai, self.truth[case_id], self.regions(case_id, model_set, ai))
             tags = [common_pb2.OrganErrorTag(organ=organ_to_proto(o), tag=t.to_proto()) for o, t in revision.tags]
@@ -316,10 +319,10 @@ class Demo:
             before = {r.run_id for r in self.client.runs()}
             ai_before = self.ai_labels(self.unlabelled)
             if round_ == 1:  # a release of the cohort as the models left it, and one after the revisions
-                self.releases.append(releases.release(self.client, "demo-r0", self.work / "releases", "before"))
+                self.releases.append(releases.release(self.client, "demo-r0", self.work / RELEASES, "before"))
             self.revise_round(round_, record)
             if round_ == 1:
-                after = releases.release(self.client, "demo-r1", self.work / "releases", "round 1 revised")
+                after = releases.release(self.client, "demo-r1", self.work / RELEASES, "round 1 revised")
                 self.releases.append(releases.check_changelog(after, record.revised))
                 self.say(
                     f"releases demo-r0 and demo-r1 written in {', '.join(after['formats'])}; the changelog lists "
@@ -390,12 +393,20 @@ def _tag_counts(stats) -> dict[str, int]:
     return counts
 
 
+def clear_outputs(out: Path) -> None:
+    """Make ``out`` ready for a run: the folders an earlier run wrote there go (a release is
+    written into a new folder, so a second ``make demo`` failed on the first's); nothing else does."""
+    out.mkdir(parents=True, exist_ok=True)
+    for own in OUTPUT_FOLDERS:
+        shutil.rmtree(out / own, ignore_errors=True)
+
+
 def run_demo(out: Path, run_dir: Path, config: DemoConfig, ports: Ports | None = None, keep: bool = False) -> Path:
     """Start a fresh stack, run the loop, write the report; returns the report's path."""
     from atlasloop.loop.report import write_report
 
     stack = fresh_stack(run_dir, ports or Ports.for_demo(), config)
-    out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)
     try:
         began = time.monotonic()
         start_stack(stack, config)
