@@ -7,7 +7,7 @@ import pytest
 
 from atlasloop.imaging.labels import ORGANS
 from atlasloop.training.gate import OrganScore, decide, overall
-from atlasloop.training.ledger import Approval, with_roles
+from atlasloop.training.ledger import Approval, case_rank, with_roles
 from atlasloop.training.settings import TriggerPolicy
 from atlasloop.training.triggers import due
 
@@ -57,7 +57,7 @@ def test_the_gate_judges_improvement_on_the_new_sites_when_it_has_their_cases():
     assert not decide(frozen, _scores(0.70), 0.05, site_current=site, site_candidate=_scores(0.9)).passed
 
 
-def test_each_site_keeps_its_first_and_every_fourth_approved_case_for_evaluation():
+def test_each_site_keeps_its_first_and_every_fourth_new_case_in_rank_order_for_evaluation():
     sites = {f"b{i}": "B" for i in range(6)} | {f"d{i}": "D" for i in range(3)}
     approved = {f"r-{c}": Approval(c, f"v-{c}", ("liver",)) for c in ["b0", "d0", "b1", "b2", "d1", "b3", "b4"]}
     approved["r-b1-again"] = Approval("b1", "v-b1-2", ("liver",))  # the same case approved again
@@ -70,9 +70,14 @@ def test_each_site_keeps_its_first_and_every_fourth_approved_case_for_evaluation
 
     roles = with_roles(approved, site_of, 0.25, frozen={"f0"})
     evaluate = sorted(a.case_id for a in roles.values() if a.role == "evaluate")
-    assert evaluate == ["b0", "b4", "d0"]  # B: 1st and 5th case; D: 1st
-    assert roles["r-b1-again"].role == roles["r-b1"].role == "train" and roles["r-f"].role == "train"
+    b_ranked = sorted(["b0", "b1", "b2", "b3", "b4"], key=case_rank)
+    d_ranked = sorted(["d0", "d1"], key=case_rank)
+    assert evaluate == sorted([b_ranked[0], b_ranked[4], d_ranked[0]])  # B: 1st and 5th case; D: 1st
+    assert roles["r-b1-again"].role == roles["r-b1"].role and roles["r-f"].role == "train"
     assert len(asked) == len(set(asked))  # one look-up per case
+    # The order approvals were recorded in (event delivery) does not change the choice.
+    reordered = dict(reversed(list(approved.items())))
+    assert with_roles(reordered, site_of, 0.25, frozen={"f0"}) == roles
     # Later approvals keep counting per site from the roles already given.
     later = roles | {"r-b5": Approval("b5", "v-b5", ("liver",)), "r-d2": Approval("d2", "v-d2", ("liver",))}
     again = with_roles(later, site_of, 0.25, frozen=set())

@@ -14,9 +14,10 @@ cases are never trained on, so every gate compares sets on the same unseen label
 The frozen set comes from the sites labelled before the loop began, so it cannot see whether a
 candidate got better where the loop is labelling. Each approved case therefore gets a *role* the
 first time a run sees it: ``evaluate`` for a share of every site's approved cases (the first, and
-then one in every ``1 / fraction``, in approval order; the site is the case's import ``source``), or
-``train``. A case keeps its role; evaluation cases are never trained on or replayed, and the gate
-scores both sets on them (``site_held_out``).
+then one in every ``1 / fraction``, in a stable hash order of the new cases, not in approval
+order: see :func:`with_roles`; the site is the case's import ``source``), or ``train``. A case
+keeps its role; evaluation cases are never trained on or replayed, and the gate scores both sets
+on them (``site_held_out``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class Ledger:
             except NotFound:
                 pass
             labelled = latest_labels(client, self._read().values())
-            ranked = sorted(labelled, key=lambda ref: hashlib.sha256(ref.case_id.encode()).hexdigest())
+            ranked = sorted(labelled, key=lambda ref: case_rank(ref.case_id))
             count = min(most, max(1, round(fraction * len(ranked)))) if ranked else 0
             chosen = ranked[:count]
             if chosen:
@@ -168,26 +169,38 @@ class Ledger:
 def with_roles(
     approved: dict[str, Approval], site_of: Callable[[str], str], fraction: float, frozen: set[str]
 ) -> dict[str, Approval]:
-    """``approved`` (in approval order) with a role for every approval: its case's, or for a case
-    seen for the first time ``evaluate`` when it is its site's first, (1 + 1/fraction)-th, ... case."""
+    """``approved`` with a role for every approval: its case's, or for cases seen for the first time,
+    ``evaluate`` for each site's first, (1 + 1/fraction)-th, ... new case in :func:`case_rank` order.
+
+    Not in approval order: the queue hands out the most salient cases first, so a site's first
+    approved case is the one the ensemble did worst on, and a held-out set of those would be a
+    biased sample. Nor in the order the events arrived: they are keyed by case, so they come from
+    different partitions in no fixed order, and two identical runs would hold out different cases
+    (the demo's gate decisions differed between runs of the same code because of it)."""
     roles = {a.case_id: (a.role, a.site) for a in approved.values() if a.role}
     per_site: dict[str, int] = {}
     for _role, site in roles.values():
         per_site[site] = per_site.get(site, 0) + 1
+    new_cases = {a.case_id for a in approved.values() if not a.role and not a.quarantined} - roles.keys()
+    for case_id in sorted(new_cases, key=case_rank):
+        site = site_of(case_id)
+        k = per_site.get(site, 0)
+        held = case_id not in frozen and math.ceil((k + 1) * fraction) > math.ceil(k * fraction)
+        roles[case_id] = (EVALUATE if held else TRAIN, site)
+        per_site[site] = k + 1
     out = {}
     for revision_id, approval in approved.items():
         if approval.role or approval.quarantined:
             out[revision_id] = approval
             continue
-        if approval.case_id not in roles:
-            site = site_of(approval.case_id)
-            k = per_site.get(site, 0)
-            held = approval.case_id not in frozen and math.ceil((k + 1) * fraction) > math.ceil(k * fraction)
-            roles[approval.case_id] = (EVALUATE if held else TRAIN, site)
-            per_site[site] = k + 1
         role, site = roles[approval.case_id]
         out[revision_id] = replace(approval, role=role, site=site)
     return out
+
+
+def case_rank(case_id: str) -> str:
+    """A case's place in a stable pseudo-random order (the same on every run and machine)."""
+    return hashlib.sha256(case_id.encode()).hexdigest()
 
 
 def original_labels(client: StorageClient) -> list[LabelRef]:
