@@ -16,6 +16,8 @@ Empty masks, documented and never NaN:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,6 +33,20 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.logical_and(pred, truth).sum()) / total
+
+
+def dice_offsets(offsets: Mapping[str, float]) -> dict[str, float]:
+    """Per-organ differences of two Dice values (a model set's expected-Dice offsets), checked
+    where they are written (the model registry) and where they are read (the scoring): organs of
+    the schema, each finite and within +-1. ValueError names what is wrong."""
+    unknown = sorted(set(offsets) - set(ORGANS.values()))
+    if unknown:
+        raise ValueError(f"expected-Dice offsets for unknown organs {unknown}")
+    values = {str(organ): float(value) for organ, value in offsets.items()}
+    bad = {organ: value for organ, value in values.items() if not (math.isfinite(value) and abs(value) <= 1.0)}
+    if bad:
+        raise ValueError(f"expected-Dice offsets outside +-1: {bad}")
+    return values
 
 
 def _crop(pred: np.ndarray, truth: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:

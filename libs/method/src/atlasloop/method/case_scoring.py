@@ -15,8 +15,8 @@ from atlasloop.method import reference
 from atlasloop.method.improved import (
     ImprovedConfig,
     OrganEvidence,
+    box_expected_dice,
     improved_attention,
-    organ_expected_dice,
     organ_score,
 )
 from atlasloop.method.plausibility import Prediction, run_checks
@@ -132,7 +132,7 @@ def score_case(
                 organ_ml,
                 voxel_ml,
                 flags.get(organ, []),
-                organ_expected_dice(organ, soft, output.pseudo, output.shape),
+                box_expected_dice(probs, output.pseudo.get(organ), attention.box),
                 config.expected_dice_offsets.get(organ, 0.0),
             )
             gated = evidence.gated(config.expected_dice_floor)

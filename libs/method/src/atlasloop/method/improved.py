@@ -32,11 +32,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from atlasloop.imaging.compact import Cropped
+from atlasloop.imaging.compact import Box, Cropped
 from atlasloop.imaging.ensemble_rule import above_threshold
+from atlasloop.imaging.metrics import dice_offsets
 from atlasloop.method.plausibility import VOLUME_RANGE_ML, volume_ranges
 from atlasloop.method.reference import OrganAttention, empty, opening, organ_box, overlap
-from atlasloop.method.structures import TARGETS
 
 
 def _binary_entropy_bits(p: np.ndarray) -> np.ndarray:
@@ -93,14 +93,27 @@ OFFSET_BOUND = 0.3
 def organ_expected_dice(
     organ: str, soft: Sequence[Cropped], pseudo: Mapping[str, Cropped], shape: tuple[int, int, int]
 ) -> float:
-    """:func:`expected_dice` of one organ from stored maps, over the box the scoring reads."""
+    """:func:`expected_dice` of one organ from stored maps, over the box the scoring reads (the
+    training gate's entry; the scoring has read the probabilities already and calls
+    :func:`box_expected_dice`)."""
     box = organ_box(organ, soft, [], pseudo, shape)
     if box is None:
         return 1.0
-    probs = np.stack([c.read(box).astype(np.float32) / 255 for c in soft])
-    crop = pseudo.get(organ)
-    own = crop.read(box).astype(bool) if crop is not None else np.zeros(probs.shape[1:], bool)
+    return box_expected_dice(_probs_in(soft, box), pseudo.get(organ), box)
+
+
+def box_expected_dice(probs: np.ndarray, pseudo: Cropped | None, box: Box | None) -> float:
+    """:func:`expected_dice` of the members' ``probs`` over ``box`` against the organ's pseudo-label
+    crop (absent: an empty pseudo-label); 1.0 without a box (no member predicted the organ)."""
+    if box is None:
+        return 1.0
+    own = pseudo.read(box).astype(bool) if pseudo is not None else np.zeros(probs.shape[1:], bool)
     return expected_dice(probs, own)
+
+
+def _probs_in(soft: Sequence[Cropped], box: Box) -> np.ndarray:
+    """The members' stored uint8 maps over ``box`` as probabilities, one row per member."""
+    return np.stack([c.read(box).astype(np.float32) / 255 for c in soft])
 
 
 def fit_expected_dice_offsets(
@@ -116,26 +129,13 @@ def fit_expected_dice_offsets(
     }
 
 
-def checked_offsets(offsets: Mapping[str, float], known: Sequence[str]) -> dict[str, float]:
-    """``offsets`` as read from a model set: known organs, each a difference of two Dice values
-    (finite, within +-1, as the registry accepts them; :func:`fit_expected_dice_offsets` keeps its
-    own within ``OFFSET_BOUND``)."""
-    unknown = sorted(set(offsets) - set(known))
-    if unknown:
-        raise ValueError(f"expected-Dice offsets for unknown organs {unknown}")
-    bad = {o: v for o, v in offsets.items() if not (np.isfinite(v) and abs(v) <= 1.0)}
-    if bad:
-        raise ValueError(f"expected-Dice offsets outside +-1: {bad}")
-    return {o: float(v) for o, v in offsets.items()}
-
-
 def offsets_of_set(document: Mapping[str, object]) -> dict[str, float]:
     """The expected-Dice offsets a model set's document (``model-sets/<version>.json``) carries;
     none for sets published before calibration or imported by hand."""
     offsets = document.get("expected_dice_offsets") or {}
     if not isinstance(offsets, Mapping):
         raise ValueError("expected_dice_offsets must be an object of organ -> offset")
-    return checked_offsets({str(k): float(v) for k, v in offsets.items()}, TARGETS)
+    return dice_offsets(offsets)
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class ImprovedConfig:
         unknown = [s for s in self.signals if s not in SIGNAL_MAPS and s != "overlap"]
         unknown += [s for s in self.weights if s not in CASE_SCORERS]
         volume_ranges(self.volume_ranges_ml)  # refuses unknown organs and bounds that are not [low < high]
-        checked_offsets(self.expected_dice_offsets, TARGETS)
+        dice_offsets(self.expected_dice_offsets)  # refuses unknown organs and values outside +-1
         if self.expected_dice_floor is not None and not 0.0 < self.expected_dice_floor <= 1.0:
             raise ValueError(f"expected_dice_floor must be in (0, 1], got {self.expected_dice_floor}")
         if unknown:
@@ -181,7 +181,7 @@ def improved_attention(
     box = organ_box(organ, soft, [], pseudo, shape)
     if box is None:
         return empty(organ), np.zeros((len(soft), 0, 0, 0))
-    probs = np.stack([c.read(box).astype(np.float32) / 255 for c in soft])
+    probs = _probs_in(soft, box)
     heat = np.zeros(probs.shape[1:])
     region = np.zeros(probs.shape[1:], bool)
     parts: dict[str, np.ndarray] = {}

@@ -22,7 +22,6 @@ does.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from atlasloop.common import layout
 from atlasloop.common.errors import InvalidInput, NotFound
 from atlasloop.common.objectstore import ObjectStore
+from atlasloop.imaging.metrics import dice_offsets
 from atlasloop.imaging.preprocess import PreprocessConfig
 from atlasloop.models.architectures import BUILDERS, ArchitectureConfig, config
 from atlasloop.models.records import SCHEMA, LoadedModel, Manifest, MemberRef, ModelSet, shared_preprocess
@@ -262,10 +262,10 @@ class ModelRegistry:
         unpredicted = [organ for organ in SCHEMA.values() if organ not in predicted]
         if unpredicted:
             raise InvalidInput(f"no member of the set predicts {', '.join(unpredicted)}; add a member that does")
-        offsets = dict(expected_dice_offsets or {})
-        unknown_organs = sorted(set(offsets) - set(SCHEMA.values()))
-        if unknown_organs or any(not math.isfinite(v) or abs(v) > 1 for v in offsets.values()):
-            raise InvalidInput(f"expected-Dice offsets must be finite, within +-1, for organs of the schema: {offsets}")
+        try:
+            offsets = dice_offsets(expected_dice_offsets or {})
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"model set refused: {exc}") from None
         document = ModelSet(
             version or new_version(),
             tuple(MemberRef(a, v) for a, v in members),

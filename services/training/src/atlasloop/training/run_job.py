@@ -213,36 +213,37 @@ class RunJob:
         self.log.finish(run, RunState.PUBLISHED, reason, self._started)
 
     def _calibrate(self, candidates: list[LoadedModel], examples: list[Example]) -> dict[str, dict[str, dict]]:
-        """The candidates' temperatures, fitted in a Ray task on the cases the gate kept aside (the
-        approved revisions of the sites being labelled and the frozen held-out set). A failure costs the calibration,
-        not the run: the set is published uncalibrated and the reason logged."""
-        import ray
-
-        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(
-            gate.calibration_here
+        """The candidates' temperatures, fitted on the cases the gate kept aside (the approved
+        revisions of the sites being labelled and the frozen held-out set)."""
+        fitted: dict[str, dict[str, dict]] = self._improvement_on_worker(
+            gate.calibration_here, (candidates, examples), {}, "calibration failed; publishing uncalibrated"
         )
-        try:
-            fitted: dict[str, dict[str, dict]] = ray.get(task.remote(candidates, examples))
-            return fitted
-        except Exception as exc:  # noqa: BLE001 - calibration is an improvement, never a reason to fail
-            log.warning("calibration failed; publishing uncalibrated", extra={"reason": root_cause(exc)})
-            return {}
+        return fitted
 
     def _expected_dice_offsets(self, candidates: list[LoadedModel], examples: list[Example]) -> dict[str, float]:
-        """The set's expected-Dice offsets per organ, fitted in a Ray task on the same held-out cases
-        as the temperatures, with the temperatures applied (as inference will run the set). A
-        failure costs the offsets, not the run: the improved scoring then gates on the raw value."""
+        """The set's expected-Dice offsets per organ, fitted on the same held-out cases as the
+        temperatures, with the temperatures applied (as inference will run the set); without them
+        the improved scoring gates on the raw value."""
+        offsets: dict[str, float] = self._improvement_on_worker(
+            gate.expected_dice_offsets_here,
+            (candidates, examples),
+            {},
+            "expected-Dice offsets failed; publishing without",
+        )
+        return offsets
+
+    def _improvement_on_worker(self, fn: Any, args: tuple[Any, ...], default: Any, failed: str) -> Any:
+        """``fn(*args)`` in a Ray task with a training worker's resources (its GPU in the chart), for
+        what improves a published set but is never a reason to fail its run: a failure is logged
+        as ``failed`` with its root cause, and ``default`` returned."""
         import ray
 
-        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(
-            gate.expected_dice_offsets_here
-        )
+        task = ray.remote(num_cpus=self.settings.cpus_per_worker, num_gpus=1 if self.settings.use_gpu else 0)(fn)
         try:
-            offsets: dict[str, float] = ray.get(task.remote(candidates, examples))
-            return offsets
-        except Exception as exc:  # noqa: BLE001 - an improvement of the scoring, never a reason to fail
-            log.warning("expected-Dice offsets failed; publishing without", extra={"reason": root_cause(exc)})
-            return {}
+            return ray.get(task.remote(*args))
+        except Exception as exc:  # noqa: BLE001 - an improvement, never a reason to fail the run
+            log.warning(failed, extra={"reason": root_cause(exc)})
+            return default
 
     def _evaluate(self, sets: list[list[LoadedModel]], examples: list[Example]) -> list[gate.Scores]:
         """Each set scored on ``examples`` in one Ray task per set, on a worker with the training
