@@ -272,6 +272,7 @@ def _the_loop(stack, channels, collector, registry, store, kafka, tmp_path, admi
     record = store.get_json(layout.run_key(run_id))
     offsets = registry.model_set(run.published_model_set).expected_dice_offsets
     assert offsets == record["expected_dice_offsets"] and set(offsets) <= set(ORGANS.values())
+    assert {organ_from_proto(o.organ): o.offset for o in run.expected_dice_offsets} == offsets  # and the API's
     assert all(abs(v) <= OFFSET_BOUND for v in offsets.values())
     print(f"expected-Dice offsets on {len(record['held_out']) + len(record['site_held_out'])} held-out: {offsets}")
 

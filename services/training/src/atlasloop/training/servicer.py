@@ -52,6 +52,10 @@ def run_to_proto(run: RunRecord) -> training_pb2.Run:
             for architecture, organs in sorted(run.calibration.items())
             for organ, c in sorted(organs.items())
         ],
+        expected_dice_offsets=[
+            training_pb2.ExpectedDiceOffset(organ=organ_to_proto(organ), offset=offset)
+            for organ, offset in sorted(run.expected_dice_offsets.items())
+        ],
     )
 
 
