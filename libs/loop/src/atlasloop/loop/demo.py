@@ -213,7 +213,8 @@ class Demo:
             "improved_uncalibrated": evaluation.local_plan(ai, outputs, self.config.improved()),
             "improved_ungated": evaluation.local_plan(ai, outputs, self.config.improved(expected_dice_floor=None)),
             "uncertainty": evaluation.local_plan(ai, outputs, entropy_only),
-            "oracle": judging.oracle_plan(ai, self.truth),  # knows the truth: the bound, not a strategy
+            # knows the truth: perfect detection, for comparison, not a strategy
+            "oracle": judging.oracle_plan(ai, self.truth),
         }
         self.budget_min = self.round_budget(ai, attention)
         self.comparison = evaluation.compare(ai, self.truth, plans, self.config.seeds, self.budget_min * 2)
